@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` runs the model, `make test` runs the tests.
+# Each creates .venv and installs everything it needs on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test lint train eval clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/cubeqa ask "Where is kenya located?"
+	$(VENV)/bin/cubeqa ask "What do chloroplasts do?"
+	$(VENV)/bin/cubeqa eval --data data/squad_sent_val.jsonl
+
+lint: install
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest
+
+# The shipped default bundle: `make train` rebuilds it with the default configuration.
+train: install
+	$(VENV)/bin/cubeqa train --out cubeqa/bundles/default
+
+eval: install
+	$(VENV)/bin/cubeqa eval --data data/squad_sent_val.jsonl --json eval-val.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

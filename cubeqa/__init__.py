@@ -1,0 +1,1 @@
+"""cubeqa's front door: settings and the command line."""

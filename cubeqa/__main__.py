@@ -1,0 +1,5 @@
+"""`python -m cubeqa` runs the CLI."""
+
+from cubeqa.cli import app
+
+app()

@@ -1,0 +1,207 @@
+"""The `cubeqa` command line: train, eval and ask. Each command calls one library function."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local directories only
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from cubeqa.render import eval_table, progress_bar
+from cubeqa.settings import Settings
+
+app = typer.Typer(help="Question answering through a trained 3D lattice of cells.", no_args_is_help=True, add_completion=False)
+console = Console()
+errors = Console(stderr=True)
+
+DATA_DIR = Path("data")
+
+
+@app.callback()
+def main(ctx: typer.Context) -> None:
+    """Reads settings from CUBEQA_* environment variables."""
+    try:
+        ctx.obj = Settings()
+    except ValidationError as exc:
+        errors.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def fail(exc: Exception) -> typer.Exit:
+    """A domain error as one line on stderr, exit status 1."""
+    errors.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+def build_encoder(settings: Settings):  # noqa: ANN201 - the type lives in pipeline, imported lazily
+    """The teacher encoder the settings describe."""
+    from pipeline.encoder import EncoderConfig, TeacherEncoder
+    from pipeline.production import set_threads
+
+    set_threads(settings.threads)
+    return TeacherEncoder(EncoderConfig(model_dir=settings.encoder_dir, device=settings.device, batch_size=settings.encode_batch_size))
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="bundle directory to write")],
+    train_file: Annotated[Path, typer.Option("--train", help="training Q→A JSONL")] = DATA_DIR / "squad_sent_train.jsonl",
+    val_file: Annotated[Path, typer.Option("--val", help="validation Q→A JSONL (reported, never trained on)")] = DATA_DIR / "squad_sent_val.jsonl",
+    bank: Annotated[list[Path] | None, typer.Option(help="extra phrase-bank file (.txt lines or JSONL); repeatable")] = None,
+    size: Annotated[str, typer.Option(help="lattice X,Y,Z")] = "8,8,2",
+    channels: Annotated[int, typer.Option(help="state channels per cell")] = 16,
+    hidden: Annotated[int, typer.Option(help="cell network hidden width")] = 64,
+    steps: Annotated[int, typer.Option(help="propagation steps T")] = 2,
+    boundary: Annotated[str, typer.Option(help="walls or periodic")] = "walls",
+    injection: Annotated[str, typer.Option(help="projection (learned) or exact (reshape) onto the input face")] = "projection",
+    reinject: Annotated[bool, typer.Option(help="re-inject the question at every step")] = True,
+    epochs: Annotated[int, typer.Option(help="fixed number of epochs")] = 8,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="pairs per step")] = 256,
+    infonce_weight: Annotated[float, typer.Option(help="weight of the InfoNCE term")] = 0.25,
+    residual_l2: Annotated[float, typer.Option(help="L2 penalty on the residual")] = 0.3,
+    bank_negatives: Annotated[bool, typer.Option(help="InfoNCE over the whole train answer bank")] = False,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Train a cube on Q→A pairs with a fixed schedule and write a checkpoint bundle."""
+    from pipeline.cube import CubeConfig
+    from pipeline.errors import CubeQAError
+    from pipeline.training.cube_trainer import TrainConfig
+    from pipeline.workflows import train_bundle
+
+    settings: Settings = ctx.obj
+    try:
+        cube_config = CubeConfig(
+            size=tuple(int(s) for s in size.split(",")),  # type: ignore[arg-type]
+            channels=channels,
+            hidden=hidden,
+            steps=steps,
+            boundary=boundary,  # type: ignore[arg-type]
+            injection=injection,  # type: ignore[arg-type]
+            reinject=reinject,
+        )
+        train_config = TrainConfig(
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            infonce_weight=infonce_weight,
+            residual_l2=residual_l2,
+            bank_negatives=bank_negatives,
+            seed=seed,
+            threads=settings.threads or 2,
+        )
+        encoder = build_encoder(settings)
+        with progress_bar(console) as bar:
+            embed_task = {}
+
+            def on_embed(label: str, done: int, total: int) -> None:
+                task = embed_task.setdefault(label, bar.add_task(f"embed {label}", total=total))
+                bar.update(task, completed=done)
+
+            epoch_task = bar.add_task("train", total=epochs, start=False)
+
+            def on_epoch(report) -> None:  # noqa: ANN001
+                bar.start_task(epoch_task)
+                bar.update(
+                    epoch_task,
+                    completed=report.epoch,
+                    description=f"train loss {report.train_loss:.4f} val cos {report.val_cos:.4f}",
+                )
+
+            outcome = train_bundle(
+                train_file,
+                val_file,
+                out,
+                encoder=encoder,
+                cube_config=cube_config,
+                train_config=train_config,
+                cache_dir=settings.cache_dir,
+                extra_bank=bank or [],
+                on_embed=on_embed,
+                on_epoch=on_epoch,
+            )
+    except (CubeQAError, ValueError, OSError) as exc:
+        raise fail(exc) from exc
+    console.print(eval_table(outcome.validation, title=f"validation ({val_file.name})"))
+    console.print(f"bundle written to {outcome.bundle_dir}")
+
+
+@app.command("eval")
+def evaluate(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option(help="Q→A JSONL split to evaluate on")] = DATA_DIR / "squad_sent_val.jsonl",
+    train_file: Annotated[Path, typer.Option("--train", help="training split: baselines are fit on it, it is the closed bank")] = DATA_DIR / "squad_sent_train.jsonl",
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures as JSON here")] = None,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples for the intervals")] = 2000,
+) -> None:
+    """Cube vs baselines on a split: cosines, open-bank retrieval, e2e, paired 95% intervals."""
+    from pipeline.errors import CubeQAError
+    from pipeline.workflows import evaluate_bundle
+
+    settings: Settings = ctx.obj
+    try:
+        encoder = build_encoder(settings)
+        with progress_bar(console, transient=True) as bar:
+            tasks: dict[str, int] = {}
+
+            def on_embed(label: str, done: int, total: int) -> None:
+                bar.update(tasks.setdefault(label, bar.add_task(f"embed {label}", total=total)), completed=done)
+
+            report = evaluate_bundle(
+                settings.bundle_dir, data, train_file, encoder=encoder, cache_dir=settings.cache_dir, on_embed=on_embed, resamples=resamples
+            )
+    except (CubeQAError, OSError) as exc:
+        raise fail(exc) from exc
+    console.print(eval_table(report, title=f"{data.name}: {report.split_size} pairs, bundle {settings.bundle_dir.name}"))
+    if json_path:
+        json_path.write_text(json.dumps({"data": str(data), "bundle": str(settings.bundle_dir), **report.to_dict()}, indent=2) + "\n")
+        console.print(f"figures written to {json_path}")
+
+
+@app.command()
+def ask(
+    ctx: typer.Context,
+    question: Annotated[str, typer.Argument(help="the question to answer")],
+    reference: Annotated[str | None, typer.Option(help="a reference answer, to score the answer against")] = None,
+) -> None:
+    """Answer one question: prints the answer, its score and the decoder path."""
+    from pipeline.decoders.phrase_bank import PhraseBankConfig
+    from pipeline.encoder import check_texts
+    from pipeline.errors import CubeQAError
+    from pipeline.production import ProductionPipeline
+
+    settings: Settings = ctx.obj
+    try:
+        check_texts([question] if reference is None else [question, reference])  # before the model loads
+        pipe = ProductionPipeline.from_bundle(
+            settings.bundle_dir,
+            encoder_config=build_encoder_config(settings),
+            bank_config=PhraseBankConfig(index=settings.bank_index, min_score=settings.min_score),
+            cache_dir=settings.cache_dir,
+            top_k=settings.top_k,
+        )
+        result = pipe.process_batch([question], None if reference is None else [reference])[0]
+    except (CubeQAError, OSError) as exc:
+        raise fail(exc) from exc
+    console.print(f"[bold]answer:[/bold] {result.answer}")
+    console.print(f"score {result.score:.4f}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
+    for text, score in result.candidates[1:]:
+        console.print(f"  also {score:.4f}: {text}", style="dim")
+    for name, value in result.metrics.items():
+        console.print(f"  {name} {value:.4f}", style="dim")
+
+
+def build_encoder_config(settings: Settings):  # noqa: ANN201
+    """EncoderConfig from settings (ProductionPipeline builds the encoder itself)."""
+    from pipeline.encoder import EncoderConfig
+    from pipeline.production import set_threads
+
+    set_threads(settings.threads)
+    return EncoderConfig(model_dir=settings.encoder_dir, device=settings.device, batch_size=settings.encode_batch_size)

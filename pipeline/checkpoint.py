@@ -1,0 +1,200 @@
+"""Checkpoint bundles: a directory of safetensors weights, a JSON manifest and the phrase bank.
+
+    bundle/
+      manifest.json      format version, cube config, training config, encoder identity,
+                         data hashes, validation metrics (with split name and size), code version
+      cube.safetensors   the cube's state_dict
+      bank.jsonl         phrase-bank sentences, one JSON string per line
+      bank.safetensors   optional: their embeddings by the manifest's encoder, so loading skips re-encoding
+
+No pickle anywhere: a bundle holding a pickle-format file is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file, save_file
+
+from pipeline.cube import Cube, CubeConfig
+from pipeline.encoder import EncoderIdentity
+from pipeline.errors import BundleError, IncompatibleBundle
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CUBE_WEIGHTS = "cube.safetensors"
+BANK = "bank.jsonl"
+BANK_VECTORS = "bank.safetensors"
+PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib"}
+REQUIRED_FIELDS = ("format_version", "cube_config", "encoder", "bank")
+
+
+@dataclass
+class Manifest:
+    """What a bundle says about itself; `extra` carries training details and metrics."""
+
+    cube_config: CubeConfig
+    encoder: EncoderIdentity
+    bank_size: int
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "cube_config": self.cube_config.to_dict(),
+            "encoder": self.encoder.to_dict(),
+            "bank": {"file": BANK, "size": self.bank_size},
+            "code_version": code_version(),
+            **self.extra,
+        }
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the cube (eval mode), its bank sentences and manifest."""
+
+    path: Path
+    manifest: Manifest
+    cube: Cube
+    bank_texts: list[str]
+    bank_vectors: np.ndarray | None  # (K, D) float32, embedded by the manifest's encoder
+
+
+def code_version() -> str:
+    """Installed version of the cubeqa distribution, or 'unknown' when run from a bare tree."""
+    try:
+        return metadata.version("cubeqa")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def save_bundle(
+    path: Path,
+    cube: Cube,
+    bank_texts: list[str],
+    encoder: EncoderIdentity,
+    *,
+    bank_vectors: np.ndarray | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Writes a bundle directory (created if needed) and returns its path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in cube.state_dict().items()}
+    save_file(state, str(path / CUBE_WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+    with (path / BANK).open("w", encoding="utf-8") as handle:
+        for text in bank_texts:
+            handle.write(json.dumps(text, ensure_ascii=False) + "\n")
+    if bank_vectors is not None:
+        if bank_vectors.shape != (len(bank_texts), encoder.dim):
+            raise ValueError(f"bank vectors {bank_vectors.shape} do not match {len(bank_texts)} texts of dim {encoder.dim}")
+        save_numpy({"vectors": np.ascontiguousarray(bank_vectors, dtype=np.float32)}, str(path / BANK_VECTORS))
+    manifest = Manifest(cube_config=cube.config, encoder=encoder, bank_size=len(bank_texts), extra=dict(extra or {}))
+    (path / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Parses and checks `manifest.json`, naming the first missing or malformed field."""
+    manifest_path = Path(path) / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{path} is not a bundle: {MANIFEST} is missing")
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{manifest_path} must hold a JSON object")
+    missing = [name for name in REQUIRED_FIELDS if name not in data]
+    if missing:
+        raise BundleError(f"{manifest_path} lacks the field(s): {', '.join(missing)}")
+    if data["format_version"] != FORMAT_VERSION:
+        raise IncompatibleBundle(f"{path} has bundle format {data['format_version']}; this code reads format {FORMAT_VERSION}")
+    try:
+        cube_config = CubeConfig.from_dict(data.pop("cube_config"))
+        encoder = EncoderIdentity.from_dict(data.pop("encoder"))
+        bank_size = int(data.pop("bank")["size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{manifest_path} has a malformed field: {exc!r}") from exc
+    data.pop("format_version")
+    data.pop("code_version", None)
+    return Manifest(cube_config=cube_config, encoder=encoder, bank_size=bank_size, extra=data)
+
+
+def check_encoder(manifest: Manifest, running: EncoderIdentity, path: Path) -> None:
+    """Refuses a bundle trained with another encoder, naming both sides."""
+    if manifest.encoder != running:
+        raise IncompatibleBundle(
+            f"bundle {path} was trained with encoder {manifest.encoder.to_dict()} "
+            f"but the running encoder is {running.to_dict()}"
+        )
+    if manifest.cube_config.dim != running.dim:
+        raise IncompatibleBundle(f"bundle {path} maps {manifest.cube_config.dim}-D vectors; the encoder gives {running.dim}-D")
+
+
+def load_bundle(path: Path, encoder: EncoderIdentity | None = None) -> Bundle:
+    """Loads a bundle; with `encoder` given, refuses a mismatch with it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"bundle directory {path} does not exist")
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise BundleError(f"bundle {path} holds pickle-format file(s) {pickles}; only safetensors weights are loaded")
+    manifest = read_manifest(path)
+    if encoder is not None:
+        check_encoder(manifest, encoder, path)
+    cube = Cube(manifest.cube_config)
+    try:
+        state = load_file(str(path / CUBE_WEIGHTS))
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise BundleError(f"cannot read {path / CUBE_WEIGHTS}: {exc}") from exc
+    try:
+        cube.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise IncompatibleBundle(f"weights in {path / CUBE_WEIGHTS} do not fit its cube_config: {exc}") from exc
+    cube.eval()
+    texts = read_bank(path, manifest.bank_size)
+    return Bundle(path=path, manifest=manifest, cube=cube, bank_texts=texts, bank_vectors=read_bank_vectors(path, len(texts), manifest.encoder.dim))
+
+
+def read_bank_vectors(path: Path, count: int, dim: int) -> np.ndarray | None:
+    """The bundle's stored bank embeddings, or None when it ships none."""
+    vectors_path = Path(path) / BANK_VECTORS
+    if not vectors_path.is_file():
+        return None
+    try:
+        vectors = load_numpy(str(vectors_path))["vectors"]
+    except (SafetensorError, OSError, KeyError) as exc:
+        raise BundleError(f"cannot read {vectors_path}: {exc!r}") from exc
+    if vectors.shape != (count, dim):
+        raise BundleError(f"{vectors_path} holds {vectors.shape} vectors; the bank needs ({count}, {dim})")
+    return vectors
+
+
+def read_bank(path: Path, expected: int) -> list[str]:
+    """Reads `bank.jsonl`, checking every line is a JSON string and the count matches the manifest."""
+    bank_path = Path(path) / BANK
+    if not bank_path.is_file():
+        raise BundleError(f"bundle {path} has no {BANK}")
+    texts = []
+    with bank_path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                text = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BundleError(f"{bank_path}:{number}: not a JSON string ({exc})") from exc
+            if not isinstance(text, str):
+                raise BundleError(f"{bank_path}:{number}: not a JSON string")
+            texts.append(text)
+    if len(texts) != expected:
+        raise BundleError(f"{bank_path} has {len(texts)} sentences; the manifest says {expected} (truncated?)")
+    return texts

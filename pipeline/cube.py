@@ -1,0 +1,159 @@
+"""The 3D lattice core: a neural cellular automaton over an X×Y×Z cube of cells.
+
+Every cell holds a C-channel state. One shared cell network reads a cell's own
+state and its six face neighbours (fixed direction slots) and adds an update,
+for T steps. The question vector enters through the input face (z = 0), the
+answer is read from the output face (z = Z-1), and a gated residual makes the
+untrained cube the identity map: out = normalise(q + g·readout(face)), g = 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.reshape import face_channels, vector_to_face
+
+# Neighbour slots, in the order they are stacked after a cell's own state.
+DIRECTIONS: tuple[tuple[int, int, int], ...] = (
+    (-1, 0, 0),  # x-
+    (1, 0, 0),  # x+
+    (0, -1, 0),  # y-
+    (0, 1, 0),  # y+
+    (0, 0, -1),  # z-  (towards the input face)
+    (0, 0, 1),  # z+  (towards the output face)
+)
+SLOTS = 1 + len(DIRECTIONS)
+
+
+@dataclass(frozen=True)
+class CubeConfig:
+    """Shape and dynamics of the lattice; stored in the bundle manifest."""
+
+    dim: int = 384  # question/answer vector size (the teacher's)
+    size: tuple[int, int, int] = (8, 8, 4)  # X, Y, Z cells
+    channels: int = 16  # state channels per cell
+    hidden: int = 64  # hidden width of the shared cell network
+    steps: int = 4  # propagation steps T
+    boundary: Literal["walls", "periodic"] = "walls"
+    injection: Literal["exact", "projection"] = "projection"
+    reinject: bool = True  # add the input face at every step, not only the first
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        if len(self.size) != 3 or min(self.size) < 1:
+            raise ValueError(f"size must be three positive ints, got {self.size}")
+        if self.boundary not in ("walls", "periodic"):
+            raise ValueError(f"boundary must be 'walls' or 'periodic', got {self.boundary!r}")
+        if self.injection not in ("exact", "projection"):
+            raise ValueError(f"injection must be 'exact' or 'projection', got {self.injection!r}")
+        if self.injection == "exact":
+            face_channels(self.dim, self.size[0], self.size[1])
+        if self.steps < 1 or self.channels < 1 or self.hidden < 1:
+            raise ValueError("steps, channels and hidden must be positive")
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["size"] = list(self.size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> CubeConfig:
+        return cls(**data)  # type: ignore[arg-type]
+
+
+def pad_lattice(state: torch.Tensor, periodic: bool) -> torch.Tensor:
+    """(B, X, Y, Z, C) -> (B, X+2, Y+2, Z+2, C): zeros beyond walls, or the opposite face when periodic."""
+    if not periodic:
+        return F.pad(state, (0, 0, 1, 1, 1, 1, 1, 1))
+    for axis in (1, 2, 3):
+        first, last = state.narrow(axis, 0, 1), state.narrow(axis, state.shape[axis] - 1, 1)
+        state = torch.cat([last, state, first], dim=axis)
+    return state
+
+
+class Perceive(nn.Module):
+    """Gathers each cell's state and its six neighbours: (B, X, Y, Z, C) -> (B, X, Y, Z, 7C).
+
+    Slot k of the output holds the neighbour at DIRECTIONS[k-1]; a neighbour across a wall
+    reads zeros, and with periodic boundaries it wraps around to the opposite face.
+    """
+
+    def __init__(self, boundary: str) -> None:
+        super().__init__()
+        self.periodic = boundary == "periodic"
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        _, sx, sy, sz, _ = state.shape
+        padded = pad_lattice(state, self.periodic)
+        views = [state]
+        for dx, dy, dz in DIRECTIONS:  # padded[1 + x + dx] is the neighbour of x at offset dx
+            views.append(padded[:, 1 + dx : 1 + dx + sx, 1 + dy : 1 + dy + sy, 1 + dz : 1 + dz + sz])
+        return torch.cat(views, dim=-1)  # (B, X, Y, Z, 7C), slot-major
+
+
+class CellNet(nn.Module):
+    """The shared cell prototype: the same two-layer net applied to every cell's perception."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.inp = nn.Linear(channels * SLOTS, hidden)
+        self.out = nn.Linear(hidden, channels)
+
+    def forward(self, perception: torch.Tensor) -> torch.Tensor:
+        return self.out(F.gelu(self.inp(perception)))  # (B, X, Y, Z, C)
+
+
+class Cube(nn.Module):
+    """Maps unit question vectors (B, D) to unit answer vectors (B, D) through the lattice."""
+
+    def __init__(self, config: CubeConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or CubeConfig()
+        fx, fy, _ = cfg.size
+        face_cells = fx * fy
+        if cfg.injection == "exact":
+            self.inject = nn.Linear(face_channels(cfg.dim, fx, fy), cfg.channels)  # per face cell
+        else:
+            self.inject = nn.Linear(cfg.dim, face_cells * cfg.channels)
+        self.perceive = Perceive(cfg.boundary)
+        self.cell = CellNet(cfg.channels, cfg.hidden)
+        self.readout = nn.Linear(face_cells * cfg.channels, cfg.dim)
+        self.gate = nn.Parameter(torch.zeros(()))  # g = 0: the untrained cube is the identity
+
+    def input_face(self, q: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, X, Y, C): what the question writes onto the z = 0 face."""
+        fx, fy, _ = self.config.size
+        scaled = q * self.config.dim**0.5  # unit vectors -> entries of unit scale
+        if self.config.injection == "exact":
+            return self.inject(vector_to_face(scaled, fx, fy).permute(0, 2, 3, 1))  # (B, X, Y, C_in) -> (B, X, Y, C)
+        return self.inject(scaled).reshape(q.shape[0], fx, fy, self.config.channels)
+
+    def propagate(self, q: torch.Tensor) -> torch.Tensor:
+        """Runs the T steps from an empty lattice; returns the state (B, X, Y, Z, C)."""
+        cfg = self.config
+        face = self.input_face(q).unsqueeze(3)  # (B, X, Y, 1, C)
+        state = q.new_zeros(q.shape[0], *cfg.size, cfg.channels)  # (B, X, Y, Z, C)
+        for step in range(cfg.steps):
+            if step == 0 or cfg.reinject:
+                state = torch.cat([state[:, :, :, :1] + face, state[:, :, :, 1:]], dim=3)  # face at z = 0
+            state = state + self.cell(self.perceive(state))
+        return state
+
+    def residual(self, q: torch.Tensor) -> torch.Tensor:
+        """The lattice's contribution before gating: readout of the output face, (B, D)."""
+        out_face = self.propagate(q)[:, :, :, -1]  # (B, X, Y, C) at z = Z-1
+        return self.readout(out_face.reshape(q.shape[0], -1))
+
+    def forward_parts(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q: (B, D) -> (answer (B, D) unit vectors, gated residual (B, D)) for losses on both."""
+        delta = self.gate * self.residual(q)
+        return F.normalize(q + delta, dim=-1), delta
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        """q: (B, D) unit vectors -> (B, D) unit vectors."""
+        return self.forward_parts(q)[0]

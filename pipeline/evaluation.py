@@ -1,0 +1,153 @@
+"""Quality metrics and baselines, defined once (names as in DESIGN.md).
+
+All vectors are L2-normalised teacher embeddings and every mean is over samples.
+Gains are paired per-sample differences with a 95% bootstrap interval: a gain
+counts only when its interval excludes zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.baselines import MeanAnswer, MeanShift, NearestQuestion, Ridge
+from pipeline.training.data import EmbeddedPairs
+
+VectorMap = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its 95% bootstrap interval."""
+
+    mean: float
+    low: float
+    high: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "low": self.low, "high": self.high}
+
+
+def paired_bootstrap(diff: np.ndarray, resamples: int = 2000, seed: int = 0) -> Interval:
+    """Mean of per-sample differences and its percentile 95% interval over resampled samples."""
+    diff = np.asarray(diff, np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, 200):  # chunks bound memory for large splits
+        count = min(200, resamples - start)
+        means[start : start + count] = diff[rng.integers(0, len(diff), (count, len(diff)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return Interval(float(diff.mean()), float(low), float(high))
+
+
+def cosines(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of unit vectors (N, D), (N, D) -> (N,)."""
+    return (x * y).sum(-1)
+
+
+def retrieval_ranks(queries: np.ndarray, bank: np.ndarray, targets: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """1-based rank of bank row `targets[i]` among all rows for query i (ties count against)."""
+    ranks = np.empty(len(queries), np.int64)
+    for start in range(0, len(queries), chunk):
+        scores = queries[start : start + chunk] @ bank.T  # (n, K)
+        true = scores[np.arange(len(scores)), targets[start : start + chunk]]
+        ranks[start : start + chunk] = (scores > true[:, None]).sum(1) + 1
+    return ranks
+
+
+def retrieval_metrics(ranks: np.ndarray) -> dict[str, float]:
+    """R@1, R@10 and MRR from 1-based ranks."""
+    return {"R@1": float((ranks == 1).mean()), "R@10": float((ranks <= 10).mean()), "MRR": float((1.0 / ranks).mean())}
+
+
+def echo_rate(answers: np.ndarray, questions: np.ndarray, references: np.ndarray) -> float:
+    """Share of answers closer to their question than to their reference answer."""
+    return float((cosines(answers, questions) > cosines(answers, references)).mean())
+
+
+@dataclass(frozen=True)
+class Bank:
+    """De-duplicated answer sentences with their vectors, keyed by answer id."""
+
+    ids: list[str]
+    vectors: np.ndarray  # (K, D)
+
+    @classmethod
+    def from_pairs(cls, *splits: EmbeddedPairs) -> Bank:
+        rows: dict[str, np.ndarray] = {}
+        for split in splits:
+            for answer_id, vector in zip(split.answer_ids, split.a):
+                rows.setdefault(answer_id, vector)
+        return cls(ids=list(rows), vectors=np.stack(list(rows.values())))
+
+    def rows_of(self, answer_ids: list[str]) -> np.ndarray:
+        position = {answer_id: row for row, answer_id in enumerate(self.ids)}
+        return np.array([position[a] for a in answer_ids])
+
+
+@dataclass
+class EvalReport:
+    """Every figure of one evaluation; `to_dict` is the `--json` output."""
+
+    split_size: int
+    train_size: int
+    cos: dict[str, float] = field(default_factory=dict)  # cube_cos, identity_cos and baselines
+    retrieval: dict[str, dict[str, float]] = field(default_factory=dict)  # open bank, per map
+    e2e: dict[str, float] = field(default_factory=dict)  # e2e_cos closed/open, decode_fidelity, echo_rate
+    differences: dict[str, Interval] = field(default_factory=dict)  # "cube − identity: cos" -> interval
+    bank_sizes: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "split_size": self.split_size,
+            "train_size": self.train_size,
+            "cos": self.cos,
+            "retrieval_open_bank": self.retrieval,
+            "e2e": self.e2e,
+            "differences": {name: interval.to_dict() for name, interval in self.differences.items()},
+            "bank_sizes": self.bank_sizes,
+        }
+
+
+def evaluate(cube: VectorMap, train: EmbeddedPairs, split: EmbeddedPairs, *, resamples: int = 2000, seed: int = 0) -> EvalReport:
+    """Cube against every baseline on `split`; baselines and the closed bank come from `train`."""
+    q, a = split.q, split.a
+    maps: dict[str, VectorMap] = {
+        "cube": cube,
+        "identity": lambda x: x,
+        "mean_shift": MeanShift.fit(train.q, train.a),
+        "ridge": Ridge.fit(train.q, train.a),
+        "mean_answer": MeanAnswer.fit(train.q, train.a),
+        "nearest_question": NearestQuestion.fit(train.q, train.a),
+    }
+    outputs = {name: fn(q) for name, fn in maps.items()}
+    per_sample = {name: cosines(out, a) for name, out in outputs.items()}
+    report = EvalReport(split_size=len(q), train_size=len(train.q))
+    report.cos = {f"{name}_cos": float(values.mean()) for name, values in per_sample.items()}
+
+    open_bank = Bank.from_pairs(train, split)
+    closed_bank = Bank.from_pairs(train)
+    report.bank_sizes = {"open": len(open_bank.ids), "closed": len(closed_bank.ids)}
+    targets = open_bank.rows_of(split.answer_ids)
+    ranks = {name: retrieval_ranks(outputs[name], open_bank.vectors, targets) for name in ("cube", "identity", "mean_shift")}
+    report.retrieval = {name: retrieval_metrics(r) for name, r in ranks.items()}
+
+    for bank_name, bank in (("closed", closed_bank), ("open", open_bank)):
+        decoded = bank.vectors[np.argmax(outputs["cube"] @ bank.vectors.T, axis=1)]  # phrase-bank decode of the cube output
+        report.e2e[f"e2e_cos_{bank_name}"] = float(cosines(decoded, a).mean())
+        report.e2e[f"decode_fidelity_{bank_name}"] = float(cosines(decoded, outputs["cube"]).mean())
+        report.e2e[f"echo_rate_{bank_name}"] = echo_rate(decoded, q, a)
+
+    for base in ("identity", "mean_shift"):
+        label = f"cube − {base}"
+        report.differences[f"{label}: cos"] = paired_bootstrap(per_sample["cube"] - per_sample[base], resamples, seed)
+        hit = (ranks["cube"] == 1).astype(float) - (ranks[base] == 1).astype(float)
+        report.differences[f"{label}: R@1"] = paired_bootstrap(hit, resamples, seed)
+        report.differences[f"{label}: MRR"] = paired_bootstrap(1.0 / ranks["cube"] - 1.0 / ranks[base], resamples, seed)
+    return report

@@ -1,0 +1,30 @@
+"""Exact, invertible mapping between a flat vector and a lattice face.
+
+A D-vector is laid out as X×Y cells of C channels (D = X·Y·C): element
+`i = (x·Y + y)·C + c` goes to channel c of cell (x, y). No learned parameters;
+`face_to_vector(vector_to_face(v)) == v` bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def face_channels(dim: int, x: int, y: int) -> int:
+    """Channels per cell needed to hold a `dim`-vector on an x×y face exactly."""
+    if dim % (x * y):
+        raise ValueError(f"a {dim}-vector does not tile a {x}x{y} face exactly ({dim} % {x * y} != 0)")
+    return dim // (x * y)
+
+
+def vector_to_face(vectors: torch.Tensor, x: int, y: int) -> torch.Tensor:
+    """(B, D) -> (B, C, X, Y) with C = D / (X·Y)."""
+    batch, dim = vectors.shape
+    channels = face_channels(dim, x, y)
+    return vectors.reshape(batch, x, y, channels).permute(0, 3, 1, 2)  # (B, C, X, Y)
+
+
+def face_to_vector(face: torch.Tensor) -> torch.Tensor:
+    """(B, C, X, Y) -> (B, C·X·Y), the inverse of `vector_to_face`."""
+    batch = face.shape[0]
+    return face.permute(0, 2, 3, 1).reshape(batch, -1)  # (B, X·Y·C)

@@ -1,0 +1,111 @@
+"""Q→A pair files and their teacher embeddings, cached on disk by content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+Embed = Callable[[list[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class QAPair:
+    """One question with its reference answer sentence."""
+
+    question: str
+    answer: str
+    answer_id: str
+
+
+@dataclass(frozen=True)
+class EmbeddedPairs:
+    """Pairs with unit question vectors `q` (N, D) and answer vectors `a` (N, D)."""
+
+    pairs: list[QAPair]
+    q: np.ndarray
+    a: np.ndarray
+    data_hash: str
+
+    @property
+    def answer_ids(self) -> list[str]:
+        return [p.answer_id for p in self.pairs]
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes, first 16 hex digits."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def texts_hash(texts: Sequence[str]) -> str:
+    """Order-sensitive sha256 of a list of texts, first 16 hex digits."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()[:16]
+
+
+def answer_key(answer: str) -> str:
+    """Stable id of an answer sentence when a file gives none (sha1 of its normalised text)."""
+    return hashlib.sha1(" ".join(answer.lower().split()).encode("utf-8")).hexdigest()[:12]
+
+
+def load_pairs(path: Path) -> list[QAPair]:
+    """Read a JSONL file of {"question", "answer"[, "answer_id"]} objects.
+
+    Raises:
+        InputError: naming the file and line of the first malformed record.
+    """
+    pairs: list[QAPair] = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                question, answer = record["question"], record["answer"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise InputError(f"{path}:{number}: not a JSON object with question and answer ({exc})") from exc
+            if not isinstance(question, str) or not question.strip():
+                raise InputError(f"{path}:{number}: empty question")
+            if not isinstance(answer, str) or not answer.strip():
+                raise InputError(f"{path}:{number}: empty answer")
+            pairs.append(QAPair(question, answer, str(record.get("answer_id") or answer_key(answer))))
+    if not pairs:
+        raise InputError(f"{path}: no Q→A pairs")
+    return pairs
+
+
+def embed_cached(texts: list[str], embed: Embed, cache_dir: Path | None, key: str) -> np.ndarray:
+    """Embed texts, reusing `cache_dir/<key>-<texts hash>.npy` when present."""
+    if cache_dir is None:
+        return embed(texts)
+    path = Path(cache_dir) / f"{key}-{texts_hash(texts)}.npy"
+    if path.is_file():
+        cached = np.load(path, allow_pickle=False)
+        if cached.shape[0] == len(texts):
+            return cached
+    vectors = np.ascontiguousarray(embed(texts), dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors, allow_pickle=False)
+    tmp.replace(path)
+    return vectors
+
+
+def embed_pairs(pairs: list[QAPair], embed: Embed, *, cache_dir: Path | None, encoder_hash: str) -> EmbeddedPairs:
+    """Embed the questions and (de-duplicated) answers of a list of pairs."""
+    questions = [p.question for p in pairs]
+    unique_answers = sorted({p.answer for p in pairs})
+    q = embed_cached(questions, embed, cache_dir, f"enc-{encoder_hash}")
+    bank = embed_cached(unique_answers, embed, cache_dir, f"enc-{encoder_hash}")
+    row = {text: i for i, text in enumerate(unique_answers)}
+    a = bank[[row[p.answer] for p in pairs]]
+    return EmbeddedPairs(pairs=pairs, q=q, a=a, data_hash=texts_hash([f"{p.question}\t{p.answer}" for p in pairs]))

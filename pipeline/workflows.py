@@ -1,0 +1,155 @@
+"""End-to-end model workflows the CLI calls: train a bundle, evaluate a bundle on a split.
+
+Long steps report through callbacks (embedding progress, finished epochs); nothing here prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.checkpoint import load_bundle, save_bundle
+from pipeline.cube import Cube, CubeConfig
+from pipeline.encoder import TeacherEncoder
+from pipeline.errors import InputError
+from pipeline.evaluation import EvalReport, evaluate
+from pipeline.training.cube_trainer import EpochCallback, EpochReport, TrainConfig, apply_map, train_cube
+from pipeline.training.data import EmbeddedPairs, embed_cached, embed_pairs, file_hash, load_pairs
+
+EmbedProgress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """A trained bundle's path, its training curve and its validation report."""
+
+    bundle_dir: Path
+    epochs: list[EpochReport]
+    validation: EvalReport
+
+
+def embedder(encoder: TeacherEncoder, label: str, on_embed: EmbedProgress | None) -> Callable[[list[str]], np.ndarray]:
+    """A texts -> vectors function that reports its progress under `label`."""
+
+    def embed(texts: list[str]) -> np.ndarray:
+        done = 0
+
+        def step(count: int) -> None:
+            nonlocal done
+            done += count
+            if on_embed:
+                on_embed(label, done, len(texts))
+
+        return encoder.encode(texts, progress=step).vectors
+
+    return embed
+
+
+def load_embedded(path: Path, encoder: TeacherEncoder, cache_dir: Path | None, on_embed: EmbedProgress | None = None) -> EmbeddedPairs:
+    """Reads a Q→A JSONL file and embeds it (cached by encoder hash and text hash)."""
+    pairs = load_pairs(path)
+    return embed_pairs(pairs, embedder(encoder, Path(path).name, on_embed), cache_dir=cache_dir, encoder_hash=encoder.identity.weights_hash)
+
+
+def read_bank_file(path: Path) -> list[str]:
+    """Sentences from a .txt file (one per line) or JSONL ({"answer"} or {"text"} per line)."""
+    texts = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if Path(path).suffix == ".jsonl":
+                try:
+                    record = json.loads(line)
+                    text = record.get("answer") or record.get("text")
+                except (json.JSONDecodeError, AttributeError) as exc:
+                    raise InputError(f"{path}:{number}: not a JSON object ({exc})") from exc
+                if not isinstance(text, str) or not text.strip():
+                    raise InputError(f"{path}:{number}: no 'answer' or 'text' string")
+                texts.append(text)
+            else:
+                texts.append(line.strip())
+    return texts
+
+
+def data_record(path: Path, split: EmbeddedPairs) -> dict[str, object]:
+    """What the manifest says about a data file: name, content hash, size."""
+    return {"file": Path(path).name, "sha256_16": file_hash(path), "pairs": len(split.pairs), "pairs_hash": split.data_hash}
+
+
+def train_bundle(
+    train_path: Path,
+    val_path: Path,
+    out_dir: Path,
+    *,
+    encoder: TeacherEncoder,
+    cube_config: CubeConfig,
+    train_config: TrainConfig,
+    cache_dir: Path | None,
+    extra_bank: list[Path] | tuple[Path, ...] = (),
+    on_embed: EmbedProgress | None = None,
+    on_epoch: EpochCallback | None = None,
+    resamples: int = 2000,
+) -> TrainOutcome:
+    """Embeds the data, trains the cube with a fixed schedule, evaluates on validation, writes the bundle."""
+    train = load_embedded(train_path, encoder, cache_dir, on_embed)
+    val = load_embedded(val_path, encoder, cache_dir, on_embed)
+    if cube_config.dim != encoder.dim:
+        raise InputError(f"cube dim {cube_config.dim} differs from the encoder's {encoder.dim}")
+    cube = Cube(cube_config)
+    epochs = train_cube(cube, train, train_config, val=val, on_epoch=on_epoch)
+    report = evaluate(lambda q: apply_map(cube, q), train, val, resamples=resamples)
+
+    bank_texts, bank_vectors = train_bank(train)
+    for path in extra_bank:
+        extra = [t for t in dict.fromkeys(read_bank_file(path)) if t not in set(bank_texts)]
+        if extra:
+            vectors = embed_cached(extra, embedder(encoder, Path(path).name, on_embed), cache_dir, f"enc-{encoder.identity.weights_hash}")
+            bank_texts, bank_vectors = bank_texts + extra, np.concatenate([bank_vectors, vectors])
+    weights_id = hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in cube.state_dict().values())).hexdigest()[:12]
+    save_bundle(
+        out_dir,
+        cube,
+        bank_texts,
+        encoder.identity,
+        bank_vectors=bank_vectors,
+        extra={
+            "bundle_id": weights_id,
+            "train_config": train_config.to_dict(),
+            "data": {"train": data_record(train_path, train), "validation": data_record(val_path, val)},
+            "bank_sources": [Path(train_path).name, *(Path(p).name for p in extra_bank)],
+            "metrics": {"split": "validation", "file": Path(val_path).name, "size": len(val.pairs), **report.to_dict()},
+            "curve": [{"epoch": e.epoch, "train_loss": e.train_loss, "val_cos": e.val_cos} for e in epochs],
+        },
+    )
+    return TrainOutcome(bundle_dir=Path(out_dir), epochs=epochs, validation=report)
+
+
+def train_bank(train: EmbeddedPairs) -> tuple[list[str], np.ndarray]:
+    """The unique training answers in first-seen order, with their vectors."""
+    rows: dict[str, int] = {}
+    for row, pair in enumerate(train.pairs):
+        rows.setdefault(pair.answer, row)
+    return list(rows), train.a[list(rows.values())]
+
+
+def evaluate_bundle(
+    bundle_dir: Path,
+    data_path: Path,
+    train_path: Path,
+    *,
+    encoder: TeacherEncoder,
+    cache_dir: Path | None,
+    on_embed: EmbedProgress | None = None,
+    resamples: int = 2000,
+) -> EvalReport:
+    """The bundle's cube against every baseline on one split (baselines fit on `train_path`)."""
+    bundle = load_bundle(bundle_dir, encoder.identity)
+    train = load_embedded(train_path, encoder, cache_dir, on_embed)
+    split = load_embedded(data_path, encoder, cache_dir, on_embed)
+    return evaluate(lambda q: apply_map(bundle.cube, q), train, split, resamples=resamples)

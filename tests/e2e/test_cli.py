@@ -1,0 +1,94 @@
+"""The `cubeqa` command line from the outside, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, read_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+def cubeqa(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cubeqa", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(small_data, tmp_path_factory) -> dict[str, object]:
+    work = tmp_path_factory.mktemp("cli")
+    env = {"CUBEQA_CACHE_DIR": str(work / "cache")}
+    bundle = work / "bundle"
+    run = cubeqa(
+        "train", "--train", str(small_data["train"]), "--val", str(small_data["val"]), "--out", str(bundle),
+        "--size", "4,4,2", "--channels", "4", "--hidden", "8", "--steps", "2", "--epochs", "2", "--batch-size", "32",
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    return {"bundle": bundle, "env": {**env, "CUBEQA_BUNDLE_DIR": str(bundle)}, "output": run.stdout, "work": work}
+
+
+def test_train_writes_a_bundle_and_prints_the_validation_table(trained) -> None:
+    bundle: Path = trained["bundle"]  # type: ignore[assignment]
+    assert {p.name for p in bundle.iterdir()} == {"manifest.json", "cube.safetensors", "bank.jsonl", "bank.safetensors"}
+    assert "cube − mean_shift: cos" in trained["output"]
+    assert "bundle written to" in trained["output"]
+
+
+def test_ask_answers_from_the_trained_bank(trained, small_data) -> None:
+    question = read_jsonl(small_data["val"])[3]["question"]
+    run = cubeqa("ask", question, env=trained["env"])  # type: ignore[arg-type]
+    assert run.returncode == 0, run.stderr
+    answer = run.stdout.split("answer:", 1)[1].splitlines()[0].strip()
+    bank = {r["answer"] for r in read_jsonl(small_data["train"])}
+    assert answer in bank or answer == "no confident answer"
+    assert "path bank" in run.stdout or "path none" in run.stdout
+
+
+def test_eval_writes_the_figures_as_json(trained, small_data) -> None:
+    out = trained["work"] / "eval.json"  # type: ignore[operator]
+    run = cubeqa(
+        "eval", "--data", str(small_data["val"]), "--train", str(small_data["train"]), "--json", str(out), "--resamples", "200",
+        env=trained["env"],  # type: ignore[arg-type]
+    )
+    assert run.returncode == 0, run.stderr
+    figures = json.loads(out.read_text())
+    assert figures["split_size"] == 60
+    assert {"cube_cos", "identity_cos", "mean_shift_cos", "ridge_cos", "mean_answer_cos", "nearest_question_cos"} == set(figures["cos"])
+    assert {"R@1", "R@10", "MRR"} == set(figures["retrieval_open_bank"]["cube"])
+    assert {"e2e_cos_closed", "e2e_cos_open", "echo_rate_closed"} <= set(figures["e2e"])
+    interval = figures["differences"]["cube − identity: cos"]
+    assert interval["low"] <= interval["mean"] <= interval["high"]
+    assert "identity_cos" in run.stdout
+
+
+def test_the_shipped_default_bundle_answers_right_after_install() -> None:
+    run = cubeqa("ask", "What is the capital of Kenya?")
+    assert run.returncode == 0, run.stderr
+    assert "answer:" in run.stdout and "path bank" in run.stdout
+    assert "nairobi" in run.stdout.lower()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("ask", "   "), {}, "empty"),
+        (("ask", "why?"), {"CUBEQA_BUNDLE_DIR": "/nonexistent/bundle"}, "does not exist"),
+        (("eval", "--data", "/nonexistent.jsonl"), {}, "No such file"),
+    ],
+)
+def test_errors_are_one_clear_line_and_exit_1(args, env, message) -> None:
+    run = cubeqa(*args, env=env)
+    assert run.returncode == 1
+    assert message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_bad_settings_are_refused() -> None:
+    run = cubeqa("ask", "why?", env={"CUBEQA_MIN_SCORE": "7"})
+    assert run.returncode == 2 and "min_score" in run.stderr

@@ -1,0 +1,54 @@
+"""The teacher encoder on its real weights, against sentence-transformers on the same weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.encoder import DEFAULT_MODEL_ID, default_model_dir
+from pipeline.errors import InputError
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "Where is kenya located?",
+    "Kenya is a country in africa and a founding member of the east african community.",
+    "What is a prime number?",
+    "A prime number is a natural number greater than 1 that has no positive divisors other than 1 and itself.",
+]
+
+
+def test_matches_sentence_transformers_on_the_same_weights(encoder) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(default_model_dir()), device="cpu").encode(TEXTS, normalize_embeddings=True)
+    ours = encoder.encode(TEXTS).vectors
+    assert ours.dtype == np.float32 and ours.shape == (4, 384)
+    assert np.allclose(ours, reference, atol=1e-5)
+
+
+def test_batches_sorted_by_length_come_back_in_input_order(encoder) -> None:
+    together = encoder.encode(TEXTS).vectors
+    one_by_one = np.concatenate([encoder.encode([t]).vectors for t in TEXTS])
+    assert np.allclose(together, one_by_one, atol=1e-5)
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+
+
+def test_long_input_is_truncated_and_says_so(encoder) -> None:
+    long_text = "the rhine flows through six countries " * 200
+    result = encoder.encode([long_text, "short question?"])
+    assert result.truncated.tolist() == [True, False]
+    assert np.isfinite(result.vectors).all()
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "\n\t"])
+def test_empty_text_is_an_input_error(encoder, bad: str) -> None:
+    with pytest.raises(InputError, match="#1 is empty"):
+        encoder.encode(["fine", bad])
+
+
+def test_identity_names_model_dimension_and_weights(encoder) -> None:
+    identity = encoder.identity
+    assert identity.model_id == DEFAULT_MODEL_ID
+    assert identity.dim == 384
+    assert len(identity.weights_hash) == 16 and int(identity.weights_hash, 16) >= 0
