@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -13,6 +13,7 @@ MAP_LABELS = {
     "identity": "identity (q as answer)",
     "mean_shift": "mean shift",
     "ridge": "ridge (linear q→a)",
+    "residual_ridge": "residual ridge (q + linear)",
     "mean_answer": "mean answer",
     "nearest_question": "nearest question (FAQ)",
 }
@@ -31,21 +32,35 @@ def progress_bar(console: Console, transient: bool = False) -> Progress:
     )
 
 
-def eval_table(report: EvalReport, title: str) -> Table:
-    """One table: mean cosine per map, open-bank retrieval, e2e, and paired differences with 95% CIs."""
-    table = Table(title=title, show_lines=False)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("95% CI of paired difference", justify="right")
+def eval_table(report: EvalReport, title: str) -> Group:
+    """Three tables: mean cosine per map; retrieval and end-to-end, cube beside identity; paired differences."""
+    cos = Table(title=f"{title} — mean cosine to the reference answer", title_justify="left")
+    cos.add_column("map")
+    cos.add_column("metric")
+    cos.add_column("mean", justify="right")
     for name, label in MAP_LABELS.items():
-        table.add_row(f"{name}_cos — {label}", f"{report.cos[f'{name}_cos']:.4f}", "")
-    for name, figures in report.retrieval.items():
-        for metric, value in figures.items():
-            table.add_row(f"open-bank {metric} — {name}", f"{value:.4f}", "")
-    for name, value in report.e2e.items():
-        table.add_row(name, f"{value:.4f}", "")
+        cos.add_row(label, f"{name}_cos", f"{report.cos[f'{name}_cos']:.4f}")
+
+    bank = Table(
+        title=f"phrase bank: open = {report.bank_sizes['open']} train + split answers, closed = {report.bank_sizes['closed']} train answers",
+        title_justify="left",
+    )
+    bank.add_column("metric")
+    maps = list(report.retrieval)
+    for name in maps:
+        bank.add_column(name, justify="right")
+    for metric in ("R@1", "R@10", "MRR"):
+        bank.add_row(f"open-bank {metric}", *(f"{report.retrieval[m][metric]:.4f}" for m in maps))
+    for metric in ("e2e_cos", "decode_fidelity", "echo_rate"):
+        for bank_name in ("closed", "open"):
+            key = f"{metric}_{bank_name}"
+            bank.add_row(f"{metric} ({bank_name} bank)", f"{report.e2e[key]:.4f}", f"{report.e2e['identity_' + key]:.4f}", *[""] * (len(maps) - 2))
+
+    diffs = Table(title="paired per-sample differences, 95% bootstrap interval", title_justify="left")
+    diffs.add_column("difference")
+    diffs.add_column("mean", justify="right")
+    diffs.add_column("95% interval", justify="right")
+    diffs.add_column("excludes 0")
     for name, interval in report.differences.items():
-        verdict = "" if interval.excludes_zero else " (includes 0)"
-        table.add_row(name, f"{interval.mean:+.4f}", f"[{interval.low:+.4f}, {interval.high:+.4f}]{verdict}")
-    table.caption = f"banks: closed {report.bank_sizes['closed']} train answers, open {report.bank_sizes['open']} (train + split)"
-    return table
+        diffs.add_row(name, f"{interval.mean:+.4f}", f"[{interval.low:+.4f}, {interval.high:+.4f}]", "yes" if interval.excludes_zero else "no")
+    return Group(cos, bank, diffs)

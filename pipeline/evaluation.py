@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.baselines import MeanAnswer, MeanShift, NearestQuestion, Ridge
+from pipeline.baselines import MeanAnswer, MeanShift, NearestQuestion, ResidualRidge, Ridge
 from pipeline.training.data import EmbeddedPairs
 
 VectorMap = Callable[[np.ndarray], np.ndarray]
+COMPARED = ("identity", "mean_shift", "residual_ridge")  # baselines the cube gets paired differences against
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class EvalReport:
     train_size: int
     cos: dict[str, float] = field(default_factory=dict)  # cube_cos, identity_cos and baselines
     retrieval: dict[str, dict[str, float]] = field(default_factory=dict)  # open bank, per map
-    e2e: dict[str, float] = field(default_factory=dict)  # e2e_cos closed/open, decode_fidelity, echo_rate
+    e2e: dict[str, float] = field(default_factory=dict)  # e2e_cos, decode_fidelity, echo_rate per bank; identity_* beside
     differences: dict[str, Interval] = field(default_factory=dict)  # "cube − identity: cos" -> interval
     bank_sizes: dict[str, int] = field(default_factory=dict)
 
@@ -123,6 +124,7 @@ def evaluate(cube: VectorMap, train: EmbeddedPairs, split: EmbeddedPairs, *, res
         "identity": lambda x: x,
         "mean_shift": MeanShift.fit(train.q, train.a),
         "ridge": Ridge.fit(train.q, train.a),
+        "residual_ridge": ResidualRidge.fit(train.q, train.a),
         "mean_answer": MeanAnswer.fit(train.q, train.a),
         "nearest_question": NearestQuestion.fit(train.q, train.a),
     }
@@ -135,16 +137,17 @@ def evaluate(cube: VectorMap, train: EmbeddedPairs, split: EmbeddedPairs, *, res
     closed_bank = Bank.from_pairs(train)
     report.bank_sizes = {"open": len(open_bank.ids), "closed": len(closed_bank.ids)}
     targets = open_bank.rows_of(split.answer_ids)
-    ranks = {name: retrieval_ranks(outputs[name], open_bank.vectors, targets) for name in ("cube", "identity", "mean_shift")}
+    ranks = {name: retrieval_ranks(outputs[name], open_bank.vectors, targets) for name in ("cube", *COMPARED)}
     report.retrieval = {name: retrieval_metrics(r) for name, r in ranks.items()}
 
     for bank_name, bank in (("closed", closed_bank), ("open", open_bank)):
-        decoded = bank.vectors[np.argmax(outputs["cube"] @ bank.vectors.T, axis=1)]  # phrase-bank decode of the cube output
-        report.e2e[f"e2e_cos_{bank_name}"] = float(cosines(decoded, a).mean())
-        report.e2e[f"decode_fidelity_{bank_name}"] = float(cosines(decoded, outputs["cube"]).mean())
-        report.e2e[f"echo_rate_{bank_name}"] = echo_rate(decoded, q, a)
+        for name, prefix in (("cube", ""), ("identity", "identity_")):
+            decoded = bank.vectors[np.argmax(outputs[name] @ bank.vectors.T, axis=1)]  # phrase-bank decode
+            report.e2e[f"{prefix}e2e_cos_{bank_name}"] = float(cosines(decoded, a).mean())
+            report.e2e[f"{prefix}decode_fidelity_{bank_name}"] = float(cosines(decoded, outputs[name]).mean())
+            report.e2e[f"{prefix}echo_rate_{bank_name}"] = echo_rate(decoded, q, a)
 
-    for base in ("identity", "mean_shift"):
+    for base in COMPARED:
         label = f"cube − {base}"
         report.differences[f"{label}: cos"] = paired_bootstrap(per_sample["cube"] - per_sample[base], resamples, seed)
         hit = (ranks["cube"] == 1).astype(float) - (ranks[base] == 1).astype(float)

@@ -60,7 +60,7 @@ def test_eval_writes_the_figures_as_json(trained, small_data) -> None:
     assert run.returncode == 0, run.stderr
     figures = json.loads(out.read_text())
     assert figures["split_size"] == 60
-    assert {"cube_cos", "identity_cos", "mean_shift_cos", "ridge_cos", "mean_answer_cos", "nearest_question_cos"} == set(figures["cos"])
+    assert {"cube_cos", "identity_cos", "mean_shift_cos", "ridge_cos", "residual_ridge_cos", "mean_answer_cos", "nearest_question_cos"} == set(figures["cos"])
     assert {"R@1", "R@10", "MRR"} == set(figures["retrieval_open_bank"]["cube"])
     assert {"e2e_cos_closed", "e2e_cos_open", "echo_rate_closed"} <= set(figures["e2e"])
     interval = figures["differences"]["cube − identity: cos"]

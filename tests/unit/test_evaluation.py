@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.baselines import MeanAnswer, MeanShift, NearestQuestion, Ridge, normalise
+from pipeline.baselines import MeanAnswer, MeanShift, NearestQuestion, ResidualRidge, Ridge, normalise
 from pipeline.evaluation import echo_rate, evaluate, paired_bootstrap, retrieval_metrics, retrieval_ranks
 from pipeline.training.data import EmbeddedPairs, QAPair
 
@@ -68,6 +68,7 @@ def test_mean_shift_and_ridge_beat_identity_when_answers_are_shifted() -> None:
     assert mean_shift.beta > 0
     assert (mean_shift(vq) * va).sum(-1).mean() > identity + 0.02
     assert (Ridge.fit(q, a)(vq) * va).sum(-1).mean() > 0.95  # the true map is linear
+    assert (ResidualRidge.fit(q, a, penalty=1.0)(vq) * va).sum(-1).mean() > 0.95
     mean_answer = MeanAnswer.fit(q, a)(vq)
     assert np.allclose(mean_answer, mean_answer[0])
     nearest = NearestQuestion.fit(q, a)(q[:5])
@@ -87,7 +88,7 @@ def test_evaluate_reports_every_metric_and_paired_differences() -> None:
     ridge = Ridge.fit(train.q, train.a)
     report = evaluate(ridge, train, val, resamples=200)
     assert report.cos["cube_cos"] == pytest.approx(report.cos["ridge_cos"])
-    assert set(report.cos) == {f"{m}_cos" for m in ("cube", "identity", "mean_shift", "ridge", "mean_answer", "nearest_question")}
+    assert set(report.cos) == {f"{m}_cos" for m in ("cube", "identity", "mean_shift", "ridge", "residual_ridge", "mean_answer", "nearest_question")}
     assert report.differences["cube − identity: cos"].low > 0
     assert report.retrieval["cube"]["R@1"] >= report.retrieval["identity"]["R@1"]
     assert report.bank_sizes == {"open": 400, "closed": 300}

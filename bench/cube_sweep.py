@@ -1,0 +1,107 @@
+"""Trains each cube configuration of a list with its fixed schedule and prints validation figures.
+
+The record of how the default configuration was chosen (validation split only):
+mean cube_cos, and paired differences with 95% bootstrap intervals against the
+identity and mean-shift baselines for cosine, open-bank R@1 and MRR.
+
+    .venv/bin/python bench/cube_sweep.py                # every configuration below (~10 min on 2 cores)
+    .venv/bin/python bench/cube_sweep.py --only default --seeds 0,1,2
+    .venv/bin/python bench/cube_sweep.py --limit 300 --only default   # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from pipeline.cube import Cube, CubeConfig
+from pipeline.encoder import TeacherEncoder
+from pipeline.evaluation import evaluate
+from pipeline.training.cube_trainer import TrainConfig, apply_map, train_cube
+from pipeline.training.data import EmbeddedPairs
+from pipeline.workflows import load_embedded
+
+ROOT = Path(__file__).resolve().parents[1]
+FACE_8 = {"size": (8, 8, 2), "channels": 16, "hidden": 64, "steps": 2}
+FACE_4 = {"size": (4, 4, 2), "channels": 16, "hidden": 64, "steps": 2}
+
+# name -> (cube config, train config overrides); "default" is what `cubeqa train` uses.
+CONFIGS: dict[str, tuple[dict, dict]] = {
+    "default": (FACE_8, {"epochs": 4, "lr": 1e-4}),
+    "default, 8 epochs": (FACE_8, {"epochs": 8, "lr": 1e-4}),
+    "default, lr 1e-3 (overfits)": (FACE_8, {"epochs": 8, "lr": 1e-3}),
+    "deeper 8x8x4, T=4": ({**FACE_8, "size": (8, 8, 4), "steps": 4}, {"epochs": 4, "lr": 1e-4}),
+    "exact injection": ({**FACE_8, "injection": "exact"}, {"epochs": 8, "lr": 1e-4}),
+    "4x4 face": (FACE_4, {"epochs": 4, "lr": 1e-4}),
+    "4x4 face, InfoNCE 1.0, L2 0.1": (FACE_4, {"epochs": 4, "lr": 1e-4, "infonce_weight": 1.0, "residual_l2": 0.1}),
+    "4x4 face, InfoNCE 2.0, L2 0.1": (FACE_4, {"epochs": 4, "lr": 1e-4, "infonce_weight": 2.0, "residual_l2": 0.1}),
+    "8x8 face, InfoNCE 1.0, L2 0.1": (FACE_8, {"epochs": 4, "lr": 1e-4, "infonce_weight": 1.0, "residual_l2": 0.1}),
+}
+
+
+def subset(data: EmbeddedPairs, limit: int | None) -> EmbeddedPairs:
+    if not limit:
+        return data
+    return EmbeddedPairs(pairs=data.pairs[:limit], q=data.q[:limit], a=data.a[:limit], data_hash=data.data_hash)
+
+
+def run(name: str, seed: int, train: EmbeddedPairs, val: EmbeddedPairs, resamples: int) -> dict[str, object]:
+    cube_fields, train_fields = CONFIGS[name]
+    torch.manual_seed(seed)
+    cube = Cube(CubeConfig(**cube_fields))
+    started = time.perf_counter()
+    train_cube(cube, train, TrainConfig(**{**train_fields, "seed": seed, "threads": 2}))
+    seconds = time.perf_counter() - started
+    report = evaluate(lambda q: apply_map(cube, q), train, val, resamples=resamples)
+    row: dict[str, object] = {"config": name, "seed": seed, "train_seconds": round(seconds, 1), "cube_cos": report.cos["cube_cos"]}
+    for label, key in (("vs identity", "cube − identity"), ("vs mean shift", "cube − mean_shift")):
+        for metric in ("cos", "R@1", "MRR"):
+            interval = report.differences[f"{key}: {metric}"]
+            row[f"{metric} {label}"] = interval.to_dict()
+    return row
+
+
+def cell(interval: dict[str, float]) -> str:
+    return f"{interval['mean']:+.4f} [{interval['low']:+.4f}, {interval['high']:+.4f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="comma-separated configuration names")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--limit", type=int, help="use only the first N train and validation pairs (smoke run)")
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "cubeqa")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+
+    names = args.only.split(",") if args.only else list(CONFIGS)
+    encoder = TeacherEncoder()
+    train = subset(load_embedded(ROOT / "data" / "squad_sent_train.jsonl", encoder, args.cache_dir), args.limit)
+    val = subset(load_embedded(ROOT / "data" / "squad_sent_val.jsonl", encoder, args.cache_dir), args.limit)
+    print(f"train {len(train.pairs)} pairs, validation {len(val.pairs)} pairs; intervals: paired 95% bootstrap, {args.resamples} resamples")
+    header = f"{'config':34} {'seed':>4} {'train s':>7} {'cube_cos':>8}  {'cos vs identity':26} {'cos vs mean shift':26} {'R@1 vs identity':26} {'MRR vs identity':26}"
+    print(header)
+    rows = []
+    for name in names:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            row = run(name, seed, train, val, args.resamples)
+            rows.append(row)
+            print(
+                f"{name:34} {seed:>4} {row['train_seconds']:>7} {row['cube_cos']:>8.4f}  {cell(row['cos vs identity']):26} "  # type: ignore[arg-type]
+                f"{cell(row['cos vs mean shift']):26} {cell(row['R@1 vs identity']):26} {cell(row['MRR vs identity']):26}",  # type: ignore[arg-type]
+                flush=True,
+            )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Settings come from CUBEQA_* variables, are validated, and refuse unknown fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from cubeqa.settings import Settings, default_bundle_dir
+
+
+def test_defaults_point_at_the_shipped_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUBEQA_BUNDLE_DIR", raising=False)
+    settings = Settings()
+    assert settings.bundle_dir == default_bundle_dir()
+    assert settings.bank_index == "flat" and settings.device == "auto"
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CUBEQA_BUNDLE_DIR", str(tmp_path))
+    monkeypatch.setenv("CUBEQA_MIN_SCORE", "0.55")
+    monkeypatch.setenv("CUBEQA_BANK_INDEX", "hnsw")
+    settings = Settings()
+    assert settings.bundle_dir == tmp_path and settings.min_score == 0.55 and settings.bank_index == "hnsw"
+
+
+def test_invalid_and_unknown_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUBEQA_BANK_INDEX", "ivf")
+    with pytest.raises(ValidationError, match="bank_index"):
+        Settings()
+    monkeypatch.delenv("CUBEQA_BANK_INDEX")
+    with pytest.raises(ValidationError, match="extra"):
+        Settings(no_such_setting=1)  # type: ignore[call-arg]
