@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
+	$(VENV)/bin/cubeqa ask "What year did building begin of fort amsterdam on manhattan island?"
 	$(VENV)/bin/cubeqa ask "Where is kenya located?"
-	$(VENV)/bin/cubeqa ask "What do chloroplasts do?"
 	$(VENV)/bin/cubeqa eval --data data/squad_sent_val.jsonl
 
 lint: install

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local director
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import Progress, TaskID
 
 from cubeqa.render import eval_table, progress_bar
 from cubeqa.settings import Settings
@@ -39,6 +41,18 @@ def fail(exc: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
+def embed_progress(bar: Progress) -> Callable[[str, int, int], None]:
+    """A progress callback that keeps one bar per (file, text count)."""
+    tasks: dict[tuple[str, int], TaskID] = {}
+
+    def on_embed(label: str, done: int, total: int) -> None:
+        if (label, total) not in tasks:
+            tasks[(label, total)] = bar.add_task(f"embed {label} ({total} texts)", total=total)
+        bar.update(tasks[(label, total)], completed=done)
+
+    return on_embed
+
+
 def build_encoder(settings: Settings):  # noqa: ANN201 - the type lives in pipeline, imported lazily
     """The teacher encoder the settings describe."""
     from pipeline.encoder import EncoderConfig, TeacherEncoder
@@ -56,14 +70,14 @@ def train(
     val_file: Annotated[Path, typer.Option("--val", help="validation Q→A JSONL (reported, never trained on)")] = DATA_DIR / "squad_sent_val.jsonl",
     bank: Annotated[list[Path] | None, typer.Option(help="extra phrase-bank file (.txt lines or JSONL); repeatable")] = None,
     size: Annotated[str, typer.Option(help="lattice X,Y,Z")] = "8,8,2",
-    channels: Annotated[int, typer.Option(help="state channels per cell")] = 16,
+    channels: Annotated[int, typer.Option(help="state channels per cell")] = 64,
     hidden: Annotated[int, typer.Option(help="cell network hidden width")] = 64,
     steps: Annotated[int, typer.Option(help="propagation steps T")] = 2,
     boundary: Annotated[str, typer.Option(help="walls or periodic")] = "walls",
     injection: Annotated[str, typer.Option(help="projection (learned) or exact (reshape) onto the input face")] = "projection",
     reinject: Annotated[bool, typer.Option(help="re-inject the question at every step")] = True,
-    epochs: Annotated[int, typer.Option(help="fixed number of epochs")] = 8,
-    lr: Annotated[float, typer.Option(help="AdamW peak learning rate")] = 1e-3,
+    epochs: Annotated[int, typer.Option(help="fixed number of epochs")] = 4,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate")] = 1e-4,
     batch_size: Annotated[int, typer.Option(help="pairs per step")] = 256,
     infonce_weight: Annotated[float, typer.Option(help="weight of the InfoNCE term")] = 0.25,
     residual_l2: Annotated[float, typer.Option(help="L2 penalty on the residual")] = 0.3,
@@ -78,7 +92,9 @@ def train(
 
     settings: Settings = ctx.obj
     try:
+        encoder = build_encoder(settings)
         cube_config = CubeConfig(
+            dim=encoder.dim,
             size=tuple(int(s) for s in size.split(",")),  # type: ignore[arg-type]
             channels=channels,
             hidden=hidden,
@@ -97,13 +113,8 @@ def train(
             seed=seed,
             threads=settings.threads or 2,
         )
-        encoder = build_encoder(settings)
         with progress_bar(console) as bar:
-            embed_task = {}
-
-            def on_embed(label: str, done: int, total: int) -> None:
-                task = embed_task.setdefault(label, bar.add_task(f"embed {label}", total=total))
-                bar.update(task, completed=done)
+            on_embed = embed_progress(bar)
 
             epoch_task = bar.add_task("train", total=epochs, start=False)
 
@@ -129,6 +140,8 @@ def train(
             )
     except (CubeQAError, ValueError, OSError) as exc:
         raise fail(exc) from exc
+    for warning in outcome.validation.warnings:
+        errors.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(eval_table(outcome.validation, title=f"validation ({val_file.name})"))
     console.print(f"bundle written to {outcome.bundle_dir}")
 
@@ -139,7 +152,7 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="Q→A JSONL split to evaluate on")] = DATA_DIR / "squad_sent_val.jsonl",
     train_file: Annotated[Path, typer.Option("--train", help="training split: baselines are fit on it, it is the closed bank")] = DATA_DIR / "squad_sent_train.jsonl",
     json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures as JSON here")] = None,
-    resamples: Annotated[int, typer.Option(help="bootstrap resamples for the intervals")] = 2000,
+    resamples: Annotated[int, typer.Option(min=1, help="bootstrap resamples for the intervals")] = 2000,
 ) -> None:
     """Cube vs baselines on a split: cosines, open-bank retrieval, e2e, paired 95% intervals."""
     from pipeline.errors import CubeQAError
@@ -149,19 +162,23 @@ def evaluate(
     try:
         encoder = build_encoder(settings)
         with progress_bar(console, transient=True) as bar:
-            tasks: dict[str, int] = {}
-
-            def on_embed(label: str, done: int, total: int) -> None:
-                bar.update(tasks.setdefault(label, bar.add_task(f"embed {label}", total=total)), completed=done)
-
             report = evaluate_bundle(
-                settings.bundle_dir, data, train_file, encoder=encoder, cache_dir=settings.cache_dir, on_embed=on_embed, resamples=resamples
+                settings.bundle_dir,
+                data,
+                train_file,
+                encoder=encoder,
+                cache_dir=settings.cache_dir,
+                on_embed=embed_progress(bar),
+                resamples=resamples,
             )
-    except (CubeQAError, OSError) as exc:
+        if json_path:
+            json_path.write_text(json.dumps({"data": str(data), "bundle": str(settings.bundle_dir), **report.to_dict()}, indent=2) + "\n")
+    except (CubeQAError, OSError, ValueError) as exc:
         raise fail(exc) from exc
+    for warning in report.warnings:
+        errors.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(eval_table(report, title=f"{data.name}: {report.split_size} pairs, bundle {settings.bundle_dir.name}"))
     if json_path:
-        json_path.write_text(json.dumps({"data": str(data), "bundle": str(settings.bundle_dir), **report.to_dict()}, indent=2) + "\n")
         console.print(f"figures written to {json_path}")
 
 
@@ -188,7 +205,7 @@ def ask(
             top_k=settings.top_k,
         )
         result = pipe.process_batch([question], None if reference is None else [reference])[0]
-    except (CubeQAError, OSError) as exc:
+    except (CubeQAError, OSError, ValueError) as exc:
         raise fail(exc) from exc
     console.print(f"[bold]answer:[/bold] {result.answer}")
     console.print(f"score {result.score:.4f}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))

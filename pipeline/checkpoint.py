@@ -132,7 +132,7 @@ def read_manifest(path: Path) -> Manifest:
 
 def check_encoder(manifest: Manifest, running: EncoderIdentity, path: Path) -> None:
     """Refuses a bundle trained with another encoder, naming both sides."""
-    if manifest.encoder != running:
+    if not manifest.encoder.same_model(running):
         raise IncompatibleBundle(
             f"bundle {path} was trained with encoder {manifest.encoder.to_dict()} "
             f"but the running encoder is {running.to_dict()}"
@@ -186,15 +186,20 @@ def read_bank(path: Path, expected: int) -> list[str]:
     if not bank_path.is_file():
         raise BundleError(f"bundle {path} has no {BANK}")
     texts = []
-    with bank_path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                text = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BundleError(f"{bank_path}:{number}: not a JSON string ({exc})") from exc
-            if not isinstance(text, str):
-                raise BundleError(f"{bank_path}:{number}: not a JSON string")
-            texts.append(text)
+    try:
+        lines = bank_path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{bank_path} is not UTF-8 text: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{bank_path}:{number}: not a JSON string ({exc})") from exc
+        if not isinstance(text, str):
+            raise BundleError(f"{bank_path}:{number}: not a JSON string")
+        texts.append(text)
     if len(texts) != expected:
         raise BundleError(f"{bank_path} has {len(texts)} sentences; the manifest says {expected} (truncated?)")
     return texts

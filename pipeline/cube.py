@@ -39,7 +39,7 @@ class CubeConfig:
     channels: int = 16  # state channels per cell
     hidden: int = 64  # hidden width of the shared cell network
     steps: int = 4  # propagation steps T
-    boundary: Literal["walls", "periodic"] = "walls"
+    boundary: Literal["walls", "periodic"] = "walls"  # periodic wraps x and y; z is always walled
     injection: Literal["exact", "projection"] = "projection"
     reinject: bool = True  # add the input face at every step, not only the first
 
@@ -55,6 +55,8 @@ class CubeConfig:
             face_channels(self.dim, self.size[0], self.size[1])
         if self.steps < 1 or self.channels < 1 or self.hidden < 1:
             raise ValueError("steps, channels and hidden must be positive")
+        if self.steps < self.size[2] - 1:
+            raise ValueError(f"{self.steps} steps cannot carry the input face (z = 0) to the output face (z = {self.size[2] - 1})")
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -67,10 +69,14 @@ class CubeConfig:
 
 
 def pad_lattice(state: torch.Tensor, periodic: bool) -> torch.Tensor:
-    """(B, X, Y, Z, C) -> (B, X+2, Y+2, Z+2, C): zeros beyond walls, or the opposite face when periodic."""
+    """(B, X, Y, Z, C) -> (B, X+2, Y+2, Z+2, C): zeros beyond walls; periodic wraps x and y.
+
+    z is always walled: wrapping it would make the output face a neighbour of the input face.
+    """
     if not periodic:
         return F.pad(state, (0, 0, 1, 1, 1, 1, 1, 1))
-    for axis in (1, 2, 3):
+    state = F.pad(state, (0, 0, 1, 1))  # z walls
+    for axis in (1, 2):
         first, last = state.narrow(axis, 0, 1), state.narrow(axis, state.shape[axis] - 1, 1)
         state = torch.cat([last, state, first], dim=axis)
     return state
@@ -80,7 +86,7 @@ class Perceive(nn.Module):
     """Gathers each cell's state and its six neighbours: (B, X, Y, Z, C) -> (B, X, Y, Z, 7C).
 
     Slot k of the output holds the neighbour at DIRECTIONS[k-1]; a neighbour across a wall
-    reads zeros, and with periodic boundaries it wraps around to the opposite face.
+    reads zeros, and with periodic boundaries it wraps around to the opposite side in x and y.
     """
 
     def __init__(self, boundary: str) -> None:

@@ -33,10 +33,16 @@ def default_model_dir() -> Path:
 
 
 def resolve_device(device: str) -> torch.device:
-    """`auto` -> cuda when present, else cpu; anything else is taken as given."""
+    """`auto` -> cuda when present, else cpu; `cuda[:N]` only when CUDA is available."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise EncoderError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderError(f"device {device!r} asked for, but this torch build sees no CUDA device")
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,10 @@ class EncoderIdentity:
     def to_dict(self) -> dict[str, object]:
         return {"model_id": self.model_id, "dim": self.dim, "weights_hash": self.weights_hash}
 
+    def same_model(self, other: EncoderIdentity) -> bool:
+        """Same weights and dimension; the id is a readable label only (it depends on the path)."""
+        return self.weights_hash == other.weights_hash and self.dim == other.dim
+
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> EncoderIdentity:
         return cls(model_id=str(data["model_id"]), dim=int(data["dim"]), weights_hash=str(data["weights_hash"]))  # type: ignore[call-overload]
@@ -75,10 +85,10 @@ class Encoded:
 
 
 def hash_weights(model_dir: Path) -> str:
-    """sha256 over the weight files of a model directory (safetensors, else bin)."""
-    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    """sha256 over the safetensors weight files of a model directory (pickled weights are never read)."""
+    files = sorted(model_dir.glob("*.safetensors"))
     if not files:
-        raise EncoderError(f"no weight files (*.safetensors) in encoder directory {model_dir}")
+        raise EncoderError(f"no *.safetensors weights in encoder directory {model_dir} (pickled weights are not loaded)")
     digest = hashlib.sha256()
     for path in files:
         with path.open("rb") as handle:
@@ -113,7 +123,7 @@ class TeacherEncoder:
         self.device = resolve_device(self.config.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-            model = AutoModel.from_pretrained(model_dir, local_files_only=True)
+            model = AutoModel.from_pretrained(model_dir, local_files_only=True, use_safetensors=True)
         except OSError as exc:
             raise EncoderError(f"cannot load encoder from {model_dir}: {exc}") from exc
         if self.config.half_precision and self.device.type == "cuda":

@@ -53,12 +53,12 @@ def cosines(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def retrieval_ranks(queries: np.ndarray, bank: np.ndarray, targets: np.ndarray, chunk: int = 1024) -> np.ndarray:
-    """1-based rank of bank row `targets[i]` among all rows for query i (ties count against)."""
+    """1-based rank of bank row `targets[i]` among all rows for query i; a tie counts against it."""
     ranks = np.empty(len(queries), np.int64)
     for start in range(0, len(queries), chunk):
         scores = queries[start : start + chunk] @ bank.T  # (n, K)
         true = scores[np.arange(len(scores)), targets[start : start + chunk]]
-        ranks[start : start + chunk] = (scores > true[:, None]).sum(1) + 1
+        ranks[start : start + chunk] = (scores >= true[:, None]).sum(1)  # the target itself counts once
     return ranks
 
 
@@ -103,6 +103,7 @@ class EvalReport:
     e2e: dict[str, float] = field(default_factory=dict)  # e2e_cos, decode_fidelity, echo_rate per bank; identity_* beside
     differences: dict[str, Interval] = field(default_factory=dict)  # "cube − identity: cos" -> interval
     bank_sizes: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. the split overlaps the training data
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -113,6 +114,7 @@ class EvalReport:
             "e2e": self.e2e,
             "differences": {name: interval.to_dict() for name, interval in self.differences.items()},
             "bank_sizes": self.bank_sizes,
+            "warnings": self.warnings,
         }
 
 
@@ -131,6 +133,10 @@ def evaluate(cube: VectorMap, train: EmbeddedPairs, split: EmbeddedPairs, *, res
     outputs = {name: fn(q) for name, fn in maps.items()}
     per_sample = {name: cosines(out, a) for name, out in outputs.items()}
     report = EvalReport(split_size=len(q), train_size=len(train.q))
+    seen = {pair.question for pair in train.pairs}
+    overlap = sum(pair.question in seen for pair in split.pairs)
+    if overlap:
+        report.warnings.append(f"{overlap} of {len(split.pairs)} questions of this split are in the training data: these figures are not held-out")
     report.cos = {f"{name}_cos": float(values.mean()) for name, values in per_sample.items()}
 
     open_bank = Bank.from_pairs(train, split)

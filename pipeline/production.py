@@ -125,21 +125,19 @@ class ProductionPipeline:
     def score(
         self, questions: np.ndarray, outputs: np.ndarray, answers: list[BankAnswer], references: list[str] | None
     ) -> list[dict[str, float]]:
-        """Per-item metrics: decode_fidelity always; with references also cube/identity/e2e cosines and echo."""
+        """Per-item metrics: decode_fidelity always; with references also cube/identity cosines, and
+        e2e_cos and echo for items the bank answered (a "no confident answer" has no answer text to score)."""
         decoded = self.decoder.vectors[[a.candidates[0].row for a in answers]] if answers else outputs[:0]
         metrics: list[dict[str, float]] = [{"decode_fidelity": float(f)} for f in cosines(decoded, outputs)]
         if references is None:
             return metrics
         refs = self.encode(references).vectors
-        for item, cube_cos, identity_cos, e2e_cos, to_question in zip(
-            metrics, cosines(outputs, refs), cosines(questions, refs), cosines(decoded, refs), cosines(decoded, questions)
+        for item, answer, cube_cos, identity_cos, e2e_cos, to_question in zip(
+            metrics, answers, cosines(outputs, refs), cosines(questions, refs), cosines(decoded, refs), cosines(decoded, questions)
         ):
-            item.update(
-                cube_cos=float(cube_cos),
-                identity_cos=float(identity_cos),
-                e2e_cos=float(e2e_cos),
-                echo=float(to_question > e2e_cos),
-            )
+            item.update(cube_cos=float(cube_cos), identity_cos=float(identity_cos))
+            if answer.confident:
+                item.update(e2e_cos=float(e2e_cos), echo=float(to_question > e2e_cos))
         return metrics
 
 

@@ -107,7 +107,8 @@ def train_bundle(
 
     bank_texts, bank_vectors = train_bank(train)
     for path in extra_bank:
-        extra = [t for t in dict.fromkeys(read_bank_file(path)) if t not in set(bank_texts)]
+        known = set(bank_texts)
+        extra = [t for t in dict.fromkeys(read_bank_file(path)) if t not in known]
         if extra:
             vectors = embed_cached(extra, embedder(encoder, Path(path).name, on_embed), cache_dir, f"enc-{encoder.identity.weights_hash}")
             bank_texts, bank_vectors = bank_texts + extra, np.concatenate([bank_vectors, vectors])
@@ -152,4 +153,8 @@ def evaluate_bundle(
     bundle = load_bundle(bundle_dir, encoder.identity)
     train = load_embedded(train_path, encoder, cache_dir, on_embed)
     split = load_embedded(data_path, encoder, cache_dir, on_embed)
-    return evaluate(lambda q: apply_map(bundle.cube, q), train, split, resamples=resamples)
+    report = evaluate(lambda q: apply_map(bundle.cube, q), train, split, resamples=resamples)
+    trained_on = bundle.manifest.extra.get("data", {}).get("train", {}).get("pairs_hash")
+    if trained_on and trained_on != train.data_hash:
+        report.warnings.append(f"baselines are fit on {Path(train_path).name}, which is not the data the bundle was trained on")
+    return report

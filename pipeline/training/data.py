@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,20 +65,23 @@ def load_pairs(path: Path) -> list[QAPair]:
         InputError: naming the file and line of the first malformed record.
     """
     pairs: list[QAPair] = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                question, answer = record["question"], record["answer"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise InputError(f"{path}:{number}: not a JSON object with question and answer ({exc})") from exc
-            if not isinstance(question, str) or not question.strip():
-                raise InputError(f"{path}:{number}: empty question")
-            if not isinstance(answer, str) or not answer.strip():
-                raise InputError(f"{path}:{number}: empty answer")
-            pairs.append(QAPair(question, answer, str(record.get("answer_id") or answer_key(answer))))
+    try:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            question, answer = record["question"], record["answer"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise InputError(f"{path}:{number}: not a JSON object with question and answer ({exc})") from exc
+        if not isinstance(question, str) or not question.strip():
+            raise InputError(f"{path}:{number}: empty question")
+        if not isinstance(answer, str) or not answer.strip():
+            raise InputError(f"{path}:{number}: empty answer")
+        pairs.append(QAPair(question, answer, str(record.get("answer_id") or answer_key(answer))))
     if not pairs:
         raise InputError(f"{path}: no Q→A pairs")
     return pairs
@@ -89,14 +93,17 @@ def embed_cached(texts: list[str], embed: Embed, cache_dir: Path | None, key: st
         return embed(texts)
     path = Path(cache_dir) / f"{key}-{texts_hash(texts)}.npy"
     if path.is_file():
-        cached = np.load(path, allow_pickle=False)
-        if cached.shape[0] == len(texts):
+        try:
+            cached = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            cached = None  # a damaged cache file is a miss; it is rewritten below
+        if cached is not None and cached.shape[0] == len(texts):
             return cached
     vectors = np.ascontiguousarray(embed(texts), dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, vectors, allow_pickle=False)
-    tmp.replace(path)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as handle:
+        np.save(handle, vectors, allow_pickle=False)
+    Path(handle.name).replace(path)  # atomic: concurrent runs never read a half-written file
     return vectors
 
 

@@ -41,8 +41,8 @@ def slow_propagate(cube: Cube, q: torch.Tensor) -> torch.Tensor:
             parts = [state[:, x, y, z]]
             for dx, dy, dz in DIRECTIONS:
                 nx, ny, nz = x + dx, y + dy, z + dz
-                if cfg.boundary == "periodic":
-                    parts.append(state[:, nx % sx, ny % sy, nz % sz])
+                if cfg.boundary == "periodic" and 0 <= nz < sz:
+                    parts.append(state[:, nx % sx, ny % sy, nz])
                 elif 0 <= nx < sx and 0 <= ny < sy and 0 <= nz < sz:
                     parts.append(state[:, nx, ny, nz])
                 else:
@@ -62,7 +62,7 @@ def test_vectorised_lattice_matches_python_loop_reference(boundary: str, injecti
 
 
 def test_shapes_and_unit_norm() -> None:
-    cube = perturbed(CubeConfig(dim=24, size=(2, 3, 4), channels=5, hidden=7, steps=2))
+    cube = perturbed(CubeConfig(dim=24, size=(2, 3, 4), channels=5, hidden=7, steps=3))
     q = unit(6, 24)
     assert cube.propagate(q).shape == (6, 2, 3, 4, 5)
     out = cube(q)
@@ -113,13 +113,23 @@ def test_gradient_reaches_cell_weights() -> None:
 
 
 def test_signal_crosses_the_lattice_from_input_to_output_face() -> None:
-    """With Z = 4 and T = 2 the output face cannot hear the input face; with T = 3 it can."""
+    """With Z = 4 it takes T = 3 steps for the output face to hear the input face; fewer is refused."""
     base = dict(dim=18, size=(3, 3, 4), channels=4, hidden=8, reinject=False)
     q1, q2 = unit(1, 18, seed=3), unit(1, 18, seed=4)
-    short = perturbed(CubeConfig(**base, steps=2))
-    assert torch.allclose(short.residual(q1), short.residual(q2))
     long = perturbed(CubeConfig(**base, steps=3))
     assert not torch.allclose(long.residual(q1), long.residual(q2))
+    with pytest.raises(ValueError, match="cannot carry"):
+        CubeConfig(**base, steps=2)
+
+
+def test_periodic_walls_wrap_x_and_y_but_not_z() -> None:
+    state = torch.zeros(1, 3, 3, 3, 1)
+    state[0, 0, 0, 2, 0] = 1.0  # on the output face
+    seen = Perceive("periodic")(state)[0]  # (X, Y, Z, 7): one channel, seven slots
+    z_minus = 1 + DIRECTIONS.index((0, 0, -1))
+    x_plus = 1 + DIRECTIONS.index((1, 0, 0))
+    assert seen[0, 0, 0, z_minus] == 0.0  # the input face does not see the output face
+    assert seen[2, 0, 2, x_plus] == 1.0  # x wraps
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,8 @@ def test_retrieval_ranks_and_metrics() -> None:
     queries = normalise(np.array([[1, 0.1, 0, 0], [0.9, 1, 0, 0], [0, 0, 0.2, 1]], np.float32))
     ranks = retrieval_ranks(queries, bank, np.array([0, 0, 2]))
     assert ranks.tolist() == [1, 2, 2]
+    tied = retrieval_ranks(np.array([[1.0, 0.0]], np.float32), np.array([[1.0, 0.0], [1.0, 0.0]], np.float32), np.array([1]))
+    assert tied.tolist() == [2]  # a tie with another sentence counts against the target
     metrics = retrieval_metrics(ranks)
     assert metrics["R@1"] == pytest.approx(1 / 3)
     assert metrics["R@10"] == 1.0
@@ -92,5 +94,8 @@ def test_evaluate_reports_every_metric_and_paired_differences() -> None:
     assert report.differences["cube − identity: cos"].low > 0
     assert report.retrieval["cube"]["R@1"] >= report.retrieval["identity"]["R@1"]
     assert report.bank_sizes == {"open": 400, "closed": 300}
-    assert 0.0 <= report.e2e["echo_rate_closed"] <= 1.0
+    assert report.e2e["echo_rate_closed"] < 0.5  # answers follow the shifted reference, not the question
+    assert report.warnings == []
+    leaky = evaluate(ridge, train, train, resamples=50)
+    assert "not held-out" in leaky.warnings[0]
     assert report.e2e["e2e_cos_open"] >= report.e2e["e2e_cos_closed"] - 1e-6  # the open bank holds the true answers

@@ -32,3 +32,14 @@ def test_invalid_and_unknown_values_are_refused(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("CUBEQA_BANK_INDEX")
     with pytest.raises(ValidationError, match="extra"):
         Settings(no_such_setting=1)  # type: ignore[call-arg]
+    monkeypatch.setenv("CUBEQA_DEVICE", "gpu")
+    with pytest.raises(ValidationError, match="device"):
+        Settings()
+    monkeypatch.setenv("CUBEQA_DEVICE", "cuda:1")
+    assert Settings().device == "cuda:1"
+
+
+def test_a_misspelt_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUBEQA_MINSCORE", "0.5")
+    with pytest.raises(ValidationError, match="CUBEQA_MINSCORE"):
+        Settings()

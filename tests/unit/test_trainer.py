@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.baselines import normalise
@@ -66,3 +67,26 @@ def test_training_is_reproducible_with_a_seed() -> None:
     assert cubes[0].gate.item() != 0.0
     for a, b in zip(cubes[0].state_dict().values(), cubes[1].state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("option", [{"bank_negatives": True}, {"input_noise": 0.2}, {"ema": 0.9}])
+def test_training_options_still_learn(option: dict) -> None:
+    train, val = shifted_pairs(512, 3), shifted_pairs(128, 4)
+    cube = Cube(CubeConfig(dim=18, size=(3, 3, 2), channels=8, hidden=32, steps=2))
+    reports = train_cube(cube, train, TrainConfig(epochs=10, batch_size=64, lr=3e-3, residual_l2=0.0, threads=1, **option), val=val)
+    identity = float((val.q * val.a).sum(-1).mean())
+    final = float((apply_map(cube, val.q) * val.a).sum(-1).mean())
+    assert final > identity + 0.05
+    assert reports[-1].val_cos == pytest.approx(final, abs=1e-5)  # the reported model is the returned one
+
+
+def test_ema_returns_the_averaged_weights() -> None:
+    train = shifted_pairs(256, 5)
+    config = TrainConfig(epochs=3, batch_size=64, lr=3e-3, threads=1, seed=1)
+    torch.manual_seed(1)
+    live = Cube(CubeConfig(dim=18, size=(3, 3, 2), channels=4, hidden=8))
+    torch.manual_seed(1)
+    averaged = Cube(CubeConfig(dim=18, size=(3, 3, 2), channels=4, hidden=8))
+    train_cube(live, train, config)
+    train_cube(averaged, train, TrainConfig(**{**config.to_dict(), "ema": 0.9}))
+    assert not torch.equal(live.readout.weight, averaged.readout.weight)
