@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline.checkpoint import load_bundle, save_bundle
 from pipeline.cube import Cube, CubeConfig
@@ -101,6 +102,7 @@ def train_bundle(
     val = load_embedded(val_path, encoder, cache_dir, on_embed)
     if cube_config.dim != encoder.dim:
         raise InputError(f"cube dim {cube_config.dim} differs from the encoder's {encoder.dim}")
+    torch.manual_seed(train_config.seed)  # the initial weights too come from the seed
     cube = Cube(cube_config)
     epochs = train_cube(cube, train, train_config, val=val, on_epoch=on_epoch)
     report = evaluate(lambda q: apply_map(cube, q), train, val, resamples=resamples)

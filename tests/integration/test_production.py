@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipeline.cube import CubeConfig
 from pipeline.decoders.phrase_bank import NO_CONFIDENT_ANSWER, PhraseBankConfig
@@ -94,3 +95,20 @@ def test_manifest_records_data_hashes_and_validation_metrics(tiny_bundle) -> Non
     assert manifest.extra["data"]["train"]["pairs"] == 200
     assert len(manifest.extra["data"]["validation"]["sha256_16"]) == 16
     assert manifest.extra["train_config"]["epochs"] == 3
+
+
+def test_training_twice_with_one_seed_gives_the_same_bundle(tiny_bundle, encoder, small_data, tmp_path) -> None:
+    from pipeline.checkpoint import read_manifest
+
+    torch.manual_seed(12345)  # global RNG state must not leak into the bundle
+    again = train_bundle(
+        small_data["train"],
+        small_data["val"],
+        tmp_path / "again",
+        encoder=encoder,
+        cube_config=TINY,
+        train_config=TrainConfig(epochs=3, batch_size=32, threads=1),
+        cache_dir=None,
+        resamples=100,
+    )
+    assert read_manifest(again.bundle_dir).extra["bundle_id"] == read_manifest(tiny_bundle).extra["bundle_id"]
