@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from pipeline.cube import Cube, CubeConfig
 from pipeline.encoder import EncoderIdentity
 from pipeline.errors import BundleError, IncompatibleBundle
+from pipeline.training.data import numbered_lines
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -186,13 +187,7 @@ def read_bank(path: Path, expected: int) -> list[str]:
     if not bank_path.is_file():
         raise BundleError(f"bundle {path} has no {BANK}")
     texts = []
-    try:
-        lines = bank_path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as exc:
-        raise BundleError(f"{bank_path} is not UTF-8 text: {exc}") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in numbered_lines(bank_path, BundleError):
         try:
             text = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -20,7 +20,7 @@ from pipeline.encoder import TeacherEncoder
 from pipeline.errors import InputError
 from pipeline.evaluation import EvalReport, evaluate
 from pipeline.training.cube_trainer import EpochCallback, EpochReport, TrainConfig, apply_map, train_cube
-from pipeline.training.data import EmbeddedPairs, embed_cached, embed_pairs, file_hash, load_pairs
+from pipeline.training.data import EmbeddedPairs, embed_cached, embed_pairs, file_hash, load_pairs, numbered_lines
 
 EmbedProgress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -60,21 +60,18 @@ def load_embedded(path: Path, encoder: TeacherEncoder, cache_dir: Path | None, o
 def read_bank_file(path: Path) -> list[str]:
     """Sentences from a .txt file (one per line) or JSONL ({"answer"} or {"text"} per line)."""
     texts = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            if Path(path).suffix == ".jsonl":
-                try:
-                    record = json.loads(line)
-                    text = record.get("answer") or record.get("text")
-                except (json.JSONDecodeError, AttributeError) as exc:
-                    raise InputError(f"{path}:{number}: not a JSON object ({exc})") from exc
-                if not isinstance(text, str) or not text.strip():
-                    raise InputError(f"{path}:{number}: no 'answer' or 'text' string")
-                texts.append(text)
-            else:
-                texts.append(line.strip())
+    for number, line in numbered_lines(path):
+        if Path(path).suffix != ".jsonl":
+            texts.append(line.strip())
+            continue
+        try:
+            record = json.loads(line)
+            text = record.get("answer") or record.get("text")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise InputError(f"{path}:{number}: not a JSON object ({exc})") from exc
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"{path}:{number}: no 'answer' or 'text' string")
+        texts.append(text)
     return texts
 
 

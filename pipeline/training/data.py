@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,18 @@ def answer_key(answer: str) -> str:
     return hashlib.sha1(" ".join(answer.lower().split()).encode("utf-8")).hexdigest()[:12]
 
 
+def numbered_lines(path: Path, error: type[Exception] = InputError) -> Iterator[tuple[int, str]]:
+    """(line number, line) for the non-blank lines of a UTF-8 file; a bad encoding raises `error`.
+
+    Splits on "\n" only: JSON strings may hold U+2028 and friends, which `splitlines` would cut.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path} is not UTF-8 text: {exc}") from exc
+    return ((number, line) for number, line in enumerate(lines, start=1) if line.strip())
+
+
 def load_pairs(path: Path) -> list[QAPair]:
     """Read a JSONL file of {"question", "answer"[, "answer_id"]} objects.
 
@@ -65,13 +77,7 @@ def load_pairs(path: Path) -> list[QAPair]:
         InputError: naming the file and line of the first malformed record.
     """
     pairs: list[QAPair] = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text: {exc}") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in numbered_lines(path):
         try:
             record = json.loads(line)
             question, answer = record["question"], record["answer"]
