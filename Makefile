@@ -31,7 +31,7 @@ train: install
 	$(VENV)/bin/cubeqa train --out cubeqa/bundles/default
 
 eval: install
-	$(VENV)/bin/cubeqa eval --data data/squad_sent_val.jsonl --json eval-val.json
+	$(VENV)/bin/cubeqa eval --data data/squad_sent_val.jsonl --json docs/results/eval-val.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

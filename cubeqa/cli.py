@@ -31,7 +31,9 @@ def main(ctx: typer.Context) -> None:
     try:
         ctx.obj = Settings()
     except ValidationError as exc:
-        errors.print(f"[red]invalid settings:[/red] {exc}")
+        for error in exc.errors():
+            where = ", ".join(f"CUBEQA_{str(part).upper()}" for part in error["loc"]) or "settings"
+            errors.print(f"[red]invalid setting[/red] {where}: {error['msg']}")
         raise typer.Exit(2) from exc
 
 
@@ -76,9 +78,9 @@ def train(
     boundary: Annotated[str, typer.Option(help="walls or periodic")] = "walls",
     injection: Annotated[str, typer.Option(help="projection (learned) or exact (reshape) onto the input face")] = "projection",
     reinject: Annotated[bool, typer.Option(help="re-inject the question at every step")] = True,
-    epochs: Annotated[int, typer.Option(help="fixed number of epochs")] = 4,
+    epochs: Annotated[int, typer.Option(min=1, help="fixed number of epochs")] = 4,
     lr: Annotated[float, typer.Option(help="AdamW peak learning rate")] = 1e-4,
-    batch_size: Annotated[int, typer.Option(help="pairs per step")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="pairs per step")] = 256,
     infonce_weight: Annotated[float, typer.Option(help="weight of the InfoNCE term")] = 0.25,
     residual_l2: Annotated[float, typer.Option(help="L2 penalty on the residual")] = 0.3,
     bank_negatives: Annotated[bool, typer.Option(help="InfoNCE over the whole train answer bank")] = False,
@@ -92,10 +94,16 @@ def train(
 
     settings: Settings = ctx.obj
     try:
+        lattice = tuple(int(s) for s in size.split(","))
+    except ValueError as exc:
+        raise fail(ValueError(f"--size must be three comma-separated integers such as 8,8,2, got {size!r}")) from exc
+    if out.exists() and not out.is_dir():
+        raise fail(ValueError(f"--out {out} exists and is not a directory"))
+    try:
         encoder = build_encoder(settings)
         cube_config = CubeConfig(
             dim=encoder.dim,
-            size=tuple(int(s) for s in size.split(",")),  # type: ignore[arg-type]
+            size=lattice,  # type: ignore[arg-type]
             channels=channels,
             hidden=hidden,
             steps=steps,
@@ -209,8 +217,9 @@ def ask(
         raise fail(exc) from exc
     console.print(f"[bold]answer:[/bold] {result.answer}")
     console.print(f"score {result.score:.4f}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
-    for text, score in result.candidates[1:]:
-        console.print(f"  also {score:.4f}: {text}", style="dim")
+    shown = result.candidates[1:] if result.path == "bank" else result.candidates
+    for text, score in shown:
+        console.print(f"  {'also' if result.path == 'bank' else 'nearest'} {score:.4f}: {text}", style="dim")
     for name, value in result.metrics.items():
         console.print(f"  {name} {value:.4f}", style="dim")
 

@@ -104,6 +104,10 @@ def check_texts(texts: list[str]) -> None:
             raise InputError(f"text #{position} is {type(text).__name__}, expected str")
         if not text.strip():
             raise InputError(f"text #{position} is empty or whitespace only")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates, e.g. from undecodable bytes on a command line
+            raise InputError(f"text #{position} is not valid Unicode text ({exc.reason} at position {exc.start})") from exc
 
 
 class TeacherEncoder:

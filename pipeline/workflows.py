@@ -95,19 +95,20 @@ def train_bundle(
     resamples: int = 2000,
 ) -> TrainOutcome:
     """Embeds the data, trains the cube with a fixed schedule, evaluates on validation, writes the bundle."""
-    train = load_embedded(train_path, encoder, cache_dir, on_embed)
-    val = load_embedded(val_path, encoder, cache_dir, on_embed)
     if cube_config.dim != encoder.dim:
         raise InputError(f"cube dim {cube_config.dim} differs from the encoder's {encoder.dim}")
+    extra_texts = {Path(path): read_bank_file(path) for path in extra_bank}  # bad files fail before any training
+    train = load_embedded(train_path, encoder, cache_dir, on_embed)
+    val = load_embedded(val_path, encoder, cache_dir, on_embed)
     torch.manual_seed(train_config.seed)  # the initial weights too come from the seed
     cube = Cube(cube_config)
     epochs = train_cube(cube, train, train_config, val=val, on_epoch=on_epoch)
     report = evaluate(lambda q: apply_map(cube, q), train, val, resamples=resamples)
 
     bank_texts, bank_vectors = train_bank(train)
-    for path in extra_bank:
+    for path, texts in extra_texts.items():
         known = set(bank_texts)
-        extra = [t for t in dict.fromkeys(read_bank_file(path)) if t not in known]
+        extra = [t for t in dict.fromkeys(texts) if t not in known]
         if extra:
             vectors = embed_cached(extra, embedder(encoder, Path(path).name, on_embed), cache_dir, f"enc-{encoder.identity.weights_hash}")
             bank_texts, bank_vectors = bank_texts + extra, np.concatenate([bank_vectors, vectors])

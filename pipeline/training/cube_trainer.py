@@ -40,6 +40,14 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.threads < 1:
+            raise ValueError("epochs, batch_size and threads must be at least 1")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise ValueError("lr and temperature must be positive")
+        if not 0 <= self.ema < 1:
+            raise ValueError("ema must be in [0, 1)")
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 

@@ -15,7 +15,7 @@ from tests.conftest import ROOT, read_jsonl
 pytestmark = pytest.mark.slow
 
 
-def cubeqa(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def cubeqa(*args: str | bytes, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "cubeqa", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600)
 
@@ -83,6 +83,8 @@ def test_the_shipped_default_bundle_answers_right_after_install() -> None:
         (("ask", "   "), {}, "empty"),
         (("ask", "why?"), {"CUBEQA_BUNDLE_DIR": "/nonexistent/bundle"}, "does not exist"),
         (("eval", "--data", "/nonexistent.jsonl"), {}, "No such file"),
+        (("ask", b"caf\xe9 \xff?"), {}, "not valid Unicode"),
+        (("train", "--out", "/tmp/never-written", "--size", "8,x,2"), {}, "--size must be three"),
     ],
 )
 def test_errors_are_one_clear_line_and_exit_1(args, env, message) -> None:
@@ -93,7 +95,9 @@ def test_errors_are_one_clear_line_and_exit_1(args, env, message) -> None:
 
 def test_bad_settings_are_refused() -> None:
     run = cubeqa("ask", "why?", env={"CUBEQA_MIN_SCORE": "7"})
-    assert run.returncode == 2 and "min_score" in run.stderr
+    assert run.returncode == 2 and "CUBEQA_MIN_SCORE" in run.stderr and "Traceback" not in run.stderr
+    run = cubeqa("train", "--out", "/tmp/never-written", "--batch-size", "0")
+    assert run.returncode == 2 and "batch-size" in run.stderr
 
 
 def test_the_sweep_script_prints_a_row_per_configuration(tmp_path: Path) -> None:

@@ -47,6 +47,12 @@ def test_empty_text_is_an_input_error(encoder, bad: str) -> None:
         encoder.encode(["fine", bad])
 
 
+def test_undecodable_bytes_are_an_input_error(encoder) -> None:
+    garbled = b"caf\xe9 \xff?".decode("utf-8", errors="surrogateescape")  # what argv holds for invalid UTF-8
+    with pytest.raises(InputError, match="#0 is not valid Unicode"):
+        encoder.encode([garbled])
+
+
 def test_identity_names_model_dimension_and_weights(encoder) -> None:
     identity = encoder.identity
     assert identity.model_id == DEFAULT_MODEL_ID
