@@ -57,11 +57,9 @@ def embed_progress(bar: Progress) -> Callable[[str, int, int], None]:
 
 def build_encoder(settings: Settings):  # noqa: ANN201 - the type lives in pipeline, imported lazily
     """The teacher encoder the settings describe."""
-    from pipeline.encoder import EncoderConfig, TeacherEncoder
-    from pipeline.production import set_threads
+    from pipeline.encoder import TeacherEncoder
 
-    set_threads(settings.threads)
-    return TeacherEncoder(EncoderConfig(model_dir=settings.encoder_dir, device=settings.device, batch_size=settings.encode_batch_size))
+    return TeacherEncoder(build_encoder_config(settings))
 
 
 @app.command()
@@ -225,7 +223,7 @@ def ask(
 
 
 def build_encoder_config(settings: Settings):  # noqa: ANN201
-    """EncoderConfig from settings (ProductionPipeline builds the encoder itself)."""
+    """EncoderConfig from settings; also applies the thread cap (ProductionPipeline builds its own encoder)."""
     from pipeline.encoder import EncoderConfig
     from pipeline.production import set_threads
 
