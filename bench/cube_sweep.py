@@ -42,6 +42,11 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "8x8x2 C=16 lr 1e-3, 8 epochs": ({**FACE_8, "channels": 16}, {"epochs": 8, "lr": 1e-3}),
     "8x8x2 C=32 InfoNCE 0.5 L2 0.1": ({**FACE_8, "channels": 32}, {"epochs": 4, "lr": 1e-4, "infonce_weight": 0.5, "residual_l2": 0.1}),
     "8x8x2 C=32 InfoNCE 1.0 L2 0.1": ({**FACE_8, "channels": 32}, {"epochs": 4, "lr": 1e-4, "infonce_weight": 1.0, "residual_l2": 0.1}),
+    "C=32 InfoNCE 1.0 L2 0.1 batch 1024": (
+        {**FACE_8, "channels": 32},
+        {"epochs": 4, "lr": 4e-4, "batch_size": 1024, "infonce_weight": 1.0, "residual_l2": 0.1},
+    ),
+    "C=64 InfoNCE 0.5 batch 1024": ({**FACE_8, "channels": 64}, {"epochs": 4, "lr": 4e-4, "batch_size": 1024, "infonce_weight": 0.5}),
 }
 
 
