@@ -1,59 +1,23 @@
-"""The `cubeqa` command line: train, eval and ask. Each command calls one library function."""
+"""The `cubeqa` command line. Model commands (train, eval, ask) live here; job-system commands in
+`cubeqa.jobs_cli` and `cubeqa.services_cli`. Each command calls one library function."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local directories only
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import Progress, TaskID
 
+from cubeqa.cli_base import app, console, embed_progress, errors, fail
 from cubeqa.render import eval_table, progress_bar
 from cubeqa.settings import Settings
-
-app = typer.Typer(help="Question answering through a trained 3D lattice of cells.", no_args_is_help=True, add_completion=False)
-console = Console()
-errors = Console(stderr=True)
+from cubeqa.wiring import bank_config, encoder_config
 
 DATA_DIR = Path("data")
-
-
-@app.callback()
-def main(ctx: typer.Context) -> None:
-    """Reads settings from CUBEQA_* environment variables."""
-    try:
-        ctx.obj = Settings()
-    except ValidationError as exc:
-        for error in exc.errors():
-            where = ", ".join(f"CUBEQA_{str(part).upper()}" for part in error["loc"]) or "settings"
-            errors.print(f"[red]invalid setting[/red] {where}: {error['msg']}")
-        raise typer.Exit(2) from exc
-
-
-def fail(exc: Exception) -> typer.Exit:
-    """A domain error as one line on stderr, exit status 1."""
-    errors.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
-
-
-def embed_progress(bar: Progress) -> Callable[[str, int, int], None]:
-    """A progress callback that keeps one bar per (file, text count)."""
-    tasks: dict[tuple[str, int], TaskID] = {}
-
-    def on_embed(label: str, done: int, total: int) -> None:
-        if (label, total) not in tasks:
-            tasks[(label, total)] = bar.add_task(f"embed {label} ({total} texts)", total=total)
-        bar.update(tasks[(label, total)], completed=done)
-
-    return on_embed
-
 
 def build_encoder(settings: Settings):  # noqa: ANN201 - the type lives in pipeline, imported lazily
     """The teacher encoder the settings describe."""
@@ -195,7 +159,6 @@ def ask(
     reference: Annotated[str | None, typer.Option(help="a reference answer, to score the answer against")] = None,
 ) -> None:
     """Answer one question: prints the answer, its score and the decoder path."""
-    from pipeline.decoders.phrase_bank import PhraseBankConfig
     from pipeline.encoder import check_texts
     from pipeline.errors import CubeQAError
     from pipeline.production import ProductionPipeline
@@ -206,7 +169,7 @@ def ask(
         pipe = ProductionPipeline.from_bundle(
             settings.bundle_dir,
             encoder_config=build_encoder_config(settings),
-            bank_config=PhraseBankConfig(index=settings.bank_index, min_score=settings.min_score),
+            bank_config=bank_config(settings),
             cache_dir=settings.cache_dir,
             top_k=settings.top_k,
         )
@@ -223,9 +186,11 @@ def ask(
 
 
 def build_encoder_config(settings: Settings):  # noqa: ANN201
-    """EncoderConfig from settings; also applies the thread cap (ProductionPipeline builds its own encoder)."""
-    from pipeline.encoder import EncoderConfig
+    """EncoderConfig from settings, with the thread cap applied to this process."""
     from pipeline.production import set_threads
 
     set_threads(settings.threads)
-    return EncoderConfig(model_dir=settings.encoder_dir, device=settings.device, batch_size=settings.encode_batch_size)
+    return encoder_config(settings)
+
+
+from cubeqa import jobs_cli, services_cli  # noqa: E402,F401 - registers their commands on `app`

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -40,6 +40,24 @@ class Settings(BaseSettings):
     bank_index: Literal["flat", "hnsw"] = Field("flat", description="FAISS index kind of the phrase bank")
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="bank score below which the answer is 'no confident answer'")
     top_k: int = Field(3, ge=1, description="bank candidates returned per answer")
+
+    # The job system.
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL")
+    database_url: str = Field("sqlite:///cubeqa.db", description="SQL store URL: sqlite:///PATH or postgresql+psycopg://...")
+    micro_batch: int = Field(32, ge=1, le=1024, description="jobs per chained encode|cube|decode task")
+    max_question_chars: int = Field(4000, ge=1, description="longest accepted question or reference, in characters")
+    max_batch_items: int = Field(100_000, ge=1, description="most jobs in one submitted batch")
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted HTTP request body")
+    task_time_limit: int = Field(300, ge=10, description="seconds a stage task may run before it is killed")
+    visibility_timeout: int = Field(3600, ge=60, description="seconds before Redis re-delivers an unacknowledged task")
+    reconcile_after: int = Field(600, ge=1, description="seconds a job may sit unfinished before the reconciler re-sends it")
+    max_attempts: int = Field(5, ge=1, description="deliveries of a job before the reconciler fails it")
+    api_host: str = Field("127.0.0.1", description="address `cubeqa api` listens on")
+    api_port: int = Field(8000, ge=1, le=65535, description="port `cubeqa api` listens on")
+    api_token: SecretStr | None = Field(None, description="bearer token the HTTP API requires; unset: no auth")
+    flower_host: str = Field("127.0.0.1", description="address `cubeqa flower` listens on")
+    flower_port: int = Field(5555, ge=1, le=65535, description="port `cubeqa flower` listens on")
+    flower_basic_auth: SecretStr | None = Field(None, description="user:password Flower requires; unset: no auth")
 
     @model_validator(mode="after")
     def no_unknown_variables(self) -> Settings:

@@ -1,8 +1,8 @@
 """ProductionPipeline: encode → cube → decode in one process, from a bundle.
 
-The three stage methods (`encode`, `map`, `decode`) are the units a distributed
-job system calls one per worker; `process_batch` chains them in-process, so both
-give identical answers for the same input.
+It chains the three stage objects of `pipeline.stages`, the same ones the
+distributed workers load one per process, so both give identical answers for
+the same input.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.checkpoint import Bundle, load_bundle
-from pipeline.decoders.phrase_bank import BankAnswer, PhraseBankConfig, PhraseBankDecoder
-from pipeline.encoder import Encoded, EncoderConfig, TeacherEncoder, check_texts
+from pipeline.checkpoint import load_bundle
+from pipeline.decoders.phrase_bank import BankAnswer, PhraseBankConfig
+from pipeline.encoder import Encoded, EncoderConfig, check_texts
 from pipeline.errors import InputError
-from pipeline.evaluation import cosines
-from pipeline.training.cube_trainer import apply_map
-from pipeline.training.data import embed_cached
+from pipeline.stages import CubeStage, DecodeStage, EncodeStage
 
 
 @dataclass(frozen=True)
@@ -40,11 +38,10 @@ class AnswerResult:
 class ProductionPipeline:
     """Answers questions with a loaded bundle: teacher encoder, cube, phrase bank."""
 
-    def __init__(self, encoder: TeacherEncoder, bundle: Bundle, decoder: PhraseBankDecoder, *, top_k: int = 3) -> None:
-        self.encoder = encoder
-        self.bundle = bundle
-        self.decoder = decoder
-        self.top_k = top_k
+    def __init__(self, encode_stage: EncodeStage, cube_stage: CubeStage, decode_stage: DecodeStage) -> None:
+        self.encode_stage = encode_stage
+        self.cube_stage = cube_stage
+        self.decode_stage = decode_stage
 
     @classmethod
     def from_bundle(
@@ -57,31 +54,29 @@ class ProductionPipeline:
         top_k: int = 3,
     ) -> ProductionPipeline:
         """Loads the encoder, checks the bundle against it, and builds (or reuses the cached) bank index."""
-        encoder = TeacherEncoder(encoder_config)
-        bundle = load_bundle(bundle_dir, encoder.identity)
-        vectors = bundle.bank_vectors
-        if vectors is None:
-            vectors = embed_cached(
-                bundle.bank_texts, lambda texts: encoder.encode(texts).vectors, cache_dir, f"bank-{encoder.identity.weights_hash}"
-            )
-        return cls(encoder, bundle, PhraseBankDecoder(bundle.bank_texts, vectors, bank_config), top_k=top_k)
+        encode_stage = EncodeStage(bundle_dir, encoder_config)
+        bundle = load_bundle(bundle_dir, encode_stage.encoder.identity)
+        decode_stage = DecodeStage(
+            bundle_dir, bundle=bundle, bank_config=bank_config, top_k=top_k, encoder=encode_stage.encoder, cache_dir=cache_dir
+        )
+        return cls(encode_stage, CubeStage(bundle_dir, bundle), decode_stage)
 
     @property
     def model_version(self) -> str:
-        """Names the bundle and the encoder it runs with, for results to record."""
-        return f"{self.bundle.path.name}@{self.bundle.manifest.extra.get('bundle_id', 'unversioned')}"
+        """Names the bundle and the weights it runs with, for results to record."""
+        return self.cube_stage.model_version
 
     def encode(self, texts: list[str]) -> Encoded:
         """Stage 1: unit question vectors (N, D); raises InputError on empty text."""
-        return self.encoder.encode(texts)
+        return self.encode_stage.encode(texts)
 
     def map(self, vectors: np.ndarray) -> np.ndarray:
         """Stage 2: the cube, (N, D) -> (N, D) unit answer vectors."""
-        return apply_map(self.bundle.cube, np.ascontiguousarray(vectors, dtype=np.float32))
+        return self.cube_stage.map(vectors)
 
     def decode(self, vectors: np.ndarray) -> list[BankAnswer]:
         """Stage 3: phrase-bank answers for (N, D) answer vectors."""
-        return self.decoder.decode(vectors, k=self.top_k)
+        return self.decode_stage.decode(vectors)
 
     def process_text(self, text: str) -> str:
         """The answer text for one question (or the explicit no-confident-answer marker)."""
@@ -107,12 +102,13 @@ class ProductionPipeline:
             "cube": 1000 * (mapped_at - encoded_at) / n,
             "decode": 1000 * (decoded_at - mapped_at) / n,
         }
-        metrics = self.score(encoded.vectors, answer_vectors, answers, references)
+        refs = None if references is None else list(self.encode(references).vectors)
+        metrics = self.decode_stage.score(encoded.vectors, answer_vectors, answers, refs)
         return [
             AnswerResult(
                 question=text,
                 answer=answer.text,
-                path=self.decoder.path if answer.confident else "none",
+                path=self.decode_stage.path_of(answer),
                 score=answer.score,
                 candidates=tuple((c.text, c.score) for c in answer.candidates),
                 truncated=bool(encoded.truncated[i]),
@@ -121,24 +117,6 @@ class ProductionPipeline:
             )
             for i, (text, answer) in enumerate(zip(texts, answers))
         ]
-
-    def score(
-        self, questions: np.ndarray, outputs: np.ndarray, answers: list[BankAnswer], references: list[str] | None
-    ) -> list[dict[str, float]]:
-        """Per-item metrics: decode_fidelity always; with references also cube/identity cosines, and
-        e2e_cos and echo for items the bank answered (a "no confident answer" has no answer text to score)."""
-        decoded = self.decoder.vectors[[a.candidates[0].row for a in answers]] if answers else outputs[:0]
-        metrics: list[dict[str, float]] = [{"decode_fidelity": float(f)} for f in cosines(decoded, outputs)]
-        if references is None:
-            return metrics
-        refs = self.encode(references).vectors
-        for item, answer, cube_cos, identity_cos, e2e_cos, to_question in zip(
-            metrics, answers, cosines(outputs, refs), cosines(questions, refs), cosines(decoded, refs), cosines(decoded, questions)
-        ):
-            item.update(cube_cos=float(cube_cos), identity_cos=float(identity_cos))
-            if answer.confident:
-                item.update(e2e_cos=float(e2e_cos), echo=float(to_question > e2e_cos))
-        return metrics
 
 
 def set_threads(threads: int) -> None:

@@ -1,0 +1,48 @@
+"""The typer app every command module registers on, and the helpers they share."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local directories only
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import Progress, TaskID
+
+from cubeqa.settings import Settings
+
+app = typer.Typer(help="Question answering through a trained 3D lattice of cells.", no_args_is_help=True, add_completion=False)
+console = Console()
+errors = Console(stderr=True)
+
+@app.callback()
+def main(ctx: typer.Context) -> None:
+    """Reads settings from CUBEQA_* environment variables."""
+    try:
+        ctx.obj = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ", ".join(f"CUBEQA_{str(part).upper()}" for part in error["loc"]) or "settings"
+            errors.print(f"[red]invalid setting[/red] {where}: {error['msg']}")
+        raise typer.Exit(2) from exc
+
+
+def fail(exc: Exception) -> typer.Exit:
+    """A domain error as one line on stderr, exit status 1."""
+    errors.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+def embed_progress(bar: Progress) -> Callable[[str, int, int], None]:
+    """A progress callback that keeps one bar per (file, text count)."""
+    tasks: dict[tuple[str, int], TaskID] = {}
+
+    def on_embed(label: str, done: int, total: int) -> None:
+        if (label, total) not in tasks:
+            tasks[(label, total)] = bar.add_task(f"embed {label} ({total} texts)", total=total)
+        bar.update(tasks[(label, total)], completed=done)
+
+    return on_embed

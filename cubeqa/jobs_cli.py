@@ -1,0 +1,206 @@
+"""Job-system commands: db upgrade, submit, status, results, reconcile."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from sqlalchemy.exc import OperationalError
+
+from cubeqa.cli_base import app, console, errors, fail
+from cubeqa.intake import IntakeError, read_bulk
+from cubeqa.render import progress_bar
+from cubeqa.settings import Settings
+from cubeqa.wiring import celery_app, open_store
+from storage.db import StorageError, upgrade
+from storage.repository import BatchSummary, batch_summary, iter_results
+from tasks.producer import BrokerUnavailable, reconcile, submit
+
+db_app = typer.Typer(help="The SQL store's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+MAX_SHOWN_REJECTS = 20
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the database schema to this version (Alembic)."""
+    settings: Settings = ctx.obj
+    try:
+        upgrade(settings.database_url)
+    except Exception as exc:  # noqa: BLE001 - driver and Alembic errors differ per backend
+        raise fail(StorageError(f"cannot upgrade {safe_url(settings.database_url)}: {exc}")) from exc
+    console.print(f"database {safe_url(settings.database_url)} is at the current schema")
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return "(unparseable URL)"
+
+
+@app.command("submit")
+def submit_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="questions: .jsonl objects or .csv rows with a 'question' (and optional 'reference') field")],
+    wait: Annotated[bool, typer.Option(help="show progress until every job is final")] = False,
+    batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="jobs per micro-batch task (default CUBEQA_MICRO_BATCH)")] = None,
+    key: Annotated[str | None, typer.Option(help="idempotency key: resubmitting with the same key is a no-op")] = None,
+) -> None:
+    """Submit a bulk file: bad lines are reported with their line numbers; the good ones are queued."""
+    settings: Settings = ctx.obj
+    try:
+        intake = read_bulk(file, max_chars=settings.max_question_chars, max_items=settings.max_batch_items)
+    except IntakeError as exc:
+        raise fail(exc) from exc
+    for line, reason in intake.rejected[:MAX_SHOWN_REJECTS]:
+        errors.print(f"[yellow]skipped[/yellow] {file}:{line}: {reason}")
+    if len(intake.rejected) > MAX_SHOWN_REJECTS:
+        errors.print(f"[yellow]skipped[/yellow] {len(intake.rejected) - MAX_SHOWN_REJECTS} more bad lines")
+    if not intake.jobs:
+        raise fail(ValueError(f"{file}: no valid questions to submit"))
+    try:
+        sessions = open_store(settings)
+        celery_app(settings)
+        with progress_bar(console, transient=True) as bar:
+            sending = bar.add_task("send", total=len(intake.jobs))
+            result = submit(
+                sessions, intake.jobs, micro_batch=batch_size or settings.micro_batch, key=key, source=str(file),
+                on_sent=lambda n: bar.advance(sending, n),
+            )
+    except (StorageError, BrokerUnavailable) as exc:
+        raise fail(exc) from exc
+    if result.created:
+        console.print(f"batch [bold]{result.batch_id}[/bold]: {result.sent} jobs queued, {len(intake.rejected)} lines skipped")
+    else:
+        console.print(f"batch [bold]{result.batch_id}[/bold] already exists for key {key!r}: nothing submitted")
+    if wait:
+        summary = watch(sessions, result.batch_id)
+        console.print(summary_table(summary))
+
+
+def watch(sessions, batch_id: str, poll: float = 0.5) -> BatchSummary:  # noqa: ANN001 - sessionmaker
+    """A progress bar with rate and ETA until every job of the batch is final."""
+    summary = batch_summary(sessions, batch_id)
+    assert summary is not None
+    with progress_bar(console) as bar:
+        task = bar.add_task(f"batch {batch_id[:8]}", total=summary.total, completed=summary.done + summary.failed)
+        while not summary.finished:
+            time.sleep(poll)
+            summary = batch_summary(sessions, batch_id)
+            assert summary is not None
+            bar.update(task, completed=summary.done + summary.failed, description=f"batch {batch_id[:8]} ({summary.failed} failed)")
+    return summary
+
+
+def summary_table(summary: BatchSummary) -> Table:
+    """Counts, success rate, throughput and quality metrics of a batch."""
+    table = Table(title=f"batch {summary.id}" + (f" ({summary.source})" if summary.source else ""), title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for status, count in summary.counts.items():
+        table.add_row(f"jobs {status}", str(count))
+    table.add_row("success rate", "-" if summary.success_rate is None else f"{summary.success_rate:.1%}")
+    table.add_row("jobs/s", "-" if summary.jobs_per_second is None else f"{summary.jobs_per_second:.1f}")
+    for name, stats in summary.metrics.items():
+        table.add_row(f"{name} mean / p50 / p90 (n={int(stats['n'])})", f"{stats['mean']:.4f} / {stats['p50']:.4f} / {stats['p90']:.4f}")
+    return table
+
+
+def load_summary(settings: Settings, batch_id: str) -> tuple[object, BatchSummary]:
+    try:
+        sessions = open_store(settings)
+    except StorageError as exc:
+        raise fail(exc) from exc
+    summary = batch_summary(sessions, batch_id)
+    if summary is None:
+        raise fail(LookupError(f"no batch {batch_id!r} in {safe_url(settings.database_url)}"))
+    return sessions, summary
+
+
+@app.command("status")
+def status_command(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Argument(help="batch id printed by `cubeqa submit`")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    wait: Annotated[bool, typer.Option(help="show progress until every job is final")] = False,
+) -> None:
+    """Progress and quality aggregates of a batch."""
+    sessions, summary = load_summary(ctx.obj, batch)
+    if wait:
+        summary = watch(sessions, batch)
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        console.print(summary_table(summary))
+
+
+class ResultFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+CSV_FIELDS = ("line", "question", "reference", "status", "answer", "decoder_path", "score", "error", "model_version", "metrics", "timings_ms", "hosts", "id")
+
+
+@app.command("results")
+def results_command(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Argument(help="batch id")],
+    fmt: Annotated[ResultFormat, typer.Option("--format", help="jsonl or csv")] = ResultFormat.jsonl,
+    out: Annotated[Path | None, typer.Option(help="write here instead of standard output")] = None,
+) -> None:
+    """Every job of a batch in input order, with answers, metrics, timings and hosts."""
+    sessions, _ = load_summary(ctx.obj, batch)
+    handle = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+    try:
+        if fmt == ResultFormat.jsonl:
+            for row in iter_results(sessions, batch):
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            for row in iter_results(sessions, batch):
+                writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+    finally:
+        if out:
+            handle.close()
+
+
+@app.command("reconcile")
+def reconcile_command(
+    ctx: typer.Context,
+    every: Annotated[float | None, typer.Option(min=1, help="repeat every SECONDS until interrupted")] = None,
+    after: Annotated[int | None, typer.Option(min=1, help="re-send jobs unfinished this many seconds (default CUBEQA_RECONCILE_AFTER)")] = None,
+) -> None:
+    """Re-send jobs stuck in a non-final state past a deadline, from SQL (Redis may have lost them)."""
+    settings: Settings = ctx.obj
+    try:
+        sessions = open_store(settings)
+    except StorageError as exc:
+        raise fail(exc) from exc
+    celery_app(settings)
+    deadline = timedelta(seconds=after or settings.reconcile_after)
+    while True:
+        try:
+            report = reconcile(sessions, after=deadline, max_attempts=settings.max_attempts, micro_batch=settings.micro_batch)
+            console.print(f"re-sent {report.resent} stuck jobs, failed {report.failed} after {settings.max_attempts} attempts")
+        except (BrokerUnavailable, OperationalError) as exc:
+            if every is None:
+                raise fail(exc) from exc
+            errors.print(f"[yellow]will retry:[/yellow] {str(exc).splitlines()[0]}")
+        if every is None:
+            return
+        time.sleep(every)

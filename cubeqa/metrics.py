@@ -1,0 +1,46 @@
+"""Prometheus figures read from the SQL store and the broker at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import redis
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.repository import percentile, recent_stage_timings, status_counts
+from tasks.app import STAGES
+
+
+class StoreCollector(Collector):
+    """Jobs by status (SQL), per-stage latency quantiles of recent jobs (SQL), queue length per stage (Redis)."""
+
+    def __init__(self, sessions: sessionmaker[Session], broker: redis.Redis) -> None:
+        self.sessions = sessions
+        self.broker = broker
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("cubeqa_jobs", "Jobs in the store by status", labels=["status"])
+        counts = status_counts(self.sessions)
+        for name, count in counts.items():
+            jobs.add_metric([name], count)
+        yield jobs
+        backlog = GaugeMetricFamily("cubeqa_backlog_jobs", "Jobs not yet final (queued or running): what autoscaling should follow")
+        backlog.add_metric([], counts["queued"] + counts["running"])
+        yield backlog
+        timings = recent_stage_timings(self.sessions)
+        latency = GaugeMetricFamily("cubeqa_stage_latency_ms", "Per-item stage time over the last 1000 finished jobs", labels=["stage", "quantile"])
+        for stage in STAGES:
+            values = sorted(float(t[stage]) for t in timings if stage in t)
+            for q in (50, 95, 99):
+                if values:
+                    latency.add_metric([stage, f"0.{q}"], percentile(values, q))
+        yield latency
+        depth = GaugeMetricFamily("cubeqa_queue_length", "Messages waiting in each stage's Redis queue (LLEN)", labels=["queue"])
+        try:
+            for stage in STAGES:
+                depth.add_metric([stage], int(self.broker.llen(stage)))
+        except redis.RedisError:
+            pass  # broker down: the gauge is absent, /healthz says why
+        yield depth

@@ -1,0 +1,95 @@
+"""Long-running services: stage workers, the HTTP API, Flower, and the embedded demo."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cubeqa.cli_base import app, console, fail
+from cubeqa.settings import Settings
+from cubeqa.wiring import worker_options
+from storage.db import StorageError
+
+
+class Stage(StrEnum):
+    encode = "encode"
+    cube = "cube"
+    decode = "decode"
+    all = "all"
+
+
+@app.command("worker")
+def worker_command(
+    ctx: typer.Context,
+    stage: Annotated[Stage, typer.Option(help="the stage this worker serves: encode, cube, decode or all")],
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default CUBEQA_DEVICE)")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="worker processes (one model copy each)")] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Run a Celery worker for one stage's queue; its model loads once per process, after fork."""
+    settings: Settings = ctx.obj
+    if device is not None:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+            raise fail(ValueError(f"--device {device!r}: use cpu, cuda or cuda:N"))
+        settings = settings.model_copy(update={"device": device})
+    from workers.main import run_worker
+
+    try:
+        run_worker(worker_options(settings, stage.value, concurrency, loglevel))
+    except StorageError as exc:
+        raise fail(exc) from exc
+
+
+@app.command("api")
+def api_command(ctx: typer.Context) -> None:
+    """Serve the HTTP API (FastAPI) on CUBEQA_API_HOST:CUBEQA_API_PORT; OpenAPI schema at /docs."""
+    import uvicorn
+
+    from cubeqa.api import create_app
+
+    settings: Settings = ctx.obj
+    try:
+        application = create_app(settings)
+    except StorageError as exc:
+        raise fail(exc) from exc
+    uvicorn.run(application, host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+def flower_command_line(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """The Flower command and environment; the basic-auth secret goes in the environment, not argv."""
+    argv = [sys.executable, "-m", "celery", "--broker", settings.broker_url, "flower", f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
+    env = dict(os.environ)
+    env.pop("FLOWER_BASIC_AUTH", None)
+    if settings.flower_basic_auth is not None:
+        env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    return argv, env
+
+
+@app.command("flower")
+def flower_command(ctx: typer.Context) -> None:
+    """Start Flower on the configured broker (basic auth from CUBEQA_FLOWER_BASIC_AUTH when set)."""
+    argv, env = flower_command_line(ctx.obj)
+    console.print(f"Flower on port {ctx.obj.flower_port}" + (" with basic auth" if ctx.obj.flower_basic_auth else " without auth"))
+    raise typer.Exit(subprocess.call(argv, env=env))
+
+
+@app.command("demo")
+def demo_command(
+    ctx: typer.Context,
+    questions: Annotated[int, typer.Option(min=1, max=5000, help="sample questions to submit")] = 24,
+    data: Annotated[Path, typer.Option(help="Q→A JSONL to draw sample questions (with references) from")] = Path("data/squad_sent_val.jsonl"),
+) -> None:
+    """Run the whole job system on this machine: embedded Redis, SQLite, one worker per stage, sample questions."""
+    from cubeqa.demo import DemoError, run_demo
+
+    try:
+        run_demo(ctx.obj, questions=questions, data=data, console=console)
+    except DemoError as exc:
+        raise fail(exc) from exc

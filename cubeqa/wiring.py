@@ -1,0 +1,64 @@
+"""Builds the lower layers' plain-valued parts from Settings (the edge where Settings stops)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from cubeqa.settings import Settings
+from storage.db import check_schema, make_engine, session_factory
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from pipeline.decoders.phrase_bank import PhraseBankConfig
+    from pipeline.encoder import EncoderConfig
+    from workers.main import WorkerOptions
+
+
+def encoder_config(settings: Settings) -> EncoderConfig:
+    """EncoderConfig from settings (nothing is loaded)."""
+    from pipeline.encoder import EncoderConfig
+
+    return EncoderConfig(model_dir=settings.encoder_dir, device=settings.device, batch_size=settings.encode_batch_size)
+
+
+def bank_config(settings: Settings) -> PhraseBankConfig:
+    from pipeline.decoders.phrase_bank import PhraseBankConfig
+
+    return PhraseBankConfig(index=settings.bank_index, min_score=settings.min_score)
+
+
+def open_store(settings: Settings) -> sessionmaker[Session]:
+    """Sessions on the configured database, after checking its schema is current."""
+    engine = make_engine(settings.database_url)
+    check_schema(engine)
+    return session_factory(engine)
+
+
+def celery_app(settings: Settings) -> Celery:
+    """The Celery app configured for producing (and for workers) from settings."""
+    from tasks.app import configure
+
+    return configure(settings.broker_url, task_time_limit=settings.task_time_limit, visibility_timeout=settings.visibility_timeout)
+
+
+def worker_options(settings: Settings, stage: str, concurrency: int, loglevel: str = "INFO") -> WorkerOptions:
+    from workers.main import WorkerOptions
+
+    return WorkerOptions(
+        stage=stage,
+        broker_url=settings.broker_url,
+        database_url=settings.database_url,
+        bundle_dir=settings.bundle_dir,
+        encoder_config=encoder_config(settings),
+        bank_config=bank_config(settings),
+        top_k=settings.top_k,
+        cache_dir=settings.cache_dir,
+        threads=settings.threads,
+        concurrency=concurrency,
+        task_time_limit=settings.task_time_limit,
+        visibility_timeout=settings.visibility_timeout,
+        loglevel=loglevel,
+    )

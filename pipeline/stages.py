@@ -1,0 +1,110 @@
+"""The three model stages as separately loadable units.
+
+A distributed worker loads only its own stage (the cube worker never loads the
+encoder); `ProductionPipeline` composes all three in one process. Both call the
+same methods, so answers are identical for the same input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.checkpoint import Bundle, Manifest, check_encoder, load_bundle, read_manifest
+from pipeline.decoders.phrase_bank import BankAnswer, PhraseBankConfig, PhraseBankDecoder
+from pipeline.encoder import Encoded, EncoderConfig, TeacherEncoder
+from pipeline.evaluation import cosines
+from pipeline.training.cube_trainer import apply_map
+from pipeline.training.data import embed_cached
+
+
+def model_version(bundle_dir: Path, manifest: Manifest) -> str:
+    """Names the bundle and its weights id, for every result to record."""
+    return f"{Path(bundle_dir).name}@{manifest.extra.get('bundle_id', 'unversioned')}"
+
+
+class EncodeStage:
+    """Stage 1: the teacher encoder, checked against the bundle it serves."""
+
+    def __init__(self, bundle_dir: Path, encoder_config: EncoderConfig | None = None) -> None:
+        manifest = read_manifest(bundle_dir)
+        self.encoder = TeacherEncoder(encoder_config)
+        check_encoder(manifest, self.encoder.identity, Path(bundle_dir))
+        self.model_version = model_version(bundle_dir, manifest)
+
+    def encode(self, texts: list[str]) -> Encoded:
+        """Unit vectors (N, D) in input order; raises InputError on empty text."""
+        return self.encoder.encode(texts)
+
+
+class CubeStage:
+    """Stage 2: the trained lattice, question vectors to answer vectors."""
+
+    def __init__(self, bundle_dir: Path, bundle: Bundle | None = None) -> None:
+        self.bundle = bundle or load_bundle(bundle_dir)
+        self.model_version = model_version(bundle_dir, self.bundle.manifest)
+
+    def map(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, D) -> (N, D) unit answer vectors."""
+        return apply_map(self.bundle.cube, np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+class DecodeStage:
+    """Stage 3: the phrase bank, answer vectors to sentences, plus the per-item quality metrics."""
+
+    def __init__(
+        self,
+        bundle_dir: Path,
+        *,
+        bundle: Bundle | None = None,
+        bank_config: PhraseBankConfig | None = None,
+        top_k: int = 3,
+        encoder: TeacherEncoder | None = None,
+        encoder_config: EncoderConfig | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        """Uses the bank vectors shipped in the bundle; embeds the bank (cached) only when it ships none."""
+        bundle = bundle or load_bundle(bundle_dir)
+        vectors = bundle.bank_vectors
+        if vectors is None:
+            embedder = encoder or TeacherEncoder(encoder_config)
+            check_encoder(bundle.manifest, embedder.identity, Path(bundle_dir))
+            vectors = embed_cached(
+                bundle.bank_texts, lambda texts: embedder.encode(texts).vectors, cache_dir, f"bank-{embedder.identity.weights_hash}"
+            )
+        self.decoder = PhraseBankDecoder(bundle.bank_texts, vectors, bank_config)
+        self.top_k = top_k
+        self.model_version = model_version(bundle_dir, bundle.manifest)
+
+    def decode(self, vectors: np.ndarray) -> list[BankAnswer]:
+        """Phrase-bank answers for (N, D) answer vectors."""
+        return self.decoder.decode(vectors, k=self.top_k)
+
+    def path_of(self, answer: BankAnswer) -> str:
+        """Which decoder answered: the bank, or "none" when nothing cleared the threshold."""
+        return self.decoder.path if answer.confident else "none"
+
+    def score(
+        self,
+        questions: np.ndarray,
+        outputs: np.ndarray,
+        answers: list[BankAnswer],
+        references: Sequence[np.ndarray | None] | None = None,
+    ) -> list[dict[str, float]]:
+        """Per-item metrics (DESIGN.md names): decode_fidelity always; for items with a reference vector
+        also cube_cos and identity_cos, and e2e_cos and echo when the bank answered."""
+        decoded = self.decoder.vectors[[a.candidates[0].row for a in answers]] if answers else outputs[:0]
+        metrics: list[dict[str, float]] = [{"decode_fidelity": float(f)} for f in cosines(decoded, outputs)]
+        if references is None:
+            return metrics
+        for i, (item, answer, ref) in enumerate(zip(metrics, answers, references)):
+            if ref is None:
+                continue
+            e2e = float(decoded[i] @ ref)
+            item.update(cube_cos=float(outputs[i] @ ref), identity_cos=float(questions[i] @ ref))
+            if answer.confident:
+                item.update(e2e_cos=e2e, echo=float(float(decoded[i] @ questions[i]) > e2e))
+        return metrics
+

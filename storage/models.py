@@ -1,0 +1,73 @@
+"""SQLAlchemy 2.x tables: batch, job and model version."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+STATUSES = (QUEUED, RUNNING, DONE, FAILED)
+FINAL = (DONE, FAILED)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; Alembic autogenerates from its metadata."""
+
+
+class ModelVersion(Base):
+    """A bundle version that produced results (bundle name @ weights id)."""
+
+    __tablename__ = "model_version"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Batch(Base):
+    """One submission; its counters move only when a job first reaches a final state."""
+
+    __tablename__ = "batch"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str | None] = mapped_column(String(200), unique=True)  # client idempotency key
+    source: Mapped[str | None] = mapped_column(String(500))
+    total: Mapped[int] = mapped_column(Integer)
+    done_count: Mapped[int] = mapped_column(Integer, default=0)
+    failed_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Job(Base):
+    """One question: its input, lifecycle and, once done, its answer with metrics, timings and hosts."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        Index("ix_job_batch_position", "batch_id", "position"),
+        Index("ix_job_status_dispatched", "status", "dispatched_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # order within the batch (input line order)
+    line: Mapped[int | None] = mapped_column(Integer)  # line number in the submitted file, when there was one
+    question: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # deliveries to the encode stage
+    dispatches: Mapped[int] = mapped_column(Integer, default=0)  # times sent to the queue (1 + reconciler re-sends)
+    error: Mapped[str | None] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text)
+    decoder_path: Mapped[str | None] = mapped_column(String(32))
+    score: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    timings_ms: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    hosts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    model_version: Mapped[str | None] = mapped_column(ForeignKey("model_version.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

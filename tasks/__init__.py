@@ -1,0 +1,1 @@
+"""The Celery app (queues, routing, serializers), the stage tasks, and producer helpers."""

@@ -1,0 +1,130 @@
+"""Producer helpers: store a batch, send its micro-batches as encode|cube|decode chains, re-send stuck jobs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+from celery import chain
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.repository import (
+    JobOutcome,
+    NewJob,
+    QueuedJob,
+    chunks,
+    create_batch,
+    mark_dispatched,
+    record_outcomes,
+    stale_jobs,
+    unfinished_jobs,
+)
+from tasks import stages
+
+BROKER_DOWN = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, ConnectionError)
+
+
+class BrokerUnavailable(Exception):
+    """Jobs are stored in SQL but could not be sent; the reconciler will send them."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    batch_id: str
+    created: bool  # False: the idempotency key named an existing batch, nothing was written or sent
+    jobs: int
+    sent: int
+
+
+def first_payload(batch_id: str, jobs: Sequence[QueuedJob]) -> dict[str, Any]:
+    """The message the encode stage receives for one micro-batch."""
+    return {
+        "batch": batch_id,
+        "jobs": [job.id for job in jobs],
+        "texts": [job.question for job in jobs],
+        "refs": [job.reference for job in jobs],
+        "failed": [],
+        "timings": {},
+        "hosts": {},
+        "versions": {},
+        "handed_at": time.time(),
+    }
+
+
+def stage_chain(payload: dict[str, Any]) -> chain:
+    """encode | cube | decode, each routed to its own queue."""
+    return chain(stages.encode.s(payload), stages.cube.s(), stages.decode.s())
+
+
+def dispatch(
+    sessions: sessionmaker[Session],
+    jobs: Sequence[QueuedJob],
+    micro_batch: int,
+    on_sent: Callable[[int], None] | None = None,
+) -> int:
+    """Sends jobs (grouped by batch) in micro-batches, recording each send; returns jobs sent.
+
+    Raises BrokerUnavailable when the broker refuses; the jobs not yet sent stay queued in SQL.
+    """
+    sent = 0
+    by_batch: dict[str, list[QueuedJob]] = {}
+    for job in jobs:
+        by_batch.setdefault(job.batch_id, []).append(job)
+    for batch_id, batch_jobs in by_batch.items():
+        for group in chunks(batch_jobs, micro_batch):
+            try:
+                stage_chain(first_payload(batch_id, group)).apply_async()
+            except BROKER_DOWN as exc:
+                raise BrokerUnavailable(
+                    f"broker unreachable after {sent} of {len(jobs)} jobs were sent ({exc}); the rest are stored "
+                    "and `cubeqa reconcile` sends them"
+                ) from exc
+            mark_dispatched(sessions, [job.id for job in group])
+            sent += len(group)
+            if on_sent:
+                on_sent(len(group))
+    return sent
+
+
+def submit(
+    sessions: sessionmaker[Session],
+    items: Sequence[NewJob],
+    *,
+    micro_batch: int,
+    key: str | None = None,
+    source: str | None = None,
+    on_sent: Callable[[int], None] | None = None,
+) -> Submission:
+    """Stores a batch (a no-op when `key` names an existing one) and sends its jobs."""
+    batch_id, created = create_batch(sessions, items, key=key, source=source)
+    if not created:
+        return Submission(batch_id, False, len(items), 0)
+    sent = dispatch(sessions, unfinished_jobs(sessions, batch_id), micro_batch, on_sent)
+    return Submission(batch_id, True, len(items), sent)
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    resent: int
+    failed: int  # given up after max_attempts deliveries
+
+
+def reconcile(sessions: sessionmaker[Session], *, after: timedelta, max_attempts: int, micro_batch: int) -> ReconcileReport:
+    """One pass: re-sends jobs unfinished for longer than `after`; fails those delivered max_attempts times.
+
+    Re-sending is safe because result writes are idempotent: whichever copy finishes first wins.
+    """
+    stale = stale_jobs(sessions, after)
+    give_up = [job for job, attempts in stale if attempts >= max_attempts]
+    retry = [job for job, attempts in stale if attempts < max_attempts]
+    failed = 0
+    if give_up:
+        outcomes = [JobOutcome(job_id=job.id, error=f"gave up after {max_attempts} delivery attempts") for job in give_up]
+        failed = record_outcomes(sessions, outcomes, None)
+    resent = dispatch(sessions, retry, micro_batch) if retry else 0
+    return ReconcileReport(resent=resent, failed=failed)
