@@ -1,6 +1,6 @@
 """The HTTP API (FastAPI): submit jobs and batches, read progress and results, health and metrics."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI must see the real annotations of the nested endpoints.
 
 import hmac
 import json

@@ -42,3 +42,32 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    """An emptied database of the real local Redis, shared by the session's job-system tests."""
+    from jobsystem import redis_database
+    from tasks.app import configure
+
+    url = redis_database()
+    configure(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def in_process():
+    """The default bundle's ProductionPipeline in this process: the reference for distributed answers."""
+    from cubeqa.settings import default_bundle_dir
+    from pipeline.encoder import EncoderConfig
+    from pipeline.production import ProductionPipeline
+
+    return ProductionPipeline.from_bundle(default_bundle_dir(), encoder_config=EncoderConfig(device="cpu"))
+
+
+def migrated(url: str):  # noqa: ANN201
+    """Sessions on `url` after bringing its schema to head."""
+    from storage.db import make_engine, session_factory, upgrade
+
+    upgrade(url)
+    return session_factory(make_engine(url))

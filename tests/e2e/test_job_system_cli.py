@@ -1,0 +1,173 @@
+"""The job system from the outside: `cubeqa submit/status/results`, the HTTP API and `cubeqa demo`,
+against real Redis, SQLite and stage worker processes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from jobsystem import service_env, stage_workers, start, stop
+
+from tests.conftest import DATA, ROOT, migrated
+
+pytestmark = [pytest.mark.slow, pytest.mark.services]
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture(scope="module")
+def system(broker_url, tmp_path_factory) -> dict[str, object]:
+    """SQLite store and one worker per stage, shared by this module's tests."""
+    work = tmp_path_factory.mktemp("system")
+    url = f"sqlite:///{work / 'cubeqa.db'}"
+    migrated(url).kw["bind"].dispose()
+    with stage_workers(broker_url, url, work):
+        yield {"env": service_env(broker_url, url, COLUMNS="200"), "work": work, "url": url}
+
+
+def cubeqa(*args: str, env: dict[str, str], cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cubeqa", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+
+
+def test_submit_reports_bad_lines_and_answers_the_good_ones(system, tmp_path) -> None:
+    good = [json.loads(line) for line in (DATA / "squad_sent_val.jsonl").read_text(encoding="utf-8").splitlines()[700:730]]
+    lines = [json.dumps({"question": r["question"], "reference": r["answer"]}) for r in good]
+    lines[3] = '{"question": "   "}'
+    lines[10] = "{broken json"
+    path = tmp_path / "bulk.jsonl"
+    path.write_bytes(("\n".join(lines[:20]) + "\n").encode() + b'{"question": "\xff\xfe"}\n' + ("\n".join(lines[20:]) + "\n").encode())
+    run = cubeqa("submit", str(path), "--wait", "--batch-size", "8", env=system["env"])
+    assert run.returncode == 0, run.stderr
+    assert f"{path}:4: 'question' is empty" in run.stderr
+    assert f"{path}:11: invalid JSON" in run.stderr
+    assert f"{path}:21: not UTF-8" in run.stderr
+    assert "28 jobs queued, 3 lines skipped" in run.stdout
+    batch_id = run.stdout.split("batch ")[1].split(":")[0].strip()
+
+    status = json.loads(cubeqa("status", batch_id, "--json", env=system["env"]).stdout)
+    assert (status["done"], status["failed"], status["total"], status["finished"]) == (28, 0, 28, True)
+    assert {"cube_cos", "e2e_cos", "decode_fidelity", "echo"} <= set(status["metrics"])
+
+    rows = [json.loads(line) for line in cubeqa("results", batch_id, env=system["env"]).stdout.splitlines()]
+    assert [r["line"] for r in rows] == [n for n in range(1, 32) if n not in (4, 11, 21)]
+    assert all(r["status"] == "done" and r["answer"] for r in rows)
+    table = list(csv.DictReader(io.StringIO(cubeqa("results", batch_id, "--format", "csv", env=system["env"]).stdout)))
+    assert [r["answer"] for r in table] == [r["answer"] for r in rows]
+    assert json.loads(table[0]["metrics"])["cube_cos"] == pytest.approx(rows[0]["metrics"]["cube_cos"])
+
+
+def test_resubmitting_a_file_with_its_key_queues_nothing(system, tmp_path) -> None:
+    path = tmp_path / "q.csv"
+    path.write_text("question\nWhere is Kenya?\nWho built the fort?\n", encoding="utf-8")
+    first = cubeqa("submit", str(path), "--key", "file-q-v1", "--wait", env=system["env"])
+    second = cubeqa("submit", str(path), "--key", "file-q-v1", env=system["env"])
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    batch_id = first.stdout.split("batch ")[1].split(":")[0].strip()
+    assert f"batch {batch_id} already exists for key 'file-q-v1': nothing submitted" in second.stdout.replace("\n", " ")
+
+
+def test_commands_on_an_unmigrated_database_say_what_to_run(system, tmp_path) -> None:
+    env = {**system["env"], "CUBEQA_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}"}
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question": "Where is Kenya?"}\n', encoding="utf-8")
+    run = cubeqa("submit", str(path), env=env)
+    assert run.returncode == 1 and "run `cubeqa db upgrade`" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_api(system, log: Path, **extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**system["env"], "CUBEQA_API_PORT": str(port), **extra}
+    process = start(["api"], env, log)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            time.sleep(0.2)
+        assert process.poll() is None, log.read_text()
+    raise TimeoutError(log.read_text())
+
+
+def test_http_api_with_a_token(system, tmp_path) -> None:
+    process, base = serve_api(system, tmp_path / "api.log", CUBEQA_API_TOKEN=TOKEN, CUBEQA_MAX_BATCH_ITEMS="50", CUBEQA_MAX_REQUEST_BYTES="20000")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        question = {"question": "Where is kenya located?", "reference": "Kenya is a country in africa."}
+        assert httpx.post(f"{base}/v1/jobs", json=question).status_code == 401
+        assert httpx.post(f"{base}/v1/jobs", json=question, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{base}/v1/batches/x", headers={"Authorization": "Basic abc"}).status_code == 401
+
+        job = httpx.post(f"{base}/v1/jobs", params={"wait": 30}, json=question, headers=auth, timeout=40)
+        assert job.status_code == 202
+        body = job.json()
+        assert body["status"] == "done" and body["answer"] and body["decoder_path"] in ("bank", "none")
+        assert {"cube_cos", "e2e_cos"} <= set(body["metrics"]) or body["decoder_path"] == "none"
+        assert httpx.get(f"{base}/v1/jobs/{body['id']}", headers=auth).json()["answer"] == body["answer"]
+
+        items = [{"question": f"What is question number {i}?"} for i in range(12)]
+        accepted = httpx.post(f"{base}/v1/batches", json={"items": items, "key": "api-batch-1"}, headers=auth).json()
+        assert accepted["created"] and accepted["jobs"] == 12
+        again = httpx.post(f"{base}/v1/batches", json={"items": items, "key": "api-batch-1"}, headers=auth).json()
+        assert (again["batch_id"], again["created"]) == (accepted["batch_id"], False)
+        deadline = time.monotonic() + 60
+        while not (batch := httpx.get(f"{base}/v1/batches/{accepted['batch_id']}", headers=auth).json())["finished"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert batch["done"] == 12 and batch["counts"]["done"] == 12
+        with httpx.stream("GET", f"{base}/v1/batches/{accepted['batch_id']}/results", headers=auth) as stream:
+            assert stream.headers["content-type"].startswith("application/x-ndjson")
+            rows = [json.loads(line) for line in stream.iter_lines() if line]
+        assert [r["question"] for r in rows] == [i["question"] for i in items]
+
+        assert httpx.post(f"{base}/v1/jobs", json={"question": "  "}, headers=auth).status_code == 422
+        assert httpx.post(f"{base}/v1/batches", json={"items": [{"question": "q?"}] * 51}, headers=auth).status_code == 413
+        too_big = httpx.post(f"{base}/v1/batches", content=b"{" + b" " * 30000 + b"}", headers={**auth, "content-type": "application/json"})
+        assert too_big.status_code == 413
+        assert httpx.get(f"{base}/v1/jobs/nope", headers=auth).status_code == 404
+        assert httpx.get(f"{base}/openapi.json").json()["paths"].keys() >= {"/v1/jobs", "/v1/batches", "/v1/batches/{batch_id}/results"}
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'cubeqa_jobs{status="done"}' in metrics and 'cubeqa_queue_length{queue="encode"}' in metrics
+        assert 'cubeqa_stage_latency_ms{quantile="0.50",stage="encode"}' in metrics
+    finally:
+        stop([process])
+    assert TOKEN not in (tmp_path / "api.log").read_text()
+
+
+def test_http_api_without_a_token_needs_no_auth(system, tmp_path) -> None:
+    process, base = serve_api(system, tmp_path / "api.log")
+    try:
+        response = httpx.post(f"{base}/v1/jobs", params={"wait": 30}, json={"question": "Who wrote the constitution?"}, timeout=40)
+        assert response.status_code == 202 and response.json()["status"] == "done"
+    finally:
+        stop([process])
+
+
+def test_demo_from_a_clean_directory_runs_and_leaves_nothing_running(tmp_path) -> None:
+    env = {k: v for k, v in service_env("", "").items() if not k.startswith("CUBEQA_")}
+    env["COLUMNS"] = "200"
+    run = cubeqa("demo", "--questions", "12", "--data", str(DATA / "squad_sent_val.jsonl"), env=env, cwd=tmp_path, timeout=400)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "embedded Redis" in run.stdout and "submitted 12 questions" in run.stdout
+    assert re.search(r"jobs done\s*│\s*12 │", run.stdout) and re.search(r"jobs failed\s*│\s*0 │", run.stdout)
+    assert (tmp_path / "cubeqa-demo.db").is_file()
+    leftovers = subprocess.run(["pgrep", "-f", "cubeqa-demo-"], capture_output=True, text=True).stdout.strip()
+    assert leftovers == "", f"orphan processes: {leftovers}"
+    workers = subprocess.run(["pgrep", "-f", f"-m cubeqa worker.*{tmp_path}"], capture_output=True, text=True).stdout.strip()
+    assert workers == ""

@@ -1,0 +1,88 @@
+"""The SQL store on real SQLite and PostgreSQL: idempotent result writes, exact counters, summaries, schema checks."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import pytest
+from conftest import migrated
+from jobsystem import postgres_database
+
+from storage.db import StorageError, check_schema, make_engine
+from storage.repository import (
+    JobOutcome,
+    NewJob,
+    batch_summary,
+    create_batch,
+    iter_results,
+    mark_running,
+    record_outcomes,
+    stale_jobs,
+    unfinished_jobs,
+)
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sessions(request, tmp_path):
+    with ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else stack.enter_context(postgres_database())
+        factory = migrated(url)
+        yield factory
+        factory.kw["bind"].dispose()
+
+
+def done(job_id: str, cube_cos: float) -> JobOutcome:
+    return JobOutcome(job_id=job_id, answer="a", decoder_path="bank", score=0.5, metrics={"cube_cos": cube_cos}, timings_ms={"encode": 1.0})
+
+
+def test_a_repeated_result_write_changes_nothing(sessions) -> None:
+    batch_id, created = create_batch(sessions, [NewJob("q1", "r1"), NewJob("q2"), NewJob("q3")])
+    assert created
+    jobs = unfinished_jobs(sessions, batch_id)
+    mark_running(sessions, [j.id for j in jobs])
+    first = [done(jobs[0].id, 0.6), JobOutcome(job_id=jobs[1].id, error="bad input")]
+    assert record_outcomes(sessions, first, "default@x") == 2
+    assert record_outcomes(sessions, first, "default@x") == 0  # redelivered: no second result
+    assert record_outcomes(sessions, [done(jobs[1].id, 0.9)], "default@x") == 0  # a failed job stays failed
+    summary = batch_summary(sessions, batch_id)
+    assert (summary.done, summary.failed, summary.total, summary.finished) == (1, 1, 3, False)
+    assert summary.counts == {"queued": 0, "running": 1, "done": 1, "failed": 1}
+    assert record_outcomes(sessions, [done(jobs[2].id, 0.8)], "default@x") == 1
+    summary = batch_summary(sessions, batch_id)
+    assert summary.finished and summary.finished_at is not None
+    assert summary.success_rate == pytest.approx(2 / 3)
+    assert summary.metrics["cube_cos"] == {"mean": pytest.approx(0.7), "p50": pytest.approx(0.7), "p90": pytest.approx(0.78), "n": 2}
+    rows = list(iter_results(sessions, batch_id))
+    assert [r["status"] for r in rows] == ["done", "failed", "done"]
+    assert rows[1]["error"] == "bad input" and rows[1]["answer"] is None
+    assert rows[0]["attempts"] == 1 and rows[0]["model_version"] == "default@x"
+
+
+def test_an_idempotency_key_names_one_batch(sessions) -> None:
+    first, created = create_batch(sessions, [NewJob("q")], key="k1")
+    again, created_again = create_batch(sessions, [NewJob("q"), NewJob("other")], key="k1")
+    assert created and not created_again and first == again
+    assert batch_summary(sessions, first).total == 1
+
+
+def test_stale_jobs_are_the_unfinished_ones(sessions) -> None:
+    from datetime import timedelta
+
+    batch_id, _ = create_batch(sessions, [NewJob("q1"), NewJob("q2")])
+    jobs = unfinished_jobs(sessions, batch_id)
+    record_outcomes(sessions, [done(jobs[0].id, 0.5)], None)
+    stale = stale_jobs(sessions, timedelta(0))
+    assert [job.id for job, _ in stale if job.batch_id == batch_id] == [jobs[1].id]
+    assert stale_jobs(sessions, timedelta(hours=1)) == []
+
+
+def test_an_unmigrated_database_is_refused_with_the_command_to_run(tmp_path) -> None:
+    with pytest.raises(StorageError, match="cubeqa db upgrade"):
+        check_schema(make_engine(f"sqlite:///{tmp_path / 'empty.db'}"))
+
+
+def test_a_junk_database_url_is_a_clear_error() -> None:
+    with pytest.raises(StorageError, match="invalid database URL"):
+        make_engine("not a url")

@@ -1,0 +1,132 @@
+"""Real services for job-system tests: a Redis database of our own, a PostgreSQL database created
+and dropped per session, SQLite files, and `cubeqa worker` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+
+REDIS = os.environ.get("CUBEQA_TEST_REDIS", "redis://127.0.0.1:6379")
+POSTGRES = os.environ.get("CUBEQA_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+STAGES = ("encode", "cube", "decode")
+_next_db = iter(range(9, 16))
+
+
+def redis_database() -> str:
+    """A URL of an emptied Redis database number of our own (9-15) on the local server."""
+    url = f"{REDIS}/{next(_next_db)}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    import psycopg
+
+    name = f"cubeqa_test_{uuid.uuid4().hex[:10]}"
+    admin = POSTGRES.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def service_env(broker_url: str, database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a cubeqa subprocess: our URLs, no stray CUBEQA_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUBEQA_")}
+    env.update(CUBEQA_BROKER_URL=broker_url, CUBEQA_DATABASE_URL=database_url, HF_HUB_OFFLINE="1", **extra)
+    return env
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`python -m cubeqa ARGS` in its own process group, output to `log`."""
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cubeqa", *args], env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(processes: list[subprocess.Popen], grace: float = 30) -> None:
+    """SIGTERM (warm shutdown) to each process group, SIGKILL after `grace` seconds."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_for_workers(app, stages: tuple[str, ...], processes: list[subprocess.Popen], logs: list[Path], timeout: float = 120) -> None:  # noqa: ANN001
+    """Until a worker of each stage answers a broadcast ping; fails with the log of a worker that died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process, log in zip(processes, logs):
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        replies = app.control.ping(timeout=1.0) or []
+        names = {name.split("-", 1)[0] for reply in replies for name in reply}
+        if set(stages) <= names:
+            return
+    raise TimeoutError(f"workers {stages} not ready after {timeout} s")
+
+
+@contextmanager
+def stage_workers(broker_url: str, database_url: str, logdir: Path, stages: tuple[str, ...] = STAGES) -> Iterator[list[subprocess.Popen]]:
+    """One real `cubeqa worker` process per stage, ready to consume; stopped on exit."""
+    from cubeqa.settings import Settings  # noqa: F401 - imported so a broken settings module fails here, clearly
+    from tasks.app import configure
+
+    env = service_env(broker_url, database_url)
+    logs = [logdir / f"worker-{stage}.log" for stage in stages]
+    processes = [start(["worker", "--stage", stage], env, log) for stage, log in zip(stages, logs)]
+    try:
+        wait_for_workers(configure(broker_url), stages, processes, logs)
+        yield processes
+    finally:
+        stop(processes)
+
+
+def wait_for_batch(sessions, batch_id: str, timeout: float = 180):  # noqa: ANN001, ANN201
+    """Polls the store until every job of the batch is final; returns the summary."""
+    from storage.repository import batch_summary
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        summary = batch_summary(sessions, batch_id)
+        if summary is not None and summary.finished:
+            return summary
+        time.sleep(0.2)
+    raise TimeoutError(f"batch {batch_id} not finished after {timeout} s: {batch_summary(sessions, batch_id)}")
+
+
+def wait_until_idle(broker_url: str, app, timeout: float = 60) -> None:  # noqa: ANN001
+    """Until the stage queues are empty and no worker has an active task, twice in a row."""
+    client = redis.Redis.from_url(broker_url)
+    quiet = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and quiet < 2:
+        queued = sum(client.llen(stage) for stage in STAGES)
+        active = app.control.inspect(timeout=1.0).active() or {}
+        quiet = quiet + 1 if queued == 0 and not any(active.values()) else 0
+        time.sleep(0.3)
+    if quiet < 2:
+        raise TimeoutError("stage queues did not drain")

@@ -1,0 +1,85 @@
+"""Pure parts of the job system: vector wire format, per-item isolation, bulk-file intake."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cubeqa.intake import IntakeError, read_bulk
+from pipeline.errors import InputError
+from tasks.stages import isolate
+from tasks.wire import pack, unpack
+
+
+def test_vectors_travel_as_raw_float32_and_come_back_exactly() -> None:
+    vectors = np.random.default_rng(0).standard_normal((5, 384)).astype(np.float32)
+    data = pack(vectors)
+    assert isinstance(data, bytes) and len(data) == 5 * 384 * 4
+    np.testing.assert_array_equal(unpack(data, 384), vectors)
+    with pytest.raises(ValueError, match="whole number"):
+        unpack(data[:-1], 384)
+
+
+def test_an_item_that_raises_fails_alone() -> None:
+    def square(items: list[int]) -> list[int]:
+        if 3 in items:
+            raise InputError("three is poison")
+        return [i * i for i in items]
+
+    results, errors = isolate(square, [1, 2, 3, 4])
+    assert results == [1, 4, None, 16]
+    assert errors == {2: "three is poison"}
+
+
+def test_a_transient_fault_is_not_swallowed() -> None:
+    import sqlalchemy.exc
+
+    def broken(items: list[int]) -> list[int]:
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        isolate(broken, [1, 2])
+
+
+def test_bulk_jsonl_reports_each_bad_line_and_keeps_the_good(tmp_path) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(
+        b'{"question": "Where is Kenya?", "reference": "In Africa."}\n'
+        b'{"question": ""}\n'
+        b"not json\n"
+        b"\n"
+        b'{"question": 5}\n'
+        b'{"question": "caf\xe9?"}\n'
+        b'["a list"]\n'
+        b'{"question": "Who?", "answer": "Someone."}\n'
+    )
+    intake = read_bulk(path, max_chars=100, max_items=10)
+    assert [(j.question, j.reference, j.line) for j in intake.jobs] == [("Where is Kenya?", "In Africa.", 1), ("Who?", "Someone.", 8)]
+    reasons = dict(intake.rejected)
+    assert sorted(reasons) == [2, 3, 5, 6, 7]
+    assert "empty" in reasons[2] and "invalid JSON" in reasons[3] and "must be a string" in reasons[5]
+    assert "not UTF-8" in reasons[6] and "object" in reasons[7]
+
+
+def test_bulk_csv_needs_a_question_column_and_checks_each_row(tmp_path) -> None:
+    good = tmp_path / "q.csv"
+    good.write_text('question,reference\nWhere is Kenya?,In Africa.\n,\n"Who, then?",\ntoo,many,fields\n' + "x" * 20 + ",\n", encoding="utf-8")
+    intake = read_bulk(good, max_chars=10, max_items=10)
+    assert [(j.question, j.reference, j.line) for j in intake.jobs] == [("Who, then?", None, 4)]
+    assert [line for line, _ in intake.rejected] == [2, 5, 6]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,answer\nhello,world\n", encoding="utf-8")
+    with pytest.raises(IntakeError, match="'question' column"):
+        read_bulk(bad, max_chars=10, max_items=10)
+
+
+def test_bulk_limits_and_formats(tmp_path) -> None:
+    many = tmp_path / "many.jsonl"
+    many.write_text("".join(f'{{"question": "q{i}?"}}\n' for i in range(5)), encoding="utf-8")
+    with pytest.raises(IntakeError, match="more than 3 jobs"):
+        read_bulk(many, max_chars=100, max_items=3)
+    (tmp_path / "q.txt").write_text("Where is Kenya?\n", encoding="utf-8")
+    with pytest.raises(IntakeError, match="unknown format"):
+        read_bulk(tmp_path / "q.txt", max_chars=100, max_items=3)
+    with pytest.raises(IntakeError, match="no such file"):
+        read_bulk(tmp_path / "missing.jsonl", max_chars=100, max_items=3)
