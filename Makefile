@@ -1,10 +1,10 @@
-# Two commands on a fresh machine: `make demo` runs the model, `make test` runs the tests.
+# Two commands on a fresh machine: `make demo` runs the job system, `make test` runs the tests.
 # Each creates .venv and installs everything it needs on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint train eval clean
+.PHONY: install demo ask test lint train eval clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,7 +14,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The whole job system on this machine: embedded Redis, SQLite, one worker per stage.
 demo: install
+	$(VENV)/bin/cubeqa demo
+
+# The model alone, in one process.
+ask: install
 	$(VENV)/bin/cubeqa ask "What year did building begin of fort amsterdam on manhattan island?"
 	$(VENV)/bin/cubeqa ask "Where is kenya located?"
 	$(VENV)/bin/cubeqa eval --data data/squad_sent_val.jsonl

@@ -106,6 +106,8 @@ def save_bundle(
 
 def read_manifest(path: Path) -> Manifest:
     """Parses and checks `manifest.json`, naming the first missing or malformed field."""
+    if not Path(path).is_dir():
+        raise BundleError(f"bundle directory {path} does not exist")
     manifest_path = Path(path) / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{path} is not a bundle: {MANIFEST} is missing")

@@ -98,6 +98,9 @@ def train_bundle(
     if cube_config.dim != encoder.dim:
         raise InputError(f"cube dim {cube_config.dim} differs from the encoder's {encoder.dim}")
     extra_texts = {Path(path): read_bank_file(path) for path in extra_bank}  # bad files fail before any training
+    # Embedding too runs on the training thread count: float sums differ in the 7th digit between
+    # thread counts, and the bundle must be the same for the same seed whatever ran before in this process.
+    torch.set_num_threads(train_config.threads)
     train = load_embedded(train_path, encoder, cache_dir, on_embed)
     val = load_embedded(val_path, encoder, cache_dir, on_embed)
     torch.manual_seed(train_config.seed)  # the initial weights too come from the seed

@@ -48,6 +48,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def broker_url() -> str:
     """An emptied database of the real local Redis, shared by the session's job-system tests."""
     from jobsystem import redis_database
+
     from tasks.app import configure
 
     url = redis_database()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from celery.signals import worker_process_init
+from celery.signals import after_setup_logger, worker_process_init
 
 from pipeline.decoders.phrase_bank import PhraseBankConfig
 from pipeline.encoder import EncoderConfig
@@ -64,6 +65,11 @@ def build_runtime(options: WorkerOptions) -> runtime.Runtime:
     )
 
 
+def quiet_task_returns(**_: object) -> None:
+    """Celery logs each task's return value at INFO: here that is a payload of vectors; keep failures only."""
+    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+
+
 def run_worker(options: WorkerOptions) -> None:
     """Checks the database schema, then runs a prefork Celery worker on the stage's queue(s) until stopped."""
     engine = make_engine(options.database_url)
@@ -73,6 +79,7 @@ def run_worker(options: WorkerOptions) -> None:
     rt = build_runtime(options)
     runtime.install(rt)
     worker_process_init.connect(lambda **_: rt.after_fork(), weak=False)
+    after_setup_logger.connect(quiet_task_returns, weak=False)
     app.worker_main(
         [
             "worker",

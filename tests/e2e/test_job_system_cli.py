@@ -171,3 +171,25 @@ def test_demo_from_a_clean_directory_runs_and_leaves_nothing_running(tmp_path) -
     assert leftovers == "", f"orphan processes: {leftovers}"
     workers = subprocess.run(["pgrep", "-f", f"-m cubeqa worker.*{tmp_path}"], capture_output=True, text=True).stdout.strip()
     assert workers == ""
+
+
+def test_flower_asks_for_basic_auth_when_configured(system, tmp_path) -> None:
+    port = free_port()
+    log = tmp_path / "flower.log"
+    process = start(["flower"], {**system["env"], "CUBEQA_FLOWER_PORT": str(port), "CUBEQA_FLOWER_BASIC_AUTH": "admin:flower-pw"}, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"{base}/workers", timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+        assert response.status_code == 401
+        assert httpx.get(f"{base}/workers", auth=("admin", "wrong"), timeout=5).status_code == 401
+        assert httpx.get(f"{base}/workers", auth=("admin", "flower-pw"), timeout=5).status_code == 200
+    finally:
+        stop([process])
+    assert "flower-pw" not in log.read_text()

@@ -43,3 +43,11 @@ def test_a_misspelt_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("CUBEQA_MINSCORE", "0.5")
     with pytest.raises(ValidationError, match="CUBEQA_MINSCORE"):
         Settings()
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    missing = [name for name in Settings.model_fields if f"CUBEQA_{name.upper()}" not in readme]
+    assert missing == []

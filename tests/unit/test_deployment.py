@@ -1,0 +1,546 @@
+"""The deployment files (docker-compose.yml, ops/) name real commands, options, settings, queues and services.
+
+No Docker or Kubernetes here: the files are parsed and checked against the code they start —
+the typer app, `Settings`, `tasks.app.STAGES`, the API's routes and the metrics it exports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import typer.main
+import yaml
+from typer.testing import CliRunner
+
+from cubeqa.cli import app
+from cubeqa.settings import Settings
+from tasks.app import STAGES
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "ops" / "Dockerfile"
+DOCKERIGNORE = ROOT / "ops" / "Dockerfile.dockerignore"
+PROMETHEUS = ROOT / "ops" / "prometheus.yml"
+K8S = ROOT / "ops" / "k8s"
+KEDA = K8S / "keda.yaml"
+MODEL_STAGES = ("encode", "cube")  # the stages that run a network: they get a GPU
+SETTING_NAMES = {f"CUBEQA_{name.upper()}" for name in Settings.model_fields}
+TASK_TIME_LIMIT = Settings.model_fields["task_time_limit"].default
+
+
+# ---------------------------------------------------------------- loading
+
+
+@cache
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return compose()["services"]
+
+
+def is_cubeqa_service(service: dict[str, Any]) -> bool:
+    return isinstance(service.get("build"), dict) and service["build"].get("dockerfile") == "ops/Dockerfile"
+
+
+def cubeqa_services() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services().items() if is_cubeqa_service(s)}
+
+
+def worker_services() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in cubeqa_services().items() if s["command"][0] == "worker"}
+
+
+@cache
+def k8s_objects() -> tuple[tuple[str, dict[str, Any]], ...]:
+    """(file name, object) for every document in ops/k8s/*.yaml."""
+    found = []
+    for path in sorted(K8S.glob("*.yaml")):
+        found.extend((path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc)
+    return tuple(found)
+
+
+def k8s(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in k8s_objects_of(kind)}
+
+
+def k8s_objects_of(kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in k8s_objects() if doc["kind"] == kind]
+
+
+def pod_specs() -> dict[str, dict[str, Any]]:
+    """Pod spec of every workload, keyed kind/name."""
+    return {
+        f"{doc['kind']}/{name}": doc["spec"]["template"]["spec"]
+        for kind in ("Deployment", "StatefulSet", "Job")
+        for name, doc in k8s(kind).items()
+    }
+
+
+def cubeqa_containers() -> dict[str, dict[str, Any]]:
+    """Every container running the cubeqa image, keyed kind/name/container."""
+    return {
+        f"{workload}/{c['name']}": c
+        for workload, spec in pod_specs().items()
+        for c in spec["containers"]
+        if c["image"].split(":")[0] == "cubeqa"
+    }
+
+
+def worker_deployment(stage: str) -> dict[str, Any]:
+    return k8s("Deployment")[f"worker-{stage}"]
+
+
+def only_container(workload: dict[str, Any]) -> dict[str, Any]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    """The environment a container gets, resolving envFrom and valueFrom against configmap.yaml and secret.yaml."""
+    maps = {name: doc.get("data", {}) for name, doc in k8s("ConfigMap").items()}
+    secrets = {name: doc.get("stringData", {}) for name, doc in k8s("Secret").items()}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(maps[source["configMapRef"]["name"]])
+        else:
+            env.update(secrets[source["secretRef"]["name"]])
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        ref = var["valueFrom"]
+        if "secretKeyRef" in ref:
+            table, key = secrets[ref["secretKeyRef"]["name"]], ref["secretKeyRef"]["key"]
+        else:
+            table, key = maps[ref["configMapKeyRef"]["name"]], ref["configMapKeyRef"]["key"]
+        assert key in table, f"{var['name']} refers to missing key {key}"
+        env[var["name"]] = table[key]
+    return {name: str(value) for name, value in env.items()}
+
+
+def interpolate(value: Any) -> str:
+    """Compose's ${VAR:-default} / ${VAR:?error} / ${VAR} with nothing set: the default, else a stand-in."""
+
+    def one(match: re.Match[str]) -> str:
+        kind, default = match.group(2), match.group(3)
+        return default if kind == "-" else "user:placeholder"
+
+    return re.sub(r"\$\{(\w+)(?::?([-?])([^}]*))?\}", one, str(value))
+
+
+def compose_env(service: dict[str, Any]) -> dict[str, str]:
+    return {name: interpolate(value) for name, value in (service.get("environment") or {}).items()}
+
+
+def option(args: list[str], name: str) -> str | None:
+    """The value of `--name VALUE` or `--name=VALUE` in an argument list."""
+    for i, arg in enumerate(args):
+        if arg == name:
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [tuple(line.split(None, 1)) for line in lines if line and not line.startswith("#")]  # type: ignore[misc]
+
+
+def cubeqa_invocations() -> dict[str, list[str]]:
+    """Every argument list handed to the `cubeqa` entry point, by where it is written."""
+    found = {f"compose:{name}": [str(a) for a in s["command"]] for name, s in cubeqa_services().items()}
+    found.update({f"k8s:{where}": [str(a) for a in c["args"]] for where, c in cubeqa_containers().items()})
+    for instruction, arguments in dockerfile_instructions():
+        if instruction == "CMD":
+            found["Dockerfile:CMD"] = json.loads(arguments)
+    return found
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No CUBEQA_* variables from the developer's shell."""
+    for name in list(os.environ):
+        if name.upper().startswith("CUBEQA_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture(scope="module")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from storage.db import upgrade
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'jobs.db'}"
+    upgrade(url)
+    return url
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def is_group(command: Any) -> bool:
+    """Typer ships its own click, so groups are told by their subcommands, not by click.Group."""
+    return isinstance(getattr(command, "commands", None), dict)
+
+
+def resolve(args: list[str]) -> tuple[list[str], list[str], Any]:
+    """Splits arguments into the command path and the rest, and finds the click command."""
+    command: Any = typer.main.get_command(app)
+    path: list[str] = []
+    rest = list(args)
+    while is_group(command) and rest and not rest[0].startswith("-"):
+        name = rest.pop(0)
+        assert name in command.commands, f"`cubeqa {' '.join([*path, name])}` is not a command"
+        command = command.commands[name]
+        path.append(name)
+    return path, rest, command
+
+
+@pytest.mark.parametrize("where", sorted(cubeqa_invocations()))
+def test_every_cubeqa_invocation_is_a_real_command_with_real_options(where: str) -> None:
+    args = cubeqa_invocations()[where]
+    path, rest, command = resolve(args)
+    if args == ["--help"]:
+        assert CliRunner().invoke(app, ["--help"]).exit_code == 0
+        return
+    assert not is_group(command), f"{where}: `cubeqa {' '.join(path)}` needs a subcommand"
+    result = CliRunner().invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    for arg in rest:
+        if arg.startswith("--"):
+            assert arg.split("=", 1)[0] in result.output, f"{where}: {arg} is not an option of `cubeqa {' '.join(path)}`"
+    # Parse without running: unknown options, bad values (--stage gpu) and missing required options fail here.
+    command.make_context(" ".join(path), list(rest))
+
+
+def test_every_container_and_service_uses_the_image_entry_point() -> None:
+    for name, service in cubeqa_services().items():
+        assert "entrypoint" not in service, name
+        assert isinstance(service["command"], list), f"{name}: use the list form, no shell"
+    for where, container in cubeqa_containers().items():
+        assert "command" not in container, f"{where}: `command` would replace ENTRYPOINT [\"cubeqa\"]; use args"
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_every_cubeqa_variable_is_a_setting() -> None:
+    named: dict[str, set[str]] = {}
+    for name, service in services().items():
+        named[f"compose:{name}"] = set(service.get("environment") or {})
+    for name, doc in k8s("ConfigMap").items():
+        named[f"configmap:{name}"] = set(doc["data"])
+    for name, doc in k8s("Secret").items():
+        named[f"secret:{name}"] = set(doc["stringData"])
+    for where, container in cubeqa_containers().items():
+        named[f"k8s:{where}"] = set(container_env(container))
+    for where, names in named.items():
+        unknown = {n for n in names if n.upper().startswith("CUBEQA_")} - SETTING_NAMES
+        assert not unknown, f"{where}: {sorted(unknown)} are not fields of Settings (the CLI refuses to start)"
+
+
+@pytest.mark.parametrize("name", sorted(cubeqa_services()))
+def test_compose_environment_validates_as_settings(name: str, clean_env: pytest.MonkeyPatch) -> None:
+    for key, value in compose_env(services()[name]).items():
+        clean_env.setenv(key, value)
+    Settings()
+
+
+@pytest.mark.parametrize("where", sorted(cubeqa_containers()))
+def test_k8s_environment_validates_as_settings(where: str, clean_env: pytest.MonkeyPatch) -> None:
+    for key, value in container_env(cubeqa_containers()[where]).items():
+        clean_env.setenv(key, value)
+    Settings()
+
+
+def test_compose_urls_point_at_the_compose_services() -> None:
+    postgres = services()["postgres"]["environment"]
+    for name, service in cubeqa_services().items():
+        env = compose_env(service)
+        broker = urlsplit(env["CUBEQA_BROKER_URL"])
+        assert broker.scheme == "redis" and broker.hostname == "redis" and broker.port == 6379, name
+        if "CUBEQA_DATABASE_URL" in env:
+            db = urlsplit(env["CUBEQA_DATABASE_URL"])
+            assert db.scheme == "postgresql+psycopg" and db.hostname == "postgres" and db.port == 5432, name
+            assert (db.username, db.password, db.path) == (
+                postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], "/" + postgres["POSTGRES_DB"]
+            ), name
+
+
+def test_only_the_services_that_need_a_secret_get_it() -> None:
+    for where, container in cubeqa_containers().items():
+        env = container_env(container)
+        assert ("CUBEQA_API_TOKEN" in env) == (container["args"] == ["api"]), where
+        assert ("CUBEQA_FLOWER_BASIC_AUTH" in env) == (container["args"] == ["flower"]), where
+    assert "CUBEQA_FLOWER_BASIC_AUTH" in services()["flower"]["environment"]
+
+
+# ---------------------------------------------------------------- compose
+
+
+def test_compose_has_the_services_of_the_job_system() -> None:
+    expected = {"redis", "postgres", "migrate", "api", "flower", "reconciler", *(f"worker-{s}" for s in STAGES)}
+    assert expected <= set(services())
+    commands = {name: s["command"] for name, s in cubeqa_services().items()}
+    assert commands["migrate"] == ["db", "upgrade"]
+    assert commands["api"] == ["api"] and commands["flower"] == ["flower"]
+    assert commands["reconciler"][0] == "reconcile" and option(commands["reconciler"], "--every")
+    env = compose_env(services()["api"])
+    assert env["CUBEQA_API_HOST"] == "0.0.0.0" and compose_env(services()["flower"])["CUBEQA_FLOWER_HOST"] == "0.0.0.0"
+
+
+def test_all_cubeqa_services_share_one_image() -> None:
+    images = {(s["image"], s["build"]["context"], json.dumps(s["build"].get("args"), sort_keys=True)) for s in cubeqa_services().values()}
+    assert len(images) == 1
+    assert (ROOT / next(iter(cubeqa_services().values()))["build"]["context"] / "ops" / "Dockerfile").is_file()
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_has_its_own_compose_worker(stage: str) -> None:
+    service = services()[f"worker-{stage}"]
+    command = service["command"]
+    assert command[0] == "worker" and option(command, "--stage") == stage
+    devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    if stage in MODEL_STAGES:
+        assert option(command, "--device") == "cuda"
+        assert any(d["driver"] == "nvidia" and d["count"] == 1 and "gpu" in d["capabilities"] for d in devices)
+    else:
+        assert option(command, "--device") == "cpu" and not devices
+    assert [option(s["command"], "--stage") for s in worker_services().values()].count(stage) == 1
+
+
+@pytest.mark.parametrize("name", sorted(worker_services()))
+def test_compose_workers_can_be_scaled(name: str) -> None:
+    service = services()[name]
+    # container_name, hostname or a host port would collide between replicas of `--scale`.
+    assert not {"container_name", "hostname", "ports"} & set(service), name
+    grace = int(str(service["stop_grace_period"]).rstrip("s"))
+    assert grace > TASK_TIME_LIMIT, "a stopped worker must be able to finish its running task"
+
+
+def test_compose_start_order() -> None:
+    for name, service in cubeqa_services().items():
+        depends = service.get("depends_on", {})
+        assert depends.get("redis", {}).get("condition") == "service_healthy" or name == "migrate", name
+        if "CUBEQA_DATABASE_URL" in compose_env(service):
+            assert depends["postgres"]["condition"] == "service_healthy", name
+            if name != "migrate":
+                assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        for target, condition in depends.items():
+            if condition.get("condition") == "service_healthy":
+                assert "healthcheck" in services()[target], f"{name} waits for {target}, which has no healthcheck"
+    assert services()["migrate"].get("restart") == "no"
+
+
+def redis_flags(args: list[str]) -> dict[str, str]:
+    return {arg: args[i + 1] for i, arg in enumerate(args) if arg.startswith("--")}
+
+
+def test_redis_is_configured_as_a_broker() -> None:
+    """noeviction (never drop a queued task) and AOF (survive a restart), in compose and in Kubernetes."""
+    redis = services()["redis"]
+    assert redis["image"].split(":")[0] == "redis" and redis["command"][0] == "redis-server"
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    (container,) = k8s("StatefulSet")["redis"]["spec"]["template"]["spec"]["containers"]
+    for args in (redis["command"], container["args"]):
+        flags = redis_flags(args)
+        assert flags["--appendonly"] == "yes" and flags["--maxmemory-policy"] == "noeviction"
+
+
+def test_postgres_has_a_volume_and_a_healthcheck() -> None:
+    postgres = services()["postgres"]
+    assert postgres["image"] == "postgres:16"
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    named = {v.split(":")[0] for s in services().values() for v in s.get("volumes", []) if not v.startswith(".")}
+    assert named <= set(compose()["volumes"])
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile_installs_the_project_and_runs_cubeqa() -> None:
+    steps = dockerfile_instructions()
+    values = {instruction: arguments for instruction, arguments in steps}
+    assert steps[0] == ("FROM", "python:3.11-slim")
+    assert json.loads(values["ENTRYPOINT"]) == ["cubeqa"]
+    assert re.search(r"\bHF_HUB_OFFLINE=1\b", " ".join(a for i, a in steps if i == "ENV"))
+    user = [a for i, a in steps if i == "USER"][-1].split(":")[0]
+    assert user not in {"root", "0"}
+    runs = [a for i, a in steps if i == "RUN"]
+    torch_step = next(i for i, a in enumerate(runs) if "${TORCH_SPEC}" in a)
+    project_step = next(i for i, a in enumerate(runs) if re.search(r"pip install \.(\s|$)", a))
+    assert torch_step < project_step, "torch first, so `pip install .` keeps the chosen build"
+
+
+def test_torch_pin_is_the_same_everywhere() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (pin,) = [d for d in pyproject["project"]["dependencies"] if re.match(r"torch\b", d)]
+    args = dict(a.split("=", 1) for i, a in dockerfile_instructions() if i == "ARG" and "=" in a)
+    assert args["TORCH_SPEC"] == pin
+    assert next(iter(cubeqa_services().values()))["build"]["args"]["TORCH_SPEC"] == pin
+
+
+def test_dockerfile_copies_every_package_it_installs() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = set()
+    for instruction, arguments in dockerfile_instructions():
+        if instruction == "COPY":
+            copied.update(arguments.split()[:-1])
+    assert packages | {"pyproject.toml", pyproject["project"]["readme"]} <= copied
+    ignore = DOCKERIGNORE.read_text().splitlines()
+    for source in copied:
+        assert (ROOT / source).exists(), source
+        assert f"!{source}" in ignore, f"{source} is excluded from the build context"
+
+
+# ---------------------------------------------------------------- Kubernetes
+
+
+def test_k8s_files_parse_into_one_namespace() -> None:
+    (namespace,) = k8s("Namespace")
+    for file, doc in k8s_objects():
+        assert doc.get("apiVersion") and doc.get("kind"), file
+        if doc["kind"] not in {"Namespace", "Kustomization"}:
+            assert doc["metadata"]["namespace"] == namespace, f"{file}: {doc['kind']}/{doc['metadata']['name']}"
+    (kustomization,) = k8s_objects_of("Kustomization")
+    assert set(kustomization["resources"]) == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_k8s_has_the_workloads_of_the_job_system() -> None:
+    deployments = k8s("Deployment")
+    assert {"api", "flower", "reconciler", *(f"worker-{s}" for s in STAGES)} <= set(deployments)
+    assert only_container(k8s("Job")["migrate"])["args"] == ["db", "upgrade"]
+    assert only_container(deployments["reconciler"])["args"][0] == "reconcile"
+    for name, doc in deployments.items():
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert doc["spec"]["selector"]["matchLabels"].items() <= labels.items(), name
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_has_its_own_k8s_worker(stage: str) -> None:
+    deployment = worker_deployment(stage)
+    container = only_container(deployment)
+    spec = deployment["spec"]["template"]["spec"]
+    assert container["args"][0] == "worker" and option(container["args"], "--stage") == stage
+    gpus = {str(container["resources"].get(part, {}).get("nvidia.com/gpu")) for part in ("requests", "limits")}
+    if stage in MODEL_STAGES:
+        assert option(container["args"], "--device") == "cuda" and gpus == {"1"}
+    else:
+        assert option(container["args"], "--device") == "cpu" and gpus == {"None"}
+    limit = int(container_env(container).get("CUBEQA_TASK_TIME_LIMIT", TASK_TIME_LIMIT))
+    assert spec["terminationGracePeriodSeconds"] > limit, "scale-down must let the running task finish"
+
+
+def test_flower_gets_no_service_links() -> None:
+    """Kubernetes would inject FLOWER_PORT=tcp://... for the `flower` Service; Flower reads FLOWER_* as its options."""
+    assert "flower" in k8s("Service")
+    for workload, spec in pod_specs().items():
+        assert spec.get("enableServiceLinks") is False, workload
+
+
+def test_api_probes_and_service_use_the_api_port(sqlite_url: str, clean_env: pytest.MonkeyPatch) -> None:
+    from cubeqa.api import create_app
+
+    container = only_container(k8s("Deployment")["api"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == int(container_env(container)["CUBEQA_API_PORT"])
+    routes = {route.path for route in create_app(Settings(database_url=sqlite_url)).routes}
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz" and get["path"] in routes and get["port"] in ports, probe
+    service = k8s("Service")["api"]
+    assert service["spec"]["ports"][0]["targetPort"] in ports
+    assert service["metadata"]["annotations"]["prometheus.io/path"] in routes
+
+
+# ---------------------------------------------------------------- KEDA and Prometheus
+
+
+def scaled_objects() -> dict[str, dict[str, Any]]:
+    return k8s("ScaledObject")
+
+
+def test_one_scaled_object_per_stage_worker() -> None:
+    targets = [doc["spec"]["scaleTargetRef"]["name"] for doc in scaled_objects().values()]
+    assert sorted(targets) == sorted(f"worker-{s}" for s in STAGES)
+
+
+@pytest.mark.parametrize("name", sorted(scaled_objects()))
+def test_scaled_object_watches_its_stage_queue(name: str) -> None:
+    spec = scaled_objects()[name]["spec"]
+    target = k8s("Deployment")[spec["scaleTargetRef"]["name"]]
+    container = only_container(target)
+    assert spec["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
+    # LLEN cannot see reserved or running tasks: never scale a stage to zero on it.
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    (trigger,) = spec["triggers"]
+    meta = trigger["metadata"]
+    assert trigger["type"] == "redis"
+    assert meta["listName"] in STAGES and meta["listName"] == option(container["args"], "--stage")
+    assert int(meta["listLength"]) >= 1
+    address = meta.get("address") or container_env(container)[meta["addressFromEnv"]]
+    host, port = address.rsplit(":", 1)
+    service_name, namespace = (host.split(".") + [scaled_objects()[name]["metadata"]["namespace"]])[:2]
+    redis = k8s("Service")[service_name]
+    assert redis["metadata"]["namespace"] == namespace and int(port) in {p["port"] for p in redis["spec"]["ports"]}
+    broker = urlsplit(container_env(container)["CUBEQA_BROKER_URL"])
+    assert broker.hostname.split(".")[0] == service_name
+    assert int(meta.get("databaseIndex", 0)) == int(broker.path.strip("/") or 0)
+
+
+def prometheus_example() -> dict[str, Any]:
+    """The commented prometheus-trigger ScaledObject at the end of keda.yaml, uncommented."""
+    text = KEDA.read_text()
+    block = text.split("# BEGIN prometheus-trigger example\n", 1)[1].split("# END prometheus-trigger example", 1)[0]
+    return yaml.safe_load("\n".join(line.removeprefix("#").removeprefix(" ") for line in block.splitlines()).replace("---\n", "", 1))
+
+
+def exported_metrics(sqlite_url: str) -> set[str]:
+    """Names of the metric families the API's /metrics exports."""
+    from cubeqa.metrics import StoreCollector
+    from storage.db import make_engine, session_factory
+
+    class Broker:
+        def llen(self, name: str) -> int:
+            return 0
+
+    return {family.name for family in StoreCollector(session_factory(make_engine(sqlite_url)), Broker()).collect()}  # type: ignore[arg-type]
+
+
+def test_prometheus_trigger_example_queries_a_real_metric(sqlite_url: str) -> None:
+    example = prometheus_example()
+    assert example["kind"] == "ScaledObject" and example["spec"]["scaleTargetRef"]["name"] in k8s("Deployment")
+    (trigger,) = example["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    query = trigger["metadata"]["query"]
+    assert re.search(r'cubeqa_queue_length\{queue="(\w+)"\}', query).group(1) in STAGES
+    assert set(re.findall(r"\bcubeqa_\w+", query)) <= exported_metrics(sqlite_url)
+    assert {"cubeqa_queue_length", "cubeqa_backlog_jobs"} <= exported_metrics(sqlite_url)
+    assert "cubeqa_backlog_jobs" in KEDA.read_text() and "LLEN" in KEDA.read_text()
+
+
+def test_prometheus_scrapes_the_api() -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "cubeqa-api"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    (target,) = [t for group in job["static_configs"] for t in group["targets"]]
+    host, port = target.split(":")
+    api = services()[host]
+    assert int(port) == int(compose_env(api)["CUBEQA_API_PORT"])
+    assert any(str(p).endswith(f":{port}") for p in api["ports"])
+    assert any(v.startswith("./ops/prometheus.yml:") for v in services()["prometheus"]["volumes"])
