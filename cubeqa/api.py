@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-import redis
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -18,7 +17,7 @@ from sqlalchemy import text
 
 from cubeqa.metrics import StoreCollector
 from cubeqa.settings import Settings
-from cubeqa.wiring import celery_app, open_store
+from cubeqa.wiring import celery_app, open_store, redis_client
 from storage.repository import NewJob, batch_summary, iter_results, job_view
 from tasks.producer import BrokerUnavailable, submit
 
@@ -63,7 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The API for these settings: its own store sessions, Celery producer and metrics registry."""
     sessions = open_store(settings)
     celery_app(settings)
-    broker = redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+    broker = redis_client(settings.broker_url)
     registry = CollectorRegistry()
     registry.register(StoreCollector(sessions, broker))
     token = settings.api_token.get_secret_value().encode() if settings.api_token else None
@@ -148,6 +147,11 @@ def create_app(settings: Settings) -> FastAPI:
                 yield (json.dumps(row, ensure_ascii=False) + "\n").encode()
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.get("/livez")
+    def livez() -> dict[str, str]:
+        """The process serves requests (for liveness probes; says nothing about the database or broker)."""
+        return {"status": "ok"}
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:

@@ -41,6 +41,25 @@ def db_upgrade(ctx: typer.Context) -> None:
     console.print(f"database {safe_url(settings.database_url)} is at the current schema")
 
 
+@db_app.command("check")
+def db_check(
+    ctx: typer.Context,
+    wait: Annotated[float, typer.Option(min=0, help="keep checking for up to this many seconds (e.g. in an init container)")] = 0,
+) -> None:
+    """Exit 0 when the database answers and its schema is current, 1 otherwise (saying why)."""
+    settings: Settings = ctx.obj
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            open_store(settings).kw["bind"].dispose()
+            console.print(f"database {safe_url(settings.database_url)} is at the current schema")
+            return
+        except StorageError as exc:
+            if time.monotonic() >= deadline:
+                raise fail(exc) from exc
+        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
 def safe_url(url: str) -> str:
     """The URL with any password hidden, for messages."""
     from sqlalchemy.engine import make_url

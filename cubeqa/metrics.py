@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import redis
@@ -38,9 +39,29 @@ class StoreCollector(Collector):
                     latency.add_metric([stage, f"0.{q}"], percentile(values, q))
         yield latency
         depth = GaugeMetricFamily("cubeqa_queue_length", "Messages waiting in each stage's Redis queue (LLEN)", labels=["queue"])
+        backlog_by_stage = GaugeMetricFamily(
+            "cubeqa_stage_backlog", "Messages waiting or delivered-but-unacknowledged per stage: scale on this", labels=["stage"]
+        )
         try:
+            unacked = unacked_by_queue(self.broker)
             for stage in STAGES:
-                depth.add_metric([stage], int(self.broker.llen(stage)))
+                waiting = int(self.broker.llen(stage))
+                depth.add_metric([stage], waiting)
+                backlog_by_stage.add_metric([stage], waiting + unacked.get(stage, 0))
         except redis.RedisError:
-            pass  # broker down: the gauge is absent, /healthz says why
+            pass  # broker down: the gauges are absent, /healthz says why
         yield depth
+        yield backlog_by_stage
+
+
+def unacked_by_queue(broker: redis.Redis) -> dict[str, int]:
+    """Reserved or running messages per routing key, from the Redis transport's `unacked` hash
+    (KEDA's LLEN and Flower cannot see these)."""
+    counts: dict[str, int] = {}
+    for raw in broker.hvals("unacked"):
+        try:
+            routing_key = json.loads(raw)[2]
+        except (ValueError, IndexError, TypeError):
+            continue
+        counts[routing_key] = counts.get(routing_key, 0) + 1
+    return counts

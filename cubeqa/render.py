@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from rich.console import Console, Group
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.evaluation import EvalReport
 
@@ -19,12 +29,20 @@ MAP_LABELS = {
 }
 
 
+class RateColumn(ProgressColumn):
+    """Items per second over rich's recent-speed window."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.1f}/s" if task.speed else "-/s", style="progress.data.speed")
+
+
 def progress_bar(console: Console, transient: bool = False) -> Progress:
-    """A progress display with count, rate-derived ETA and elapsed time."""
+    """A progress display with count, rate, elapsed time and ETA."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

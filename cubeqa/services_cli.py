@@ -47,6 +47,31 @@ def worker_command(
         raise fail(exc) from exc
 
 
+@app.command("health")
+def health_command(
+    ctx: typer.Context,
+    timeout: Annotated[float, typer.Option(min=0.5, help="seconds to wait for each stage's answer")] = 10.0,
+    stage: Annotated[list[Stage] | None, typer.Option(help="check only this stage (repeatable)")] = None,
+) -> None:
+    """Prove each stage is consuming: a ping task goes through its queue; exit 1 if a stage does not answer."""
+    from cubeqa.wiring import celery_app
+    from tasks.health import probe_stages
+
+    celery_app(ctx.obj)
+    stages = tuple(s.value for s in stage or [] if s != Stage.all) or ("encode", "cube", "decode")
+    try:
+        results = probe_stages(timeout, stages)
+    except Exception as exc:  # noqa: BLE001 - broker unreachable: any transport error is one line
+        raise fail(ConnectionError(f"broker unreachable: {exc}")) from exc
+    for result in results:
+        if result.worker:
+            console.print(f"{result.stage:7} ok       answered by {result.worker} in {1000 * result.seconds:.0f} ms")
+        else:
+            console.print(f"{result.stage:7} [red]silent[/red]   no worker consumed a ping within {timeout:.1f} s")
+    if not all(r.worker for r in results):
+        raise typer.Exit(1)
+
+
 @app.command("api")
 def api_command(ctx: typer.Context) -> None:
     """Serve the HTTP API (FastAPI) on CUBEQA_API_HOST:CUBEQA_API_PORT; OpenAPI schema at /docs."""
@@ -65,8 +90,7 @@ def api_command(ctx: typer.Context) -> None:
 def flower_command_line(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """The Flower command and environment; the basic-auth secret goes in the environment, not argv."""
     argv = [sys.executable, "-m", "celery", "--broker", settings.broker_url, "flower", f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
-    env = dict(os.environ)
-    env.pop("FLOWER_BASIC_AUTH", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}  # Flower reads FLOWER_* as options
     if settings.flower_basic_auth is not None:
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
     return argv, env

@@ -29,7 +29,7 @@ def default_cache_dir() -> Path:
 class Settings(BaseSettings):
     """Runtime settings; each field is also `CUBEQA_<FIELD>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="CUBEQA_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="CUBEQA_", extra="forbid", hide_input_in_errors=True)  # errors never echo secrets
 
     bundle_dir: Path = Field(default_factory=default_bundle_dir, description="checkpoint bundle to answer with")
     encoder_dir: Path | None = Field(None, description="local Hugging Face encoder directory; default: packaged all-MiniLM-L6-v2")
@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     flower_host: str = Field("127.0.0.1", description="address `cubeqa flower` listens on")
     flower_port: int = Field(5555, ge=1, le=65535, description="port `cubeqa flower` listens on")
     flower_basic_auth: SecretStr | None = Field(None, description="user:password Flower requires; unset: no auth")
+
+    @model_validator(mode="after")
+    def secrets_are_meaningful(self) -> Settings:
+        """An empty token would silently mean "no auth"; a Flower credential needs a user and a password."""
+        if self.api_token is not None and not self.api_token.get_secret_value().strip():
+            raise ValueError("CUBEQA_API_TOKEN is empty: unset it to run the API without auth")
+        if self.flower_basic_auth is not None:
+            user, _, password = self.flower_basic_auth.get_secret_value().partition(":")
+            if not user or not password:
+                raise ValueError("CUBEQA_FLOWER_BASIC_AUTH must be user:password, both non-empty")
+        return self
 
     @model_validator(mode="after")
     def no_unknown_variables(self) -> Settings:

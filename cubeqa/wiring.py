@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from cubeqa.settings import Settings
@@ -35,6 +36,12 @@ def open_store(settings: Settings) -> sessionmaker[Session]:
     engine = make_engine(settings.database_url)
     check_schema(engine)
     return session_factory(engine)
+
+
+def redis_client(broker_url: str) -> redis.Redis:
+    """A redis-py client for the broker URL (Celery's `redis+socket://PATH` is redis-py's `unix://PATH`)."""
+    url = "unix://" + broker_url.removeprefix("redis+socket://") if broker_url.startswith("redis+socket://") else broker_url
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
 def celery_app(settings: Settings) -> Celery:

@@ -11,7 +11,7 @@ from celery import Celery
 STAGES = ("encode", "cube", "decode")
 TASK_NAMES = {stage: f"cubeqa.{stage}" for stage in STAGES}
 
-app = Celery("cubeqa", set_as_current=False)
+app = Celery("cubeqa", set_as_current=False, include=["tasks.stages", "tasks.health"])
 
 
 def configure(broker_url: str, *, task_time_limit: int = 300, visibility_timeout: int = 3600) -> Celery:

@@ -145,6 +145,8 @@ def test_http_api_with_a_token(system, tmp_path) -> None:
         metrics = httpx.get(f"{base}/metrics").text
         assert 'cubeqa_jobs{status="done"}' in metrics and 'cubeqa_queue_length{queue="encode"}' in metrics
         assert 'cubeqa_stage_latency_ms{quantile="0.50",stage="encode"}' in metrics
+        assert 'cubeqa_stage_backlog{stage="decode"}' in metrics
+        assert httpx.get(f"{base}/livez").json() == {"status": "ok"}
     finally:
         stop([process])
     assert TOKEN not in (tmp_path / "api.log").read_text()
@@ -193,3 +195,29 @@ def test_flower_asks_for_basic_auth_when_configured(system, tmp_path) -> None:
     finally:
         stop([process])
     assert "flower-pw" not in log.read_text()
+
+
+def test_health_proves_each_stage_consumes(system) -> None:
+    run = cubeqa("health", "--timeout", "30", env=system["env"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [line.split()[:2] for line in run.stdout.splitlines()] == [["encode", "ok"], ["cube", "ok"], ["decode", "ok"]]
+
+
+def test_health_names_a_stage_nobody_consumes(system) -> None:
+    import redis
+
+    empty = system["env"]["CUBEQA_BROKER_URL"].rsplit("/", 1)[0] + "/8"
+    try:
+        run = cubeqa("health", "--timeout", "1", "--stage", "cube", env={**system["env"], "CUBEQA_BROKER_URL": empty})
+        assert run.returncode == 1 and "cube" in run.stdout and "silent" in run.stdout
+    finally:
+        redis.Redis.from_url(empty).flushdb()
+
+
+def test_db_check_says_whether_the_schema_is_current(system, tmp_path) -> None:
+    assert cubeqa("db", "check", env=system["env"]).returncode == 0
+    fresh = {**system["env"], "CUBEQA_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
+    run = cubeqa("db", "check", "--wait", "1", env=fresh)
+    assert run.returncode == 1 and "cubeqa db upgrade" in run.stderr
+    assert cubeqa("db", "upgrade", env=fresh).returncode == 0
+    assert cubeqa("db", "check", env=fresh).returncode == 0

@@ -51,3 +51,14 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     missing = [name for name in Settings.model_fields if f"CUBEQA_{name.upper()}" not in readme]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [("CUBEQA_API_TOKEN", "  ", "unset it"), ("CUBEQA_FLOWER_BASIC_AUTH", "admin", "user:password"), ("CUBEQA_FLOWER_BASIC_AUTH", ":pw", "user:password")],
+)
+def test_empty_or_malformed_secrets_are_refused_without_echoing_them(monkeypatch, name, value, message) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message) as error:
+        Settings()
+    assert "pw" not in str(error.value).replace("password", "")
