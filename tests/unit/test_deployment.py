@@ -78,21 +78,27 @@ def k8s_objects_of(kind: str) -> list[dict[str, Any]]:
 
 
 def pod_specs() -> dict[str, dict[str, Any]]:
-    """Pod spec of every workload, keyed kind/name."""
-    return {
+    """Pod spec of every workload (a CronJob's is in its job template), keyed kind/name."""
+    specs = {
         f"{doc['kind']}/{name}": doc["spec"]["template"]["spec"]
         for kind in ("Deployment", "StatefulSet", "Job")
         for name, doc in k8s(kind).items()
     }
+    specs.update({f"CronJob/{name}": doc["spec"]["jobTemplate"]["spec"]["template"]["spec"] for name, doc in k8s("CronJob").items()})
+    return specs
+
+
+def is_cubeqa(container: dict[str, Any]) -> bool:
+    return container["image"].split(":")[0] == "cubeqa"
 
 
 def cubeqa_containers() -> dict[str, dict[str, Any]]:
-    """Every container running the cubeqa image, keyed kind/name/container."""
+    """Every container and init container running the cubeqa image, keyed kind/name/container."""
     return {
         f"{workload}/{c['name']}": c
         for workload, spec in pod_specs().items()
-        for c in spec["containers"]
-        if c["image"].split(":")[0] == "cubeqa"
+        for c in [*spec.get("initContainers", []), *spec["containers"]]
+        if is_cubeqa(c)
     }
 
 
@@ -140,7 +146,13 @@ def interpolate(value: Any) -> str:
 
 
 def compose_env(service: dict[str, Any]) -> dict[str, str]:
-    return {name: interpolate(value) for name, value in (service.get("environment") or {}).items()}
+    """A service's environment with nothing set in the shell: a variable given no value is left unset."""
+    return {name: interpolate(value) for name, value in (service.get("environment") or {}).items() if value is not None}
+
+
+def passed_through(service: dict[str, Any]) -> list[str]:
+    """Variables given no value: Compose takes them from the shell, or leaves them unset."""
+    return [name for name, value in (service.get("environment") or {}).items() if value is None]
 
 
 def option(args: list[str], name: str) -> str | None:
@@ -256,6 +268,11 @@ def test_every_cubeqa_variable_is_a_setting() -> None:
 def test_compose_environment_validates_as_settings(name: str, clean_env: pytest.MonkeyPatch) -> None:
     for key, value in compose_env(services()[name]).items():
         clean_env.setenv(key, value)
+    Settings()
+    # A pass-through variable may be absent (checked above) or set in the shell.
+    for key in passed_through(services()[name]):
+        assert not Settings.model_fields[key.removeprefix("CUBEQA_").lower()].is_required(), key
+        clean_env.setenv(key, "from-the-shell:placeholder")
     Settings()
 
 
@@ -446,26 +463,118 @@ def test_each_stage_has_its_own_k8s_worker(stage: str) -> None:
     assert spec["terminationGracePeriodSeconds"] > limit, "scale-down must let the running task finish"
 
 
-def test_flower_gets_no_service_links() -> None:
-    """Kubernetes would inject FLOWER_PORT=tcp://... for the `flower` Service; Flower reads FLOWER_* as its options."""
+def test_pods_get_no_service_links() -> None:
+    """No Service's FOO_PORT=tcp://... variables in any pod (Flower, for one, reads FLOWER_* as its options)."""
     assert "flower" in k8s("Service")
     for workload, spec in pod_specs().items():
         assert spec.get("enableServiceLinks") is False, workload
 
 
+def test_cubeqa_flower_drops_inherited_flower_variables(clean_env: pytest.MonkeyPatch) -> None:
+    """What flower.yaml's comment relies on: the service-link variables never reach Flower, the secret does."""
+    from cubeqa.services_cli import flower_command_line
+
+    clean_env.setenv("FLOWER_PORT", "tcp://10.0.0.7:5555")
+    clean_env.setenv("FLOWER_SERVICE_HOST", "10.0.0.7")
+    (flower,) = [c for c in cubeqa_containers().values() if c["args"] == ["flower"]]
+    for key, value in container_env(flower).items():
+        clean_env.setenv(key, value)
+    argv, env = flower_command_line(Settings())
+    assert {k: v for k, v in env.items() if k.startswith("FLOWER_")} == {"FLOWER_BASIC_AUTH": container_env(flower)["CUBEQA_FLOWER_BASIC_AUTH"]}
+    assert f"--port={container_env(flower)['CUBEQA_FLOWER_PORT']}" in argv
+
+
+def test_database_workloads_wait_for_the_schema_in_an_init_container() -> None:
+    """Every pod that opens the SQL store first runs `cubeqa db check --wait N` with the same image and settings."""
+    checked = set()
+    for workload, spec in pod_specs().items():
+        main = [c for c in spec["containers"] if is_cubeqa(c)]
+        checks = [c for c in spec.get("initContainers", []) if is_cubeqa(c) and resolve(c["args"])[0] == ["db", "check"]]
+        uses_db = any("CUBEQA_DATABASE_URL" in container_env(c) for c in main)
+        if workload == "Job/migrate" or not uses_db:
+            # migrate creates the schema the check waits for; Flower and the health CronJob need only the broker.
+            assert not checks, workload
+            continue
+        (check,) = checks
+        _, rest, command = resolve(check["args"])
+        assert command.make_context("check", list(rest)).params["wait"] > 0, workload
+        for container in main:
+            assert check["image"] == container["image"], f"{workload}: the check must run this image's schema version"
+            # The same settings as the container it guards (a subset: it needs no API token).
+            assert container_env(check).items() <= container_env(container).items(), workload
+        checked.add(workload)
+    assert checked == {f"Deployment/{name}" for name in ("api", "reconciler", *(f"worker-{s}" for s in STAGES))}
+
+
+def test_db_check_passes_only_at_the_current_schema(sqlite_url: str, tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    """The init container's command: 0 on a migrated store, 1 on one the migrate Job has not reached."""
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert CliRunner().invoke(app, ["db", "check", "--wait", "0"], env={"CUBEQA_DATABASE_URL": sqlite_url}).exit_code == 0
+    assert CliRunner().invoke(app, ["db", "check", "--wait", "0"], env={"CUBEQA_DATABASE_URL": fresh}).exit_code == 1
+
+
+def minutes_between_runs(schedule: str) -> int:
+    """The period of a `*/N * * * *` (or `M * * * *`: hourly) cron schedule, in minutes."""
+    minute, *rest = schedule.split()
+    assert len(rest) == 4 and all(field == "*" for field in rest), schedule
+    return int(minute.removeprefix("*/")) if minute.startswith("*/") else 60
+
+
+def test_a_cronjob_checks_that_every_stage_consumes() -> None:
+    """`cubeqa health` runs on a schedule, and a silent stage is a failed Job, not a retried or hidden one."""
+    (cron,) = [doc for doc in k8s("CronJob").values() if only_container(doc["spec"]["jobTemplate"])["args"][0] == "health"]
+    job = cron["spec"]["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    container = only_container(cron["spec"]["jobTemplate"])
+    path, rest, command = resolve(container["args"])
+    params = command.make_context("health", list(rest)).params
+    stages = {str(getattr(s, "value", s)) for s in params["stage"] or ()}
+    assert not stages or "all" in stages or stages == set(STAGES), "every stage is checked"
+    assert option(rest, "--timeout") is not None, "say how long a stage may stay silent"
+    assert pod["restartPolicy"] == "Never" and job["backoffLimit"] == 0, "a failure must end the Job as failed"
+    assert cron["spec"].get("failedJobsHistoryLimit", 1) >= 1, "failed Jobs stay visible"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert params["timeout"] < job["activeDeadlineSeconds"] < 60 * minutes_between_runs(cron["spec"]["schedule"])
+    assert "CUBEQA_BROKER_URL" in container_env(container)
+
+
+def test_no_probe_restarts_a_pod_on_a_stage_health_check() -> None:
+    """`cubeqa health` proves a stage consumes, not that this pod does: never a liveness or startup probe."""
+    for workload, spec in pod_specs().items():
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
+            for probe in ("livenessProbe", "startupProbe"):
+                command = container.get(probe, {}).get("exec", {}).get("command", [])
+                assert "health" not in command, f"{workload}/{container['name']} {probe}"
+    for name, service in cubeqa_services().items():
+        assert "health" not in [str(a) for a in service.get("healthcheck", {}).get("test", [])], name
+
+
 def test_api_probes_and_service_use_the_api_port(sqlite_url: str, clean_env: pytest.MonkeyPatch) -> None:
+    """Liveness on /livez (up while the process serves), readiness on /healthz (503 without broker or database)."""
+    from fastapi.testclient import TestClient
+
     from cubeqa.api import create_app
 
     container = only_container(k8s("Deployment")["api"])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["http"] == int(container_env(container)["CUBEQA_API_PORT"])
-    routes = {route.path for route in create_app(Settings(database_url=sqlite_url)).routes}
-    for probe in ("readinessProbe", "livenessProbe"):
-        get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz" and get["path"] in routes and get["port"] in ports, probe
+    # No broker on port 1: the outage a liveness probe must ride out and readiness must report.
+    api = create_app(Settings(database_url=sqlite_url, broker_url="redis://127.0.0.1:1/0"))
+    routes = {route.path for route in api.routes}
+    probes = {probe: container[probe]["httpGet"] for probe in ("readinessProbe", "livenessProbe")}
+    assert probes["livenessProbe"]["path"] == "/livez" and probes["readinessProbe"]["path"] == "/healthz"
+    client = TestClient(api)
+    assert client.get(probes["livenessProbe"]["path"]).status_code == 200
+    assert client.get(probes["readinessProbe"]["path"]).status_code == 503
+    for probe, get in probes.items():
+        assert get["path"] in routes and get["port"] in ports, probe
     service = k8s("Service")["api"]
     assert service["spec"]["ports"][0]["targetPort"] in ports
     assert service["metadata"]["annotations"]["prometheus.io/path"] in routes
+    # The compose healthcheck asks the same API for /healthz on its own port.
+    compose_api = services()["api"]
+    port, path = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", " ".join(compose_api["healthcheck"]["test"])).groups()
+    assert path in routes and int(port) == int(compose_env(compose_api)["CUBEQA_API_PORT"])
 
 
 # ---------------------------------------------------------------- KEDA and Prometheus
@@ -510,28 +619,56 @@ def prometheus_example() -> dict[str, Any]:
     return yaml.safe_load("\n".join(line.removeprefix("#").removeprefix(" ") for line in block.splitlines()).replace("---\n", "", 1))
 
 
-def exported_metrics(sqlite_url: str) -> set[str]:
-    """Names of the metric families the API's /metrics exports."""
+def collected(sqlite_url: str, waiting: dict[str, int] | None = None, unacked: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The metric families the API's /metrics exports, by name, with a broker holding `waiting`
+    messages per queue and one delivered-but-unacknowledged message per entry of `unacked`."""
     from cubeqa.metrics import StoreCollector
     from storage.db import make_engine, session_factory
 
     class Broker:
         def llen(self, name: str) -> int:
-            return 0
+            return (waiting or {}).get(name, 0)
 
-    return {family.name for family in StoreCollector(session_factory(make_engine(sqlite_url)), Broker()).collect()}  # type: ignore[arg-type]
+        def hvals(self, name: str) -> list[bytes]:
+            # The Redis transport's `unacked` hash: JSON [message, exchange, routing key] per delivery tag.
+            return [json.dumps([{}, "", queue]).encode() for queue in unacked] if name == "unacked" else []
+
+    collector = StoreCollector(session_factory(make_engine(sqlite_url)), Broker())  # type: ignore[arg-type]
+    return {family.name: family for family in collector.collect()}
 
 
-def test_prometheus_trigger_example_queries_a_real_metric(sqlite_url: str) -> None:
+def test_prometheus_trigger_example_scales_on_the_true_stage_backlog(sqlite_url: str) -> None:
     example = prometheus_example()
-    assert example["kind"] == "ScaledObject" and example["spec"]["scaleTargetRef"]["name"] in k8s("Deployment")
+    assert example["kind"] == "ScaledObject"
+    target = k8s("Deployment")[example["spec"]["scaleTargetRef"]["name"]]
+    assert example["spec"]["minReplicaCount"] >= 1
     (trigger,) = example["spec"]["triggers"]
-    assert trigger["type"] == "prometheus"
+    assert trigger["type"] == "prometheus" and float(trigger["metadata"]["threshold"]) > 0
     query = trigger["metadata"]["query"]
-    assert re.search(r'cubeqa_queue_length\{queue="(\w+)"\}', query).group(1) in STAGES
-    assert set(re.findall(r"\bcubeqa_\w+", query)) <= exported_metrics(sqlite_url)
-    assert {"cubeqa_queue_length", "cubeqa_backlog_jobs"} <= exported_metrics(sqlite_url)
-    assert "cubeqa_backlog_jobs" in KEDA.read_text() and "LLEN" in KEDA.read_text()
+    stage = re.fullmatch(r'max\(cubeqa_stage_backlog\{stage="(\w+)"\}\)', query).group(1)
+    assert stage == option(only_container(target)["args"], "--stage")
+    # 2 waiting and 1 reserved message of the stage (and one of another stage): the query reads 3,
+    # where LLEN (cubeqa_queue_length, KEDA's redis trigger) reads 2.
+    other = next(s for s in STAGES if s != stage)
+    families = collected(sqlite_url, waiting={stage: 2}, unacked=(stage, other))
+    backlog = {s.labels["stage"]: s.value for s in families["cubeqa_stage_backlog"].samples}
+    llen = {s.labels["queue"]: s.value for s in families["cubeqa_queue_length"].samples}
+    assert (backlog[stage], llen[stage]) == (3, 2)
+
+
+def test_metrics_named_in_the_deployment_files_are_exported(sqlite_url: str) -> None:
+    """Every cubeqa_* metric the k8s files mention (comments too) exists, with the label it is selected by."""
+    families = collected(sqlite_url, waiting=dict.fromkeys(STAGES, 1))
+    mentioned = 0
+    for path in K8S.glob("*.yaml"):
+        for name, label in re.findall(r"\b(cubeqa_[a-z_]+)(?:\{(\w+)=)?", path.read_text()):
+            mentioned += 1
+            assert name in families, f"{path.name}: {name} is not exported"
+            if label:
+                assert any(label in s.labels for s in families[name].samples), f"{path.name}: {name} has no label {label}"
+    assert mentioned
+    keda = KEDA.read_text()
+    assert "cubeqa_stage_backlog" in keda and "unacknowledged" in keda and "LLEN" in keda
 
 
 def test_prometheus_scrapes_the_api() -> None:
