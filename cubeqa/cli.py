@@ -13,9 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local director
 import typer
 
 from cubeqa.cli_base import app, console, embed_progress, errors, fail
-from cubeqa.render import eval_table, progress_bar
+from cubeqa.render import decoder_tables, eval_table, progress_bar
 from cubeqa.settings import Settings
-from cubeqa.wiring import bank_config, encoder_config
+from cubeqa.wiring import bank_config, encoder_config, generative_options
 
 DATA_DIR = Path("data")
 
@@ -123,14 +123,39 @@ def evaluate(
     train_file: Annotated[Path, typer.Option("--train", help="training split: baselines are fit on it, it is the closed bank")] = DATA_DIR / "squad_sent_train.jsonl",
     json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures as JSON here")] = None,
     resamples: Annotated[int, typer.Option(min=1, help="bootstrap resamples for the intervals")] = 2000,
+    decoder: Annotated[str | None, typer.Option(help="also measure the decoders: all (bank, generative, hybrid)")] = None,
+    sentences: Annotated[int, typer.Option(min=1, help="held-out sentences for the decoders' round trip")] = 500,
+    save_threshold: Annotated[bool, typer.Option(help="store the hybrid threshold chosen on --data in the bundle")] = False,
 ) -> None:
-    """Cube vs baselines on a split: cosines, open-bank retrieval, e2e, paired 95% intervals."""
+    """Cube vs baselines on a split: cosines, open-bank retrieval, e2e, paired 95% intervals; with --decoder,
+    the decoders' round trip, BLEU, real words and speed, and bank/generative/hybrid on the Q→A pairs."""
     from pipeline.errors import CubeQAError
     from pipeline.workflows import evaluate_bundle
 
     settings: Settings = ctx.obj
+    if decoder not in (None, "all", "bank", "generative", "hybrid"):
+        raise fail(ValueError(f"--decoder must be bank, generative, hybrid or all, got {decoder!r}"))
     try:
         encoder = build_encoder(settings)
+        decoders = None
+        if decoder is not None:
+            from pipeline.decoder_workflows import evaluate_decoders
+            from pipeline.decoder_workflows import save_threshold as store_threshold
+
+            with progress_bar(console, transient=True) as bar:
+                tasks: dict[str, object] = {}
+
+                def on_decode(label: str, n: int) -> None:
+                    if label not in tasks:
+                        tasks[label] = bar.add_task(f"decode {label}", total=None)
+                    bar.advance(tasks[label], n)  # type: ignore[arg-type]
+
+                decoders = evaluate_decoders(
+                    settings.bundle_dir, data, train_file, encoder=encoder, cache_dir=settings.cache_dir,
+                    sentences=sentences, on_embed=embed_progress(bar), progress=on_decode,
+                )
+            if save_threshold:
+                store_threshold(settings.bundle_dir, decoders.threshold)
         with progress_bar(console, transient=True) as bar:
             report = evaluate_bundle(
                 settings.bundle_dir,
@@ -142,12 +167,19 @@ def evaluate(
                 resamples=resamples,
             )
         if json_path:
-            json_path.write_text(json.dumps({"data": str(data), "bundle": str(settings.bundle_dir), **report.to_dict()}, indent=2) + "\n")
+            figures = {"data": str(data), "bundle": str(settings.bundle_dir), **report.to_dict()}
+            if decoders is not None:
+                figures["decoders"] = decoders.to_dict()
+            json_path.write_text(json.dumps(figures, indent=2) + "\n")
     except (CubeQAError, OSError, ValueError) as exc:
         raise fail(exc) from exc
     for warning in report.warnings:
         errors.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(eval_table(report, title=f"{data.name}: {report.split_size} pairs, bundle {settings.bundle_dir.name}"))
+    if decoders is not None:
+        console.print(decoder_tables(decoders, data.name))
+        if save_threshold:
+            console.print(f"hybrid threshold {decoders.threshold['threshold']:.4f} stored in {settings.bundle_dir}")
     if json_path:
         console.print(f"figures written to {json_path}")
 
@@ -157,6 +189,7 @@ def ask(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="the question to answer")],
     reference: Annotated[str | None, typer.Option(help="a reference answer, to score the answer against")] = None,
+    decoder: Annotated[str | None, typer.Option(help="bank, generative or hybrid (default CUBEQA_DECODER)")] = None,
 ) -> None:
     """Answer one question: prints the answer, its score and the decoder path."""
     from pipeline.encoder import check_texts
@@ -172,6 +205,8 @@ def ask(
             bank_config=bank_config(settings),
             cache_dir=settings.cache_dir,
             top_k=settings.top_k,
+            decoder=decoder or settings.decoder,
+            generative_options=generative_options(settings),
         )
         result = pipe.process_batch([question], None if reference is None else [reference])[0]
     except (CubeQAError, OSError, ValueError) as exc:
@@ -193,4 +228,4 @@ def build_encoder_config(settings: Settings):  # noqa: ANN201
     return encoder_config(settings)
 
 
-from cubeqa import jobs_cli, services_cli  # noqa: E402,F401 - registers their commands on `app`
+from cubeqa import decoder_cli, jobs_cli, services_cli  # noqa: E402,F401 - registers their commands on `app`

@@ -82,3 +82,22 @@ def eval_table(report: EvalReport, title: str) -> Group:
     for name, interval in report.differences.items():
         diffs.add_row(name, f"{interval.mean:+.4f}", f"[{interval.low:+.4f}, {interval.high:+.4f}]", "yes" if interval.excludes_zero else "no")
     return Group(cos, bank, diffs)
+
+
+def decoder_tables(report, split: str) -> Group:  # noqa: ANN001 - pipeline.decoder_workflows.DecoderReport
+    """Round trip per decoding mode beside the nearest-training-sentence reference; then the Q→A figures."""
+    trip = Table(title=f"round trip on {report.round_trip[0].sentences} held-out sentences of {split}", title_justify="left")
+    for column in ("decoder", "fidelity", "BLEU", "exact", "real words", "ms median", "ms p90"):
+        trip.add_column(column, justify="left" if column == "decoder" else "right")
+    for r in report.round_trip:
+        trip.add_row(f"generative, {r.mode}", f"{r.fidelity:.4f}", f"{r.bleu:.2f}", f"{r.exact_match:.3f}", f"{r.real_words:.4f}", f"{r.ms_median:.0f}", f"{r.ms_p90:.0f}")
+    trip.add_row("nearest training sentence", f"{report.nearest_training_fidelity:.4f}", f"{report.nearest_training_bleu:.2f}", "", "", "", "")
+    qa = Table(title=f"decoding the cube outputs of {split} ({report.split_size} Q→A pairs, closed bank)", title_justify="left")
+    for column in ("decoder", "e2e_cos", "decode_fidelity", "BLEU vs answer", "echo rate", "generative share"):
+        qa.add_column(column, justify="left" if column == "decoder" else "right")
+    for q in report.qa:
+        qa.add_row(q.decoder, f"{q.e2e_cos:.4f}", f"{q.decode_fidelity:.4f}", f"{q.bleu:.2f}", f"{q.echo_rate:.3f}", f"{q.generative_share:.3f}")
+    t = report.threshold
+    note = Text(f"hybrid threshold {t['threshold']:.4f} (bank score below it → generative), chosen on {t['chosen_on']}: "
+                "best e2e_cos with an echo rate no higher than the bank's")
+    return Group(trip, qa, note)

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     bank_index: Literal["flat", "hnsw"] = Field("flat", description="FAISS index kind of the phrase bank")
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="bank score below which the answer is 'no confident answer'")
     top_k: int = Field(3, ge=1, description="bank candidates returned per answer")
+    decoder: Literal["bank", "generative", "hybrid"] = Field("bank", description="which decoder turns answer vectors into text")
+    generative_beam: int = Field(1, ge=1, le=16, description="beam width of the generative decoder (1 = greedy)")
+    generative_rerank: bool = Field(False, description="rerank beam candidates by teacher cosine to the target")
 
     # The job system.
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL")

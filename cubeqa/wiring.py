@@ -31,6 +31,11 @@ def bank_config(settings: Settings) -> PhraseBankConfig:
     return PhraseBankConfig(index=settings.bank_index, min_score=settings.min_score)
 
 
+def generative_options(settings: Settings) -> dict[str, object]:
+    """Decoding knobs of the generative decoder from settings."""
+    return {"beam": settings.generative_beam, "rerank": settings.generative_rerank}
+
+
 def open_store(settings: Settings) -> sessionmaker[Session]:
     """Sessions on the configured database, after checking its schema is current."""
     engine = make_engine(settings.database_url)
@@ -62,6 +67,8 @@ def worker_options(settings: Settings, stage: str, concurrency: int, loglevel: s
         encoder_config=encoder_config(settings),
         bank_config=bank_config(settings),
         top_k=settings.top_k,
+        decoder=settings.decoder,
+        generative_options=generative_options(settings),
         cache_dir=settings.cache_dir,
         threads=settings.threads,
         concurrency=concurrency,

@@ -125,6 +125,7 @@ class TeacherEncoder:
             raise EncoderError(f"encoder directory {model_dir} has no config.json")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.device = resolve_device(self.config.device)
+        self.model_dir = model_dir
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
             model = AutoModel.from_pretrained(model_dir, local_files_only=True, use_safetensors=True)

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from pipeline.checkpoint import load_bundle
-from pipeline.decoders.phrase_bank import BankAnswer, PhraseBankConfig
+from pipeline.decoders.phrase_bank import PhraseBankConfig
 from pipeline.encoder import Encoded, EncoderConfig, check_texts
 from pipeline.errors import InputError
-from pipeline.stages import CubeStage, DecodeStage, EncodeStage
+from pipeline.stages import Answer, CubeStage, DecodeStage, EncodeStage
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,8 @@ class AnswerResult:
 
     question: str
     answer: str
-    path: str  # "bank", or "none" when no bank sentence clears the threshold
-    score: float  # inner product of the best bank sentence with the cube output
+    path: str  # "bank", "generative", or "none" when no bank sentence clears the bank's threshold
+    score: float  # bank: inner product of the best sentence with the cube output; generative: cos(enc(answer), output)
     candidates: tuple[tuple[str, float], ...]
     truncated: bool  # the question was longer than the encoder's limit and was cut
     timings_ms: dict[str, float] = field(default_factory=dict)  # per-item share of each stage's batch time
@@ -52,12 +52,16 @@ class ProductionPipeline:
         bank_config: PhraseBankConfig | None = None,
         cache_dir: Path | None = None,
         top_k: int = 3,
+        decoder: str = "bank",
+        generative_options: dict[str, object] | None = None,
     ) -> ProductionPipeline:
-        """Loads the encoder, checks the bundle against it, and builds (or reuses the cached) bank index."""
+        """Loads the encoder, checks the bundle against it, builds (or reuses the cached) bank index and,
+        for `decoder` generative or hybrid, loads the bundle's generative decoder."""
         encode_stage = EncodeStage(bundle_dir, encoder_config)
         bundle = load_bundle(bundle_dir, encode_stage.encoder.identity)
         decode_stage = DecodeStage(
-            bundle_dir, bundle=bundle, bank_config=bank_config, top_k=top_k, encoder=encode_stage.encoder, cache_dir=cache_dir
+            bundle_dir, bundle=bundle, bank_config=bank_config, top_k=top_k, encoder=encode_stage.encoder, cache_dir=cache_dir,
+            decoder=decoder, generative_options=generative_options,
         )
         return cls(encode_stage, CubeStage(bundle_dir, bundle), decode_stage)
 
@@ -74,8 +78,8 @@ class ProductionPipeline:
         """Stage 2: the cube, (N, D) -> (N, D) unit answer vectors."""
         return self.cube_stage.map(vectors)
 
-    def decode(self, vectors: np.ndarray) -> list[BankAnswer]:
-        """Stage 3: phrase-bank answers for (N, D) answer vectors."""
+    def decode(self, vectors: np.ndarray) -> list[Answer]:
+        """Stage 3: answers for (N, D) answer vectors from the configured decoder."""
         return self.decode_stage.decode(vectors)
 
     def process_text(self, text: str) -> str:
@@ -108,9 +112,9 @@ class ProductionPipeline:
             AnswerResult(
                 question=text,
                 answer=answer.text,
-                path=self.decode_stage.path_of(answer),
+                path=answer.path,
                 score=answer.score,
-                candidates=tuple((c.text, c.score) for c in answer.candidates),
+                candidates=answer.candidates,
                 truncated=bool(encoded.truncated[i]),
                 timings_ms=dict(timings),
                 metrics=metrics[i],

@@ -171,7 +171,7 @@ def decode(self, payload: dict[str, Any]) -> dict[str, int]:
         JobOutcome(
             job_id=job_id,
             answer=answer.text,
-            decoder_path=stage.path_of(answer),
+            decoder_path=answer.path,
             score=answer.score,
             metrics=metrics | ({"truncated": 1.0} if cut else {}),
             timings_ms=timings,

@@ -30,6 +30,8 @@ class WorkerOptions:
     encoder_config: EncoderConfig
     bank_config: PhraseBankConfig
     top_k: int
+    decoder: str
+    generative_options: dict[str, object]
     cache_dir: Path | None
     threads: int
     concurrency: int
@@ -55,8 +57,8 @@ def build_runtime(options: WorkerOptions) -> runtime.Runtime:
 
     def load_decode() -> DecodeStage:
         return DecodeStage(
-            options.bundle_dir, bank_config=options.bank_config, top_k=options.top_k,
-            encoder_config=options.encoder_config, cache_dir=options.cache_dir,
+            options.bundle_dir, bank_config=options.bank_config, top_k=options.top_k, encoder_config=options.encoder_config,
+            cache_dir=options.cache_dir, decoder=options.decoder, generative_options=options.generative_options,
         )
 
     loaders = {"encode": load_encode, "cube": load_cube, "decode": load_decode}

@@ -1,0 +1,249 @@
+"""Train, load and measure the generative decoder (what `cubeqa train-decoder` and `cubeqa eval --decoder` call)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.checkpoint import check_encoder, read_manifest
+from pipeline.decoders.generative import WORDS_FILE, GenerativeConfig, GenerativeDecoder, build_net, save_decoder
+from pipeline.decoders.words import RealWords
+from pipeline.encoder import TeacherEncoder
+from pipeline.errors import InputError
+from pipeline.training.data import embed_cached, numbered_lines
+from pipeline.training.decoder_trainer import DecoderTrainConfig, DecoderTrainReport, ProgressCallback, train_decoder
+from pipeline.workflows import EmbedProgress, embedder, load_embedded
+
+
+def unique_sentences(*groups: tuple[list[str], np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """Texts in first-seen order without repeats, with their vectors."""
+    seen: dict[str, int] = {}
+    vectors = []
+    for texts, vecs in groups:
+        for text, vec in zip(texts, vecs):
+            if text not in seen:
+                seen[text] = len(seen)
+                vectors.append(vec)
+    return list(seen), np.asarray(vectors, dtype=np.float32).reshape(len(seen), -1)
+
+
+def read_text_file(path: Path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file (extra training text for the decoder)."""
+    texts = [line.strip() for _, line in numbered_lines(path) if line.strip()]
+    if not texts:
+        raise InputError(f"{path}: no text lines")
+    return texts
+
+
+@dataclass
+class DecoderTrainOutcome:
+    bundle_dir: Path
+    report: DecoderTrainReport
+    sentences: int
+
+
+def train_decoder_bundle(
+    bundle_dir: Path,
+    train_path: Path,
+    *,
+    encoder: TeacherEncoder,
+    config: GenerativeConfig,
+    train_config: DecoderTrainConfig,
+    cache_dir: Path | None,
+    extra_text: list[Path] | tuple[Path, ...] = (),
+    on_embed: EmbedProgress | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> DecoderTrainOutcome:
+    """Trains a decoder on the training questions and answers (plus extra text) and adds it to the bundle."""
+    check_encoder(read_manifest(bundle_dir), encoder.identity, Path(bundle_dir))
+    extra = {Path(p): read_text_file(p) for p in extra_text}  # bad files fail before any work
+    train = load_embedded(train_path, encoder, cache_dir, on_embed)
+    groups = [([p.question for p in train.pairs], train.q), ([p.answer for p in train.pairs], train.a)]
+    for path, texts in extra.items():
+        groups.append((texts, embed_cached(texts, embedder(encoder, path.name, on_embed), cache_dir, f"enc-{encoder.identity.weights_hash}")))
+    texts, vectors = unique_sentences(*groups)
+    net = build_net(config, len(encoder.tokenizer), encoder.model_dir)
+    report = train_decoder(net, encoder.tokenizer, texts, vectors, train_config, on_progress)
+    words = RealWords(encoder.tokenizer, texts)
+    save_decoder(
+        net, bundle_dir,
+        {"train_config": train_config.to_dict(), "report": report.to_dict(), "sources": [Path(train_path).name, *(p.name for p in extra)], "sentences": len(texts)},
+    )
+    (Path(bundle_dir) / WORDS_FILE).write_text(json.dumps(sorted(map(list, words.words))), encoding="utf-8")
+    return DecoderTrainOutcome(Path(bundle_dir), report, len(texts))
+
+
+@dataclass
+class RoundTrip:
+    """Round-trip figures of one decoding mode on held-out sentences."""
+
+    mode: str
+    sentences: int
+    fidelity: float  # mean cos(enc(decode(enc(s))), enc(s))
+    bleu: float
+    exact_match: float
+    real_words: float
+    ms_median: float
+    ms_p90: float
+    examples: list[tuple[str, str]]
+
+    def to_dict(self) -> dict[str, object]:
+        return self.__dict__.copy()
+
+
+def round_trip(
+    decoder: GenerativeDecoder, encoder: TeacherEncoder, texts: list[str], vectors: np.ndarray, mode: str, progress: Callable[[int], None] | None = None
+) -> RoundTrip:
+    """Decodes each vector alone (batch 1, as a single request would be), re-embeds the outputs, scores them."""
+    import sacrebleu
+
+    outputs, ids, times = [], [], []
+    for i in range(len(texts)):
+        started = time.perf_counter()
+        result = decoder.decode(vectors[i : i + 1])[0]
+        times.append(1000 * (time.perf_counter() - started))
+        outputs.append(result.text)
+        ids.append(result.ids)
+        if progress:
+            progress(1)
+    safe = [o if o.strip() else "." for o in outputs]
+    fidelity = float(np.mean(np.sum(encoder.encode(safe).vectors * vectors, axis=1)))
+    references = [normalise(t, decoder) for t in texts]
+    return RoundTrip(
+        mode=mode,
+        sentences=len(texts),
+        fidelity=fidelity,
+        bleu=float(sacrebleu.corpus_bleu(outputs, [references]).score),
+        exact_match=float(np.mean([o == r for o, r in zip(outputs, references)])),
+        real_words=decoder.words.real_word_share(ids) if decoder.words else float("nan"),
+        ms_median=float(np.median(times)),
+        ms_p90=float(np.percentile(times, 90)),
+        examples=list(zip(texts[:5], outputs[:5])),
+    )
+
+
+def normalise(text: str, decoder: GenerativeDecoder) -> str:
+    """A reference as the uncased teacher vocabulary can spell it (lower case, accents stripped, tokenised spacing)."""
+    return decoder.text_of(decoder.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@dataclass
+class QAFigures:
+    """One decoder on a Q→A split, decoding the cube outputs (closed bank: the bundle's training sentences)."""
+
+    decoder: str
+    e2e_cos: float
+    decode_fidelity: float
+    bleu: float
+    echo_rate: float
+    generative_share: float  # questions the generative path answered
+
+    def to_dict(self) -> dict[str, object]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class DecoderReport:
+    round_trip: list[RoundTrip]
+    nearest_training_fidelity: float  # the reference point: the nearest training sentence's cosine
+    nearest_training_bleu: float
+    qa: list[QAFigures]
+    threshold: dict[str, object]
+    split_size: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "round_trip": [r.to_dict() for r in self.round_trip],
+            "nearest_training_sentence": {"fidelity": self.nearest_training_fidelity, "bleu": self.nearest_training_bleu},
+            "qa": [q.to_dict() for q in self.qa],
+            "hybrid_threshold": self.threshold,
+            "split_size": self.split_size,
+        }
+
+
+def evaluate_decoders(
+    bundle_dir: Path,
+    data_path: Path,
+    train_path: Path,
+    *,
+    encoder: TeacherEncoder,
+    cache_dir: Path | None,
+    sentences: int = 500,
+    modes: dict[str, dict[str, object]] | None = None,
+    on_embed: EmbedProgress | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> DecoderReport:
+    """Round trip on held-out sentences (a fixed sample of the split's questions and answers) per decoding mode,
+    then bank, generative and hybrid on the split's Q→A pairs, with the hybrid threshold chosen on this split."""
+    import sacrebleu
+
+    from pipeline.checkpoint import load_bundle
+    from pipeline.decoders.generative import load_generative
+    from pipeline.decoders.hybrid import choose_threshold
+    from pipeline.decoders.phrase_bank import PhraseBankDecoder
+    from pipeline.training.cube_trainer import apply_map
+
+    modes = modes or {"greedy (default)": {}, "beam 4 + rerank": {"beam": 4, "rerank": True}}
+    bundle = load_bundle(bundle_dir, encoder.identity)
+    base, _ = load_generative(bundle_dir, encoder)
+    val = load_embedded(data_path, encoder, cache_dir, on_embed)
+    train = load_embedded(train_path, encoder, cache_dir, on_embed)
+    held_texts, held_vecs = unique_sentences(([p.question for p in val.pairs], val.q), ([p.answer for p in val.pairs], val.a))
+    pick = np.sort(np.random.default_rng(0).permutation(len(held_texts))[:sentences])
+    held_texts, held_vecs = [held_texts[i] for i in pick], held_vecs[pick]
+
+    train_texts, train_vecs = unique_sentences(([p.question for p in train.pairs], train.q), ([p.answer for p in train.pairs], train.a))
+    nearest = PhraseBankDecoder(train_texts, train_vecs).search(held_vecs, 1)[1][:, 0]
+    near_fid = float(np.mean(np.sum(train_vecs[nearest] * held_vecs, axis=1)))
+    near_bleu = float(sacrebleu.corpus_bleu([normalise(train_texts[i], base) for i in nearest], [[normalise(t, base) for t in held_texts]]).score)
+
+    trips = []
+    for name, options in modes.items():
+        trips.append(round_trip(base.with_options(**options), encoder, held_texts, held_vecs, name, (lambda n, name=name: progress(name, n)) if progress else None))
+
+    outputs = apply_map(bundle.cube, val.q)
+    bank = PhraseBankDecoder(bundle.bank_texts, bundle.bank_vectors if bundle.bank_vectors is not None else encoder.encode(bundle.bank_texts).vectors)
+    scores, rows = bank.search(outputs, 1)
+    bank_vecs = bank.vectors[rows[:, 0]]
+    bank_texts = [bank.texts[r] for r in rows[:, 0]]
+    generated = []
+    for start in range(0, len(outputs), 64):
+        generated += [g.text for g in base.decode(outputs[start : start + 64])]
+        if progress:
+            progress("Q→A generative", min(64, len(outputs) - start))
+    gen_vecs = encoder.encode([g if g.strip() else "." for g in generated]).vectors
+    refs = [normalise(p.answer, base) for p in val.pairs]
+
+    def figures(name: str, texts: list[str], vecs: np.ndarray, share: float) -> QAFigures:
+        e2e = np.sum(vecs * val.a, axis=1)
+        echo = np.sum(vecs * val.q, axis=1) > e2e
+        return QAFigures(name, float(e2e.mean()), float(np.sum(vecs * outputs, axis=1).mean()), float(sacrebleu.corpus_bleu(texts, [refs]).score), float(echo.mean()), share)
+
+    bank_e2e, gen_e2e = np.sum(bank_vecs * val.a, axis=1), np.sum(gen_vecs * val.a, axis=1)
+    grid = np.quantile(scores[:, 0], np.linspace(0.05, 0.95, 19))
+    choice = choose_threshold(scores[:, 0], bank_e2e, np.sum(bank_vecs * val.q, axis=1) > bank_e2e, gen_e2e, np.sum(gen_vecs * val.q, axis=1) > gen_e2e, grid)
+    routed = scores[:, 0] < choice.threshold
+    hybrid_texts = [g if r else b for g, b, r in zip(generated, [normalise(t, base) for t in bank_texts], routed)]
+    qa = [
+        figures("bank", [normalise(t, base) for t in bank_texts], bank_vecs, 0.0),
+        figures("generative", generated, gen_vecs, 1.0),
+        figures("hybrid", hybrid_texts, np.where(routed[:, None], gen_vecs, bank_vecs), float(routed.mean())),
+    ]
+    threshold = {"threshold": choice.threshold, "chosen_on": Path(data_path).name, "e2e_cos": choice.e2e_cos, "echo_rate": choice.echo_rate,
+                 "generative_share": choice.generative_share, "table": choice.table}
+    return DecoderReport(trips, near_fid, near_bleu, qa, threshold, len(val.pairs))
+
+
+def save_threshold(bundle_dir: Path, threshold: dict[str, object]) -> None:
+    """Records the chosen hybrid threshold in the bundle's decoder.json."""
+    from pipeline.decoders.generative import DECODER_CONFIG
+
+    path = Path(bundle_dir) / DECODER_CONFIG
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["hybrid"] = {k: v for k, v in threshold.items() if k != "table"}
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

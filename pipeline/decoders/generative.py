@@ -1,0 +1,409 @@
+"""GenerativeDecoder: an autoregressive transformer that turns a unit vector into a sentence.
+
+Warm-started from the teacher itself: the teacher's six BERT layers run with a causal
+mask (and a KV cache when generating), its word, position and token-type embeddings
+are reused frozen, and the output layer is tied to the word embeddings. The vector
+enters as `prefix` learned prefix positions in front of `[CLS] tokens… [SEP]`.
+A from-scratch configuration (own, smaller embeddings and layers) is kept for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from pipeline.decoders.words import RealWords
+from pipeline.errors import BundleError
+
+FROZEN = ("word.weight", "position.weight", "token_type")
+
+
+@dataclass(frozen=True)
+class GenerativeConfig:
+    """Network shape (fixed at training) and decoding knobs (free at inference)."""
+
+    init: Literal["teacher", "scratch"] = "teacher"
+    dim: int = 384  # model width; the teacher's is 384
+    layers: int = 6
+    heads: int = 12
+    ffn: int = 1536
+    prefix: int = 8  # prefix positions the vector is projected onto
+    vector_dim: int = 384  # the conditioning vector's dimension (the teacher's)
+    max_tokens: int = 48  # generated word pieces before the cap stops a hypothesis
+    dropout: float = 0.1
+    # Decoding.
+    beam: int = 1  # 1 = greedy
+    rerank: bool = False  # pick the beam candidate whose teacher embedding is closest to the target
+    constrain: bool = True  # only real words (see pipeline/decoders/words.py)
+    no_repeat_ngram: int = 3  # no n-gram of word pieces twice in one output (0 = off)
+    length_penalty: float = 1.0  # beam score = log p / length ** penalty
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> GenerativeConfig:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+    @classmethod
+    def scratch(cls, **overrides: object) -> GenerativeConfig:
+        """The from-scratch comparison: d 256, 4 layers, own embeddings."""
+        return cls(**{"init": "scratch", "dim": 256, "layers": 4, "heads": 8, "ffn": 1024, **overrides})  # type: ignore[arg-type]
+
+
+class Layer(nn.Module):
+    """A post-LayerNorm BERT layer whose attention can be causal and cached."""
+
+    def __init__(self, dim: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm1 = nn.LayerNorm(dim, eps=1e-12)
+        self.ff1, self.ff2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-12)
+        self.dropout = dropout
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(
+        self, x: torch.Tensor, *, causal: bool, key_padding: torch.Tensor | None = None, cache: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
+        mask = None
+        if key_padding is not None:  # (B, S) True = real token
+            mask = key_padding[:, None, None, :]
+        p = self.dropout if self.training else 0.0
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal and cache is None and x.shape[1] > 1)
+        att = att.transpose(1, 2).reshape(x.shape)
+        x = self.norm1(x + F.dropout(self.o(att), p, self.training))
+        x = self.norm2(x + F.dropout(self.ff2(F.gelu(self.ff1(x))), p, self.training))
+        return x, (k, v)
+
+
+class DecoderNet(nn.Module):
+    """Embeddings, prefix projection, layers and the tied output head."""
+
+    def __init__(self, config: GenerativeConfig, vocab_size: int, max_positions: int = 512) -> None:
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.word = nn.Embedding(vocab_size, d)
+        self.position = nn.Embedding(max_positions, d)
+        self.token_type = nn.Parameter(torch.zeros(d))
+        self.emb_norm = nn.LayerNorm(d, eps=1e-12)
+        self.prefix = nn.Linear(config.vector_dim, config.prefix * d)
+        self.layers = nn.ModuleList(Layer(d, config.heads, config.ffn, config.dropout) for _ in range(config.layers))
+        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=1e-12))
+        self.head_bias = nn.Parameter(torch.zeros(vocab_size))
+        if config.init == "scratch":
+            nn.init.normal_(self.word.weight, std=0.02)
+            nn.init.normal_(self.position.weight, std=0.02)
+
+    def embed(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+        positions = torch.arange(start, start + ids.shape[1], device=ids.device)
+        x = self.word(ids) + self.position(positions)[None] + self.token_type
+        return F.dropout(self.emb_norm(x), self.config.dropout, self.training)
+
+    def prefix_states(self, vectors: torch.Tensor) -> torch.Tensor:
+        p = self.config.prefix
+        x = self.prefix(vectors).view(-1, p, self.config.dim) + self.position.weight[:p][None]
+        return F.dropout(self.emb_norm(x), self.config.dropout, self.training)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden) @ self.word.weight.T + self.head_bias
+
+    def forward(self, vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: logits (B, T, V) for predicting ids[:, 1:] from the vector and ids[:, :-1]."""
+        x = torch.cat([self.prefix_states(vectors), self.embed(ids[:, :-1], self.config.prefix)], 1)
+        for layer in self.layers:
+            x, _ = layer(x, causal=True)
+        return self.logits(x[:, self.config.prefix :])
+
+    def start(self, vectors: torch.Tensor, cls_id: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Runs prefix + [CLS]; returns next-token logits (B, V) and the KV cache."""
+        cls = torch.full((vectors.shape[0], 1), cls_id, dtype=torch.long, device=vectors.device)
+        x = torch.cat([self.prefix_states(vectors), self.embed(cls, self.config.prefix)], 1)
+        cache = []
+        for layer in self.layers:
+            x, kv = layer(x, causal=True)
+            cache.append(kv)
+        return self.logits(x[:, -1]), cache
+
+    def step(self, ids: torch.Tensor, position: int, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, list]:
+        """One generated token per row (B,) at `position`: its own output fed back through the cache."""
+        x = self.embed(ids[:, None], position)
+        new_cache = []
+        for layer, kv in zip(self.layers, cache):
+            x, kv = layer(x, causal=True, cache=kv)
+            new_cache.append(kv)
+        return self.logits(x[:, -1]), new_cache
+
+    def encode_bidirectional(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """The teacher's own forward pass (no causal mask, no prefix), mean-pooled and normalised:
+        with warm-started, untrained weights it reproduces the teacher's sentence embedding."""
+        x = self.embed(ids, 0)
+        for layer in self.layers:
+            x, _ = layer(x, causal=False, key_padding=attention.bool())
+        mask = attention[..., None].to(x.dtype)
+        return F.normalize((x * mask).sum(1) / mask.sum(1).clamp_min(1e-9), dim=-1)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Weights to save: everything except the frozen teacher embeddings (warm start) or all (scratch)."""
+        state = self.state_dict()
+        if self.config.init == "teacher":
+            state = {k: v for k, v in state.items() if k not in FROZEN}
+        return state
+
+
+def load_teacher_weights(net: DecoderNet, model_dir: Path) -> None:
+    """Copies the teacher's embeddings and layers (from its safetensors file) into the decoder; freezes the embeddings."""
+    source = load_file(str(Path(model_dir) / "model.safetensors"))
+    source = {k.removeprefix("bert."): v for k, v in source.items()}
+    mapping = {
+        "word.weight": "embeddings.word_embeddings.weight",
+        "position.weight": "embeddings.position_embeddings.weight",
+        "emb_norm.weight": "embeddings.LayerNorm.weight",
+        "emb_norm.bias": "embeddings.LayerNorm.bias",
+    }
+    names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value", "o": "attention.output.dense",
+             "norm1": "attention.output.LayerNorm", "ff1": "intermediate.dense", "ff2": "output.dense", "norm2": "output.LayerNorm"}
+    for i in range(net.config.layers):
+        for ours, theirs in names.items():
+            for kind in ("weight", "bias"):
+                mapping[f"layers.{i}.{ours}.{kind}"] = f"encoder.layer.{i}.{theirs}.{kind}"
+    state = {ours: source[theirs] for ours, theirs in mapping.items()}
+    state["token_type"] = source["embeddings.token_type_embeddings.weight"][0]
+    missing = set(state) ^ {k for k in net.state_dict() if k in state}
+    if missing:
+        raise BundleError(f"teacher weights do not fit the decoder: {sorted(missing)[:5]}")
+    net.load_state_dict(state, strict=False)
+    for name in ("word", "position"):
+        getattr(net, name).weight.requires_grad_(False)
+    net.token_type.requires_grad_(False)
+
+
+@dataclass
+class Generated:
+    """One decoded answer: text, its word pieces, and (when reranked) the candidates considered."""
+
+    text: str
+    ids: list[int]
+    logprob: float
+    candidates: list[tuple[str, float]] = field(default_factory=list)  # (text, cosine to target) when reranked
+
+
+class GenerativeDecoder:
+    """Vector -> sentence with the trained DecoderNet, a tokenizer, and the real-word constraint."""
+
+    path = "generative"
+
+    def __init__(self, net: DecoderNet, tokenizer, words: RealWords | None, *, embed: Callable[[list[str]], np.ndarray] | None = None) -> None:  # noqa: ANN001
+        self.net = net.eval()
+        self.tokenizer = tokenizer
+        self.words = words
+        self.embed = embed  # the teacher's encode, for reranking
+        self.config = net.config
+        self.cls_id = tokenizer.cls_token_id
+        self.sep_id = tokenizer.sep_token_id
+        vocab = len(tokenizer)
+        banned = torch.zeros(vocab, dtype=torch.bool)
+        for token_id in tokenizer.all_special_ids:
+            banned[token_id] = True
+        banned[self.sep_id] = False
+        self.banned = banned
+
+    def with_options(self, **options: object) -> GenerativeDecoder:
+        """The same network with other decoding knobs (beam, rerank, constrain, ...)."""
+        clone = GenerativeDecoder.__new__(GenerativeDecoder)
+        clone.__dict__.update(self.__dict__)
+        clone.config = GenerativeConfig.from_dict({**self.config.to_dict(), **options})
+        return clone
+
+    def text_of(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
+
+    @torch.inference_mode()
+    def decode(self, vectors: np.ndarray) -> list[Generated]:
+        """One sentence per (N, D) vector: greedy (batched) or beam search, optionally reranked by the teacher."""
+        vectors_t = torch.as_tensor(np.ascontiguousarray(vectors, dtype=np.float32))
+        if self.config.beam <= 1:
+            return [Generated(self.text_of(ids), ids, lp) for ids, lp in self.greedy(vectors_t)]
+        out = []
+        for row in range(vectors_t.shape[0]):
+            hyps = self.beam_search(vectors_t[row : row + 1], self.config.beam)
+            out.append(self.choose(hyps, vectors[row]))
+        return out
+
+    def choose(self, hyps: list[tuple[list[int], float]], target: np.ndarray) -> Generated:
+        """The best beam hypothesis by score, or, with reranking, by teacher cosine to the target."""
+        texts = [self.text_of(ids) for ids, _ in hyps]
+        if not self.config.rerank or self.embed is None or len(hyps) == 1:
+            ids, score = hyps[0]
+            return Generated(texts[0], ids, score)
+        usable = [i for i, t in enumerate(texts) if t.strip()]
+        if not usable:
+            return Generated(texts[0], hyps[0][0], hyps[0][1])
+        cos = self.embed([texts[i] for i in usable]) @ np.asarray(target, dtype=np.float32)
+        best = usable[int(np.argmax(cos))]
+        return Generated(texts[best], hyps[best][0], hyps[best][1], [(texts[i], float(c)) for i, c in zip(usable, cos)])
+
+    def allowed(self, history: list[int]) -> torch.Tensor:
+        """Boolean mask of the tokens that may come next after `history` (constraint, repetition guard, specials)."""
+        mask = ~self.banned.clone()
+        if not history:
+            mask[self.sep_id] = False  # never an empty answer
+        if self.config.constrain and self.words is not None:
+            mask &= self.words.next_mask(history, self.sep_id)
+        n = self.config.no_repeat_ngram
+        if n and len(history) >= n - 1:
+            tail = tuple(history[len(history) - (n - 1) :]) if n > 1 else ()
+            for i in range(len(history) - n + 1):
+                if tuple(history[i : i + n - 1]) == tail:
+                    mask[history[i + n - 1]] = False
+        if not mask.any():
+            mask[self.sep_id] = True  # nothing else fits: end here rather than emit an invalid word
+        return mask
+
+    @torch.inference_mode()
+    def greedy(self, vectors: torch.Tensor) -> list[tuple[list[int], float]]:
+        """Batched greedy decoding; each row's own output is fed back until [SEP] or the cap."""
+        logits, cache = self.net.start(vectors, self.cls_id)
+        b = vectors.shape[0]
+        histories: list[list[int]] = [[] for _ in range(b)]
+        scores = [0.0] * b
+        done = [False] * b
+        for position in range(self.config.prefix + 1, self.config.prefix + 1 + self.config.max_tokens):
+            logp = torch.log_softmax(logits.float(), -1)
+            chosen = torch.full((b,), self.sep_id, dtype=torch.long)
+            for i in range(b):
+                if done[i]:
+                    continue
+                masked = logp[i].masked_fill(~self.allowed(histories[i]), -math.inf)
+                token = int(masked.argmax())
+                chosen[i] = token
+                scores[i] += float(masked[token])
+                if token == self.sep_id:
+                    done[i] = True
+                else:
+                    histories[i].append(token)
+            if all(done):
+                break
+            logits, cache = self.net.step(chosen, position, cache)
+        return list(zip(histories, scores))
+
+    @torch.inference_mode()
+    def beam_search(self, vector: torch.Tensor, width: int) -> list[tuple[list[int], float]]:
+        """Beam search for one vector; returns finished hypotheses best first (length-normalised log prob)."""
+        logits, cache = self.net.start(vector, self.cls_id)
+        beams: list[tuple[list[int], float]] = [([], 0.0)]
+        finished: list[tuple[list[int], float]] = []
+        for position in range(self.config.prefix + 1, self.config.prefix + 1 + self.config.max_tokens):
+            logp = torch.log_softmax(logits.float(), -1)
+            candidates = []
+            for row, (history, score) in enumerate(beams):
+                masked = logp[row].masked_fill(~self.allowed(history), -math.inf)
+                top = torch.topk(masked, width)
+                candidates += [(score + float(v), row, int(t)) for v, t in zip(top.values, top.indices) if v > -math.inf]
+            candidates.sort(key=lambda c: -c[0])
+            next_beams, rows, tokens = [], [], []
+            for score, row, token in candidates:
+                history = beams[row][0]
+                if token == self.sep_id:
+                    finished.append((history, score))
+                elif len(next_beams) < width:
+                    next_beams.append((history + [token], score))
+                    rows.append(row)
+                    tokens.append(token)
+                if len(next_beams) == width and len(finished) >= width:
+                    break
+            if not next_beams or len(finished) >= width:
+                break
+            beams = next_beams
+            index = torch.tensor(rows)
+            cache = [(k.index_select(0, index), v.index_select(0, index)) for k, v in cache]
+            logits, cache = self.net.step(torch.tensor(tokens), position, cache)
+        finished += beams if len(finished) < width else []
+        penalty = self.config.length_penalty
+        ranked = sorted(finished, key=lambda h: -h[1] / max(1, len(h[0]) + 1) ** penalty)
+        return ranked[:width]
+
+
+def build_net(config: GenerativeConfig, vocab_size: int, teacher_dir: Path | None) -> DecoderNet:
+    """A fresh decoder network: warm-started from the teacher's weights, or randomly initialised."""
+    net = DecoderNet(config, vocab_size)
+    if config.init == "teacher":
+        if teacher_dir is None:
+            raise BundleError("a warm-started decoder needs the teacher's model directory")
+        load_teacher_weights(net, teacher_dir)
+    return net
+
+
+DECODER_WEIGHTS = "decoder.safetensors"
+DECODER_CONFIG = "decoder.json"
+WORDS_FILE = "decoder_words.json"
+
+
+def save_decoder(net: DecoderNet, directory: Path, extra: dict[str, object] | None = None) -> None:
+    """Writes the trainable weights as float16 safetensors and the config (+ training record) as JSON."""
+    import json
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in net.trainable_state().items()}
+    save_file(state, str(directory / DECODER_WEIGHTS))
+    (directory / DECODER_CONFIG).write_text(json.dumps({"config": net.config.to_dict(), **(extra or {})}, indent=2) + "\n", encoding="utf-8")
+
+
+def load_decoder_net(directory: Path, vocab_size: int, teacher_dir: Path | None) -> tuple[DecoderNet, dict[str, object]]:
+    """Rebuilds the network (teacher embeddings for a warm-started one) and loads the saved weights."""
+    import json
+
+    directory = Path(directory)
+    try:
+        record = json.loads((directory / DECODER_CONFIG).read_text(encoding="utf-8"))
+        config = GenerativeConfig.from_dict(record["config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"cannot read the decoder config {directory / DECODER_CONFIG}: {exc!r}") from exc
+    net = build_net(config, vocab_size, teacher_dir)
+    try:
+        state = load_file(str(directory / DECODER_WEIGHTS))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for truncated files
+        raise BundleError(f"cannot read {directory / DECODER_WEIGHTS}: {exc}") from exc
+    expected = set(net.trainable_state())
+    if set(state) != expected:
+        raise BundleError(f"{directory / DECODER_WEIGHTS} does not fit its config (missing {sorted(expected - set(state))[:3]}, extra {sorted(set(state) - expected)[:3]})")
+    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    return net.eval(), record
+
+
+def has_decoder(bundle_dir: Path) -> bool:
+    return (Path(bundle_dir) / DECODER_WEIGHTS).is_file()
+
+
+def load_generative(bundle_dir: Path, encoder, **options: object) -> tuple[GenerativeDecoder, dict[str, object]]:  # noqa: ANN001 - TeacherEncoder
+    """The bundle's trained decoder on the running teacher (its frozen embeddings), with decoding options,
+    and the decoder's record (training report, chosen hybrid threshold)."""
+    import json
+
+    if not has_decoder(bundle_dir):
+        raise BundleError(f"bundle {bundle_dir} has no generative decoder: train one with `cubeqa train-decoder`")
+    net, record = load_decoder_net(bundle_dir, len(encoder.tokenizer), encoder.model_dir)
+    try:
+        words = RealWords.from_words(encoder.tokenizer, json.loads((Path(bundle_dir) / WORDS_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read {Path(bundle_dir) / WORDS_FILE}: {exc}") from exc
+    decoder = GenerativeDecoder(net, encoder.tokenizer, words, embed=lambda texts: encoder.encode(texts).vectors)
+    return (decoder.with_options(**options) if options else decoder), record

@@ -1,0 +1,195 @@
+"""Trains the GenerativeDecoder to reconstruct sentences from their own teacher embeddings.
+
+Teacher forcing with cross-entropy; AdamW with a lower rate for the pretrained layers;
+warm-up then cosine over a step count planned from a wall-clock budget (measured on the
+first steps), so the schedule always completes; validation loss on a held-out part of the
+training sentences every `eval_every` steps, keeping the best state and stopping after
+`patience` evaluations without improvement.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from pipeline.decoders.generative import FROZEN, DecoderNet
+
+
+@dataclass(frozen=True)
+class DecoderTrainConfig:
+    minutes: float = 40.0  # wall-clock budget the step count is planned from
+    max_epochs: int = 3
+    batch_size: int = 64
+    max_tokens: int = 48  # word pieces per sentence, [CLS]/[SEP] excluded; longer ones are cut
+    lr_pretrained: float = 2e-4
+    lr_new: float = 1e-3
+    warmup_steps: int = 50
+    noise: float = 0.005  # std of Gaussian noise per dimension on the input vector (then renormalised)
+    holdout: float = 0.03  # share of training sentences held out for the validation loss
+    eval_every: int = 100
+    patience: int = 3
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.minutes <= 0 or self.batch_size < 1 or self.max_epochs < 1 or not 0 < self.holdout < 0.5:
+            raise ValueError("minutes and batch_size must be positive, max_epochs ≥ 1, holdout in (0, 0.5)")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class DecoderTrainReport:
+    planned_steps: int
+    steps: int
+    best_step: int
+    best_val_loss: float
+    minutes: float
+    train_sentences: int
+    holdout_sentences: int
+    history: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, val_loss
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+ProgressCallback = Callable[[int, int, float, float | None], None]  # step, planned, train loss, val loss
+
+
+def tokenize(tokenizer, texts: list[str], max_tokens: int) -> list[list[int]]:  # noqa: ANN001
+    """[CLS] pieces… [SEP] per text, pieces cut at max_tokens."""
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [[tokenizer.cls_token_id, *seq[:max_tokens], tokenizer.sep_token_id] for seq in ids]
+
+
+def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of similar lengths (sorted within pools of 50 batches) to waste little padding."""
+    order = rng.permutation(len(lengths))
+    pool = batch_size * 50
+    out = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(out)  # type: ignore[arg-type]
+    return out
+
+
+def pad(sequences: list[list[int]]) -> torch.Tensor:
+    width = max(len(s) for s in sequences)
+    out = torch.zeros((len(sequences), width), dtype=torch.long)  # [PAD] is id 0
+    for i, seq in enumerate(sequences):
+        out[i, : len(seq)] = torch.tensor(seq)
+    return out
+
+
+def sequence_loss(net: DecoderNet, vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    logits = net(vectors, ids)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=0)
+
+
+@torch.no_grad()
+def validation_loss(net: DecoderNet, vectors: np.ndarray, sequences: list[list[int]], batch_size: int) -> float:
+    net.eval()
+    total = count = 0.0
+    order = np.argsort([len(s) for s in sequences])
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids = pad([sequences[i] for i in idx])
+        tokens = float((ids[:, 1:] != 0).sum())
+        total += float(sequence_loss(net, torch.as_tensor(vectors[idx]), ids)) * tokens
+        count += tokens
+    net.train()
+    return total / max(count, 1.0)
+
+
+def train_decoder(
+    net: DecoderNet,
+    tokenizer,  # noqa: ANN001
+    texts: list[str],
+    vectors: np.ndarray,
+    config: DecoderTrainConfig,
+    on_progress: ProgressCallback | None = None,
+) -> DecoderTrainReport:
+    """Trains `net` in place on (text, vector) pairs; returns the report. The best held-out state is kept."""
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    sequences = tokenize(tokenizer, texts, config.max_tokens)
+    order = rng.permutation(len(texts))
+    n_hold = max(1, int(len(texts) * config.holdout))
+    hold, train = order[:n_hold], order[n_hold:]
+    hold_seqs = [sequences[i] for i in hold]
+    train_seqs = [sequences[i] for i in train]
+    train_vecs = np.ascontiguousarray(vectors[train], dtype=np.float32)
+    hold_vecs = np.ascontiguousarray(vectors[hold], dtype=np.float32)
+    lengths = np.array([len(s) for s in train_seqs])
+
+    pretrained = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith(("layers.", "emb_norm."))]
+    fresh = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith(("layers.", "emb_norm.")) and n not in FROZEN]
+    if net.config.init == "scratch":
+        pretrained, fresh = [], [p for p in net.parameters() if p.requires_grad]
+    groups = [{"params": fresh, "lr": config.lr_new}] + ([{"params": pretrained, "lr": config.lr_pretrained}] if pretrained else [])
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
+    peak = [g["lr"] for g in groups]
+    per_epoch = math.ceil(len(train_seqs) / config.batch_size)
+    planned = per_epoch * config.max_epochs  # replanned from the budget after the first steps
+
+    net.train()
+    started = time.monotonic()
+    best = (math.inf, 0, copy.deepcopy(net.trainable_state()))
+    history: list[dict[str, float]] = []
+    running: list[float] = []
+    step = 0
+    stale = 0
+    epoch = 0
+    while step < planned:
+        for idx in batches(lengths, config.batch_size, rng):
+            if step >= planned:
+                break
+            scale = min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, planned))))
+            for group, lr in zip(optimizer.param_groups, peak):
+                group["lr"] = lr * scale
+            vecs = torch.as_tensor(train_vecs[idx])
+            if config.noise > 0:
+                vecs = F.normalize(vecs + config.noise * torch.randn_like(vecs), dim=-1)
+            loss = sequence_loss(net, vecs, pad([train_seqs[i] for i in idx]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            optimizer.step()
+            step += 1
+            running.append(loss.item())
+            if step == 5:  # plan the schedule to end within the budget
+                per_step = (time.monotonic() - started) / 5
+                planned = min(planned, max(10, int(config.minutes * 60 / per_step)))
+            val = None
+            if step % config.eval_every == 0 or step == planned:
+                val = validation_loss(net, hold_vecs, hold_seqs, config.batch_size * 2)
+                history.append({"step": step, "train_loss": float(np.mean(running[-config.eval_every :])), "val_loss": val})
+                if val < best[0]:
+                    best, stale = (val, step, copy.deepcopy(net.trainable_state())), 0
+                else:
+                    stale += 1
+            if on_progress:
+                on_progress(step, planned, float(np.mean(running[-20:])), val)
+            if stale >= config.patience:
+                planned = step  # early stop
+                break
+        epoch += 1
+        if epoch >= config.max_epochs:
+            break
+    net.load_state_dict(best[2], strict=False)
+    net.eval()
+    return DecoderTrainReport(
+        planned_steps=planned, steps=step, best_step=best[1], best_val_loss=best[0], minutes=(time.monotonic() - started) / 60,
+        train_sentences=len(train_seqs), holdout_sentences=len(hold_seqs), history=history,
+    )

@@ -1,0 +1,159 @@
+"""The generative decoder on tiny networks with the teacher's real tokenizer (no model weights loaded)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from pipeline.decoders.generative import GenerativeConfig, GenerativeDecoder, build_net, load_decoder_net, save_decoder
+from pipeline.decoders.words import RealWords
+from pipeline.encoder import default_model_dir
+from pipeline.training.decoder_trainer import DecoderTrainConfig, train_decoder
+
+TEXTS = [
+    "the kenyan highlands are among the most successful agricultural production regions in africa.",
+    "nairobi is the capital and largest city of kenya.",
+    "the fort was built by the dutch west india company in 1625.",
+    "photosynthesis converts light energy into chemical energy.",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(default_model_dir())
+
+
+@pytest.fixture(scope="module")
+def words(tokenizer) -> RealWords:
+    return RealWords(tokenizer, TEXTS)
+
+
+def tiny(tokenizer, seed: int = 0, **options) -> GenerativeDecoder:
+    torch.manual_seed(seed)
+    config = GenerativeConfig.scratch(dim=32, layers=2, heads=2, ffn=64, prefix=2, vector_dim=8, max_tokens=12, dropout=0.0, **options)
+    return GenerativeDecoder(build_net(config, len(tokenizer), None), tokenizer, RealWords(tokenizer, TEXTS))
+
+
+def vectors(n: int, seed: int = 1) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, 8)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_real_words_are_vocabulary_words_training_words_and_numbers(tokenizer, words) -> None:
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert words.real_word_share([ids("nairobi is the capital of kenya.")]) == 1.0
+    assert words.real_word_share([ids("in 16251984 the highlands")]) == 1.0  # numbers count
+    soup = [tokenizer.convert_tokens_to_ids(["reg", "##pl", "##gen", "##lor", "##gal"])]
+    assert words.real_word_share(soup) == 0.0
+    assert words.real_word_share([ids("photosynthesis")]) == 1.0 and len(ids("photosynthesis")) == 3  # a multi-piece training word
+    assert words.real_word_share([ids("photos")[:1] + tokenizer.convert_tokens_to_ids(["##yn"])]) == 0.0  # only part of one
+
+
+def test_the_mask_allows_only_continuations_on_a_real_words_path(tokenizer, words) -> None:
+    photos, yn, thesis = tokenizer.convert_tokens_to_ids(["photos", "##yn", "##thesis"])
+    mask = words.next_mask([photos], tokenizer.sep_token_id)
+    assert mask[yn] and mask[tokenizer.sep_token_id]  # "photos" is a word, "photos ##yn" is on a path
+    assert not mask[tokenizer.convert_tokens_to_ids("##pl")]
+    inside = words.next_mask([photos, yn], tokenizer.sep_token_id)
+    assert inside[thesis] and not inside[tokenizer.sep_token_id] and not inside[photos]  # must finish the word
+    reg = tokenizer.convert_tokens_to_ids("reg")
+    assert not words.next_mask([reg], tokenizer.sep_token_id)[tokenizer.convert_tokens_to_ids("##pl")]
+
+
+def test_constrained_decoding_emits_only_real_words(tokenizer) -> None:
+    free = tiny(tokenizer, constrain=False).decode(vectors(12))
+    held = tiny(tokenizer, constrain=True).decode(vectors(12))
+    words = tiny(tokenizer).words
+    assert words.real_word_share([g.ids for g in held]) == 1.0
+    assert words.real_word_share([g.ids for g in free]) < 1.0  # the untrained net does emit soup unconstrained
+
+
+def test_generation_feeds_its_own_tokens_back(tokenizer) -> None:
+    decoder = tiny(tokenizer, constrain=False, no_repeat_ngram=0)
+    v = torch.as_tensor(vectors(1))
+    generated = decoder.decode(vectors(1))[0].ids
+    assert len(generated) >= 2
+    # The cached, token-by-token path equals a full forward pass over the generated sequence...
+    ids = torch.tensor([[tokenizer.cls_token_id, *generated, tokenizer.sep_token_id]])
+    full = decoder.net(v, ids)[0]
+    logits, cache = decoder.net.start(v, tokenizer.cls_token_id)
+    torch.testing.assert_close(logits[0], full[0], atol=1e-4, rtol=1e-4)
+    logits, cache = decoder.net.step(torch.tensor([generated[0]]), decoder.config.prefix + 1, cache)
+    torch.testing.assert_close(logits[0], full[1], atol=1e-4, rtol=1e-4)
+    # ... and the next distribution depends on which token was fed back.
+    _, cache0 = decoder.net.start(v, tokenizer.cls_token_id)
+    other, _ = decoder.net.step(torch.tensor([(generated[0] + 1) % len(tokenizer)]), decoder.config.prefix + 1, cache0)
+    assert not torch.allclose(other[0], full[1])
+
+
+def test_repetition_guard_and_length_cap(tokenizer) -> None:
+    looping = tiny(tokenizer, constrain=False, no_repeat_ngram=0, seed=3)
+    looping.net.head_bias.data[tokenizer.convert_tokens_to_ids("the")] = 50.0  # a model that wants "the the the ..."
+    looping.net.head_bias.data[tokenizer.sep_token_id] = -50.0
+    out = looping.decode(vectors(2))
+    assert all(len(g.ids) == looping.config.max_tokens for g in out)  # capped, not endless
+    guarded = looping.with_options(no_repeat_ngram=2).decode(vectors(2))
+    for g in guarded:
+        bigrams = list(zip(g.ids, g.ids[1:]))
+        assert len(bigrams) == len(set(bigrams)) and len(g.ids) <= looping.config.max_tokens
+
+
+def test_outputs_are_never_empty(tokenizer) -> None:
+    eager = tiny(tokenizer, seed=4)
+    eager.net.head_bias.data[tokenizer.sep_token_id] = 50.0  # wants to stop at once
+    for g in eager.decode(vectors(3)) + eager.with_options(beam=3).decode(vectors(1)):
+        assert g.ids and g.text
+
+
+def test_reranking_picks_the_candidate_closest_to_the_target(tokenizer) -> None:
+    decoder = tiny(tokenizer, beam=4, rerank=True)
+    table: dict[str, np.ndarray] = {}
+
+    def embed(texts: list[str]) -> np.ndarray:
+        for t in texts:
+            table.setdefault(t, vectors(1, seed=len(table) + 10)[0])
+        return np.stack([table[t] for t in texts])
+
+    decoder.embed = embed
+    target = vectors(1)[0]
+    hyps = decoder.beam_search(torch.as_tensor(target[None]), 4)
+    chosen = decoder.choose(hyps, target)
+    cosines = {text: cos for text, cos in chosen.candidates}
+    assert len(cosines) >= 2 and cosines[chosen.text] == max(cosines.values())
+
+
+def test_bundle_round_trip_keeps_the_outputs(tokenizer, tmp_path) -> None:
+    decoder = tiny(tokenizer)
+    save_decoder(decoder.net, tmp_path, {"note": "test"})
+    net, record = load_decoder_net(tmp_path, len(tokenizer), None)
+    again = GenerativeDecoder(net, tokenizer, decoder.words)
+    assert record["note"] == "test"
+    assert [g.ids for g in again.decode(vectors(4))] == [g.ids for g in decoder.decode(vectors(4))]  # float16 storage
+
+
+def test_a_tiny_training_run_lowers_the_held_out_loss(tokenizer) -> None:
+    decoder = tiny(tokenizer)
+    texts = TEXTS * 10
+    config = DecoderTrainConfig(minutes=5, max_epochs=20, batch_size=8, eval_every=10, patience=100, holdout=0.1, warmup_steps=2, noise=0.0, lr_new=3e-3)
+    report = train_decoder(decoder.net, tokenizer, texts, np.repeat(vectors(4), 10, axis=0), config)
+    losses = [h["val_loss"] for h in report.history]
+    assert losses[-1] < losses[0] - 1.0
+
+
+def test_the_hybrid_threshold_maximises_e2e_without_raising_the_echo_rate() -> None:
+    from pipeline.decoders.hybrid import choose_threshold
+
+    bank_scores = np.array([0.2, 0.3, 0.6, 0.7])
+    bank_e2e = np.array([0.1, 0.2, 0.6, 0.7])
+    bank_echo = np.array([True, False, False, False])  # bank echo rate 0.25
+    gen_e2e = np.array([0.5, 0.5, 0.5, 0.5])
+    gen_echo = np.array([False, True, False, True])
+    choice = choose_threshold(bank_scores, bank_e2e, bank_echo, gen_e2e, gen_echo, np.array([0.25, 0.5, 0.65, 0.8]))
+    # 0.25 routes only the first question: e2e (0.5+0.2+0.6+0.7)/4 = 0.5, echo 0; 0.5 would reach 0.575 but echo 0.25 is
+    # allowed too (equal to the bank's), so 0.5 wins; 0.65 routes a question the bank answers better.
+    assert choice.threshold == 0.5 and choice.e2e_cos == pytest.approx(0.575) and choice.echo_rate == pytest.approx(0.25)
+    assert choice.generative_share == 0.5 and len(choice.table) == 5
+    strict = choose_threshold(bank_scores, bank_e2e, bank_echo, gen_e2e, np.ones(4, bool), np.array([0.35]))
+    assert strict.threshold == -np.inf  # every routing raises the echo rate: bank only
