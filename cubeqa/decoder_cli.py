@@ -32,6 +32,7 @@ def train_decoder_command(
     from cubeqa.cli import build_encoder
     from pipeline.decoder_workflows import train_decoder_bundle
     from pipeline.decoders.generative import GenerativeConfig
+    from pipeline.encoder import resolve_device
     from pipeline.errors import CubeQAError
     from pipeline.training.decoder_trainer import DecoderTrainConfig
 
@@ -41,7 +42,10 @@ def train_decoder_command(
     try:
         base = GenerativeConfig() if init == "teacher" else GenerativeConfig.scratch()
         config = GenerativeConfig.from_dict({**base.to_dict(), **({"layers": layers} if layers else {})})
-        train_config = DecoderTrainConfig(minutes=minutes, max_epochs=max_epochs, batch_size=batch_size, noise=noise, seed=seed, threads=settings.threads or 2)
+        train_config = DecoderTrainConfig(
+            minutes=minutes, max_epochs=max_epochs, batch_size=batch_size, noise=noise, seed=seed, threads=settings.threads or 2,
+            device=str(resolve_device(settings.device)),
+        )
         encoder = build_encoder(settings)
         with progress_bar(console) as bar:
             task = bar.add_task("train decoder", total=None)

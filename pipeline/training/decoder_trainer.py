@@ -37,6 +37,7 @@ class DecoderTrainConfig:
     patience: int = 3
     seed: int = 0
     threads: int = 2
+    device: str = "cpu"  # "cuda" for the larger GPU configuration (README)
 
     def __post_init__(self) -> None:
         if self.minutes <= 0 or self.batch_size < 1 or self.max_epochs < 1 or not 0 < self.holdout < 0.5:
@@ -99,13 +100,14 @@ def sequence_loss(net: DecoderNet, vectors: torch.Tensor, ids: torch.Tensor) -> 
 @torch.no_grad()
 def validation_loss(net: DecoderNet, vectors: np.ndarray, sequences: list[list[int]], batch_size: int) -> float:
     net.eval()
+    device = next(net.parameters()).device
     total = count = 0.0
     order = np.argsort([len(s) for s in sequences])
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        ids = pad([sequences[i] for i in idx])
+        ids = pad([sequences[i] for i in idx]).to(device)
         tokens = float((ids[:, 1:] != 0).sum())
-        total += float(sequence_loss(net, torch.as_tensor(vectors[idx]), ids)) * tokens
+        total += float(sequence_loss(net, torch.as_tensor(vectors[idx]).to(device), ids)) * tokens
         count += tokens
     net.train()
     return total / max(count, 1.0)
@@ -122,6 +124,8 @@ def train_decoder(
     """Trains `net` in place on (text, vector) pairs; returns the report. The best held-out state is kept."""
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
+    device = torch.device(config.device)
+    net.to(device)
     rng = np.random.default_rng(config.seed)
     sequences = tokenize(tokenizer, texts, config.max_tokens)
     order = rng.permutation(len(texts))
@@ -158,10 +162,10 @@ def train_decoder(
             scale = min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, planned))))
             for group, lr in zip(optimizer.param_groups, peak):
                 group["lr"] = lr * scale
-            vecs = torch.as_tensor(train_vecs[idx])
+            vecs = torch.as_tensor(train_vecs[idx]).to(device)
             if config.noise > 0:
                 vecs = F.normalize(vecs + config.noise * torch.randn_like(vecs), dim=-1)
-            loss = sequence_loss(net, vecs, pad([train_seqs[i] for i in idx]))
+            loss = sequence_loss(net, vecs, pad([train_seqs[i] for i in idx]).to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
@@ -188,7 +192,7 @@ def train_decoder(
         if epoch >= config.max_epochs:
             break
     net.load_state_dict(best[2], strict=False)
-    net.eval()
+    net.to("cpu").eval()  # decoding runs on the CPU (batch-1 latency); the saved weights are device-free
     return DecoderTrainReport(
         planned_steps=planned, steps=step, best_step=best[1], best_val_loss=best[0], minutes=(time.monotonic() - started) / 60,
         train_sentences=len(train_seqs), holdout_sentences=len(hold_seqs), history=history,
