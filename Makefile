@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo ask test lint train eval clean
+.PHONY: install demo ask test lint train train-decoder eval clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ test: lint
 # The shipped default bundle: `make train` rebuilds it with the default configuration.
 train: install
 	$(VENV)/bin/cubeqa train --out cubeqa/bundles/default
+
+# The shipped generative decoder: 45-minute budget on 2 CPU cores, added to the default bundle.
+train-decoder: install
+	$(VENV)/bin/cubeqa train-decoder --bundle cubeqa/bundles/default --minutes 45
 
 eval: install
 	$(VENV)/bin/cubeqa eval --data data/squad_sent_val.jsonl --json docs/results/eval-val.json

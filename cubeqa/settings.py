@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="bank score below which the answer is 'no confident answer'")
     top_k: int = Field(3, ge=1, description="bank candidates returned per answer")
     decoder: Literal["bank", "generative", "hybrid"] = Field("bank", description="which decoder turns answer vectors into text")
-    generative_beam: int = Field(1, ge=1, le=16, description="beam width of the generative decoder (1 = greedy)")
-    generative_rerank: bool = Field(False, description="rerank beam candidates by teacher cosine to the target")
+    generative_beam: int | None = Field(None, ge=1, le=16, description="beam width of the generative decoder (1 = greedy); unset: the bundle's default")
+    generative_rerank: bool | None = Field(None, description="rerank beam candidates by teacher cosine to the target; unset: the bundle's default")
 
     # The job system.
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL")

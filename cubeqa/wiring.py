@@ -32,8 +32,9 @@ def bank_config(settings: Settings) -> PhraseBankConfig:
 
 
 def generative_options(settings: Settings) -> dict[str, object]:
-    """Decoding knobs of the generative decoder from settings."""
-    return {"beam": settings.generative_beam, "rerank": settings.generative_rerank}
+    """Decoding knobs of the generative decoder that settings override (unset ones keep the bundle's)."""
+    options = {"beam": settings.generative_beam, "rerank": settings.generative_rerank}
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def open_store(settings: Settings) -> sessionmaker[Session]:

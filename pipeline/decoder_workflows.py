@@ -74,7 +74,7 @@ def train_decoder_bundle(
         net, bundle_dir,
         {"train_config": train_config.to_dict(), "report": report.to_dict(), "sources": [Path(train_path).name, *(p.name for p in extra)], "sentences": len(texts)},
     )
-    (Path(bundle_dir) / WORDS_FILE).write_text(json.dumps(sorted(map(list, words.words))), encoding="utf-8")
+    (Path(bundle_dir) / WORDS_FILE).write_text(json.dumps(words.to_json()), encoding="utf-8")
     return DecoderTrainOutcome(Path(bundle_dir), report, len(texts))
 
 
@@ -188,7 +188,7 @@ def evaluate_decoders(
     from pipeline.decoders.phrase_bank import PhraseBankDecoder
     from pipeline.training.cube_trainer import apply_map
 
-    modes = modes or {"greedy (default)": {}, "beam 4 + rerank": {"beam": 4, "rerank": True}}
+    modes = modes or {"default (beam 3 + rerank)": {}, "greedy": {"beam": 1, "rerank": False}, "beam 4 + rerank": {"beam": 4, "rerank": True}}
     bundle = load_bundle(bundle_dir, encoder.identity)
     base, _ = load_generative(bundle_dir, encoder)
     val = load_embedded(data_path, encoder, cache_dir, on_embed)
@@ -212,7 +212,7 @@ def evaluate_decoders(
     bank_vecs = bank.vectors[rows[:, 0]]
     bank_texts = [bank.texts[r] for r in rows[:, 0]]
     generated = []
-    for start in range(0, len(outputs), 64):
+    for start in range(0, len(outputs), 64):  # the default decoding mode, as the pipeline would answer
         generated += [g.text for g in base.decode(outputs[start : start + 64])]
         if progress:
             progress("Q→A generative", min(64, len(outputs) - start))

@@ -43,6 +43,9 @@ class HybridDecoder:
         ]
 
 
+BANK_ONLY = -1.0
+
+
 @dataclass(frozen=True)
 class ThresholdChoice:
     threshold: float
@@ -56,11 +59,12 @@ def choose_threshold(
     bank_scores: np.ndarray, bank_e2e: np.ndarray, bank_echo: np.ndarray, gen_e2e: np.ndarray, gen_echo: np.ndarray, grid: np.ndarray
 ) -> ThresholdChoice:
     """Per-question figures of both paths -> the threshold with the best mean e2e_cos whose echo rate
-    stays at or below the bank's alone (threshold -inf = bank only is always allowed)."""
+    stays at or below the bank's alone. Threshold -1 (no inner product of unit vectors is below it)
+    means the bank answers everything, and is always allowed."""
     limit = float(bank_echo.mean())
     table = []
     best: ThresholdChoice | None = None
-    for t in [-np.inf, *grid]:
+    for t in [BANK_ONLY, *grid]:
         generative = bank_scores < t
         e2e = float(np.where(generative, gen_e2e, bank_e2e).mean())
         echo = float(np.where(generative, gen_echo, bank_echo).mean())

@@ -16,7 +16,7 @@ import torch
 class RealWords:
     """The trie of multi-piece real words plus the per-token classes the constraint needs."""
 
-    def __init__(self, tokenizer, texts: Iterable[str] = (), words: Iterable[Sequence[int]] = ()) -> None:  # noqa: ANN001
+    def __init__(self, tokenizer, texts: Iterable[str] = (), words: Iterable[Sequence[int]] = (), seen: Iterable[int] = ()) -> None:  # noqa: ANN001
         """From training texts (tokenised here) and/or already tokenised multi-piece words."""
         vocab = tokenizer.get_vocab()
         size = len(tokenizer)
@@ -37,18 +37,22 @@ class RealWords:
         self.children: dict[tuple[int, ...], set[int]] = {}
         self.words: set[tuple[int, ...]] = set()
         texts = list(texts)
-        found = self.split_words(self.token_ids(tokenizer, texts)) if texts else ()
-        for word in [*found, *(tuple(w) for w in words)]:
+        sequences = self.token_ids(tokenizer, texts) if texts else []
+        self.seen: set[int] = {token for seq in sequences for token in seq} | set(seen)  # pieces the training text uses
+        for word in [*self.split_words(sequences), *(tuple(w) for w in words)]:
             if len(word) > 1:
                 self.words.add(word)
                 for cut in range(1, len(word)):
                     self.children.setdefault(word[:cut], set()).add(word[cut])
         self.child_masks: dict[tuple[int, ...], torch.Tensor] = {}
 
+    def to_json(self) -> dict[str, list]:
+        return {"words": sorted(map(list, self.words)), "seen": sorted(self.seen)}
+
     @classmethod
-    def from_words(cls, tokenizer, words: Iterable[Sequence[int]]) -> RealWords:  # noqa: ANN001
-        """Rebuilds the trie from the word list a bundle stores."""
-        return cls(tokenizer, words=words)
+    def from_json(cls, tokenizer, data: dict[str, list]) -> RealWords:  # noqa: ANN001
+        """Rebuilds the trie and the seen pieces from what a bundle stores."""
+        return cls(tokenizer, words=data["words"], seen=data.get("seen", ()))
 
     @staticmethod
     def token_ids(tokenizer, texts: list[str], chunk: int = 2048) -> list[list[int]]:  # noqa: ANN001

@@ -32,6 +32,7 @@ def words(tokenizer) -> RealWords:
 
 def tiny(tokenizer, seed: int = 0, **options) -> GenerativeDecoder:
     torch.manual_seed(seed)
+    options = {"beam": 1, "rerank": False, **options}  # greedy unless a test asks otherwise
     config = GenerativeConfig.scratch(dim=32, layers=2, heads=2, ffn=64, prefix=2, vector_dim=8, max_tokens=12, dropout=0.0, **options)
     return GenerativeDecoder(build_net(config, len(tokenizer), None), tokenizer, RealWords(tokenizer, TEXTS))
 
@@ -72,6 +73,7 @@ def test_constrained_decoding_emits_only_real_words(tokenizer) -> None:
 
 def test_generation_feeds_its_own_tokens_back(tokenizer) -> None:
     decoder = tiny(tokenizer, constrain=False, no_repeat_ngram=0)
+    decoder.net.restrict_output(None)  # compare with teacher forcing over the whole vocabulary
     v = torch.as_tensor(vectors(1))
     generated = decoder.decode(vectors(1))[0].ids
     assert len(generated) >= 2
@@ -156,4 +158,17 @@ def test_the_hybrid_threshold_maximises_e2e_without_raising_the_echo_rate() -> N
     assert choice.threshold == 0.5 and choice.e2e_cos == pytest.approx(0.575) and choice.echo_rate == pytest.approx(0.25)
     assert choice.generative_share == 0.5 and len(choice.table) == 5
     strict = choose_threshold(bank_scores, bank_e2e, bank_echo, gen_e2e, np.ones(4, bool), np.array([0.35]))
-    assert strict.threshold == -np.inf  # every routing raises the echo rate: bank only
+    assert strict.threshold == -1.0  # every routing raises the echo rate: bank only
+
+
+def test_generation_scores_only_the_pieces_the_training_text_uses(tokenizer) -> None:
+    decoder = tiny(tokenizer)
+    seen = sorted(decoder.words.seen | {tokenizer.sep_token_id})
+    hidden = torch.randn(2, decoder.config.dim)
+    restricted = decoder.net.logits(hidden, restricted=True)
+    full = decoder.net.logits(hidden)
+    torch.testing.assert_close(restricted[:, seen], full[:, seen])
+    unseen = torch.ones(len(tokenizer), dtype=torch.bool)
+    unseen[seen] = False
+    assert torch.isinf(restricted[:, unseen]).all()
+    assert all(set(g.ids) <= set(seen) for g in decoder.decode(vectors(6)))
