@@ -213,9 +213,10 @@ def ask(
         raise fail(exc) from exc
     console.print(f"[bold]answer:[/bold] {result.answer}")
     console.print(f"score {result.score:.4f}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
-    shown = result.candidates[1:] if result.path == "bank" else result.candidates
+    shown = result.candidates[1:] if result.path == "bank" else [c for c in result.candidates if c[0] != result.answer]
+    label = {"bank": "also", "generative": "beam candidate"}.get(result.path, "nearest")
     for text, score in shown:
-        console.print(f"  {'also' if result.path == 'bank' else 'nearest'} {score:.4f}: {text}", style="dim")
+        console.print(f"  {label} {score:.4f}: {text}", style="dim")
     for name, value in result.metrics.items():
         console.print(f"  {name} {value:.4f}", style="dim")
 

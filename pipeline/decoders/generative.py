@@ -422,7 +422,7 @@ def load_generative(bundle_dir: Path, encoder, **options: object) -> tuple[Gener
     net, record = load_decoder_net(bundle_dir, len(encoder.tokenizer), encoder.model_dir)
     try:
         words = RealWords.from_json(encoder.tokenizer, json.loads((Path(bundle_dir) / WORDS_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"cannot read {Path(bundle_dir) / WORDS_FILE}: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"cannot read {Path(bundle_dir) / WORDS_FILE}: {exc!r}") from exc
     decoder = GenerativeDecoder(net, encoder.tokenizer, words, embed=lambda texts: encoder.encode(texts).vectors)
     return (decoder.with_options(**options) if options else decoder), record

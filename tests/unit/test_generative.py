@@ -172,3 +172,12 @@ def test_generation_scores_only_the_pieces_the_training_text_uses(tokenizer) -> 
     unseen[seen] = False
     assert torch.isinf(restricted[:, unseen]).all()
     assert all(set(g.ids) <= set(seen) for g in decoder.decode(vectors(6)))
+
+
+def test_the_vocabulary_mapping_round_trips(tokenizer) -> None:
+    decoder = tiny(tokenizer)
+    for text in TEXTS:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        spelled = decoder.text_of(ids)
+        assert spelled == text  # lower-case training text is spelled back exactly
+        assert tokenizer(spelled, add_special_tokens=False)["input_ids"] == ids
