@@ -105,6 +105,12 @@ def submit_command(
         console.print(f"batch [bold]{result.batch_id}[/bold]: {result.sent} jobs queued, {len(intake.rejected)} lines skipped")
     else:
         console.print(f"batch [bold]{result.batch_id}[/bold] already exists for key {key!r}: nothing submitted")
+        existing = batch_summary(sessions, result.batch_id)
+        if existing is not None and (existing.total != len(intake.jobs) or existing.source != str(file)):
+            errors.print(
+                f"[yellow]warning:[/yellow] key {key!r} belongs to a batch of {existing.total} jobs from {existing.source}; "
+                f"this submission has {len(intake.jobs)} from {file}. Use a new key to submit it."
+            )
     if wait:
         summary = watch(sessions, result.batch_id)
         console.print(summary_table(summary))
@@ -115,12 +121,12 @@ def watch(sessions, batch_id: str, poll: float = 0.5) -> BatchSummary:  # noqa: 
     summary = batch_summary(sessions, batch_id)
     assert summary is not None
     with progress_bar(console) as bar:
-        task = bar.add_task(f"batch {batch_id[:8]}", total=summary.total, completed=summary.done + summary.failed)
+        task = bar.add_task(f"batch {batch_id}", total=summary.total, completed=summary.done + summary.failed)
         while not summary.finished:
             time.sleep(poll)
             summary = batch_summary(sessions, batch_id)
             assert summary is not None
-            bar.update(task, completed=summary.done + summary.failed, description=f"batch {batch_id[:8]} ({summary.failed} failed)")
+            bar.update(task, completed=summary.done + summary.failed, description=f"batch {batch_id} ({summary.failed} failed)")
     return summary
 
 

@@ -33,7 +33,8 @@ class RateColumn(ProgressColumn):
     """Items per second over rich's recent-speed window."""
 
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.1f}/s" if task.speed else "-/s", style="progress.data.speed")
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f}/s" if speed else "-/s", style="progress.data.speed")
 
 
 def progress_bar(console: Console, transient: bool = False) -> Progress:

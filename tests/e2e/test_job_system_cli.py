@@ -72,6 +72,11 @@ def test_resubmitting_a_file_with_its_key_queues_nothing(system, tmp_path) -> No
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     batch_id = first.stdout.split("batch ")[1].split(":")[0].strip()
     assert f"batch {batch_id} already exists for key 'file-q-v1': nothing submitted" in second.stdout.replace("\n", " ")
+    assert "warning" not in second.stderr
+    other = tmp_path / "other.csv"
+    other.write_text("question\nWhat is the capital of kenya?\n", encoding="utf-8")
+    third = cubeqa("submit", str(other), "--key", "file-q-v1", env=system["env"])
+    assert third.returncode == 0 and "belongs to a batch of 2 jobs" in " ".join(third.stderr.split())
 
 
 def test_commands_on_an_unmigrated_database_say_what_to_run(system, tmp_path) -> None:
