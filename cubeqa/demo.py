@@ -105,15 +105,20 @@ def stage_workers(env: dict[str, str], logdir: Path) -> Iterator[list[subprocess
             log.close()
         yield processes
     finally:
-        for process in processes:
-            with_group(process, signal.SIGTERM)
-        for process in processes:
-            stop_process(process, grace=20)
+        stop_all(processes, grace=20)
 
 
-def wait_for_workers(app, processes: list[subprocess.Popen], logdir: Path) -> None:  # noqa: ANN001 - Celery app
-    """Until every stage's worker answers a broadcast ping (it is consuming)."""
-    deadline = time.monotonic() + READY_TIMEOUT
+def stop_all(processes: list[subprocess.Popen], grace: float) -> None:
+    """Warm shutdown for all at once (SIGTERM to every group first), then each is reaped or killed."""
+    for process in processes:
+        with_group(process, signal.SIGTERM)
+    for process in processes:
+        stop_process(process, grace)
+
+
+def wait_for_workers(app, processes: list[subprocess.Popen], logdir: Path, timeout: float = READY_TIMEOUT) -> None:  # noqa: ANN001
+    """Until every stage's worker (started by `stage_workers`) answers a broadcast ping."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for stage, process in zip(STAGES, processes):
             if process.poll() is not None:
@@ -123,7 +128,7 @@ def wait_for_workers(app, processes: list[subprocess.Popen], logdir: Path) -> No
         names = {name.split("-", 1)[0] for reply in replies for name in reply}
         if set(STAGES) <= names:
             return
-    raise DemoError(f"workers not ready after {READY_TIMEOUT:.0f} s; logs in {logdir}")
+    raise DemoError(f"workers not ready after {timeout:.0f} s; logs in {logdir}")
 
 
 def sample_file(data: Path, count: int, workdir: Path) -> Path:

@@ -228,9 +228,10 @@ def evaluate_decoders(
     grid = np.quantile(scores[:, 0], np.linspace(0.05, 0.95, 19))
     choice = choose_threshold(scores[:, 0], bank_e2e, np.sum(bank_vecs * val.q, axis=1) > bank_e2e, gen_e2e, np.sum(gen_vecs * val.q, axis=1) > gen_e2e, grid)
     routed = scores[:, 0] < choice.threshold
-    hybrid_texts = [g if r else b for g, b, r in zip(generated, [normalise(t, base) for t in bank_texts], routed)]
+    bank_spelled = [normalise(t, base) for t in bank_texts]
+    hybrid_texts = [g if r else b for g, b, r in zip(generated, bank_spelled, routed)]
     qa = [
-        figures("bank", [normalise(t, base) for t in bank_texts], bank_vecs, 0.0),
+        figures("bank", bank_spelled, bank_vecs, 0.0),
         figures("generative", generated, gen_vecs, 1.0),
         figures("hybrid", hybrid_texts, np.where(routed[:, None], gen_vecs, bank_vecs), float(routed.mean())),
     ]

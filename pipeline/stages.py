@@ -123,16 +123,13 @@ class DecodeStage:
             return self.from_generated(generated, vectors, [float(s) for s in self.decoder.search(vectors, 1)[0][:, 0]])
         assert self.hybrid is not None
         answers = self.hybrid.decode(vectors)
-        out: list[Answer | None] = [None] * len(answers)
         routed = [i for i, a in enumerate(answers) if a.generated is not None]
-        for i, a in enumerate(answers):
-            if a.generated is None:
-                out[i] = self.from_bank(a.bank, routed=True)
-        if routed:
-            made = self.from_generated([answers[i].generated for i in routed], vectors[routed], [answers[i].bank.score for i in routed])  # type: ignore[misc]
-            for i, answer in zip(routed, made):
-                out[i] = answer
-        return [a for a in out if a is not None]
+        made = (
+            dict(zip(routed, self.from_generated([answers[i].generated for i in routed], vectors[routed], [answers[i].bank.score for i in routed])))  # type: ignore[misc]
+            if routed
+            else {}
+        )
+        return [made[i] if i in made else self.from_bank(a.bank, routed=True) for i, a in enumerate(answers)]
 
     def from_bank(self, answer: BankAnswer, routed: bool = False) -> Answer:
         """`routed`: the hybrid's threshold chose the bank, which then answers even below its own min_score."""

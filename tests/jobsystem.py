@@ -4,7 +4,6 @@ and dropped per session, SQLite files, and `cubeqa worker` subprocesses."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -63,46 +62,20 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 def stop(processes: list[subprocess.Popen], grace: float = 30) -> None:
     """SIGTERM (warm shutdown) to each process group, SIGKILL after `grace` seconds."""
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for process in processes:
-        try:
-            process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    from cubeqa.demo import stop_all
 
-
-def wait_for_workers(app, stages: tuple[str, ...], processes: list[subprocess.Popen], logs: list[Path], timeout: float = 120) -> None:  # noqa: ANN001
-    """Until a worker of each stage answers a broadcast ping; fails with the log of a worker that died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for process, log in zip(processes, logs):
-            if process.poll() is not None:
-                raise RuntimeError(f"worker exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        replies = app.control.ping(timeout=1.0) or []
-        names = {name.split("-", 1)[0] for reply in replies for name in reply}
-        if set(stages) <= names:
-            return
-    raise TimeoutError(f"workers {stages} not ready after {timeout} s")
+    stop_all(processes, grace)
 
 
 @contextmanager
-def stage_workers(broker_url: str, database_url: str, logdir: Path, stages: tuple[str, ...] = STAGES) -> Iterator[list[subprocess.Popen]]:
-    """One real `cubeqa worker` process per stage, ready to consume; stopped on exit."""
-    from cubeqa.settings import Settings  # noqa: F401 - imported so a broken settings module fails here, clearly
+def stage_workers(broker_url: str, database_url: str, logdir: Path) -> Iterator[list[subprocess.Popen]]:
+    """One real `cubeqa worker` process per stage, ready to consume; stopped on exit (the demo's own runner)."""
+    from cubeqa import demo
     from tasks.app import configure
 
-    env = service_env(broker_url, database_url)
-    logs = [logdir / f"worker-{stage}.log" for stage in stages]
-    processes = [start(["worker", "--stage", stage], env, log) for stage, log in zip(stages, logs)]
-    try:
-        wait_for_workers(configure(broker_url), stages, processes, logs)
+    with demo.stage_workers(service_env(broker_url, database_url), logdir) as processes:
+        demo.wait_for_workers(configure(broker_url), processes, logdir, timeout=120)
         yield processes
-    finally:
-        stop(processes)
 
 
 def wait_for_batch(sessions, batch_id: str, timeout: float = 180):  # noqa: ANN001, ANN201

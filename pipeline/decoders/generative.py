@@ -282,7 +282,7 @@ class GenerativeDecoder:
 
     def allowed(self, history: list[int]) -> torch.Tensor:
         """Boolean mask of the tokens that may come next after `history` (constraint, repetition guard, specials)."""
-        mask = ~self.banned.clone()
+        mask = ~self.banned  # a new tensor
         if not history:
             mask[self.sep_id] = False  # never an empty answer
         if self.config.constrain and self.words is not None:
