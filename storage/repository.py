@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -220,14 +220,28 @@ def ensure_model_version(session: Session, version: str) -> None:
     session.execute(insert(ModelVersion).values(id=version, first_seen_at=now()).on_conflict_do_nothing())
 
 
-def stale_jobs(sessions: sessionmaker[Session], older_than: timedelta, limit: int = 10_000) -> list[tuple[QueuedJob, int]]:
-    """Unfinished jobs last sent (or created) longer ago than `older_than`, with their attempt counts."""
+def stale_jobs(
+    sessions: sessionmaker[Session], older_than: timedelta, *, queues_idle: bool, limit: int = 10_000
+) -> list[tuple[QueuedJob, int]]:
+    """Unfinished jobs that look lost, with their attempt counts.
+
+    A job looks lost when nothing happened to it for `older_than` (last sent, or picked up by the encode
+    stage) and its message cannot still be waiting: it was never sent, or the stage queues are idle, or it
+    was overtaken (the queues are FIFO, so a job sent after it that finished `older_than` ago means its
+    message is gone). A long but healthy backlog is therefore not re-sent.
+    """
     cutoff = now() - older_than
-    last_sent = func.coalesce(Job.dispatched_at, Job.created_at)
+    sent = func.coalesce(Job.dispatched_at, Job.created_at)
+    seen = case((Job.started_at > sent, Job.started_at), else_=sent)
     with sessions() as session:
+        conditions = [Job.status.in_((QUEUED, RUNNING)), seen < cutoff]
+        if not queues_idle:
+            frontier = session.scalar(select(func.max(Job.dispatched_at)).where(Job.finished_at < cutoff))
+            never_sent = Job.dispatched_at.is_(None)
+            conditions.append(never_sent if frontier is None else or_(never_sent, Job.dispatched_at < frontier))
         rows = session.execute(
             select(Job.id, Job.batch_id, Job.question, Job.reference, Job.attempts)
-            .where(Job.status.in_((QUEUED, RUNNING)), last_sent < cutoff)
+            .where(*conditions)
             .order_by(Job.batch_id, Job.position)
             .limit(limit)
         ).all()

@@ -10,7 +10,7 @@ from typing import Any
 
 import kombu.exceptions
 import redis.exceptions
-from celery import chain
+from celery import Celery, chain
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.repository import (
@@ -25,6 +25,7 @@ from storage.repository import (
     unfinished_jobs,
 )
 from tasks import stages
+from tasks.app import STAGES
 
 BROKER_DOWN = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, ConnectionError)
 
@@ -114,12 +115,25 @@ class ReconcileReport:
     failed: int  # given up after max_attempts deliveries
 
 
+def waiting_messages(app: Celery) -> int:
+    """Messages waiting in the stage queues (not counting those a worker holds)."""
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        total = 0
+        for stage in STAGES:
+            try:
+                total += channel.queue_declare(queue=stage, passive=True).message_count
+            except kombu.exceptions.ChannelError:  # Redis drops an empty list: the queue does not exist while nothing waits
+                pass
+        return total
+
+
 def reconcile(sessions: sessionmaker[Session], *, after: timedelta, max_attempts: int, micro_batch: int) -> ReconcileReport:
-    """One pass: re-sends jobs unfinished for longer than `after`; fails those delivered max_attempts times.
+    """One pass: re-sends jobs that look lost (see `stale_jobs`); fails those delivered max_attempts times.
 
     Re-sending is safe because result writes are idempotent: whichever copy finishes first wins.
     """
-    stale = stale_jobs(sessions, after)
+    stale = stale_jobs(sessions, after, queues_idle=waiting_messages(stages.encode.app) == 0)
     give_up = [job for job, attempts in stale if attempts >= max_attempts]
     retry = [job for job, attempts in stale if attempts < max_attempts]
     failed = 0

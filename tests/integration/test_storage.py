@@ -67,15 +67,49 @@ def test_an_idempotency_key_names_one_batch(sessions) -> None:
     assert batch_summary(sessions, first).total == 1
 
 
-def test_stale_jobs_are_the_unfinished_ones(sessions) -> None:
+def backdate(sessions, job_id: str, **ages_s: float) -> None:  # noqa: ANN001
+    """Sets a job's timestamps (created_at=..., dispatched_at=..., started_at=..., finished_at=...) to that many seconds ago."""
+    from datetime import UTC, datetime, timedelta
+
+    from storage.models import Job
+
+    with sessions.begin() as session:
+        session.query(Job).filter(Job.id == job_id).update({name: datetime.now(UTC) - timedelta(seconds=age) for name, age in ages_s.items()})
+
+
+def stale_ids(sessions, batch_id: str, *, queues_idle: bool) -> list[str]:  # noqa: ANN001
     from datetime import timedelta
 
+    return [job.id for job, _ in stale_jobs(sessions, timedelta(seconds=60), queues_idle=queues_idle) if job.batch_id == batch_id]
+
+
+def test_stale_jobs_are_unfinished_jobs_untouched_past_the_deadline(sessions) -> None:
+    batch_id, _ = create_batch(sessions, [NewJob("q1"), NewJob("q2"), NewJob("q3")])
+    finished, old, recent = (job.id for job in unfinished_jobs(sessions, batch_id))
+    record_outcomes(sessions, [done(finished, 0.5)], None)
+    backdate(sessions, finished, dispatched_at=600)
+    backdate(sessions, old, dispatched_at=600)
+    backdate(sessions, recent, dispatched_at=600, started_at=5)  # sent long ago, picked up just now
+    assert stale_ids(sessions, batch_id, queues_idle=True) == [old]
+
+
+def test_a_healthy_backlog_is_not_resent_while_the_queues_hold_messages(sessions) -> None:
     batch_id, _ = create_batch(sessions, [NewJob("q1"), NewJob("q2")])
-    jobs = unfinished_jobs(sessions, batch_id)
-    record_outcomes(sessions, [done(jobs[0].id, 0.5)], None)
-    stale = stale_jobs(sessions, timedelta(0))
-    assert [job.id for job, _ in stale if job.batch_id == batch_id] == [jobs[1].id]
-    assert stale_jobs(sessions, timedelta(hours=1)) == []
+    first, second = (job.id for job in unfinished_jobs(sessions, batch_id))
+    backdate(sessions, first, dispatched_at=600)
+    backdate(sessions, second, dispatched_at=599)
+    assert stale_ids(sessions, batch_id, queues_idle=False) == []  # still waiting their turn in a long queue
+    assert stale_ids(sessions, batch_id, queues_idle=True) == [first, second]  # nothing waits: their messages are gone
+
+
+def test_an_overtaken_job_is_resent_even_while_the_queues_are_busy(sessions) -> None:
+    batch_id, _ = create_batch(sessions, [NewJob("q1"), NewJob("q2"), NewJob("q3")])
+    lost, later, never_sent = (job.id for job in unfinished_jobs(sessions, batch_id))
+    backdate(sessions, lost, dispatched_at=600)
+    record_outcomes(sessions, [done(later, 0.5)], None)
+    backdate(sessions, later, dispatched_at=500, finished_at=400)  # sent after `lost`, finished long ago
+    backdate(sessions, never_sent, created_at=600)  # stored, never sent (the broker was down)
+    assert sorted(stale_ids(sessions, batch_id, queues_idle=False)) == sorted([lost, never_sent])
 
 
 def test_an_unmigrated_database_is_refused_with_the_command_to_run(tmp_path) -> None:
