@@ -1,0 +1,79 @@
+"""Each bench script runs on a tiny input and writes the JSON it promises (shape and counts, never timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from jobsystem import POSTGRES, redis_database
+
+pytestmark = [pytest.mark.slow, pytest.mark.services]
+
+TINY = ["--questions", "12", "--runs", "1", "--micro-batch", "4"]
+
+
+def run(script: str, tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / f"{script}.json"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("CUBEQA_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{script}.py"), *args, "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["machine"]["cores"] >= 1 and figures["runs"] == 1
+    return figures
+
+
+def positive(spread: dict) -> bool:
+    return spread["min"] > 0 and spread["min"] <= spread["median"] <= spread["max"] and len(spread["runs"]) == 1
+
+
+def test_limit(tmp_path: Path) -> None:
+    figures = run("limit", tmp_path, "--questions", "12", "--runs", "1", "--batch-sizes", "4,8")
+    assert figures["questions"] == 12 and figures["best_batch_size"] in (4, 8)
+    assert set(figures["by_batch_size"]) == {"4", "8"} and set(figures["stages_qps"]) == {"encode", "cube", "decode"}
+    assert positive(figures["limit_qps"]) and positive(figures["encoder_qps"])
+
+
+def test_distributed_on_both_stores(tmp_path: Path) -> None:
+    figures = run("distributed", tmp_path, *TINY, "--limit-batch-sizes", "8", "--broker", redis_database(), "--postgres", POSTGRES)
+    assert set(figures["backends"]) == {"sqlite", "postgresql"}
+    for row in figures["backends"].values():
+        assert (row["submitted"], row["done"], row["failed"], row["micro_batch"]) == (12, [12], [0], 4)
+        assert positive(row["distributed_qps"]) and positive(row["limit_qps"]) and positive(row["ratio"])
+        assert {"encode", "cube", "decode", "wait_encode", "wait_cube", "wait_decode"} <= set(row["stage_ms_per_question"])
+
+
+def test_latency(tmp_path: Path) -> None:
+    figures = run("latency", tmp_path, *TINY, "--backends", "sqlite", "--broker", redis_database())
+    row = figures["backends"]["sqlite"]
+    assert row["jobs"] == 12
+    for part in ("end_to_end", "submit", "queue_wait", "compute", "sql_write", "encode", "cube", "decode"):
+        assert set(row["ms"][part]) == {"p50", "p95", "p99", "mean"} and row["ms"][part]["p50"] >= 0
+    assert row["ms"]["end_to_end"]["p50"] >= row["ms"]["compute"]["p50"] > 0
+    assert set(figures["serialization_ms"]["1_job"]) == {"to_encode", "to_cube", "to_decode", "total"}
+
+
+def test_memory(tmp_path: Path) -> None:
+    figures = run("memory", tmp_path, *TINY, "--broker", redis_database())
+    row = figures["backends"]["sqlite"]
+    assert row["done"] == [12]
+    for stage in ("encode", "cube", "decode"):
+        worker = row["workers"][stage]
+        assert worker["peak_mb"]["median"] >= worker["child_peak_mb"]["median"] > 50
+    assert row["workers"]["all"]["peak_mb"]["median"] == pytest.approx(sum(row["workers"][s]["peak_mb"]["median"] for s in ("encode", "cube", "decode")))
+
+
+def test_scaling(tmp_path: Path) -> None:
+    figures = run("scaling", tmp_path, *TINY, "--stage", "encode", "--broker", redis_database())
+    row = figures["backends"]["sqlite"]
+    assert row["bottleneck"] == "encode"
+    assert set(row["configs"]) == {"base", "2 encode workers", "2 producers"}
+    for config in row["configs"].values():
+        assert config["submitted"] == 12 and config["done"] == [12] and positive(config["qps"]) and config["vs_base"] > 0
