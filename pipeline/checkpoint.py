@@ -7,11 +7,14 @@
       bank.jsonl         phrase-bank sentences, one JSON string per line
       bank.safetensors   optional: their embeddings by the manifest's encoder, so loading skips re-encoding
 
-No pickle anywhere: a bundle holding a pickle-format file is refused.
+No pickle anywhere: a bundle holding a pickle-format file (by its suffix or its first bytes) is refused,
+and weights are read only by safetensors, which cannot run code. When the manifest records a `bundle_id`
+(a hash of the cube's weights), loading checks the weights against it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -35,6 +38,8 @@ CUBE_WEIGHTS = "cube.safetensors"
 BANK = "bank.jsonl"
 BANK_VECTORS = "bank.safetensors"
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib"}
+PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # a pickle's first two bytes
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format: a zip holding a pickle
 REQUIRED_FIELDS = ("format_version", "cube_config", "encoder", "bank")
 
 
@@ -68,6 +73,21 @@ class Bundle:
     cube: Cube
     bank_texts: list[str]
     bank_vectors: np.ndarray | None  # (K, D) float32, embedded by the manifest's encoder
+
+
+def weights_id(cube: Cube) -> str:
+    """A short hash of the cube's weights (the manifest's `bundle_id`)."""
+    return hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in cube.state_dict().values())).hexdigest()[:12]
+
+
+def looks_pickled(path: Path) -> bool:
+    """Whether a file starts like a pickle or a torch.save zip (a safetensors file starts with its
+    8-byte header length, then '{')."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if head[8:9] == b"{":
+        return False
+    return head.startswith(ZIP_MAGIC) or head[:2] in PICKLE_PROTOCOLS
 
 
 def code_version() -> str:
@@ -121,16 +141,17 @@ def read_manifest(path: Path) -> Manifest:
     if missing:
         raise BundleError(f"{manifest_path} lacks the field(s): {', '.join(missing)}")
     if data["format_version"] != FORMAT_VERSION:
-        raise IncompatibleBundle(f"{path} has bundle format {data['format_version']}; this code reads format {FORMAT_VERSION}")
-    try:
-        cube_config = CubeConfig.from_dict(data.pop("cube_config"))
-        encoder = EncoderIdentity.from_dict(data.pop("encoder"))
-        bank_size = int(data.pop("bank")["size"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{manifest_path} has a malformed field: {exc!r}") from exc
+        raise IncompatibleBundle(f"{path} has bundle format {data['format_version']!r}; this code reads format {FORMAT_VERSION}")
+    parsers = {"cube_config": CubeConfig.from_dict, "encoder": EncoderIdentity.from_dict, "bank": lambda bank: int(bank["size"])}
+    parsed = {}
+    for name, parse in parsers.items():
+        try:
+            parsed[name] = parse(data.pop(name))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{manifest_path} has a malformed field {name!r}: {exc!r}") from exc
     data.pop("format_version")
     data.pop("code_version", None)
-    return Manifest(cube_config=cube_config, encoder=encoder, bank_size=bank_size, extra=data)
+    return Manifest(cube_config=parsed["cube_config"], encoder=parsed["encoder"], bank_size=parsed["bank"], extra=data)
 
 
 def check_encoder(manifest: Manifest, running: EncoderIdentity, path: Path) -> None:
@@ -149,13 +170,16 @@ def load_bundle(path: Path, encoder: EncoderIdentity | None = None) -> Bundle:
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"bundle directory {path} does not exist")
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    pickles = sorted(p.name for p in path.iterdir() if p.is_file() and (p.suffix.lower() in PICKLE_SUFFIXES or looks_pickled(p)))
     if pickles:
         raise BundleError(f"bundle {path} holds pickle-format file(s) {pickles}; only safetensors weights are loaded")
     manifest = read_manifest(path)
     if encoder is not None:
         check_encoder(manifest, encoder, path)
-    cube = Cube(manifest.cube_config)
+    try:
+        cube = Cube(manifest.cube_config)
+    except (RuntimeError, MemoryError) as exc:
+        raise IncompatibleBundle(f"{path / MANIFEST}: its cube_config {manifest.cube_config.to_dict()} cannot be built: {exc}") from exc
     try:
         state = load_file(str(path / CUBE_WEIGHTS))
     except (FileNotFoundError, SafetensorError, OSError) as exc:
@@ -164,6 +188,12 @@ def load_bundle(path: Path, encoder: EncoderIdentity | None = None) -> Bundle:
         cube.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise IncompatibleBundle(f"weights in {path / CUBE_WEIGHTS} do not fit its cube_config: {exc}") from exc
+    recorded = manifest.extra.get("bundle_id")
+    if recorded is not None and weights_id(cube) != recorded:
+        raise BundleError(
+            f"weights in {path / CUBE_WEIGHTS} hash to {weights_id(cube)}, not to the manifest's bundle_id {recorded}: "
+            "the file is corrupted or comes from another bundle"
+        )
     cube.eval()
     texts = read_bank(path, manifest.bank_size)
     return Bundle(path=path, manifest=manifest, cube=cube, bank_texts=texts, bank_vectors=read_bank_vectors(path, len(texts), manifest.encoder.dim))

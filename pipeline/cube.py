@@ -44,6 +44,10 @@ class CubeConfig:
     reinject: bool = True  # add the input face at every step, not only the first
 
     def __post_init__(self) -> None:
+        whole = {"dim": self.dim, "channels": self.channels, "hidden": self.hidden, "steps": self.steps}
+        for name, value in whole.items():  # a manifest's JSON may hold anything
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
         if len(self.size) != 3 or min(self.size) < 1:
             raise ValueError(f"size must be three positive ints, got {self.size}")
@@ -53,8 +57,6 @@ class CubeConfig:
             raise ValueError(f"injection must be 'exact' or 'projection', got {self.injection!r}")
         if self.injection == "exact":
             face_channels(self.dim, self.size[0], self.size[1])
-        if self.steps < 1 or self.channels < 1 or self.hidden < 1:
-            raise ValueError("steps, channels and hidden must be positive")
         if self.steps < self.size[2] - 1:
             raise ValueError(f"{self.steps} steps cannot carry the input face (z = 0) to the output face (z = {self.size[2] - 1})")
 

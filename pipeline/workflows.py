@@ -5,7 +5,6 @@ Long steps report through callbacks (embedding progress, finished epochs); nothi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.checkpoint import load_bundle, save_bundle
+from pipeline.checkpoint import load_bundle, save_bundle, weights_id
 from pipeline.cube import Cube, CubeConfig
 from pipeline.encoder import TeacherEncoder
 from pipeline.errors import InputError
@@ -115,7 +114,6 @@ def train_bundle(
         if extra:
             vectors = embed_cached(extra, embedder(encoder, Path(path).name, on_embed), cache_dir, f"enc-{encoder.identity.weights_hash}")
             bank_texts, bank_vectors = bank_texts + extra, np.concatenate([bank_vectors, vectors])
-    weights_id = hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in cube.state_dict().values())).hexdigest()[:12]
     save_bundle(
         out_dir,
         cube,
@@ -123,7 +121,7 @@ def train_bundle(
         encoder.identity,
         bank_vectors=bank_vectors,
         extra={
-            "bundle_id": weights_id,
+            "bundle_id": weights_id(cube),
             "train_config": train_config.to_dict(),
             "data": {"train": data_record(train_path, train), "validation": data_record(val_path, val)},
             "bank_sources": [Path(train_path).name, *(Path(p).name for p in extra_bank)],
