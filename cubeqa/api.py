@@ -9,15 +9,19 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import text
 
+from cubeqa.intake import check_characters, check_key
 from cubeqa.metrics import StoreCollector
 from cubeqa.settings import Settings
 from cubeqa.wiring import celery_app, open_store, redis_client
+from storage.models import KEY_LENGTH, is_id
 from storage.repository import NewJob, batch_summary, iter_results, job_view
 from tasks.producer import BrokerUnavailable, submit
 
@@ -33,22 +37,26 @@ class QuestionIn(BaseModel):
     def not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("question is empty or whitespace only")
-        if "\x00" in value:
-            raise ValueError("question contains a NUL character")
+        check_characters(value, "question")
         return value
 
     @field_validator("reference")
     @classmethod
     def blank_reference_is_none(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("reference contains a NUL character")
+        if value is not None:
+            check_characters(value, "reference")
         return value if value and value.strip() else None
 
 
 class BatchIn(BaseModel):
     items: list[QuestionIn] = Field(min_length=1, description="the questions")
-    key: str | None = Field(None, max_length=200, description="idempotency key: resubmitting with it is a no-op")
+    key: str | None = Field(None, max_length=KEY_LENGTH, description="idempotency key: resubmitting with it is a no-op")
     micro_batch: int | None = Field(None, ge=1, le=1024, description="jobs per stage task")
+
+    @field_validator("key")
+    @classmethod
+    def storable_key(cls, value: str | None) -> str | None:
+        return None if value is None else check_key(value)
 
 
 class Accepted(BaseModel):
@@ -78,10 +86,19 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="cubeqa", version="1", description="Question answering jobs through encode → cube → decode workers.")
     guarded = [Depends(authorised)]
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """422 naming each invalid field, as FastAPI's own, but ASCII-escaped: the input it echoes may hold
+        lone surrogates, which UTF-8 cannot encode."""
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
+
     @app.middleware("http")
     async def limit_body(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette middleware signature
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_request_bytes):
+        if length is not None and not (length.isascii() and length.isdigit()):
+            return JSONResponse({"detail": f"invalid Content-Length header {length[:40]!r}"}, status_code=400)
+        if length is not None and int(length) > settings.max_request_bytes:
             return JSONResponse({"detail": f"request body larger than {settings.max_request_bytes} bytes"}, status_code=413)
         return await call_next(request)
 
@@ -123,7 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/jobs/{job_id}", dependencies=guarded)
     def get_job(job_id: str) -> dict[str, Any]:
         """One job: status, answer, decoder path, score, metrics, per-stage timings and hosts."""
-        view = job_view(sessions, job_id)
+        view = job_view(sessions, job_id) if is_id(job_id) else None
         if view is None:
             raise HTTPException(404, f"no job {job_id!r}")
         return view
@@ -131,7 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/batches/{batch_id}", dependencies=guarded)
     def get_batch(batch_id: str) -> dict[str, Any]:
         """Progress (counts by status) and quality aggregates of a batch."""
-        summary = batch_summary(sessions, batch_id)
+        summary = batch_summary(sessions, batch_id) if is_id(batch_id) else None
         if summary is None:
             raise HTTPException(404, f"no batch {batch_id!r}")
         return summary.to_dict()
@@ -139,7 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/batches/{batch_id}/results", dependencies=guarded, response_class=StreamingResponse)
     def get_results(batch_id: str) -> StreamingResponse:
         """Every job of the batch in input order, streamed as JSON lines."""
-        if batch_summary(sessions, batch_id) is None:
+        if not is_id(batch_id) or batch_summary(sessions, batch_id) is None:
             raise HTTPException(404, f"no batch {batch_id!r}")
 
         def lines() -> Iterator[bytes]:

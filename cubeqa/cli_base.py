@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local director
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 
 from cubeqa.settings import Settings
@@ -31,8 +32,9 @@ def main(ctx: typer.Context) -> None:
 
 
 def fail(exc: Exception) -> typer.Exit:
-    """A domain error as one line on stderr, exit status 1."""
-    errors.print(f"[red]error:[/red] {exc}")
+    """A domain error as one line on stderr, exit status 1 (its text is never read as console markup:
+    file names, keys and ids come from the user)."""
+    errors.print(f"[red]error:[/red] {escape(str(exc))}")
     return typer.Exit(1)
 
 

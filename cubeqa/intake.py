@@ -9,11 +9,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage.models import KEY_LENGTH
 from storage.repository import NewJob
+
+WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
 
 class IntakeError(Exception):
-    """The whole file is unusable (missing, unknown format, undecodable header)."""
+    """The whole file is unusable (missing, unknown format, wrong encoding, unreadable CSV, too many jobs)."""
 
 
 @dataclass
@@ -22,6 +25,27 @@ class Intake:
 
     jobs: list[NewJob] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+
+def check_characters(value: str, name: str) -> None:
+    """Raises ValueError when the text holds a NUL or is not valid Unicode (lone surrogates: PostgreSQL,
+    msgpack and the tokenizer refuse both)."""
+    if "\x00" in value:
+        raise ValueError(f"{name!r} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name!r} is not valid Unicode text ({exc.reason} at position {exc.start})") from exc
+
+
+def check_key(key: str) -> str:
+    """An idempotency key the store can hold, or raises ValueError saying why not."""
+    if not key.strip():
+        raise ValueError("the key is empty")
+    if len(key) > KEY_LENGTH:
+        raise ValueError(f"the key has {len(key)} characters; the limit is {KEY_LENGTH}")
+    check_characters(key, "key")
+    return key
 
 
 def check_text(value: object, name: str, max_chars: int, required: bool) -> str | None:
@@ -38,12 +62,7 @@ def check_text(value: object, name: str, max_chars: int, required: bool) -> str 
         return None
     if len(value) > max_chars:
         raise ValueError(f"{name!r} has {len(value)} characters; the limit is {max_chars}")
-    if "\x00" in value:
-        raise ValueError(f"{name!r} contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"{name!r} is not valid Unicode text") from exc
+    check_characters(value, name)
     return value
 
 
@@ -65,6 +84,13 @@ def read_bulk(path: Path, *, max_chars: int, max_items: int) -> Intake:
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
         raise IntakeError(f"{path}: unknown format {suffix or '(none)'}; use .jsonl or .csv")
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    for bom, encoding in WIDE_BOMS.items():
+        if start.startswith(bom):
+            raise IntakeError(f"{path}: the file is {encoding} (it starts with a {encoding} byte-order mark); save it as UTF-8")
+    if b"\x00" in start:
+        raise IntakeError(f"{path}: NUL bytes at the start of the file: UTF-16 or UTF-32 text? save it as UTF-8")
     intake = Intake()
     records = jsonl_records(path) if suffix == ".jsonl" else csv_records(path)
     for line, record, problem in records:
@@ -76,7 +102,10 @@ def read_bulk(path: Path, *, max_chars: int, max_items: int) -> Intake:
         if problem is not None:
             intake.rejected.append((line, problem))
         if len(intake.jobs) > max_items:
-            raise IntakeError(f"{path}: more than {max_items} jobs in one batch (CUBEQA_MAX_BATCH_ITEMS); split the file")
+            raise IntakeError(
+                f"{path}:{line}: more than {max_items} jobs by this line; a batch holds at most {max_items} "
+                "(CUBEQA_MAX_BATCH_ITEMS): split the file (nothing was submitted)"
+            )
     return intake
 
 
@@ -85,7 +114,7 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, object, str | None]]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte-order mark may open the file
             except UnicodeDecodeError as exc:
                 yield number, None, f"not UTF-8 ({exc.reason} at byte {exc.start})"
                 continue
@@ -95,6 +124,8 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, object, str | None]]:
                 yield number, json.loads(text), None
             except json.JSONDecodeError as exc:
                 yield number, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+            except RecursionError:
+                yield number, None, "invalid JSON (nested too deeply)"
 
 
 def csv_records(path: Path) -> Iterator[tuple[int, object, str | None]]:
@@ -105,13 +136,27 @@ def csv_records(path: Path) -> Iterator[tuple[int, object, str | None]]:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise IntakeError(f"{path}:{line}: not UTF-8 ({exc.reason}); save the CSV as UTF-8") from exc
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or "question" not in reader.fieldnames:
-        raise IntakeError(f"{path}:1: the CSV header must name a 'question' column (found {reader.fieldnames})")
-    for row in reader:
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    rows = iter(reader)
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        raise IntakeError(f"{path}:1: unreadable CSV header ({exc})") from exc
+    if not fieldnames or "question" not in fieldnames:
+        raise IntakeError(f"{path}:1: the CSV header must name a 'question' column (found {fieldnames})")
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the parser cannot find the next record reliably: the whole file is refused
+            raise IntakeError(
+                f"{path}:{start}: unreadable CSV record starting on this line ({exc}); check its quotes (nothing was submitted)"
+            ) from exc
         line = reader.line_num
         if None in row:
-            yield line, None, f"{len(row[None]) + len(reader.fieldnames)} fields; the header has {len(reader.fieldnames)}"
+            yield line, None, f"{len(row[None]) + len(fieldnames)} fields; the header has {len(fieldnames)}"
         elif all(not (v or "").strip() for v in row.values()):
             continue
         else:

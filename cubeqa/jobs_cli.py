@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
 from cubeqa.cli_base import app, console, errors, fail
-from cubeqa.intake import IntakeError, read_bulk
+from cubeqa.intake import IntakeError, check_key, read_bulk
 from cubeqa.render import progress_bar
 from cubeqa.settings import Settings
 from cubeqa.wiring import celery_app, open_store
 from storage.db import StorageError, upgrade
+from storage.models import SOURCE_LENGTH, is_id
 from storage.repository import BatchSummary, batch_summary, iter_results
 from tasks.producer import BrokerUnavailable, reconcile, submit
 
@@ -81,22 +83,24 @@ def submit_command(
     """Submit a bulk file: bad lines are reported with their line numbers; the good ones are queued."""
     settings: Settings = ctx.obj
     try:
+        key = None if key is None else check_key(key)
         intake = read_bulk(file, max_chars=settings.max_question_chars, max_items=settings.max_batch_items)
-    except IntakeError as exc:
+    except (ValueError, IntakeError) as exc:
         raise fail(exc) from exc
     for line, reason in intake.rejected[:MAX_SHOWN_REJECTS]:
-        errors.print(f"[yellow]skipped[/yellow] {file}:{line}: {reason}")
+        errors.print(f"[yellow]skipped[/yellow] {escape(f'{file}:{line}: {reason}')}")
     if len(intake.rejected) > MAX_SHOWN_REJECTS:
         errors.print(f"[yellow]skipped[/yellow] {len(intake.rejected) - MAX_SHOWN_REJECTS} more bad lines")
     if not intake.jobs:
         raise fail(ValueError(f"{file}: no valid questions to submit"))
+    source = str(file)[-SOURCE_LENGTH:]  # a label; the store keeps its last SOURCE_LENGTH characters
     try:
         sessions = open_store(settings)
         celery_app(settings)
         with progress_bar(console, transient=True) as bar:
             sending = bar.add_task("send", total=len(intake.jobs))
             result = submit(
-                sessions, intake.jobs, micro_batch=batch_size or settings.micro_batch, key=key, source=str(file),
+                sessions, intake.jobs, micro_batch=batch_size or settings.micro_batch, key=key, source=source,
                 on_sent=lambda n: bar.advance(sending, n),
             )
     except (StorageError, BrokerUnavailable) as exc:
@@ -104,12 +108,15 @@ def submit_command(
     if result.created:
         console.print(f"batch [bold]{result.batch_id}[/bold]: {result.sent} jobs queued, {len(intake.rejected)} lines skipped")
     else:
-        console.print(f"batch [bold]{result.batch_id}[/bold] already exists for key {key!r}: nothing submitted")
+        console.print(f"batch [bold]{result.batch_id}[/bold] already exists for key {escape(repr(key))}: nothing submitted")
         existing = batch_summary(sessions, result.batch_id)
-        if existing is not None and (existing.total != len(intake.jobs) or existing.source != str(file)):
+        if existing is not None and (existing.total != len(intake.jobs) or existing.source != source):
             errors.print(
-                f"[yellow]warning:[/yellow] key {key!r} belongs to a batch of {existing.total} jobs from {existing.source}; "
-                f"this submission has {len(intake.jobs)} from {file}. Use a new key to submit it."
+                "[yellow]warning:[/yellow] "
+                + escape(
+                    f"key {key!r} belongs to a batch of {existing.total} jobs from {existing.source}; "
+                    f"this submission has {len(intake.jobs)} from {file}. Use a new key to submit it."
+                )
             )
     if wait:
         summary = watch(sessions, result.batch_id)
@@ -149,7 +156,7 @@ def load_summary(settings: Settings, batch_id: str) -> tuple[object, BatchSummar
         sessions = open_store(settings)
     except StorageError as exc:
         raise fail(exc) from exc
-    summary = batch_summary(sessions, batch_id)
+    summary = batch_summary(sessions, batch_id) if is_id(batch_id) else None
     if summary is None:
         raise fail(LookupError(f"no batch {batch_id!r} in {safe_url(settings.database_url)}"))
     return sessions, summary

@@ -11,6 +11,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATUSES = (QUEUED, RUNNING, DONE, FAILED)
 FINAL = (DONE, FAILED)
+ID_LENGTH = 32  # uuid4 hex (repository.new_id)
+KEY_LENGTH = 200  # longest idempotency key
+SOURCE_LENGTH = 500  # longest batch source label
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` has the shape of the ids this store issues; anything else names no row and is never
+    sent to the database (PostgreSQL refuses NUL bytes, for one)."""
+    return len(value) == ID_LENGTH and all(c in "0123456789abcdef" for c in value)
 
 
 class Base(DeclarativeBase):
@@ -31,9 +40,9 @@ class Batch(Base):
 
     __tablename__ = "batch"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    key: Mapped[str | None] = mapped_column(String(200), unique=True)  # client idempotency key
-    source: Mapped[str | None] = mapped_column(String(500))
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    key: Mapped[str | None] = mapped_column(String(KEY_LENGTH), unique=True)  # client idempotency key
+    source: Mapped[str | None] = mapped_column(String(SOURCE_LENGTH))
     total: Mapped[int] = mapped_column(Integer)
     done_count: Mapped[int] = mapped_column(Integer, default=0)
     failed_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -50,7 +59,7 @@ class Job(Base):
         Index("ix_job_status_dispatched", "status", "dispatched_at"),
     )
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     batch_id: Mapped[str] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)  # order within the batch (input line order)
     line: Mapped[int | None] = mapped_column(Integer)  # line number in the submitted file, when there was one
