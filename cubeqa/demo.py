@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cubeqa.intake import IntakeError, read_bulk
-from cubeqa.jobs_cli import summary_table, watch
+from cubeqa.jobs_cli import safe_url, summary_table, watch
 from cubeqa.settings import Settings
 from cubeqa.wiring import celery_app, open_store
 from storage.db import upgrade
@@ -171,7 +171,13 @@ def run_demo(settings: Settings, *, questions: int, data: Path, console: Console
         console.print(summary_table(summary))
         with console.status("stopping workers and Redis"):
             stack.close()
-    console.print(f"results stay in {database_url}: `cubeqa results {result.batch_id}` with CUBEQA_DATABASE_URL={database_url}")
+    console.print(where_results_are(database_url, result.batch_id, "database_url" in explicit))
+
+
+def where_results_are(database_url: str, batch_id: str, explicit: bool) -> str:
+    """How to read the results again; a URL the user set (it may hold a password) is never printed whole."""
+    again = "the same CUBEQA_DATABASE_URL" if explicit else f"CUBEQA_DATABASE_URL={database_url}"
+    return f"results stay in {safe_url(database_url)}: `cubeqa results {batch_id}` with {again}"
 
 
 def answers_table(rows: list[dict]) -> Table:

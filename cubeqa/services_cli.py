@@ -88,9 +88,12 @@ def api_command(ctx: typer.Context) -> None:
 
 
 def flower_command_line(settings: Settings) -> tuple[list[str], dict[str, str]]:
-    """The Flower command and environment; the basic-auth secret goes in the environment, not argv."""
-    argv = [sys.executable, "-m", "celery", "--broker", settings.broker_url, "flower", f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}  # Flower reads FLOWER_* as options
+    """The Flower command and environment; the broker URL and the basic-auth secret go in the environment,
+    not argv (any user on the host can read a process's command line)."""
+    argv = [sys.executable, "-m", "celery", "flower", f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
+    # Flower reads FLOWER_* as options and Celery's --broker reads BROKER_URL: no inherited ones.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_") and k != "BROKER_URL"}
+    env["CELERY_BROKER_URL"] = settings.broker_url
     if settings.flower_basic_auth is not None:
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
     return argv, env

@@ -24,12 +24,19 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises ArgumentError and others for junk URLs
-        raise StorageError(f"invalid database URL {url!r}: {exc}") from exc
-    if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(parsed, pool_pre_ping=True)
+        # Never the URL itself: it may hold a password, and unparsed it cannot be masked.
+        raise StorageError(f"invalid database URL: {exc}") from exc
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(parsed, pool_pre_ping=True)
+    except Exception as exc:  # noqa: BLE001 - unknown dialect, driver not installed
+        raise StorageError(
+            f"unusable database URL {parsed.render_as_string(hide_password=True)}: {exc}; "
+            "use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        ) from exc
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
