@@ -167,7 +167,8 @@ class TeacherEncoder:
         return Encoded(vectors, truncated)
 
     def _encode_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        full = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        # verbose=False: counting a long text's tokens is not running it through the model, which transformers would warn of
+        full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         cut = np.array([len(ids) > self.max_length for ids in full])
         tokens = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
