@@ -370,6 +370,21 @@ def test_a_key_the_store_cannot_hold_is_refused_before_anything_is_written(stack
 
 
 @pytest.mark.services
+def test_a_file_deep_in_the_tree_is_submitted(stack: Stack, tmp_path: Path) -> None:
+    """Its path (over 600 characters) is longer than the batch's source column: the store keeps the end of it."""
+    folder = tmp_path.joinpath(*["d" * 200] * 3)
+    folder.mkdir(parents=True)
+    path = folder / "questions.jsonl"
+    path.write_text('{"question": "Where is Kenya?"}\n', encoding="utf-8")
+    run = cli(stack, "submit", str(path))
+    assert run.exit_code == 0 and "1 jobs queued" in flat(run.stdout), run.output
+    again = cli(stack, "submit", str(path), "--key", "deep-file")
+    repeat = cli(stack, "submit", str(path), "--key", "deep-file")
+    assert again.exit_code == repeat.exit_code == 0 and "nothing submitted" in flat(repeat.stdout)
+    assert "warning" not in repeat.stderr  # the stored source is the one this submission would store
+
+
+@pytest.mark.services
 def test_jobs_stored_while_the_broker_was_down_are_finished_by_the_reconciler(stack: Stack, tmp_path: Path) -> None:
     """A submission the broker refused leaves its jobs queued in SQL, and `cubeqa reconcile` completes them."""
     from sqlalchemy import select
