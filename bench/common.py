@@ -28,7 +28,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "squad_sent_train.jsonl"
-DEFAULT_BROKER = "redis://127.0.0.1:6379/5"
+DEFAULT_REDIS = "redis://127.0.0.1:6379"
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 BACKENDS = ("sqlite", "postgresql")
 
@@ -48,12 +48,13 @@ def parser(description: str, *, questions: int = 2000, runs: int = 3) -> argpars
     return p
 
 
-def service_options(p: argparse.ArgumentParser, *, backends: str = "sqlite,postgresql") -> None:
-    """Options of the scripts that run the job system."""
-    p.add_argument("--broker", default=DEFAULT_BROKER, help="Redis database URL the bench may empty (FLUSHDB)")
+def service_options(p: argparse.ArgumentParser, *, redis_db: int, backends: str = "sqlite,postgresql") -> None:
+    """Options of the scripts that run the job system (each script has its own default Redis database)."""
+    p.add_argument("--broker", default=f"{DEFAULT_REDIS}/{redis_db}", help="Redis database URL the bench may empty (FLUSHDB)")
     p.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL server URL; the bench creates and drops its own database")
     p.add_argument("--backends", default=backends, help="comma-separated SQL stores to run on: sqlite, postgresql")
     p.add_argument("--micro-batch", type=int, default=None, help="jobs per chain (default: CUBEQA_MICRO_BATCH)")
+    p.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE", help="a variable for the workers only (repeatable)")
 
 
 def backends(value: str) -> list[str]:
@@ -168,9 +169,25 @@ def timed_qps(fn: Callable[[list[Any]], Any], items: list[Any], batch: int) -> f
     return len(items) / (time.perf_counter() - started)
 
 
-def limit_qps(pipe, texts: list[str], batch_sizes: Sequence[int]) -> tuple[float, int]:  # noqa: ANN001
-    """Best in-process `process_batch` throughput over the batch sizes (questions/s) and the size that gave it."""
-    return max((timed_qps(pipe.process_batch, texts, size), size) for size in batch_sizes)
+def limit_qps(pipe, texts: list[str], batch_sizes: Sequence[int], threads: Sequence[int]) -> tuple[float, int, int]:  # noqa: ANN001
+    """Best in-process `process_batch` throughput over batch sizes and intra-op thread counts (questions/s),
+    with the batch size and thread count that gave it."""
+    best = (0.0, 0, 0)
+    for count in threads:
+        use_threads(count)
+        best = max([best, *((timed_qps(pipe.process_batch, texts, size), size, count) for size in batch_sizes)])
+    return best
+
+
+def use_threads(count: int) -> None:
+    """Intra-op threads of this process's model (torch and FAISS)."""
+    from pipeline.production import set_threads
+
+    set_threads(count)
+
+
+def thread_counts(value: str) -> list[int]:
+    return [int(t) for t in value.split(",")] if value else [os.cpu_count() or 1]
 
 
 # ---------------------------------------------------------------- the job system
@@ -247,6 +264,7 @@ def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iter
         flush(args.broker)
         app = configure(args.broker, task_time_limit=config.task_time_limit, visibility_timeout=config.visibility_timeout)
         env = {**os.environ, "CUBEQA_BROKER_URL": args.broker, "CUBEQA_DATABASE_URL": url, "HF_HUB_OFFLINE": "1"}
+        env.update(item.split("=", 1) for item in args.worker_env)
         processes = stack.enter_context(demo.stage_workers(env, logdir))
         demo.wait_for_workers(app, processes, logdir)
         result = Stack(backend, args.broker, url, session_factory(engine), processes, logdir, micro_batch, env, app)

@@ -3,11 +3,12 @@ on SQLite and PostgreSQL, each run paired with an in-process limit run measured 
 
     .venv/bin/python bench/distributed.py [--questions 2000] [--runs 3] [--backends sqlite,postgresql]
         [--broker redis://127.0.0.1:6379/5] [--postgres postgresql+psycopg://postgres@127.0.0.1:5432]
-        [--limit-batch-sizes 128,256] [--json PATH]
+        [--limit-batch-sizes 256,2000] [--limit-threads 1,2] [--json PATH]
 
 Distributed throughput runs from the first `submit` call (jobs written to SQL, chains sent) to
 the last result written; the ratio of each run is taken against the limit run next to it, so
-the drift of a shared machine hits both sides alike.
+the drift of a shared machine hits both sides alike. The limit of a run is the best in-process
+throughput over the given batch sizes and intra-op thread counts.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import common
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    common.service_options(p)
-    p.add_argument("--limit-batch-sizes", default="128,256", help="in-process batch sizes; each run's limit is the best of them")
+    common.service_options(p, redis_db=5)
+    p.add_argument("--limit-batch-sizes", default="256,2000", help="in-process batch sizes; each run's limit is the best of them")
+    p.add_argument("--limit-threads", default="1,2", help="in-process intra-op thread counts the limit is the best of")
     args = p.parse_args()
     sizes = [int(s) for s in args.limit_batch_sizes.split(",")]
+    threads = common.thread_counts(args.limit_threads)
     texts = common.questions(args.data, args.questions)
     pipe = common.in_process(common.settings())
-    pipe.process_batch(texts[: max(sizes)])
+    pipe.process_batch(texts[:256])
 
     results: dict[str, dict] = {}
     for backend in common.backends(args.backends):
@@ -33,7 +36,7 @@ def main() -> None:
         runs: list[common.BatchRun] = []
         with common.job_stack(backend, args) as stack:
             for _ in range(args.runs):
-                limits.append(common.limit_qps(pipe, texts, sizes)[0])
+                limits.append(common.limit_qps(pipe, texts, sizes, threads)[0])
                 runs.append(common.run_batch(stack, texts))
             timings = common.stage_timings(stack, runs[-1].batch_ids)
         ratios = [run.qps / limit for run, limit in zip(runs, limits)]
@@ -60,7 +63,7 @@ def main() -> None:
     )
     for backend, r in results.items():
         print(f"{backend}: per question (ms, last run) " + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_ms_per_question"].items()))
-    common.write_json(args.json, {"questions": len(texts), "runs": args.runs, "limit_batch_sizes": sizes, "backends": results})
+    common.write_json(args.json, {"questions": len(texts), "runs": args.runs, "limit_batch_sizes": sizes, "limit_threads": threads, "backends": results})
 
 
 if __name__ == "__main__":

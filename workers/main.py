@@ -44,15 +44,27 @@ class WorkerOptions:
         return STAGES if self.stage == "all" else (self.stage,)
 
 
+WORKER_THREADS = 1  # intra-op threads of a worker process when CUBEQA_THREADS is 0
+
+
+def worker_threads(options: WorkerOptions) -> int:
+    """Intra-op threads of each worker process: CUBEQA_THREADS, else one.
+
+    Stage workers share the machine's cores with each other; with two threads per process each
+    operator's barrier waits for a thread another process has preempted (measured on 2 cores: one
+    question's encode went from ~25 ms to 130-480 ms). More cores for a stage: more processes
+    (`--concurrency`), not more threads.
+    """
+    return options.threads or WORKER_THREADS
+
+
 def build_runtime(options: WorkerOptions) -> runtime.Runtime:
     """Loaders for the served stages; nothing is loaded (and CUDA is not touched) until after fork."""
 
     def load_encode() -> EncodeStage:
-        set_threads(options.threads)
         return EncodeStage(options.bundle_dir, options.encoder_config)
 
     def load_cube() -> CubeStage:
-        set_threads(options.threads)
         return CubeStage(options.bundle_dir)
 
     def load_decode() -> DecodeStage:
@@ -80,7 +92,13 @@ def run_worker(options: WorkerOptions) -> None:
     app = configure(options.broker_url, task_time_limit=options.task_time_limit, visibility_timeout=options.visibility_timeout)
     rt = build_runtime(options)
     runtime.install(rt)
-    worker_process_init.connect(lambda **_: rt.after_fork(), weak=False)
+    threads = worker_threads(options)
+
+    def process_init(**_: object) -> None:
+        set_threads(threads)  # here, in the child's main thread, where tasks run: OpenMP's setting is per thread
+        rt.after_fork()
+
+    worker_process_init.connect(process_init, weak=False)
     after_setup_logger.connect(quiet_task_returns, weak=False)
     app.worker_main(
         [

@@ -35,14 +35,15 @@ def positive(spread: dict) -> bool:
 
 
 def test_limit(tmp_path: Path) -> None:
-    figures = run("limit", tmp_path, "--questions", "12", "--runs", "1", "--batch-sizes", "4,8")
-    assert figures["questions"] == 12 and figures["best_batch_size"] in (4, 8)
-    assert set(figures["by_batch_size"]) == {"4", "8"} and set(figures["stages_qps"]) == {"encode", "cube", "decode"}
+    figures = run("limit", tmp_path, "--questions", "12", "--runs", "1", "--batch-sizes", "4,8", "--threads", "1")
+    assert figures["questions"] == 12 and figures["best_batch_size"] in (4, 8) and figures["best_threads"] == 1
+    assert set(figures["by_configuration"]) == {"batch 4, 1 threads", "batch 8, 1 threads"}
+    assert set(figures["stages_qps"]) == {"encode", "cube", "decode"}
     assert positive(figures["limit_qps"]) and positive(figures["encoder_qps"])
 
 
 def test_distributed_on_both_stores(tmp_path: Path) -> None:
-    figures = run("distributed", tmp_path, *TINY, "--limit-batch-sizes", "8", "--broker", redis_database(), "--postgres", POSTGRES)
+    figures = run("distributed", tmp_path, *TINY, "--limit-batch-sizes", "8", "--limit-threads", "1", "--broker", redis_database(), "--postgres", POSTGRES)
     assert set(figures["backends"]) == {"sqlite", "postgresql"}
     for row in figures["backends"].values():
         assert (row["submitted"], row["done"], row["failed"], row["micro_batch"]) == (12, [12], [0], 4)
