@@ -24,8 +24,6 @@ from single_worker import all_stage_worker
 
 from tests.conftest import ROOT, migrated
 
-pytestmark = [pytest.mark.slow, pytest.mark.services]
-
 DB_PASSWORD = "db-Pa55-" + uuid.uuid4().hex[:8]
 BROKER_PASSWORD = "broker-Pa55-" + uuid.uuid4().hex[:8]
 TOKEN = "api-T0ken-" + uuid.uuid4().hex
@@ -140,6 +138,8 @@ def task_headers(name: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.slow
+@pytest.mark.services
 def test_pickle_and_yaml_messages_are_refused_and_never_executed(secured: Secured, tmp_path: Path) -> None:
     import redis
     from kombu import Connection, Exchange
@@ -175,6 +175,8 @@ def test_pickle_and_yaml_messages_are_refused_and_never_executed(secured: Secure
     assert client.hlen("unacked") == 0
 
 
+@pytest.mark.slow
+@pytest.mark.services
 def test_the_worker_accepts_only_msgpack_and_json(broker_url: str) -> None:
     from tasks.app import configure
 
@@ -186,6 +188,8 @@ def test_the_worker_accepts_only_msgpack_and_json(broker_url: str) -> None:
 # --- the API token -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.services
 def test_every_v1_route_wants_the_token(secured: Secured) -> None:
     schema = httpx.get(f"{secured.base}/openapi.json").json()
     routes = [(method.upper(), path) for path, item in schema["paths"].items() for method in item if path.startswith("/v1/")]
@@ -240,6 +244,8 @@ def command_lines(process: subprocess.Popen) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
+@pytest.mark.services
 def test_flower_wants_its_credentials_and_its_command_line_holds_no_secret(secured: Secured) -> None:
     port = free_port()
     log = secured.logs / "flower.log"
@@ -273,6 +279,8 @@ def cli(*args: str, env: dict[str, str]):  # noqa: ANN201 - click Result
     return CliRunner().invoke(app, list(args), env={**cleared, **{k: v for k, v in env.items() if k.startswith("CUBEQA_")}})
 
 
+@pytest.mark.slow
+@pytest.mark.services
 def test_secrets_never_reach_error_messages(secured: Secured, tmp_path: Path) -> None:
     questions = tmp_path / "q.jsonl"
     questions.write_text('{"question": "Where is Kenya?"}\n', encoding="utf-8")
@@ -313,6 +321,8 @@ def test_the_demo_never_prints_a_database_password() -> None:
     assert "CUBEQA_DATABASE_URL=sqlite:///x/cubeqa-demo.db" in where_results_are("sqlite:///x/cubeqa-demo.db", "b" * 32, explicit=False)
 
 
+@pytest.mark.slow
+@pytest.mark.services
 def test_secrets_never_reach_the_logs(secured: Secured) -> None:
     answered(secured, "Who built the fort?")  # the worker and the API have logged a whole job by now
     httpx.get(f"{secured.base}/v1/jobs/{'0' * 32}", headers={"Authorization": "Bearer wrong"})
@@ -380,6 +390,8 @@ def test_no_product_code_builds_sql_text() -> None:
     assert found == []
 
 
+@pytest.mark.slow
+@pytest.mark.services
 def test_injection_text_is_stored_verbatim(secured: Secured, tmp_path: Path) -> None:
     """Through the API (PostgreSQL) and `cubeqa submit` (SQLite): questions, references and keys that read as SQL
     come back byte for byte, the tables are intact, and an injected id matches nothing."""
