@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -135,6 +136,9 @@ def evaluate(
     settings: Settings = ctx.obj
     if decoder not in (None, "all", "bank", "generative", "hybrid"):
         raise fail(ValueError(f"--decoder must be bank, generative, hybrid or all, got {decoder!r}"))
+    for path in (data, train_file):  # before minutes of embedding, not after
+        if not path.is_file():
+            raise fail(FileNotFoundError(errno.ENOENT, "No such file", str(path)))
     try:
         encoder = build_encoder(settings)
         decoders = None
