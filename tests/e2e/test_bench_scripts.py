@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +19,11 @@ TINY = ["--questions", "12", "--runs", "1", "--micro-batch", "4"]
 
 def run(script: str, tmp_path: Path, *args: str) -> dict:
     out = tmp_path / f"{script}.json"
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("CUBEQA_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUBEQA_")}
     env["HF_HUB_OFFLINE"] = "1"
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / f"{script}.py"), *args, "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
