@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     bundle_dir: Path = Field(default_factory=default_bundle_dir, description="checkpoint bundle to answer with")
     encoder_dir: Path | None = Field(None, description="local Hugging Face encoder directory; default: packaged all-MiniLM-L6-v2")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
+    half_precision: bool = Field(False, description="fp16 encoder weights on CUDA (ignored on CPU)")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
     encode_batch_size: int = Field(64, ge=1, description="texts per encoder forward pass")
     cache_dir: Path = Field(default_factory=default_cache_dir, description="embedding cache directory")

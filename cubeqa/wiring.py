@@ -22,7 +22,10 @@ def encoder_config(settings: Settings) -> EncoderConfig:
     """EncoderConfig from settings (nothing is loaded)."""
     from pipeline.encoder import EncoderConfig
 
-    return EncoderConfig(model_dir=settings.encoder_dir, device=settings.device, batch_size=settings.encode_batch_size)
+    return EncoderConfig(
+        model_dir=settings.encoder_dir, device=settings.device, batch_size=settings.encode_batch_size,
+        half_precision=settings.half_precision,
+    )
 
 
 def bank_config(settings: Settings) -> PhraseBankConfig:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,12 +180,20 @@ class TeacherEncoder:
 
     def _encode_batch(self, features: dict[str, list[list[int]]]) -> np.ndarray:
         """Mean-pooled unit vectors (B, D) of one batch of token ids, padded to the batch's longest."""
-        tokens = self.tokenizer.pad(features, padding=True, return_tensors="pt").to(self.device)
+        tokens = to_device(self.tokenizer.pad(features, padding=True, return_tensors="pt"), self.device)
         hidden = self.model(**tokens).last_hidden_state  # (B, L, D)
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)  # (B, D)
         pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
         return pooled.cpu().numpy()
+
+
+def to_device(tokens: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A tokenized batch on the model's device: on CUDA copied from pinned host memory without blocking
+    (the copy overlaps the host's work until the model needs it); on CPU as it is."""
+    if device.type != "cuda":
+        return dict(tokens)
+    return {name: tensor.pin_memory().to(device, non_blocking=True) for name, tensor in tokens.items()}
 
 
 def _model_id(model_dir: Path, name_or_path: str) -> str:
