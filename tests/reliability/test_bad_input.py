@@ -34,6 +34,18 @@ FRAGMENTS = st.sampled_from([
     "e\u0301\u0301", "\U0010ffff", "'; DROP TABLE job; --", "[/bold]",
 ])
 TEXTS = st.lists(st.one_of(FRAGMENTS, st.text(max_size=12)), max_size=8).map("".join)
+ALWAYS_ANSWERED = (
+    "Where is Kenya located?",
+    "¿Dónde está Kenia? 🇰🇪",
+    "Кто написал «Войну и мир»?",
+    "東京タワーはいつ建てられましたか?",
+    "tab\there and a line\nbreak?",
+    "\u200bzero-width space and \u202eright-to-left mark?",
+    "x" * 4000,
+    "SELECT * FROM job; -- ?",
+    "🙂🙂🙂",
+    "مرحبا? hello? 你好?",
+)
 PROPERTY = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -194,9 +206,7 @@ def api_refusals(question: str, reference: str | None) -> list[str]:
 def test_the_api_answers_or_refuses_any_question_and_no_job_hangs(stack: Stack) -> None:
     accepted: list[str] = []
 
-    @PROPERTY
-    @given(question=TEXTS, reference=st.none() | TEXTS)
-    def post(question: str, reference: str | None) -> None:
+    def check(question: str, reference: str | None) -> None:
         response = post_json(stack.client, "/v1/jobs", {"question": question, "reference": reference})
         fields = api_refusals(question, reference)
         if not fields:
@@ -207,8 +217,15 @@ def test_the_api_answers_or_refuses_any_question_and_no_job_hangs(stack: Stack) 
             assert response.status_code == 422, response.text
             assert [e["loc"][-1] for e in response.json()["detail"]] == fields
 
+    @PROPERTY
+    @given(question=TEXTS, reference=st.none() | TEXTS)
+    def post(question: str, reference: str | None) -> None:
+        check(question, reference)
+
     post()
-    assert len(accepted) >= 10
+    for question in ALWAYS_ANSWERED:  # the random draw may accept few; these make sure accepted jobs are followed
+        check(question, None)
+    assert len(accepted) >= len(ALWAYS_ANSWERED)
     for view in wait_final(stack.sessions, accepted):
         assert_final_and_explained(view)
 
