@@ -24,23 +24,13 @@ from pipeline.checkpoint import (
     save_bundle,
     weights_id,
 )
-from pipeline.cube import Cube, CubeConfig
+from pipeline.cube import Cube
 from pipeline.encoder import EncoderIdentity
 from pipeline.errors import BundleError, IncompatibleBundle
 from tests.conftest import ROOT
+from tests.unit.test_checkpoint import CONFIG, ENCODER, trained_cube
 
-ENCODER = EncoderIdentity(model_id="test/encoder", dim=18, weights_hash="abc123")
-CONFIG = CubeConfig(dim=18, size=(3, 3, 2), channels=4, hidden=8, steps=2)
 PRODUCT_PACKAGES = ("pipeline", "storage", "tasks", "workers", "cubeqa")
-
-
-def trained_cube() -> Cube:
-    torch.manual_seed(0)
-    cube = Cube(CONFIG)
-    with torch.no_grad():
-        for param in cube.parameters():
-            param.normal_(0, 0.2)
-    return cube
 
 
 @pytest.fixture
