@@ -55,6 +55,7 @@ def service_options(p: argparse.ArgumentParser, *, redis_db: int, backends: str 
     p.add_argument("--backends", default=backends, help="comma-separated SQL stores to run on: sqlite, postgresql")
     p.add_argument("--micro-batch", type=int, default=None, help="jobs per chain (default: CUBEQA_MICRO_BATCH)")
     p.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE", help="a variable for the workers only (repeatable)")
+    p.add_argument("--worker-args", default="", help='extra `cubeqa worker` options for every stage, e.g. "--pool prefork --concurrency 1"')
 
 
 def backends(value: str) -> list[str]:
@@ -169,14 +170,24 @@ def timed_qps(fn: Callable[[list[Any]], Any], items: list[Any], batch: int) -> f
     return len(items) / (time.perf_counter() - started)
 
 
-def limit_qps(pipe, texts: list[str], batch_sizes: Sequence[int], threads: Sequence[int]) -> tuple[float, int, int]:  # noqa: ANN001
-    """Best in-process `process_batch` throughput over batch sizes and intra-op thread counts (questions/s),
-    with the batch size and thread count that gave it."""
-    best = (0.0, 0, 0)
+def limit_qps(pipe, texts: list[str], batch_sizes: Sequence[int], threads: Sequence[int], encode_batches: Sequence[int]) -> tuple[float, int, int, int]:  # noqa: ANN001
+    """Best in-process `process_batch` throughput over call batch sizes, intra-op thread counts and encoder
+    sub-batch sizes (questions/s), with the batch size, thread count and encoder sub-batch that gave it."""
+    best = (0.0, 0, 0, 0)
     for count in threads:
         use_threads(count)
-        best = max([best, *((timed_qps(pipe.process_batch, texts, size), size, count) for size in batch_sizes)])
+        for encode_batch in encode_batches:
+            use_encode_batch(pipe, encode_batch)
+            best = max([best, *((timed_qps(pipe.process_batch, texts, size), size, count, encode_batch) for size in batch_sizes)])
     return best
+
+
+def use_encode_batch(pipe, size: int) -> None:  # noqa: ANN001
+    """Texts per encoder forward pass in this process's pipeline (CUBEQA_ENCODE_BATCH_SIZE for a run)."""
+    from dataclasses import replace
+
+    encoder = pipe.encode_stage.encoder
+    encoder.config = replace(encoder.config, batch_size=size)
 
 
 def use_threads(count: int) -> None:
@@ -188,6 +199,11 @@ def use_threads(count: int) -> None:
 
 def thread_counts(value: str) -> list[int]:
     return [int(t) for t in value.split(",")] if value else [os.cpu_count() or 1]
+
+
+def sizes(value: str) -> list[int]:
+    """A comma-separated list of positive integers."""
+    return [int(s) for s in value.split(",") if s.strip()]
 
 
 # ---------------------------------------------------------------- the job system
@@ -206,6 +222,7 @@ class Stack:
     micro_batch: int
     env: dict[str, str]  # the workers' environment
     app: Any  # the configured Celery app
+    worker_args: list[str]  # extra `cubeqa worker` options (--worker-args)
 
 
 @dataclass(frozen=True)
@@ -265,9 +282,10 @@ def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iter
         app = configure(args.broker, task_time_limit=config.task_time_limit, visibility_timeout=config.visibility_timeout)
         env = {**os.environ, "CUBEQA_BROKER_URL": args.broker, "CUBEQA_DATABASE_URL": url, "HF_HUB_OFFLINE": "1"}
         env.update(item.split("=", 1) for item in args.worker_env)
-        processes = stack.enter_context(demo.stage_workers(env, logdir))
+        worker_args = args.worker_args.split()
+        processes = stack.enter_context(demo.stage_workers(env, logdir, worker_args))
         demo.wait_for_workers(app, processes, logdir)
-        result = Stack(backend, args.broker, url, session_factory(engine), processes, logdir, micro_batch, env, app)
+        result = Stack(backend, args.broker, url, session_factory(engine), processes, logdir, micro_batch, env, app, worker_args)
         if warm_up:
             run_batch(result, questions(args.data, min(warm_up, args.questions)))  # the first tasks wait for each model to load
         yield result
@@ -281,7 +299,7 @@ def extra_worker(stack: Stack, stage: str, warm_up: Sequence[str]) -> Iterator[s
 
     with (stack.logdir / f"worker-{stage}-2.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cubeqa", "worker", "--stage", stage, "--loglevel", "WARNING"],
+            [sys.executable, "-m", "cubeqa", "worker", "--stage", stage, "--loglevel", "WARNING", *stack.worker_args],
             env=stack.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -395,6 +413,25 @@ def process_tree(pid: int) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and its descendants so far (Linux /proc), seconds."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def stage_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far by each stage's worker process tree."""
+    from tasks.app import STAGES
+
+    return {stage: cpu_seconds(process.pid) for stage, process in zip(STAGES, stack.processes)}
 
 
 def memory_of(pid: int) -> dict[str, float]:

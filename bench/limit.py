@@ -1,8 +1,9 @@
 """The ceiling: the model in one process, `ProductionPipeline.process_batch`, at each batch size.
 
-    .venv/bin/python bench/limit.py [--questions 2000] [--runs 3] [--batch-sizes 64,256,2000] [--threads 1,2] [--json PATH]
+    .venv/bin/python bench/limit.py [--questions 2000] [--runs 3] [--batch-sizes 64,256,2000] [--threads 1,2]
+        [--encode-batch-sizes 16,32,64] [--json PATH]
 
-Prints questions/s of the whole pipeline per batch size and intra-op thread count (median [min-max]
+Prints questions/s of the whole pipeline per batch size, intra-op thread count and encoder sub-batch size (median [min-max]
 over runs), the best of them, and each stage alone there (the encoder alone is the issue's second figure). The
 pipeline is built from the same CUBEQA_* settings the workers read (CUBEQA_THREADS, ...).
 """
@@ -18,23 +19,32 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--batch-sizes", default="64,256,2000", help="comma-separated batch sizes to try")
     p.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts to try")
+    p.add_argument("--encode-batch-sizes", default="16,32,64", help="comma-separated encoder sub-batch sizes (texts per forward pass) to try")
     args = p.parse_args()
-    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    sizes = common.sizes(args.batch_sizes)
     threads = common.thread_counts(args.threads)
+    encode_batches = common.sizes(args.encode_batch_sizes)
     texts = common.questions(args.data, args.questions)
     pipe = common.in_process(common.settings())
     pipe.process_batch(texts[:256])  # warm-up: first calls allocate
 
-    grid = [(size, count) for count in threads for size in sizes]
-    per_config: dict[tuple[int, int], list[float]] = {config: [] for config in grid}
+    grid = [(size, count, encode_batch) for count in threads for encode_batch in encode_batches for size in sizes]
+    per_config: dict[tuple[int, int, int], list[float]] = {config: [] for config in grid}
     for _ in range(args.runs):
-        for size, count in grid:  # interleaved, so drift hits every configuration alike
+        for size, count, encode_batch in grid:  # interleaved, so drift hits every configuration alike
             common.use_threads(count)
-            per_config[(size, count)].append(common.timed_qps(pipe.process_batch, texts, size))
-    pipeline = {f"batch {size}, {count} threads": common.spread(values) for (size, count), values in per_config.items()}
-    best_size, best_threads = max(grid, key=lambda config: statistics.median(per_config[config]))
-    best = f"batch {best_size}, {best_threads} threads"
+            common.use_encode_batch(pipe, encode_batch)
+            per_config[(size, count, encode_batch)].append(common.timed_qps(pipe.process_batch, texts, size))
+
+    def name(config: tuple[int, int, int]) -> str:
+        return f"batch {config[0]}, {config[1]} threads, encoder batch {config[2]}"
+
+    pipeline = {name(config): common.spread(values) for config, values in per_config.items()}
+    best_config = max(grid, key=lambda config: statistics.median(per_config[config]))
+    best_size, best_threads, best_encode_batch = best_config
+    best = name(best_config)
     common.use_threads(best_threads)
+    common.use_encode_batch(pipe, best_encode_batch)
 
     vectors = pipe.encode(texts).vectors
     answers = pipe.map(vectors)
@@ -63,6 +73,7 @@ def main() -> None:
             "runs": args.runs,
             "best_batch_size": best_size,
             "best_threads": best_threads,
+            "best_encode_batch_size": best_encode_batch,
             "limit_qps": pipeline[best],
             "encoder_qps": stages["encode"],
             "by_configuration": pipeline,

@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/memory.py [--questions 2000] [--runs 3] [--backends sqlite] [--json PATH]
 
-Each run starts fresh workers (one `cubeqa worker` per stage), sends the questions through and
-reads VmHWM (peak RSS) and VmRSS of every process of each worker from /proc: the Celery main
-process and its prefork child, which holds the stage's model. A stage worker's peak is the sum of
-its processes' peaks (an upper bound: they need not peak at the same moment, and pages the child
-shares with its parent after fork count twice); PSS, which splits shared pages, is given beside it.
+Each run starts fresh workers (one `cubeqa worker` per stage, with its default pool and
+concurrency), sends the questions through and reads VmHWM (peak RSS), VmRSS and PSS of every
+process of each worker from /proc. In the default threads pool a worker is one process holding its
+stage's model; under `--worker-args "--pool prefork"` it is the Celery main process plus a child per
+slot, and a worker's peak is the sum of its processes' peaks (an upper bound: they need not peak at
+the same moment, and pages a child shares with its parent after fork count twice); PSS, which
+splits shared pages, is given beside it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def measure(stack: common.Stack) -> dict[str, Any]:
             "pss_mb": sum(m["pss_mb"] for m in per_process.values()),
             "main_peak_mb": per_process["main"]["peak_mb"],
             "child_peak_mb": max((m["peak_mb"] for m in children), default=0.0),
-            "processes": len(pids),
+            "processes": float(len(pids)),
         }
     out["all"] = {key: sum(out[s][key] for s in STAGES) for key in ("peak_mb", "rss_mb", "pss_mb")}
     return out
@@ -53,16 +55,17 @@ def main() -> None:
             "submitted": len(texts),
             "done": [r["done"] for r in runs],
             "workers": {
-                name: {key: common.spread([r["memory"][name][key] for r in runs]) for key in runs[0]["memory"][name] if key != "processes"}
+                name: {key: common.spread([r["memory"][name][key] for r in runs]) for key in runs[0]["memory"][name]}
                 for name in (*STAGES, "all")
             },
         }
     for backend, r in results.items():
         common.table(
             f"{backend}: peak RSS after {len(texts)} questions, {args.runs} fresh runs, MB: median [min-max]",
-            ["worker", "peak RSS (main + child)", "main", "child (model)", "RSS now", "PSS now"],
+            ["worker", "processes", "peak RSS (all processes)", "main", "largest child", "RSS now", "PSS now"],
             [
-                [name, common.band(w["peak_mb"], 0), common.band(w["main_peak_mb"], 0) if "main_peak_mb" in w else "",
+                [name, f"{w['processes']['median']:.0f}" if "processes" in w else "", common.band(w["peak_mb"], 0),
+                 common.band(w["main_peak_mb"], 0) if "main_peak_mb" in w else "",
                  common.band(w["child_peak_mb"], 0) if "child_peak_mb" in w else "", common.band(w["rss_mb"], 0), common.band(w["pss_mb"], 0)]
                 for name, w in r["workers"].items()
             ],

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -90,15 +90,15 @@ def with_group(process: subprocess.Popen, sig: signal.Signals) -> None:
 
 
 @contextmanager
-def stage_workers(env: dict[str, str], logdir: Path) -> Iterator[list[subprocess.Popen]]:
-    """One `cubeqa worker` subprocess per stage, each in its own process group; stopped on exit."""
+def stage_workers(env: dict[str, str], logdir: Path, extra_args: Sequence[str] = ()) -> Iterator[list[subprocess.Popen]]:
+    """One `cubeqa worker` subprocess per stage (plus `extra_args`), each in its own process group; stopped on exit."""
     processes: list[subprocess.Popen] = []
     try:
         for stage in STAGES:
             log = (logdir / f"worker-{stage}.log").open("wb")
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "cubeqa", "worker", "--stage", stage, "--loglevel", "WARNING"],
+                    [sys.executable, "-m", "cubeqa", "worker", "--stage", stage, "--loglevel", "WARNING", *extra_args],
                     env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 )
             )

@@ -25,12 +25,21 @@ class Stage(StrEnum):
     all = "all"
 
 
+class Pool(StrEnum):
+    threads = "threads"
+    prefork = "prefork"
+
+
 @app.command("worker")
 def worker_command(
     ctx: typer.Context,
     stage: Annotated[Stage, typer.Option(help="the stage this worker serves: encode, cube, decode or all")],
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default CUBEQA_DEVICE)")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="worker processes (one model copy each)")] = 1,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="tasks run at once (threads sharing one model copy, or prefork processes with a copy each); default: one per CPU core for encode on the CPU, else 1"),
+    ] = None,
+    pool: Annotated[Pool, typer.Option(help="threads: one process; prefork: one child process per slot, hard time limits enforced")] = Pool.threads,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Run a Celery worker for one stage's queue; its model loads once per process, after fork."""
@@ -42,7 +51,7 @@ def worker_command(
     from workers.main import run_worker
 
     try:
-        run_worker(worker_options(settings, stage.value, concurrency, loglevel))
+        run_worker(worker_options(settings, stage.value, concurrency, loglevel, pool.value))
     except StorageError as exc:
         raise fail(exc) from exc
 

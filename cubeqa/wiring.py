@@ -60,8 +60,9 @@ def celery_app(settings: Settings) -> Celery:
     return configure(settings.broker_url, task_time_limit=settings.task_time_limit, visibility_timeout=settings.visibility_timeout)
 
 
-def worker_options(settings: Settings, stage: str, concurrency: int, loglevel: str = "INFO") -> WorkerOptions:
-    from workers.main import WorkerOptions
+def worker_options(settings: Settings, stage: str, concurrency: int | None, loglevel: str = "INFO", pool: str = "threads") -> WorkerOptions:
+    """Worker options from settings; `concurrency` None picks the stage's default (see `default_concurrency`)."""
+    from workers.main import WorkerOptions, default_concurrency
 
     return WorkerOptions(
         stage=stage,
@@ -75,7 +76,8 @@ def worker_options(settings: Settings, stage: str, concurrency: int, loglevel: s
         generative_options=generative_options(settings),
         cache_dir=settings.cache_dir,
         threads=settings.threads,
-        concurrency=concurrency,
+        concurrency=concurrency or default_concurrency(stage, settings.device),
+        pool=pool,
         task_time_limit=settings.task_time_limit,
         visibility_timeout=settings.visibility_timeout,
         loglevel=loglevel,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ class EncoderConfig:
 
     model_dir: Path | None = None  # None -> the packaged all-MiniLM-L6-v2
     max_length: int = 256  # tokens; all-MiniLM-L6-v2 was trained with 256
-    batch_size: int = 64
+    batch_size: int = 16
     device: str = "auto"
     half_precision: bool = False  # fp16 on CUDA only; ignored on CPU
 
@@ -125,6 +126,7 @@ class TeacherEncoder:
             raise EncoderError(f"encoder directory {model_dir} has no config.json")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.device = resolve_device(self.config.device)
+        self._tokenizer_lock = threading.Lock()
         self.model_dir = model_dir
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -152,7 +154,8 @@ class TeacherEncoder:
         check_texts(texts)
         if not texts:
             return Encoded(np.zeros((0, self.dim), np.float32), np.zeros(0, bool))
-        features, truncated = self._tokenize(texts)
+        with self._tokenizer_lock:  # a fast tokenizer's padding/truncation state is shared: one call at a time
+            features, truncated = self._tokenize(texts)
         order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")
         vectors = np.empty((len(texts), self.dim), np.float32)
         size = self.config.batch_size

@@ -123,10 +123,14 @@ class ProductionPipeline:
         ]
 
 
-def set_threads(threads: int) -> None:
-    """Caps torch's intra-op threads and FAISS's OpenMP threads (0 keeps the libraries' defaults)."""
-    if threads > 0:
-        import faiss
+def set_threads(threads: int, *, search: bool = True) -> None:
+    """Caps torch's intra-op threads and, when `search`, FAISS's OpenMP threads (0 keeps the libraries' defaults).
 
+    A process that never searches passes search=False and so never loads FAISS.
+    """
+    if threads > 0:
         torch.set_num_threads(threads)
-        faiss.omp_set_num_threads(threads)
+        if search:
+            import faiss
+
+            faiss.omp_set_num_threads(threads)

@@ -56,6 +56,10 @@ class Runtime:
         self._engine = None
         self._sessions = None
         self._lock = threading.Lock()
+        self.start()
+
+    def start(self) -> None:
+        """Starts loading the served stages in the background (the first task waits for its stage)."""
         if self.warm:
             threading.Thread(target=self.warm_up, name="cubeqa-warm-up", daemon=True).start()
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,12 +68,12 @@ def stop(processes: list[subprocess.Popen], grace: float = 30) -> None:
 
 
 @contextmanager
-def stage_workers(broker_url: str, database_url: str, logdir: Path) -> Iterator[list[subprocess.Popen]]:
-    """One real `cubeqa worker` process per stage, ready to consume; stopped on exit (the demo's own runner)."""
+def stage_workers(broker_url: str, database_url: str, logdir: Path, extra_args: Sequence[str] = ()) -> Iterator[list[subprocess.Popen]]:
+    """One real `cubeqa worker` process per stage (plus `extra_args`), ready to consume; stopped on exit (the demo's own runner)."""
     from cubeqa import demo
     from tasks.app import configure
 
-    with demo.stage_workers(service_env(broker_url, database_url), logdir) as processes:
+    with demo.stage_workers(service_env(broker_url, database_url), logdir, extra_args) as processes:
         demo.wait_for_workers(configure(broker_url), processes, logdir, timeout=120)
         yield processes
 

@@ -7,12 +7,14 @@ score, never a success-looking string.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import faiss
 import numpy as np
 
 from pipeline.errors import InputError
+
+if TYPE_CHECKING:
+    import faiss
 
 NO_CONFIDENT_ANSWER = "no confident answer"
 
@@ -92,6 +94,8 @@ class PhraseBankDecoder:
 
 def build_index(vectors: np.ndarray, config: PhraseBankConfig) -> faiss.Index:
     """An inner-product FAISS index over (N, D) float32 vectors."""
+    import faiss  # here, not at the top: encode and cube workers import this module but never search
+
     dim = vectors.shape[1]
     if config.index == "hnsw":
         index = faiss.IndexHNSWFlat(dim, config.hnsw_neighbours, faiss.METRIC_INNER_PRODUCT)

@@ -58,3 +58,15 @@ def test_identity_names_model_dimension_and_weights(encoder) -> None:
     assert identity.model_id == DEFAULT_MODEL_ID
     assert identity.dim == 384
     assert len(identity.weights_hash) == 16 and int(identity.weights_hash, 16) >= 0
+
+
+def test_threads_sharing_one_encoder_get_the_answers_of_one_thread(encoder) -> None:
+    """A worker's pool threads share one model copy: concurrent calls must not mix up tokenizer state or rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lines = [f"{text} ({n})" for n in range(12) for text in TEXTS]  # 48 texts of mixed lengths
+    alone = [encoder.encode(lines[i::6]).vectors for i in range(6)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        together = list(pool.map(lambda i: encoder.encode(lines[i::6]).vectors, range(6)))
+    for one, many in zip(alone, together):
+        assert np.allclose(one, many, atol=1e-5)

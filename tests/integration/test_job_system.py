@@ -26,16 +26,23 @@ class Stack:
     database_url: str
     sessions: object
     logdir: Path
+    pool: str
+    processes: list
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+# The default threads pool on both stores, and the prefork pool (a child process per slot) on one.
+SETUPS = [("sqlite", "threads"), ("postgresql", "threads"), ("sqlite", "prefork")]
+
+
+@pytest.fixture(scope="module", params=SETUPS, ids=[f"{store}-{pool}" for store, pool in SETUPS])
 def stack(request, broker_url, tmp_path_factory) -> Stack:
-    logdir = tmp_path_factory.mktemp(f"jobs-{request.param}")
+    backend, pool = request.param
+    logdir = tmp_path_factory.mktemp(f"jobs-{backend}-{pool}")
     with ExitStack() as stack:
-        url = f"sqlite:///{logdir / 'jobs.db'}" if request.param == "sqlite" else stack.enter_context(postgres_database())
+        url = f"sqlite:///{logdir / 'jobs.db'}" if backend == "sqlite" else stack.enter_context(postgres_database())
         sessions = migrated(url)
-        stack.enter_context(stage_workers(broker_url, url, logdir))
-        yield Stack(request.param, url, sessions, logdir)
+        processes = stack.enter_context(stage_workers(broker_url, url, logdir, ["--pool", pool]))
+        yield Stack(backend, url, sessions, logdir, pool, processes)
         stack.callback(lambda: sessions.kw["bind"].dispose())
 
 
@@ -64,6 +71,17 @@ def test_bulk_through_three_stage_workers_matches_in_process(stack: Stack, in_pr
         assert {row["hosts"][s].split("-")[0] for s in ("encode", "cube", "decode")} == {"encode", "cube", "decode"}
         assert row["timings_ms"]["encode"] > 0 and "wait_cube" in row["timings_ms"]
         assert row["attempts"] == 1
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def test_each_worker_runs_the_pool_it_was_given(stack: Stack) -> None:
+    """threads: the worker is one process holding its model; prefork: the model lives in a child process per slot."""
+    for process in stack.processes:
+        assert process.poll() is None
+        assert (len(children(process.pid)) > 0) == (stack.pool == "prefork")
 
 
 def test_resubmitting_with_the_same_key_is_a_no_op(stack: Stack) -> None:

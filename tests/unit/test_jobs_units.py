@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,12 @@ def test_bulk_limits_and_formats(tmp_path) -> None:
         read_bulk(tmp_path / "q.txt", max_chars=100, max_items=3)
     with pytest.raises(IntakeError, match="no such file"):
         read_bulk(tmp_path / "missing.jsonl", max_chars=100, max_items=3)
+
+
+def test_only_the_encoder_on_the_cpu_runs_one_task_per_core_by_default() -> None:
+    from workers.main import default_concurrency
+
+    cores = len(os.sched_getaffinity(0))
+    assert default_concurrency("encode", "cpu") == default_concurrency("encode", "auto") == default_concurrency("all", "cpu") == cores
+    assert default_concurrency("encode", "cuda") == default_concurrency("encode", "cuda:1") == 1
+    assert default_concurrency("cube", "cpu") == default_concurrency("decode", "auto") == 1
