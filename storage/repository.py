@@ -120,7 +120,7 @@ def create_batch(
         with sessions.begin() as session:
             session.add(Batch(id=batch_id, key=key, source=source, total=len(items), done_count=0, failed_count=0, created_at=created_at))
             session.flush()
-            if items:  # one multi-row INSERT per 1,000-odd rows, not an ORM object per job (200 -> 50 ms for 2,000)
+            if items:  # multi-row INSERTs, not an ORM object per job
                 session.execute(
                     insert(Job.__table__),
                     [
@@ -180,7 +180,7 @@ def record_outcomes(sessions: sessionmaker[Session], outcomes: Sequence[JobOutco
     Idempotent: a job already done or failed is left as it is and not counted again, so a redelivered
     or retried task never creates a second result or moves a batch counter twice. One UPDATE claims
     the jobs that are not final yet (and locks them), one executemany writes their values: a
-    micro-batch of 64 costs three statements, not 64 (the decode worker's SQL time per question halved).
+    micro-batch of 64 costs three statements, not 64.
     """
     finished_at = now()
     by_id = {outcome.job_id: outcome for outcome in outcomes}

@@ -103,8 +103,8 @@ M_ARENA_MAX = -8  # glibc mallopt parameter
 def share_one_heap() -> None:
     """Makes every thread allocate from one malloc arena.
 
-    With a heap per pool thread, each keeps its own high-water mark of freed activations: two encode
-    threads peaked ~50 MB higher with no gain in speed (measured with `bench/memory.py`).
+    With a heap per pool thread, each keeps its own high-water mark of freed activations, and the
+    encode worker's peak RSS grows with its thread count for no gain in speed.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -84,3 +84,12 @@ def test_scaling(tmp_path: Path) -> None:
     assert set(row["configs"]) == {"base", "2 encode workers", "2 producers"}
     for config in row["configs"].values():
         assert config["submitted"] == 12 and config["done"] == [12] and positive(config["qps"]) and config["vs_base"] > 0
+
+
+def test_encoder_threads(tmp_path: Path) -> None:
+    figures = run("encoder_threads", tmp_path, "--questions", "12", "--runs", "1", "--threads", "1,2", "--encode-batch-sizes", "2,4", "--micro-batch", "4")
+    expected = {f"{t} threads, sub-batch {b}" for t in (1, 2) for b in (2, 4)}
+    assert figures["questions"] == 12 and figures["micro_batch"] == 4
+    assert set(figures["configurations"]) == set(figures["vs_one_thread"]) == expected
+    assert all(positive(f) for f in figures["configurations"].values())
+    assert figures["vs_one_thread"]["1 threads, sub-batch 2"] == 1.0
