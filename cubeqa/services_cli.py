@@ -37,12 +37,12 @@ def worker_command(
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default CUBEQA_DEVICE)")] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, help="tasks run at once (threads sharing one model copy, or prefork processes with a copy each); default: one per CPU core for encode on the CPU, else 1"),
+        typer.Option(min=1, help="tasks run at once (threads sharing one model copy, or prefork processes with a copy each); default: one per usable CPU core for encode and all on the CPU, else 1"),
     ] = None,
     pool: Annotated[Pool, typer.Option(help="threads: one process; prefork: one child process per slot, hard time limits enforced")] = Pool.threads,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
-    """Run a Celery worker for one stage's queue; its model loads once per process, after fork."""
+    """Run a Celery worker for one stage's queue; its model loads once per worker process (per child under prefork)."""
     settings: Settings = ctx.obj
     if device is not None:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", device):

@@ -19,8 +19,9 @@ class StorageError(Exception):
     """The store is unusable as configured (bad URL, schema not at the current revision)."""
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys on every connection."""
+def make_engine(url: str, connections: int = 5) -> Engine:
+    """An engine for `url` keeping up to `connections` pooled (10 more on demand); SQLite gets WAL, a busy
+    timeout and foreign keys on every connection."""
     try:
         parsed = make_url(url)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises ArgumentError and others for junk URLs
@@ -28,10 +29,10 @@ def make_engine(url: str) -> Engine:
         raise StorageError(f"invalid database URL: {exc}") from exc
     try:
         if parsed.get_backend_name() == "sqlite":
-            engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+            engine = create_engine(parsed, pool_size=connections, connect_args={"check_same_thread": False, "timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True, pool_size=connections)
     except Exception as exc:  # noqa: BLE001 - unknown dialect, driver not installed
         raise StorageError(
             f"unusable database URL {parsed.render_as_string(hide_password=True)}: {exc}; "

@@ -72,9 +72,9 @@ class Job(Base):
     answer: Mapped[str | None] = mapped_column(Text)
     decoder_path: Mapped[str | None] = mapped_column(String(32))
     score: Mapped[float | None] = mapped_column(Float)
-    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    timings_ms: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    hosts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # None is SQL NULL, not JSON 'null'
+    timings_ms: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    hosts: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     model_version: Mapped[str | None] = mapped_column(ForeignKey("model_version.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -120,7 +120,7 @@ def create_batch(
         with sessions.begin() as session:
             session.add(Batch(id=batch_id, key=key, source=source, total=len(items), done_count=0, failed_count=0, created_at=created_at))
             session.flush()
-            if items:  # multi-row INSERTs, not an ORM object per job
+            if items:  # one executemany, not an ORM object per job
                 session.execute(
                     insert(Job.__table__),
                     [
@@ -200,7 +200,8 @@ def record_outcomes(sessions: sessionmaker[Session], outcomes: Sequence[JobOutco
         for job_id, batch_id in claimed:
             counts = per_batch.setdefault(batch_id, [0, 0])
             counts[0 if by_id[job_id].error is None else 1] += 1
-        for batch_id, (done, failed) in per_batch.items():
+        for batch_id in sorted(per_batch):  # one lock order for every writer
+            done, failed = per_batch[batch_id]
             session.execute(
                 update(Batch)
                 .where(Batch.id == batch_id)

@@ -1,4 +1,4 @@
-"""A worker process's runtime: its stage models (loaded once, after fork) and its database sessions.
+"""A worker process's runtime: its stage models (loaded once per process, after fork under prefork) and its database sessions.
 
 The worker edge builds one from settings and installs it; tasks fetch it with `current()`
 and never see Settings.
@@ -27,6 +27,7 @@ class Runtime:
     database_url: str
     loaders: dict[str, Callable[[], Any]]  # stage name -> builds that stage's model
     warm: tuple[str, ...] = ()  # stages to load in the background as soon as the process starts
+    connections: int = 5  # pooled database connections: at least one per task running at once
     _models: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _engine: Engine | None = None
@@ -47,7 +48,7 @@ class Runtime:
         """Session factory on an engine created in this process (engines do not survive fork)."""
         with self._lock:
             if self._sessions is None:
-                self._engine = make_engine(self.database_url)
+                self._engine = make_engine(self.database_url, self.connections)
                 self._sessions = session_factory(self._engine)
             return self._sessions
 

@@ -27,6 +27,7 @@ from tasks.wire import pack, unpack
 TRANSIENT: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # no free connection in the pool within its timeout
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     kombu.exceptions.OperationalError,
@@ -117,8 +118,12 @@ def encode(self, payload: dict[str, Any]) -> dict[str, Any]:
             for i, (_, r) in enumerate(batch)
         ]
 
-    results, errors = isolate(run, items)
-    marking.result()  # the jobs are marked running before their vectors move on; its transient errors retry the task
+    try:
+        results, errors = isolate(run, items)
+    finally:
+        marked = marking.exception()  # joined either way: no write outlives its task
+    if marked is not None:
+        raise marked  # the jobs are marked running before their vectors move on; a transient error retries the task
     kept = drop_failed(payload, errors, {"results": results, "texts": payload["texts"]})
     ok = kept["results"]
     dim = int(ok[0][0].shape[0]) if ok else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import math
 import os
 import socket
 import threading
@@ -69,15 +70,32 @@ def default_concurrency(stage: str, device: str) -> int:
 
     The encoder is ~80% of the work; its pool threads share one model copy and each runs one
     intra-op thread, so they use every core without OpenMP barriers across processes. The cube and
-    decode stages are light, and a GPU serialises its work anyway.
+    decode stages are light, and a GPU serialises its work anyway ("auto" counts as a GPU when the
+    machine shows one, checked without initialising CUDA, which must not happen before a fork).
     """
-    if stage in ("encode", "all") and not device.startswith("cuda"):
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return 1
+    on_gpu = device.startswith("cuda") or (device == "auto" and nvidia_gpu_visible())
+    return usable_cores() if stage in ("encode", "all") and not on_gpu else 1
+
+
+def nvidia_gpu_visible(driver: Path = Path("/proc/driver/nvidia/gpus")) -> bool:
+    """Whether the NVIDIA driver lists a GPU for this machine or container."""
+    return driver.is_dir() and any(driver.iterdir())
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPU cores this process may use: its affinity set, capped by a cgroup v2 CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
 
 
 def build_runtime(options: WorkerOptions) -> runtime.Runtime:
-    """Loaders for the served stages; nothing is loaded (and CUDA is not touched) until after fork."""
+    """Loaders for the served stages; nothing is loaded (and CUDA is not touched) before the pool starts (after fork under prefork)."""
 
     def load_encode() -> EncodeStage:
         return EncodeStage(options.bundle_dir, options.encoder_config)
@@ -93,7 +111,8 @@ def build_runtime(options: WorkerOptions) -> runtime.Runtime:
 
     loaders = {"encode": load_encode, "cube": load_cube, "decode": load_decode}
     return runtime.Runtime(
-        database_url=options.database_url, loaders={s: loaders[s] for s in options.stages}, warm=options.stages
+        database_url=options.database_url, loaders={s: loaders[s] for s in options.stages}, warm=options.stages,
+        connections=max(5, options.concurrency + 1),
     )
 
 
@@ -123,6 +142,8 @@ POOLS = ("threads", "prefork")
 
 def run_worker(options: WorkerOptions) -> None:
     """Checks the database schema, then runs a Celery worker on the stage's queue(s) until stopped."""
+    if options.pool not in POOLS:
+        raise ValueError(f"unknown worker pool {options.pool!r}: use {' or '.join(POOLS)}")
     share_one_heap()
     engine = make_engine(options.database_url)
     check_schema(engine)

@@ -51,8 +51,7 @@ def test_distributed_on_both_stores(tmp_path: Path) -> None:
         assert (row["submitted"], row["done"], row["failed"], row["micro_batch"]) == (12, [12], [0], 4)
         assert positive(row["distributed_qps"]) and positive(row["limit_qps"]) and positive(row["ratio"])
         assert set(row["worker_cpu_ms_per_question"]) == {"encode", "cube", "decode"}
-        cpu = row["worker_cpu_ms_per_question"]  # clock ticks of 10 ms: only the encoder is sure to register on 12 questions
-        assert positive(cpu["encode"]) and min(cpu["cube"]["min"], cpu["decode"]["min"]) >= 0
+        assert positive(row["worker_cpu_ms_per_question"]["encode"])  # clock ticks of 10 ms: only the encoder is sure to register
         assert {"encode", "cube", "decode", "wait_encode", "wait_cube", "wait_decode"} <= set(row["stage_ms_per_question"])
 
 
@@ -92,4 +91,3 @@ def test_encoder_threads(tmp_path: Path) -> None:
     assert figures["questions"] == 12 and figures["micro_batch"] == 4
     assert set(figures["configurations"]) == set(figures["vs_one_thread"]) == expected
     assert all(positive(f) for f in figures["configurations"].values())
-    assert figures["vs_one_thread"]["1 threads, sub-batch 2"] == 1.0

@@ -37,6 +37,34 @@ def done(job_id: str, cube_cos: float) -> JobOutcome:
     return JobOutcome(job_id=job_id, answer="a", decoder_path="bank", score=0.5, metrics={"cube_cos": cube_cos}, timings_ms={"encode": 1.0})
 
 
+def test_concurrent_writes_of_the_same_results_count_each_job_once(sessions) -> None:
+    """Two decode tasks finishing the same redelivered micro-batch at once: the second waits on the first's
+    claim and then finds every job final."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    batch_id, _ = create_batch(sessions, [NewJob(f"q{i}") for i in range(40)])
+    jobs = unfinished_jobs(sessions, batch_id)
+    outcomes = [done(j.id, 0.5) if i % 4 else JobOutcome(job_id=j.id, error="bad input") for i, j in enumerate(jobs)]
+    for expected in (40, 0):  # four writers race; then four more find everything final
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            finished = list(pool.map(lambda _: record_outcomes(sessions, outcomes, "default@x"), range(4)))
+        assert sum(finished) == expected
+    summary = batch_summary(sessions, batch_id)
+    assert (summary.done, summary.failed, summary.total, summary.finished) == (30, 10, 40, True)
+
+
+def test_a_failed_job_stores_sql_null_not_json_null(sessions) -> None:
+    from sqlalchemy import select
+
+    from storage.models import Job
+
+    batch_id, _ = create_batch(sessions, [NewJob("q1")])
+    (job,) = unfinished_jobs(sessions, batch_id)
+    record_outcomes(sessions, [JobOutcome(job_id=job.id, error="bad input")], None)
+    with sessions() as session:
+        assert session.scalar(select(Job.id).where(Job.metrics.is_(None), Job.hosts.is_(None), Job.timings_ms.is_(None))) == job.id
+
+
 def test_a_repeated_result_write_changes_nothing(sessions) -> None:
     batch_id, created = create_batch(sessions, [NewJob("q1", "r1"), NewJob("q2"), NewJob("q3")])
     assert created

@@ -88,9 +88,32 @@ def test_bulk_limits_and_formats(tmp_path) -> None:
 
 
 def test_only_the_encoder_on_the_cpu_runs_one_task_per_core_by_default() -> None:
-    from workers.main import default_concurrency
+    from workers.main import default_concurrency, nvidia_gpu_visible, usable_cores
 
-    cores = len(os.sched_getaffinity(0))
-    assert default_concurrency("encode", "cpu") == default_concurrency("encode", "auto") == default_concurrency("all", "cpu") == cores
+    cores = usable_cores()
+    assert 1 <= cores <= len(os.sched_getaffinity(0))
+    assert default_concurrency("encode", "cpu") == default_concurrency("all", "cpu") == cores
+    assert default_concurrency("encode", "auto") == (1 if nvidia_gpu_visible() else cores)
     assert default_concurrency("encode", "cuda") == default_concurrency("encode", "cuda:1") == 1
     assert default_concurrency("cube", "cpu") == default_concurrency("decode", "auto") == 1
+
+
+def test_a_container_cpu_quota_caps_the_cores_counted(tmp_path) -> None:
+    from workers.main import usable_cores
+
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs: two threads may run
+    assert usable_cores(cpu_max) == min(2, len(os.sched_getaffinity(0)))
+    cpu_max.write_text("50000 100000\n")
+    assert usable_cores(cpu_max) == 1
+    cpu_max.write_text("max 100000\n")
+    assert usable_cores(cpu_max) == usable_cores(tmp_path / "absent") == len(os.sched_getaffinity(0))
+
+
+def test_a_gpu_is_seen_only_when_the_driver_lists_one(tmp_path) -> None:
+    from workers.main import nvidia_gpu_visible
+
+    assert not nvidia_gpu_visible(tmp_path / "absent")
+    assert not nvidia_gpu_visible(tmp_path)
+    (tmp_path / "0000:00:1e.0").mkdir()
+    assert nvidia_gpu_visible(tmp_path)
