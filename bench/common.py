@@ -198,7 +198,8 @@ def use_threads(count: int) -> None:
 
 
 def thread_counts(value: str) -> list[int]:
-    return [int(t) for t in value.split(",")] if value else [os.cpu_count() or 1]
+    """Intra-op thread counts from a comma-separated list; empty means one per core."""
+    return sizes(value) if value else [os.cpu_count() or 1]
 
 
 def sizes(value: str) -> list[int]:

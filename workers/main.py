@@ -51,16 +51,15 @@ class WorkerOptions:
         return STAGES if self.stage == "all" else (self.stage,)
 
 
-WORKER_THREADS = 1  # intra-op threads of a worker process when CUBEQA_THREADS is 0
+WORKER_THREADS = 1  # intra-op threads per running task when CUBEQA_THREADS is 0
 
 
 def worker_threads(options: WorkerOptions) -> int:
-    """Intra-op threads of each worker process: CUBEQA_THREADS, else one.
+    """Intra-op threads of each pool thread (or prefork child) that runs tasks: CUBEQA_THREADS, else one.
 
-    Stage workers share the machine's cores with each other; with two threads per process each
-    operator's barrier waits for a thread another process has preempted (measured on 2 cores: one
-    question's encode went from ~25 ms to 130-480 ms). More cores for a stage: more processes
-    (`--concurrency`), not more threads.
+    Stage workers share the machine's cores with each other; with two intra-op threads per task each
+    operator's barrier waits for a thread another process has preempted. More cores for a stage:
+    more tasks at once (`--concurrency`), not more intra-op threads.
     """
     return options.threads or WORKER_THREADS
 
