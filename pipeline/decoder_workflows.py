@@ -40,6 +40,23 @@ def read_text_file(path: Path) -> list[str]:
     return texts
 
 
+def fragments(texts: list[str], per_text: int, *, min_words: int = 4, seed: int = 0) -> list[str]:
+    """Random runs of consecutive words (at least `min_words`, fewer than all) from each text of at least
+    twice that length: more (text, vector) pairs from the same sentences, so the decoder meets each word in
+    more than the one context it came from (32k sentences overfit)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for text in texts:
+        words = text.split()
+        if per_text < 1 or len(words) < 2 * min_words:
+            continue
+        for _ in range(per_text):
+            size = int(rng.integers(min_words, len(words)))
+            start = int(rng.integers(0, len(words) - size + 1))
+            out.append(" ".join(words[start : start + size]))
+    return out
+
+
 @dataclass
 class DecoderTrainOutcome:
     bundle_dir: Path
@@ -56,23 +73,29 @@ def train_decoder_bundle(
     train_config: DecoderTrainConfig,
     cache_dir: Path | None,
     extra_text: list[Path] | tuple[Path, ...] = (),
+    fragments_per_answer: int = 0,
     on_embed: EmbedProgress | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> DecoderTrainOutcome:
-    """Trains a decoder on the training questions and answers (plus extra text) and adds it to the bundle."""
+    """Trains a decoder on the training questions and answers (plus extra text, plus `fragments_per_answer`
+    random word runs of each training answer) and adds it to the bundle."""
     check_encoder(read_manifest(bundle_dir), encoder.identity, Path(bundle_dir))
     extra = {Path(p): read_text_file(p) for p in extra_text}  # bad files fail before any work
     train = load_embedded(train_path, encoder, cache_dir, on_embed)
     groups = [([p.question for p in train.pairs], train.q), ([p.answer for p in train.pairs], train.a)]
     for path, texts in extra.items():
         groups.append((texts, embed_cached(texts, embedder(encoder, path.name, on_embed), cache_dir, f"enc-{encoder.identity.weights_hash}")))
+    pieces = fragments(sorted({p.answer for p in train.pairs}), fragments_per_answer, seed=train_config.seed)
+    if pieces:
+        groups.append((pieces, embed_cached(pieces, embedder(encoder, "answer fragments", on_embed), cache_dir, f"enc-{encoder.identity.weights_hash}")))
     texts, vectors = unique_sentences(*groups)
     net = build_net(config, len(encoder.tokenizer), encoder.model_dir)
     report = train_decoder(net, encoder.tokenizer, texts, vectors, train_config, on_progress)
     words = RealWords(encoder.tokenizer, texts)
     save_decoder(
         net, bundle_dir,
-        {"train_config": train_config.to_dict(), "report": report.to_dict(), "sources": [Path(train_path).name, *(p.name for p in extra)], "sentences": len(texts)},
+        {"train_config": train_config.to_dict(), "report": report.to_dict(), "sources": [Path(train_path).name, *(p.name for p in extra)],
+         "fragments_per_answer": fragments_per_answer, "sentences": len(texts)},
     )
     (Path(bundle_dir) / WORDS_FILE).write_text(json.dumps(words.to_json()), encoding="utf-8")
     return DecoderTrainOutcome(Path(bundle_dir), report, len(texts))

@@ -45,6 +45,7 @@ class GenerativeConfig:
     rerank: bool = True  # pick the beam candidate whose teacher embedding is closest to the target
     constrain: bool = True  # only real words (see pipeline/decoders/words.py)
     no_repeat_ngram: int = 3  # no n-gram of word pieces twice in one output (0 = off)
+    no_repeat_piece: bool = True  # no word piece twice in a row ("von von", "the the")
     length_penalty: float = 1.0  # beam score = log p / length ** penalty
 
     def to_dict(self) -> dict[str, object]:
@@ -143,12 +144,20 @@ class DecoderNet(nn.Module):
         self.output_weight = self.word.weight.detach()[self.output_ids].contiguous()
         self.output_bias = self.head_bias.detach()[self.output_ids].contiguous()
 
-    def forward(self, vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: logits (B, T, V) for predicting ids[:, 1:] from the vector and ids[:, :-1]."""
+    def hidden(self, vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: final states (B, T-1, D) that predict ids[:, 1:] from the vector and ids[:, :-1]."""
         x = torch.cat([self.prefix_states(vectors), self.embed(ids[:, :-1], self.config.prefix)], 1)
         for layer in self.layers:
             x, _ = layer(x, causal=True)
-        return self.logits(x[:, self.config.prefix :])
+        return x[:, self.config.prefix :]
+
+    def forward(self, vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: logits (B, T-1, V) over the whole vocabulary."""
+        return self.logits(self.hidden(vectors, ids))
+
+    def subset_logits(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Logits over only these token ids (training: the pieces the text uses, as generation is limited to them)."""
+        return self.head(hidden) @ self.word.weight[ids].T + self.head_bias[ids]
 
     def start(self, vectors: torch.Tensor, cls_id: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """Runs prefix + [CLS]; returns next-token logits (B, V) and the KV cache."""
@@ -287,6 +296,8 @@ class GenerativeDecoder:
             mask[self.sep_id] = False  # never an empty answer
         if self.config.constrain and self.words is not None:
             mask &= self.words.next_mask(history, self.sep_id)
+        if self.config.no_repeat_piece and history:
+            mask[history[-1]] = False
         n = self.config.no_repeat_ngram
         if n and len(history) >= n - 1:
             tail = tuple(history[len(history) - (n - 1) :]) if n > 1 else ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -40,8 +41,13 @@ def decoder_bundle(encoder, small_data, tmp_path_factory):
     outcome = train_decoder_bundle(
         out, small_data["train"], encoder=encoder, config=GenerativeConfig(layers=2, max_tokens=12),
         train_config=DecoderTrainConfig(minutes=0.2, max_epochs=1, batch_size=16, eval_every=10, holdout=0.05), cache_dir=None,
+        fragments_per_answer=1,
     )
     assert outcome.report.steps >= 10 and outcome.report.history
+    pairs = [json.loads(line) for line in small_data["train"].read_text().splitlines()]
+    sentences = {p["question"] for p in pairs} | {p["answer"] for p in pairs}
+    long_answers = {p["answer"] for p in pairs if len(p["answer"].split()) >= 8}
+    assert len(sentences) < outcome.sentences <= len(sentences) + len(long_answers)  # plus one fragment per long answer
     return out
 
 

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from pipeline.decoders.generative import GenerativeConfig, GenerativeDecoder, build_net, load_decoder_net, save_decoder
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import default_model_dir
-from pipeline.training.decoder_trainer import DecoderTrainConfig, train_decoder
+from pipeline.training.decoder_trainer import DecoderTrainConfig, OutputVocab, sequence_loss, train_decoder
 
 TEXTS = [
     "the kenyan highlands are among the most successful agricultural production regions in africa.",
@@ -91,15 +91,19 @@ def test_generation_feeds_its_own_tokens_back(tokenizer) -> None:
 
 
 def test_repetition_guard_and_length_cap(tokenizer) -> None:
-    looping = tiny(tokenizer, constrain=False, no_repeat_ngram=0, seed=3)
+    looping = tiny(tokenizer, constrain=False, no_repeat_ngram=0, no_repeat_piece=False, seed=3)
     looping.net.head_bias.data[tokenizer.convert_tokens_to_ids("the")] = 50.0  # a model that wants "the the the ..."
     looping.net.head_bias.data[tokenizer.sep_token_id] = -50.0
+    looping.net.restrict_output([*looping.words.seen, tokenizer.sep_token_id])  # generation reads a copy of the bias
     out = looping.decode(vectors(2))
     assert all(len(g.ids) == looping.config.max_tokens for g in out)  # capped, not endless
     guarded = looping.with_options(no_repeat_ngram=2).decode(vectors(2))
     for g in guarded:
         bigrams = list(zip(g.ids, g.ids[1:]))
         assert len(bigrams) == len(set(bigrams)) and len(g.ids) <= looping.config.max_tokens
+    for g in looping.with_options(no_repeat_piece=True).decode(vectors(2)) + looping.with_options(no_repeat_piece=True, beam=3).decode(vectors(1)):
+        assert g.ids.count(tokenizer.convert_tokens_to_ids("the")) >= 2  # still its favourite piece...
+        assert all(a != b for a, b in zip(g.ids, g.ids[1:]))  # ... but never twice in a row
 
 
 def test_outputs_are_never_empty(tokenizer) -> None:
@@ -135,13 +139,33 @@ def test_bundle_round_trip_keeps_the_outputs(tokenizer, tmp_path) -> None:
     assert [g.ids for g in again.decode(vectors(4))] == [g.ids for g in decoder.decode(vectors(4))]  # float16 storage
 
 
-def test_a_tiny_training_run_lowers_the_held_out_loss(tokenizer) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_tiny_training_run_lowers_the_held_out_loss(tokenizer, precision) -> None:
     decoder = tiny(tokenizer)
     texts = TEXTS * 10
-    config = DecoderTrainConfig(minutes=5, max_epochs=20, batch_size=8, eval_every=10, patience=100, holdout=0.1, warmup_steps=2, noise=0.0, lr_new=3e-3)
+    config = DecoderTrainConfig(
+        minutes=5, max_epochs=20, batch_size=8, eval_every=10, patience=100, holdout=0.1, warmup_steps=2, noise=0.0, lr_new=3e-3, precision=precision
+    )
     report = train_decoder(decoder.net, tokenizer, texts, np.repeat(vectors(4), 10, axis=0), config)
     losses = [h["val_loss"] for h in report.history]
-    assert losses[-1] < losses[0] - 1.0
+    assert report.precision == precision and losses[-1] < losses[0] - 1.0
+
+
+def test_the_training_loss_is_the_softmax_over_the_pieces_the_text_uses(tokenizer) -> None:
+    net = tiny(tokenizer).net
+    sequences = [[tokenizer.cls_token_id, *tokenizer(t, add_special_tokens=False)["input_ids"], tokenizer.sep_token_id] for t in TEXTS]
+    vocab = OutputVocab.of(sequences, len(tokenizer))
+    assert tokenizer.sep_token_id in vocab.ids.tolist() and tokenizer.cls_token_id not in vocab.ids.tolist()  # targets only
+    width = max(map(len, sequences))
+    ids = torch.tensor([seq + [0] * (width - len(seq)) for seq in sequences])
+    v = torch.as_tensor(vectors(4))
+    logits = net(v, ids)  # the full vocabulary, with the unused pieces masked out by hand
+    masked = torch.full_like(logits, -torch.inf)
+    masked[..., vocab.ids] = logits[..., vocab.ids]
+    targets = ids[:, 1:]
+    expected = torch.nn.functional.cross_entropy(masked[targets != 0], targets[targets != 0])
+    torch.testing.assert_close(sequence_loss(net, v, ids, vocab), expected)
+    assert sequence_loss(net, v, ids) > expected  # the full softmax spreads mass over pieces the text never uses
 
 
 def test_the_hybrid_threshold_maximises_e2e_without_raising_the_echo_rate() -> None:
@@ -181,3 +205,15 @@ def test_the_vocabulary_mapping_round_trips(tokenizer) -> None:
         spelled = decoder.text_of(ids)
         assert spelled == text  # lower-case training text is spelled back exactly
         assert tokenizer(spelled, add_special_tokens=False)["input_ids"] == ids
+
+
+def test_answer_fragments_are_runs_of_consecutive_words() -> None:
+    from pipeline.decoder_workflows import fragments
+
+    long, short = TEXTS[0], "nairobi is the capital."
+    pieces = fragments([long, short], 5, min_words=4, seed=1)
+    assert len(pieces) == 5  # the four-word sentence is too short to cut
+    for piece in pieces:
+        n = len(piece.split())
+        assert 4 <= n < len(long.split()) and f" {piece} " in f" {long} "
+    assert pieces == fragments([long, short], 5, min_words=4, seed=1) and fragments([long], 0) == []
