@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     decoder: Literal["bank", "generative", "hybrid"] = Field("bank", description="which decoder turns answer vectors into text")
     generative_beam: int | None = Field(None, ge=1, le=16, description="beam width of the generative decoder (1 = greedy); unset: the bundle's default")
     generative_rerank: bool | None = Field(None, description="rerank beam candidates by teacher cosine to the target; unset: the bundle's default")
+    generative_min_length: float | None = Field(
+        None, ge=0, le=2, description="no end before this share of the sentence length predicted from the vector (0 = off); unset: the bundle's default"
+    )
 
     # The job system.
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL")

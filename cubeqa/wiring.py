@@ -36,7 +36,7 @@ def bank_config(settings: Settings) -> PhraseBankConfig:
 
 def generative_options(settings: Settings) -> dict[str, object]:
     """Decoding knobs of the generative decoder that settings override (unset ones keep the bundle's)."""
-    options = {"beam": settings.generative_beam, "rerank": settings.generative_rerank}
+    options = {"beam": settings.generative_beam, "rerank": settings.generative_rerank, "min_length": settings.generative_min_length}
     return {name: value for name, value in options.items() if value is not None}
 
 

@@ -150,6 +150,12 @@ def round_trip(
     )
 
 
+def mode_label(config: GenerativeConfig) -> str:
+    """A decoding mode in words, e.g. "beam 3 + rerank, min length 0.6"."""
+    search = "greedy" if config.beam <= 1 else f"beam {config.beam}" + (" + rerank" if config.rerank else "")
+    return search + (f", min length {config.min_length:g}" if config.min_length > 0 else "")
+
+
 def normalise(text: str, decoder: GenerativeDecoder) -> str:
     """A reference as the uncased teacher vocabulary can spell it (lower case, accents stripped, tokenised spacing)."""
     return decoder.text_of(decoder.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -211,9 +217,11 @@ def evaluate_decoders(
     from pipeline.decoders.phrase_bank import PhraseBankDecoder
     from pipeline.training.cube_trainer import apply_map
 
-    modes = modes or {"default (beam 3 + rerank)": {}, "greedy": {"beam": 1, "rerank": False}, "beam 4 + rerank": {"beam": 4, "rerank": True}}
     bundle = load_bundle(bundle_dir, encoder.identity)
     base, _ = load_generative(bundle_dir, encoder)
+    if not modes:
+        others = [{"beam": 1, "rerank": False, "min_length": 0.0}, {"beam": 4, "rerank": True}]
+        modes = {f"default ({mode_label(base.config)})": {}} | {mode_label(base.with_options(**o).config): o for o in others}
     val = load_embedded(data_path, encoder, cache_dir, on_embed)
     train = load_embedded(train_path, encoder, cache_dir, on_embed)
     held_texts, held_vecs = unique_sentences(([p.question for p in val.pairs], val.q), ([p.answer for p in val.pairs], val.a))

@@ -47,6 +47,7 @@ class GenerativeConfig:
     no_repeat_ngram: int = 3  # no n-gram of word pieces twice in one output (0 = off)
     no_repeat_piece: bool = True  # no word piece twice in a row ("von von", "the the")
     length_penalty: float = 1.0  # beam score = log p / length ** penalty
+    min_length: float = 0.0  # no end before this share of the length predicted from the vector (0 = off)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -72,6 +73,17 @@ class Layer(nn.Module):
         self.ff1, self.ff2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
         self.norm2 = nn.LayerNorm(dim, eps=1e-12)
         self.dropout = dropout
+        self.qkv: tuple[torch.Tensor, torch.Tensor] | None = None  # fused copy for inference (see fuse)
+
+    def fuse(self) -> None:
+        """Inference: one matmul for q, k and v instead of three, on a copy of their weights."""
+        with torch.no_grad():
+            self.qkv = (torch.cat([self.q.weight, self.k.weight, self.v.weight]), torch.cat([self.q.bias, self.k.bias, self.v.bias]))
+
+    def train(self, mode: bool = True) -> Layer:
+        if mode:
+            self.qkv = None  # training changes the weights; the fused copy would go stale
+        return super().train(mode)
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
@@ -80,7 +92,10 @@ class Layer(nn.Module):
     def forward(
         self, x: torch.Tensor, *, causal: bool, key_padding: torch.Tensor | None = None, cache: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        if self.qkv is not None and not self.training:
+            q, k, v = (self.split(t) for t in F.linear(x, *self.qkv).chunk(3, -1))
+        else:
+            q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
         if cache is not None:
             k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
         mask = None
@@ -106,6 +121,7 @@ class DecoderNet(nn.Module):
         self.token_type = nn.Parameter(torch.zeros(d))
         self.emb_norm = nn.LayerNorm(d, eps=1e-12)
         self.prefix = nn.Linear(config.vector_dim, config.prefix * d)
+        self.length = nn.Linear(config.vector_dim, 1)  # log piece count from the vector, fitted in closed form after training
         self.layers = nn.ModuleList(Layer(d, config.heads, config.ffn, config.dropout) for _ in range(config.layers))
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=1e-12))
         self.head_bias = nn.Parameter(torch.zeros(vocab_size))
@@ -119,21 +135,22 @@ class DecoderNet(nn.Module):
         x = self.word(ids) + self.position(positions)[None] + self.token_type
         return F.dropout(self.emb_norm(x), self.config.dropout, self.training)
 
+    def predicted_length(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Expected word pieces of the sentence behind each vector (B,)."""
+        return self.length(vectors)[:, 0].exp()
+
     def prefix_states(self, vectors: torch.Tensor) -> torch.Tensor:
         p = self.config.prefix
         x = self.prefix(vectors).view(-1, p, self.config.dim) + self.position.weight[:p][None]
         return F.dropout(self.emb_norm(x), self.config.dropout, self.training)
 
     def logits(self, hidden: torch.Tensor, restricted: bool = False) -> torch.Tensor:
-        """Next-token logits; `restricted` (generation only) limits them to `restrict_output`'s ids."""
+        """Next-token logits over the whole vocabulary, or (`restricted`, generation) over `output_ids` only,
+        column j for token output_ids[j]: the pieces the training text uses, a third fewer rows in the
+        largest matmul (the other pieces are never an answer's pieces anyway)."""
         if not restricted or self.output_ids is None:
             return self.head(hidden) @ self.word.weight.T + self.head_bias
-        # Inference over the pieces the training text uses: a third fewer rows in the largest matmul;
-        # the other pieces get -inf (they are never the answer's pieces anyway).
-        sub = self.head(hidden) @ self.output_weight.T + self.output_bias
-        full = torch.full((*sub.shape[:-1], self.word.num_embeddings), -math.inf, dtype=sub.dtype)
-        full[..., self.output_ids] = sub
-        return full
+        return self.head(hidden) @ self.output_weight.T + self.output_bias
 
     def restrict_output(self, ids: list[int] | None) -> None:
         """Limits inference logits to these token ids (None: the whole vocabulary)."""
@@ -243,6 +260,8 @@ class GenerativeDecoder:
         self.words = words
         if words is not None and words.seen:
             net.restrict_output([*words.seen, tokenizer.sep_token_id])
+        for layer in net.layers:
+            layer.fuse()
         self.embed = embed  # the teacher's encode, for reranking
         self.config = net.config
         self.cls_id = tokenizer.cls_token_id
@@ -289,11 +308,17 @@ class GenerativeDecoder:
         best = usable[int(np.argmax(cos))]
         return Generated(texts[best], hyps[best][0], hyps[best][1], [(texts[i], float(c)) for i, c in zip(usable, cos)])
 
-    def allowed(self, history: list[int]) -> torch.Tensor:
+    def shortest(self, vectors: torch.Tensor) -> list[int]:
+        """Per vector, the fewest pieces before the end may come: `min_length` of the predicted length (at least 1)."""
+        if self.config.min_length <= 0:
+            return [1] * vectors.shape[0]
+        return [max(1, int(self.config.min_length * n)) for n in self.net.predicted_length(vectors).tolist()]
+
+    def allowed(self, history: list[int], shortest: int = 1) -> torch.Tensor:
         """Boolean mask of the tokens that may come next after `history` (constraint, repetition guard, specials)."""
         mask = ~self.banned  # a new tensor
-        if not history:
-            mask[self.sep_id] = False  # never an empty answer
+        if len(history) < shortest:
+            mask[self.sep_id] = False  # never an empty answer, nor one far shorter than the vector's sentence
         if self.config.constrain and self.words is not None:
             mask &= self.words.next_mask(history, self.sep_id)
         if self.config.no_repeat_piece and history:
@@ -308,11 +333,19 @@ class GenerativeDecoder:
             mask[self.sep_id] = True  # nothing else fits: end here rather than emit an invalid word
         return mask
 
+    def columns(self, mask: torch.Tensor) -> torch.Tensor:
+        """A vocabulary-wide mask (…, V) cut to the generated logits' columns (see DecoderNet.logits)."""
+        return mask if self.net.output_ids is None else mask[..., self.net.output_ids]
+
+    def token(self, column: int) -> int:
+        return column if self.net.output_ids is None else int(self.net.output_ids[column])
+
     @torch.inference_mode()
     def greedy(self, vectors: torch.Tensor) -> list[tuple[list[int], float]]:
         """Batched greedy decoding; each row's own output is fed back until [SEP] or the cap."""
         logits, cache = self.net.start(vectors, self.cls_id)
         b = vectors.shape[0]
+        shortest = self.shortest(vectors)
         histories: list[list[int]] = [[] for _ in range(b)]
         scores = [0.0] * b
         done = [False] * b
@@ -322,10 +355,11 @@ class GenerativeDecoder:
             for i in range(b):
                 if done[i]:
                     continue
-                masked = logp[i].masked_fill(~self.allowed(histories[i]), -math.inf)
-                token = int(masked.argmax()) if bool(torch.isfinite(masked).any()) else self.sep_id
+                masked = logp[i].masked_fill(~self.columns(self.allowed(histories[i], shortest[i])), -math.inf)
+                column = int(masked.argmax())
+                token = self.token(column) if bool(torch.isfinite(masked[column])) else self.sep_id
                 chosen[i] = token
-                scores[i] += float(masked[token])
+                scores[i] += float(masked[column])
                 if token == self.sep_id:
                     done[i] = True
                 else:
@@ -339,15 +373,16 @@ class GenerativeDecoder:
     def beam_search(self, vector: torch.Tensor, width: int) -> list[tuple[list[int], float]]:
         """Beam search for one vector; returns finished hypotheses best first (length-normalised log prob)."""
         logits, cache = self.net.start(vector, self.cls_id)
+        shortest = self.shortest(vector)[0]
         beams: list[tuple[list[int], float]] = [([], 0.0)]
         finished: list[tuple[list[int], float]] = []
         for position in range(self.config.prefix + 1, self.config.prefix + 1 + self.config.max_tokens):
-            logp = torch.log_softmax(logits.float(), -1)  # (rows, V)
-            allowed = torch.stack([self.allowed(history) for history, _ in beams])
+            logp = torch.log_softmax(logits.float(), -1)  # (rows, generated columns)
+            allowed = self.columns(torch.stack([self.allowed(history, shortest) for history, _ in beams]))
             totals = logp.masked_fill(~allowed, -math.inf) + torch.tensor([score for _, score in beams])[:, None]
             top = torch.topk(totals.view(-1), min(2 * width, totals.numel()))
             vocab = totals.shape[1]
-            candidates = [(float(v), int(i) // vocab, int(i) % vocab) for v, i in zip(top.values, top.indices) if v > -math.inf]
+            candidates = [(float(v), int(i) // vocab, self.token(int(i) % vocab)) for v, i in zip(top.values, top.indices) if v > -math.inf]
             next_beams, rows, tokens = [], [], []
             for score, row, token in candidates:
                 history = beams[row][0]

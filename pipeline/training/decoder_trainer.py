@@ -3,8 +3,8 @@
 Teacher forcing with cross-entropy over the word pieces the text uses (generation is limited
 to those same pieces), in bfloat16 autocast where the hardware supports it (AMX / AVX-512
 BF16 CPUs, recent GPUs); AdamW with a lower rate for the pretrained layers;
-warm-up then cosine over a step count planned from a wall-clock budget (measured on the
-first steps), so the schedule always completes; validation loss on a held-out part of the
+warm-up then cosine over a step count planned from a wall-clock budget (measured on
+steps 5–25), so the schedule always completes; validation loss on a held-out part of the
 training sentences every `eval_every` steps, keeping the best state and stopping after
 `patience` evaluations without improvement.
 """
@@ -142,6 +142,16 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 @torch.no_grad()
+def fit_length(net: DecoderNet, vectors: np.ndarray, sequences: list[list[int]], ridge: float = 1.0) -> None:
+    """Fits the network's length head (vector -> log piece count, [CLS]/[SEP] excluded) by ridge regression."""
+    x = np.hstack([vectors, np.ones((len(vectors), 1), dtype=vectors.dtype)]).astype(np.float64)
+    y = np.log([max(1, len(s) - 2) for s in sequences])
+    w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ y)
+    net.length.weight.copy_(torch.as_tensor(w[None, :-1], dtype=net.length.weight.dtype))
+    net.length.bias.fill_(float(w[-1]))
+
+
+@torch.no_grad()
 def validation_loss(
     net: DecoderNet, vectors: np.ndarray, sequences: list[list[int]], batch_size: int, vocab: OutputVocab | None = None, precision: str = "fp32"
 ) -> float:
@@ -187,9 +197,9 @@ def train_decoder(
     precision = resolve_precision(config.precision, device)
 
     pretrained = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith(("layers.", "emb_norm."))]
-    fresh = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith(("layers.", "emb_norm.")) and n not in FROZEN]
+    fresh = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith(("layers.", "emb_norm.", "length.")) and n not in FROZEN]
     if net.config.init == "scratch":
-        pretrained, fresh = [], [p for p in net.parameters() if p.requires_grad]
+        pretrained, fresh = [], [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("length.")]
     groups = [{"params": fresh, "lr": config.lr_new}] + ([{"params": pretrained, "lr": config.lr_pretrained}] if pretrained else [])
     optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     peak = [g["lr"] for g in groups]
@@ -197,7 +207,7 @@ def train_decoder(
     planned = per_epoch * config.max_epochs  # replanned from the budget after the first steps
 
     net.train()
-    started = time.monotonic()
+    started = timed_from = time.monotonic()
     best = (math.inf, 0, copy.deepcopy(net.trainable_state()))
     history: list[dict[str, float]] = []
     running: list[float] = []
@@ -222,9 +232,12 @@ def train_decoder(
             optimizer.step()
             step += 1
             running.append(loss.item())
-            if step == 5:  # plan the schedule to end within the budget
-                per_step = (time.monotonic() - started) / 5
-                planned = min(planned, max(10, int(config.minutes * 60 / per_step)))
+            if step == 5:
+                timed_from = time.monotonic()
+            if step == 25:  # plan the schedule to end within the budget, timing steps after the first (slower) ones
+                per_step = (time.monotonic() - timed_from) / 20
+                left = config.minutes * 60 - (time.monotonic() - started)
+                planned = min(planned, max(step + 1, step + int(left / per_step)))
             val = None
             if step % config.eval_every == 0 or step == planned:
                 val = validation_loss(net, hold_vecs, hold_seqs, config.batch_size * 2, vocab, precision)
@@ -242,6 +255,7 @@ def train_decoder(
         if epoch >= config.max_epochs:
             break
     net.load_state_dict(best[2], strict=False)
+    fit_length(net, train_vecs, train_seqs)
     net.to("cpu").eval()  # decoding runs on the CPU (batch-1 latency); the saved weights are device-free
     return DecoderTrainReport(
         planned_steps=planned, steps=step, best_step=best[1], best_val_loss=best[0], minutes=(time.monotonic() - started) / 60,

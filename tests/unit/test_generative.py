@@ -191,10 +191,8 @@ def test_generation_scores_only_the_pieces_the_training_text_uses(tokenizer) -> 
     hidden = torch.randn(2, decoder.config.dim)
     restricted = decoder.net.logits(hidden, restricted=True)
     full = decoder.net.logits(hidden)
-    torch.testing.assert_close(restricted[:, seen], full[:, seen])
-    unseen = torch.ones(len(tokenizer), dtype=torch.bool)
-    unseen[seen] = False
-    assert torch.isinf(restricted[:, unseen]).all()
+    assert decoder.net.output_ids.tolist() == seen and restricted.shape == (2, len(seen))
+    torch.testing.assert_close(restricted, full[:, seen])
     assert all(set(g.ids) <= set(seen) for g in decoder.decode(vectors(6)))
 
 
@@ -217,3 +215,18 @@ def test_answer_fragments_are_runs_of_consecutive_words() -> None:
         n = len(piece.split())
         assert 4 <= n < len(long.split()) and f" {piece} " in f" {long} "
     assert pieces == fragments([long, short], 5, min_words=4, seed=1) and fragments([long], 0) == []
+
+
+def test_fused_attention_projections_match_the_three_and_are_dropped_for_training(tokenizer) -> None:
+    decoder = tiny(tokenizer)
+    assert all(layer.qkv is not None for layer in decoder.net.layers)  # fused when the decoder is built
+    ids = torch.tensor([[tokenizer.cls_token_id, *tokenizer(TEXTS[1], add_special_tokens=False)["input_ids"]]])
+    v = torch.as_tensor(vectors(1))
+    fused = decoder.net(v, ids)
+    for layer in decoder.net.layers:
+        layer.qkv = None
+    torch.testing.assert_close(decoder.net(v, ids), fused)
+    for layer in decoder.net.layers:
+        layer.fuse()
+    decoder.net.train()
+    assert all(layer.qkv is None for layer in decoder.net.layers)  # training would leave a copy stale

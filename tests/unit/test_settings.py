@@ -62,3 +62,15 @@ def test_empty_or_malformed_secrets_are_refused_without_echoing_them(monkeypatch
     with pytest.raises(ValueError, match=message) as error:
         Settings()
     assert "pw" not in str(error.value).replace("password", "")
+
+
+def test_generative_knobs_override_only_what_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cubeqa.wiring import generative_options
+
+    assert generative_options(Settings()) == {}  # the bundle's own defaults
+    monkeypatch.setenv("CUBEQA_GENERATIVE_MIN_LENGTH", "0.7")
+    monkeypatch.setenv("CUBEQA_GENERATIVE_BEAM", "1")
+    assert generative_options(Settings()) == {"beam": 1, "min_length": 0.7}
+    monkeypatch.setenv("CUBEQA_GENERATIVE_MIN_LENGTH", "-1")
+    with pytest.raises(ValidationError, match="generative_min_length"):
+        Settings()
