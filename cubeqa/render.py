@@ -88,11 +88,14 @@ def eval_table(report: EvalReport, title: str) -> Group:
 def decoder_tables(report, split: str) -> Group:  # noqa: ANN001 - pipeline.decoder_workflows.DecoderReport
     """Round trip per decoding mode beside the nearest-training-sentence reference; then the Q→A figures."""
     trip = Table(title=f"round trip on {report.round_trip[0].sentences} held-out sentences of {split}", title_justify="left")
-    for column in ("decoder", "fidelity", "BLEU", "exact", "real words", "ms median", "ms p90"):
+    for column in ("decoder", "fidelity", "BLEU", "length ratio", "exact", "real words", "ms median", "ms p90"):
         trip.add_column(column, justify="left" if column == "decoder" else "right")
     for r in report.round_trip:
-        trip.add_row(f"generative, {r.mode}", f"{r.fidelity:.4f}", f"{r.bleu:.2f}", f"{r.exact_match:.3f}", f"{r.real_words:.4f}", f"{r.ms_median:.0f}", f"{r.ms_p90:.0f}")
-    trip.add_row("nearest training sentence", f"{report.nearest_training_fidelity:.4f}", f"{report.nearest_training_bleu:.2f}", "", "", "", "")
+        trip.add_row(
+            f"generative, {r.mode}", f"{r.fidelity:.4f}", f"{r.bleu:.2f}", f"{r.length_ratio:.3f}", f"{r.exact_match:.3f}", f"{r.real_words:.4f}",
+            f"{r.ms_median:.0f}", f"{r.ms_p90:.0f}",
+        )
+    trip.add_row("nearest training sentence", f"{report.nearest_training_fidelity:.4f}", f"{report.nearest_training_bleu:.2f}", "", "", "", "", "")
     qa = Table(title=f"decoding the cube outputs of {split} ({report.split_size} Q→A pairs, closed bank)", title_justify="left")
     for column in ("decoder", "e2e_cos", "decode_fidelity", "BLEU vs answer", "echo rate", "generative share"):
         qa.add_column(column, justify="left" if column == "decoder" else "right")

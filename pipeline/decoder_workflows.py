@@ -109,6 +109,7 @@ class RoundTrip:
     sentences: int
     fidelity: float  # mean cos(enc(decode(enc(s))), enc(s))
     bleu: float
+    length_ratio: float  # output length / reference length (BLEU's tokens); BLEU's brevity penalty bites below 1
     exact_match: float
     real_words: float
     ms_median: float
@@ -137,11 +138,13 @@ def round_trip(
     safe = [o if o.strip() else "." for o in outputs]
     fidelity = float(np.mean(np.sum(encoder.encode(safe).vectors * vectors, axis=1)))
     references = [normalise(t, decoder) for t in texts]
+    bleu = sacrebleu.corpus_bleu(outputs, [references])
     return RoundTrip(
         mode=mode,
         sentences=len(texts),
         fidelity=fidelity,
-        bleu=float(sacrebleu.corpus_bleu(outputs, [references]).score),
+        bleu=float(bleu.score),
+        length_ratio=float(bleu.sys_len / max(1, bleu.ref_len)),
         exact_match=float(np.mean([o == r for o, r in zip(outputs, references)])),
         real_words=decoder.words.real_word_share(ids) if decoder.words else float("nan"),
         ms_median=float(np.median(times)),
@@ -220,8 +223,13 @@ def evaluate_decoders(
     bundle = load_bundle(bundle_dir, encoder.identity)
     base, _ = load_generative(bundle_dir, encoder)
     if not modes:
-        others = [{"beam": 1, "rerank": False, "min_length": 0.0}, {"beam": 4, "rerank": True}]
-        modes = {f"default ({mode_label(base.config)})": {}} | {mode_label(base.with_options(**o).config): o for o in others}
+        others = [{"min_length": 0.0}, {"beam": 1, "rerank": False}, {"beam": 3, "rerank": True}, {"beam": 3, "rerank": True, "min_length": 0.9}]
+        default = mode_label(base.config)
+        modes = {f"default ({default})": {}}
+        for options in others:  # the default without its length floor, greedy, beam + rerank; each once
+            label = mode_label(base.with_options(**options).config)
+            if label != default:
+                modes.setdefault(label, options)
     val = load_embedded(data_path, encoder, cache_dir, on_embed)
     train = load_embedded(train_path, encoder, cache_dir, on_embed)
     held_texts, held_vecs = unique_sentences(([p.question for p in val.pairs], val.q), ([p.answer for p in val.pairs], val.a))

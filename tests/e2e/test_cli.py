@@ -70,6 +70,25 @@ def test_eval_writes_the_figures_as_json(trained, small_data) -> None:
     assert "identity_cos" in run.stdout
 
 
+def test_eval_measures_all_three_decoders_of_the_shipped_bundle(small_data, tmp_path) -> None:
+    out = tmp_path / "decoders.json"
+    run = cubeqa(
+        "eval", "--data", str(small_data["val"]), "--train", str(small_data["train"]), "--json", str(out), "--resamples", "50",
+        "--decoder", "all", "--sentences", "6", env={"CUBEQA_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert run.returncode == 0, run.stderr
+    decoders = json.loads(out.read_text())["decoders"]
+    modes = [r["mode"] for r in decoders["round_trip"]]
+    assert modes[0].startswith("default (") and any(m.startswith("greedy") for m in modes)
+    for trip in decoders["round_trip"]:
+        assert trip["sentences"] == 6 and trip["real_words"] >= 0.98 and trip["length_ratio"] > 0 and trip["ms_median"] <= trip["ms_p90"]
+        assert -1 <= trip["fidelity"] <= 1 and 0 <= trip["bleu"] <= 100
+    qa = {q["decoder"]: q for q in decoders["qa"]}
+    assert set(qa) == {"bank", "generative", "hybrid"} and decoders["split_size"] == 60
+    assert qa["hybrid"]["e2e_cos"] >= qa["bank"]["e2e_cos"] - 1e-9 and qa["hybrid"]["echo_rate"] <= qa["bank"]["echo_rate"] + 1e-9
+    assert "length ratio" in run.stdout and "nearest training sentence" in run.stdout
+
+
 def test_the_shipped_default_bundle_answers_right_after_install() -> None:
     run = cubeqa("ask", "What year did building begin of fort amsterdam on manhattan island?")
     assert run.returncode == 0, run.stderr

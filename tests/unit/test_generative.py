@@ -32,7 +32,7 @@ def words(tokenizer) -> RealWords:
 
 def tiny(tokenizer, seed: int = 0, **options) -> GenerativeDecoder:
     torch.manual_seed(seed)
-    options = {"beam": 1, "rerank": False, **options}  # greedy unless a test asks otherwise
+    options = {"beam": 1, "rerank": False, "min_length": 0.0, **options}  # greedy, no length floor, unless a test asks otherwise
     config = GenerativeConfig.scratch(dim=32, layers=2, heads=2, ffn=64, prefix=2, vector_dim=8, max_tokens=12, dropout=0.0, **options)
     return GenerativeDecoder(build_net(config, len(tokenizer), None), tokenizer, RealWords(tokenizer, TEXTS))
 
@@ -230,3 +230,30 @@ def test_fused_attention_projections_match_the_three_and_are_dropped_for_trainin
         layer.fuse()
     decoder.net.train()
     assert all(layer.qkv is None for layer in decoder.net.layers)  # training would leave a copy stale
+
+
+def test_the_length_floor_holds_off_the_end_until_its_share_of_the_predicted_length(tokenizer) -> None:
+    import math
+
+    eager = tiny(tokenizer, seed=4)
+    eager.net.head_bias.data[tokenizer.sep_token_id] = 50.0  # wants to stop at once
+    eager.net.restrict_output([*eager.words.seen, tokenizer.sep_token_id])
+    with torch.no_grad():
+        eager.net.length.weight.zero_()
+        eager.net.length.bias.fill_(math.log(10.0))  # predicts 10 pieces for every vector
+    assert [len(g.ids) for g in eager.decode(vectors(3))] == [1, 1, 1]
+    for mode in ({"min_length": 0.5}, {"min_length": 0.5, "beam": 3}):
+        floored = eager.with_options(**mode).decode(vectors(2))
+        assert all(len(g.ids) == 5 for g in floored)  # the end comes as soon as it is allowed
+
+
+def test_the_length_head_is_fitted_to_log_piece_counts(tokenizer) -> None:
+    from pipeline.training.decoder_trainer import fit_length
+
+    net = tiny(tokenizer).net
+    v = torch.as_tensor(vectors(40, seed=5))
+    counts = np.exp(1.0 + v[:, :3].sum(1).numpy())  # lengths that depend on the vector
+    sequences = [[0] * (int(round(c)) + 2) for c in counts]  # [CLS] + pieces + [SEP]
+    fit_length(net, v.numpy(), sequences, ridge=1e-6)
+    predicted = net.predicted_length(v).detach().numpy()
+    assert np.corrcoef(predicted, counts)[0, 1] > 0.95
