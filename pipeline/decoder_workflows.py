@@ -15,9 +15,9 @@ from pipeline.decoders.generative import WORDS_FILE, GenerativeConfig, Generativ
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import TeacherEncoder
 from pipeline.errors import InputError
-from pipeline.training.data import embed_cached, numbered_lines
+from pipeline.training.data import numbered_lines
 from pipeline.training.decoder_trainer import DecoderTrainConfig, DecoderTrainReport, ProgressCallback, train_decoder
-from pipeline.workflows import EmbedProgress, embedder, load_embedded
+from pipeline.workflows import EmbedProgress, embed_texts, load_embedded
 
 
 def unique_sentences(*groups: tuple[list[str], np.ndarray]) -> tuple[list[str], np.ndarray]:
@@ -84,10 +84,10 @@ def train_decoder_bundle(
     train = load_embedded(train_path, encoder, cache_dir, on_embed)
     groups = [([p.question for p in train.pairs], train.q), ([p.answer for p in train.pairs], train.a)]
     for path, texts in extra.items():
-        groups.append((texts, embed_cached(texts, embedder(encoder, path.name, on_embed), cache_dir, f"enc-{encoder.identity.weights_hash}")))
+        groups.append((texts, embed_texts(encoder, texts, path.name, cache_dir, on_embed)))
     pieces = fragments(sorted({p.answer for p in train.pairs}), fragments_per_answer, seed=train_config.seed)
     if pieces:
-        groups.append((pieces, embed_cached(pieces, embedder(encoder, "answer fragments", on_embed), cache_dir, f"enc-{encoder.identity.weights_hash}")))
+        groups.append((pieces, embed_texts(encoder, pieces, "answer fragments", cache_dir, on_embed)))
     texts, vectors = unique_sentences(*groups)
     net = build_net(config, len(encoder.tokenizer), encoder.model_dir)
     report = train_decoder(net, encoder.tokenizer, texts, vectors, train_config, on_progress)

@@ -50,6 +50,11 @@ def embedder(encoder: TeacherEncoder, label: str, on_embed: EmbedProgress | None
     return embed
 
 
+def embed_texts(encoder: TeacherEncoder, texts: list[str], label: str, cache_dir: Path | None, on_embed: EmbedProgress | None) -> np.ndarray:
+    """Vectors of `texts` from the embedding cache (keyed by the encoder's weights), embedding what is missing."""
+    return embed_cached(texts, embedder(encoder, label, on_embed), cache_dir, f"enc-{encoder.identity.weights_hash}")
+
+
 def load_embedded(path: Path, encoder: TeacherEncoder, cache_dir: Path | None, on_embed: EmbedProgress | None = None) -> EmbeddedPairs:
     """Reads a Q→A JSONL file and embeds it (cached by encoder hash and text hash)."""
     pairs = load_pairs(path)
@@ -112,7 +117,7 @@ def train_bundle(
         known = set(bank_texts)
         extra = [t for t in dict.fromkeys(texts) if t not in known]
         if extra:
-            vectors = embed_cached(extra, embedder(encoder, Path(path).name, on_embed), cache_dir, f"enc-{encoder.identity.weights_hash}")
+            vectors = embed_texts(encoder, extra, Path(path).name, cache_dir, on_embed)
             bank_texts, bank_vectors = bank_texts + extra, np.concatenate([bank_vectors, vectors])
     save_bundle(
         out_dir,
