@@ -37,7 +37,7 @@ train: install
 
 # The shipped generative decoder: 45-minute budget on 2 CPU cores, added to the default bundle.
 train-decoder: install
-	$(VENV)/bin/cubeqa train-decoder --bundle cubeqa/bundles/default --minutes 48 --fragments 2
+	$(VENV)/bin/cubeqa train-decoder --bundle cubeqa/bundles/default --minutes 54 --fragments 2
 
 eval: install
 	$(VENV)/bin/cubeqa eval --data data/squad_sent_val.jsonl --json docs/results/eval-val.json

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from pipeline.decoders.generative import WORDS_FILE, GenerativeConfig, Generativ
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import TeacherEncoder
 from pipeline.errors import InputError
-from pipeline.training.data import numbered_lines
+from pipeline.training.data import EmbeddedPairs, numbered_lines
 from pipeline.training.decoder_trainer import DecoderTrainConfig, DecoderTrainReport, ProgressCallback, train_decoder
 from pipeline.workflows import EmbedProgress, embed_texts, load_embedded
 
@@ -115,9 +115,11 @@ class RoundTrip:
     ms_median: float
     ms_p90: float
     examples: list[tuple[str, str]]
+    outputs: list[str] = field(default_factory=list, repr=False)  # per sentence, for paired comparisons (not in the JSON)
+    cosines: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, object]:
-        return self.__dict__.copy()
+        return {k: v for k, v in self.__dict__.items() if k not in ("outputs", "cosines")}
 
 
 def round_trip(
@@ -136,13 +138,13 @@ def round_trip(
         if progress:
             progress(1)
     safe = [o if o.strip() else "." for o in outputs]
-    fidelity = float(np.mean(np.sum(encoder.encode(safe).vectors * vectors, axis=1)))
+    cosines = np.sum(encoder.encode(safe).vectors * vectors, axis=1)
     references = [normalise(t, decoder) for t in texts]
     bleu = sacrebleu.corpus_bleu(outputs, [references])
     return RoundTrip(
         mode=mode,
         sentences=len(texts),
-        fidelity=fidelity,
+        fidelity=float(cosines.mean()),
         bleu=float(bleu.score),
         length_ratio=float(bleu.sys_len / max(1, bleu.ref_len)),
         exact_match=float(np.mean([o == r for o, r in zip(outputs, references)])),
@@ -150,6 +152,8 @@ def round_trip(
         ms_median=float(np.median(times)),
         ms_p90=float(np.percentile(times, 90)),
         examples=list(zip(texts[:5], outputs[:5])),
+        outputs=outputs,
+        cosines=cosines.tolist(),
     )
 
 
@@ -198,6 +202,14 @@ class DecoderReport:
         }
 
 
+def round_trip_sample(split: EmbeddedPairs, sentences: int, skip: int = 0) -> tuple[list[str], np.ndarray]:
+    """A fixed random sample of the split's unique questions and answers: `sentences` of them after the first
+    `skip` of one seeded order (the eval reports skip 0; bench/decoder_modes.py chooses modes past them)."""
+    texts, vectors = unique_sentences(([p.question for p in split.pairs], split.q), ([p.answer for p in split.pairs], split.a))
+    pick = np.sort(np.random.default_rng(0).permutation(len(texts))[skip : skip + sentences])
+    return [texts[i] for i in pick], vectors[pick]
+
+
 def evaluate_decoders(
     bundle_dir: Path,
     data_path: Path,
@@ -223,18 +235,22 @@ def evaluate_decoders(
     bundle = load_bundle(bundle_dir, encoder.identity)
     base, _ = load_generative(bundle_dir, encoder)
     if not modes:
-        others = [{"min_length": 0.0}, {"beam": 1, "rerank": False}, {"beam": 3, "rerank": True}, {"beam": 3, "rerank": True, "min_length": 0.9}]
+        others = [
+            {"min_length": 0.0},
+            {"beam": 1, "rerank": False},
+            {"beam": 2, "rerank": True},
+            {"beam": 3, "rerank": True, "min_length": 0.9},
+            {"beam": 5, "rerank": True, "min_length": 0.9},
+        ]
         default = mode_label(base.config)
         modes = {f"default ({default})": {}}
-        for options in others:  # the default without its length floor, greedy, beam + rerank; each once
+        for options in others:  # the default without its length floor, greedy, beams + rerank; each once
             label = mode_label(base.with_options(**options).config)
             if label != default:
                 modes.setdefault(label, options)
     val = load_embedded(data_path, encoder, cache_dir, on_embed)
     train = load_embedded(train_path, encoder, cache_dir, on_embed)
-    held_texts, held_vecs = unique_sentences(([p.question for p in val.pairs], val.q), ([p.answer for p in val.pairs], val.a))
-    pick = np.sort(np.random.default_rng(0).permutation(len(held_texts))[:sentences])
-    held_texts, held_vecs = [held_texts[i] for i in pick], held_vecs[pick]
+    held_texts, held_vecs = round_trip_sample(val, sentences)
 
     train_texts, train_vecs = unique_sentences(([p.question for p in train.pairs], train.q), ([p.answer for p in train.pairs], train.a))
     nearest = PhraseBankDecoder(train_texts, train_vecs).search(held_vecs, 1)[1][:, 0]

@@ -10,7 +10,15 @@ from transformers import AutoTokenizer
 from pipeline.decoders.generative import GenerativeConfig, GenerativeDecoder, build_net, load_decoder_net, save_decoder
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import default_model_dir
-from pipeline.training.decoder_trainer import DecoderTrainConfig, OutputVocab, sequence_loss, train_decoder
+from pipeline.training.decoder_trainer import (
+    DecoderTrainConfig,
+    OutputVocab,
+    cpu_has_amx,
+    replan,
+    resolve_precision,
+    sequence_loss,
+    train_decoder,
+)
 
 TEXTS = [
     "the kenyan highlands are among the most successful agricultural production regions in africa.",
@@ -151,6 +159,33 @@ def test_a_tiny_training_run_lowers_the_held_out_loss(tokenizer, precision) -> N
     assert report.precision == precision and losses[-1] < losses[0] - 1.0
 
 
+def test_replanning_fits_the_remaining_steps_into_the_remaining_time() -> None:
+    assert replan(1000, 100, seconds_per_step=0.5, seconds_left=10.0) == 120
+    assert replan(110, 100, seconds_per_step=0.5, seconds_left=10.0) == 110  # never past the epoch cap
+    assert replan(1000, 100, seconds_per_step=0.5, seconds_left=-3.0) == 101  # over budget: one more step, then stop
+
+
+def test_the_budget_includes_the_held_out_evaluations(tokenizer) -> None:
+    """Evaluations every few steps on a large held-out part cost most of the time; the run still keeps to its budget."""
+    decoder = tiny(tokenizer)
+    texts = TEXTS * 200
+    config = DecoderTrainConfig(minutes=0.1, max_epochs=10_000, batch_size=4, eval_every=10, patience=10_000, holdout=0.45, warmup_steps=2, noise=0.0)
+    report = train_decoder(decoder.net, tokenizer, texts, np.repeat(vectors(4), 200, axis=0), config)
+    assert len(report.history) >= 2 and report.steps == report.planned_steps
+    assert report.minutes < 0.1 * 1.5, report.minutes
+
+
+def test_auto_precision_is_bf16_only_on_cpus_with_amx(tmp_path) -> None:
+    amx, avx512 = tmp_path / "amx", tmp_path / "avx512"
+    amx.write_text("flags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+    avx512.write_text("flags\t\t: fpu avx512f avx512_bf16\n")
+    assert cpu_has_amx(amx) and not cpu_has_amx(avx512) and not cpu_has_amx(tmp_path / "missing")
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, amx=lambda: False) == "fp32"
+    assert resolve_precision("auto", cpu, amx=lambda: True) == ("bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32")
+    assert resolve_precision("bf16", cpu, amx=lambda: False) == "bf16"  # asked for explicitly
+
+
 def test_the_training_loss_is_the_softmax_over_the_pieces_the_text_uses(tokenizer) -> None:
     net = tiny(tokenizer).net
     sequences = [[tokenizer.cls_token_id, *tokenizer(t, add_special_tokens=False)["input_ids"], tokenizer.sep_token_id] for t in TEXTS]
@@ -219,17 +254,33 @@ def test_answer_fragments_are_runs_of_consecutive_words() -> None:
 
 def test_fused_attention_projections_match_the_three_and_are_dropped_for_training(tokenizer) -> None:
     decoder = tiny(tokenizer)
-    assert all(layer.qkv is not None for layer in decoder.net.layers)  # fused when the decoder is built
+    assert all(layer.fused is not None for layer in decoder.net.layers)  # fused when the decoder is built
     ids = torch.tensor([[tokenizer.cls_token_id, *tokenizer(TEXTS[1], add_special_tokens=False)["input_ids"]]])
     v = torch.as_tensor(vectors(1))
     fused = decoder.net(v, ids)
     for layer in decoder.net.layers:
-        layer.qkv = None
+        layer.fused = None
     torch.testing.assert_close(decoder.net(v, ids), fused)
     for layer in decoder.net.layers:
         layer.fuse()
     decoder.net.train()
-    assert all(layer.qkv is None for layer in decoder.net.layers)  # training would leave a copy stale
+    assert all(layer.fused is None for layer in decoder.net.layers)  # training would leave a copy stale
+
+
+@pytest.mark.parametrize("rows", [1, 5])  # below and from SMALL_BATCH: F.linear, then the pre-transposed weights
+def test_cached_generation_matches_teacher_forcing(tokenizer, rows) -> None:
+    """Logits step by step through the preallocated cache equal one causal pass over the same pieces."""
+    net = tiny(tokenizer).net
+    ids = torch.tensor([[tokenizer.cls_token_id, *tokenizer(TEXTS[i % 4], add_special_tokens=False)["input_ids"][:7]] for i in range(rows)])
+    v = torch.as_tensor(vectors(rows))
+    with torch.inference_mode():
+        expected = net.logits(net.hidden(v, ids), restricted=True)  # (rows, 7, columns): after [CLS] and each piece but the last
+        logits, cache = net.start(v, tokenizer.cls_token_id)
+        steps = [logits]
+        for i in range(1, ids.shape[1] - 1):
+            logits, cache = net.step(ids[:, i], net.config.prefix + i, cache)
+            steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_the_length_floor_holds_off_the_end_until_its_share_of_the_predicted_length(tokenizer) -> None:
