@@ -202,6 +202,9 @@ class DecoderReport:
         }
 
 
+ROUND_TRIP_SENTENCES = 500  # the eval's round-trip sample: the first ones of round_trip_sample's order
+
+
 def round_trip_sample(split: EmbeddedPairs, sentences: int, skip: int = 0) -> tuple[list[str], np.ndarray]:
     """A fixed random sample of the split's unique questions and answers: `sentences` of them after the first
     `skip` of one seeded order (the eval reports skip 0; bench/decoder_modes.py chooses modes past them)."""
@@ -217,7 +220,7 @@ def evaluate_decoders(
     *,
     encoder: TeacherEncoder,
     cache_dir: Path | None,
-    sentences: int = 500,
+    sentences: int = ROUND_TRIP_SENTENCES,
     modes: dict[str, dict[str, object]] | None = None,
     on_embed: EmbedProgress | None = None,
     progress: Callable[[str, int], None] | None = None,

@@ -356,7 +356,8 @@ class GenerativeDecoder:
 
     def allowed(self, history: list[int], shortest: int = 1) -> torch.Tensor:
         """Boolean mask over the generated logits' columns (see DecoderNet.logits) of what may come next after
-        `history`: the real-word constraint, the length floor and the repetition guards."""
+        `history`: the real-word constraint, the length floor and the repetition guards. It may be the cached
+        mask itself: read it, do not modify it."""
         word = self.words.current_word(history) if self.config.constrain and self.words is not None else None
         base, count = self.word_columns(word)
         blocked = []
@@ -389,7 +390,7 @@ class GenerativeDecoder:
                 mask = mask[self.net.output_ids]
             if not mask.any():
                 mask[self.sep_column] = True
-            if len(self.masks) >= 8192:  # bounds the memory of a long-running worker
+            if len(self.masks) >= 1024:  # bounds the memory of a long-running worker (20 kB a mask)
                 self.masks.clear()
             cached = self.masks[word] = (mask, int(mask.sum()))
         return cached
@@ -458,13 +459,23 @@ class GenerativeDecoder:
                 break
             beams = next_beams
             if rows != list(range(cache[0][0].shape[0])):  # the cache follows the surviving hypotheses
-                index = torch.tensor(rows)
-                cache = [(k.index_select(0, index), v.index_select(0, index)) for k, v in cache]
+                cache = reorder(cache, rows, position)
             logits, cache = self.net.step(torch.tensor(tokens), position, cache)
         finished += beams if len(finished) < width else []
         penalty = self.config.length_penalty
         ranked = sorted(finished, key=lambda h: -h[1] / max(1, len(h[0]) + 1) ** penalty)
         return ranked[:width]
+
+
+def reorder(cache: list[tuple[torch.Tensor, torch.Tensor]], rows: list[int], filled: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """New cache buffers whose row j continues row `rows[j]`; only the `filled` positions are copied."""
+    index = torch.tensor(rows)
+    out = []
+    for k, v in cache:
+        new_k, new_v = k.new_empty((len(rows), *k.shape[1:])), v.new_empty((len(rows), *v.shape[1:]))
+        new_k[:, :, :filled], new_v[:, :, :filled] = k[:, :, :filled].index_select(0, index), v[:, :, :filled].index_select(0, index)
+        out.append((new_k, new_v))
+    return out
 
 
 def build_net(config: GenerativeConfig, vocab_size: int, teacher_dir: Path | None) -> DecoderNet:

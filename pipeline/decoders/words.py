@@ -44,7 +44,6 @@ class RealWords:
                 self.words.add(word)
                 for cut in range(1, len(word)):
                     self.children.setdefault(word[:cut], set()).add(word[cut])
-        self.child_masks: dict[tuple[int, ...], torch.Tensor] = {}
 
     def to_json(self) -> dict[str, list]:
         return {"words": sorted(map(list, self.words)), "seen": sorted(self.seen)}
@@ -93,7 +92,7 @@ class RealWords:
         """Tokens that keep the output made of real words: a continuation that stays on a real word's
         path, or (when the current word is complete) any word start or the end token."""
         word = self.current_word(history)
-        mask = self.child_mask(word).clone()
+        mask = self.child_mask(word)
         if not word or self.is_real(word):
             mask |= self.is_start
             mask[end_id] = True
@@ -102,13 +101,12 @@ class RealWords:
         return mask
 
     def child_mask(self, word: tuple[int, ...]) -> torch.Tensor:
-        if word not in self.child_masks:
-            mask = torch.zeros(self.size, dtype=torch.bool)
-            children = self.children.get(word)
-            if children:
-                mask[list(children)] = True
-            self.child_masks[word] = mask
-        return self.child_masks[word]
+        """A new mask of the pieces that continue `word` along the trie (uncached: the decoder caches whole masks)."""
+        mask = torch.zeros(self.size, dtype=torch.bool)
+        children = self.children.get(word)
+        if children:
+            mask[list(children)] = True
+        return mask
 
     def real_word_share(self, sequences: Iterable[Sequence[int]]) -> float:
         """Share of words, over all sequences, that are real (1.0 for no words at all)."""

@@ -44,11 +44,11 @@ class DecoderTrainConfig:
     seed: int = 0
     threads: int = 2
     device: str = "cpu"  # "cuda" for the larger GPU configuration (README)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast when the device runs it natively
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on a GPU with bf16 or a CPU with AMX
 
     def __post_init__(self) -> None:
-        if self.minutes <= 0 or self.batch_size < 1 or self.max_epochs < 1 or not 0 < self.holdout < 0.5:
-            raise ValueError("minutes and batch_size must be positive, max_epochs ≥ 1, holdout in (0, 0.5)")
+        if self.minutes <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.eval_every < 1 or not 0 < self.holdout < 0.5:
+            raise ValueError("minutes and batch_size must be positive, max_epochs and eval_every ≥ 1, holdout in (0, 0.5)")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
 
@@ -182,7 +182,10 @@ def validation_loss(
 
 
 def replan(cap: int, step: int, seconds_per_step: float, seconds_left: float) -> int:
-    """The step count that ends the run when the budget does, at the measured pace (at most `cap`, at least one more)."""
+    """The step count that ends the run when the budget does, at the measured pace (at most `cap`, at least one more).
+
+    A re-plan may move the end either way; the cosine schedule then bends a little rather than
+    stopping early or leaving budget unused."""
     return min(cap, max(step + 1, step + int(seconds_left / max(seconds_per_step, 1e-9))))
 
 
@@ -260,7 +263,7 @@ def train_decoder(
                     best, stale = (val, step, copy.deepcopy(net.trainable_state())), 0
                 else:
                     stale += 1
-                if step < planned:  # evaluations take time too: re-plan so the whole run keeps to the budget
+                if 25 < step < planned:  # evaluations take time too: re-plan so the whole run keeps to the budget
                     now = time.monotonic()
                     planned = replan(cap, step, (now - timed_from) / (step - 5), config.minutes * 60 - (now - started))
             if on_progress:

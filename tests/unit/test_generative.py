@@ -7,7 +7,14 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from pipeline.decoders.generative import GenerativeConfig, GenerativeDecoder, build_net, load_decoder_net, save_decoder
+from pipeline.decoders.generative import (
+    GenerativeConfig,
+    GenerativeDecoder,
+    build_net,
+    load_decoder_net,
+    reorder,
+    save_decoder,
+)
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import default_model_dir
 from pipeline.training.decoder_trainer import (
@@ -171,8 +178,8 @@ def test_the_budget_includes_the_held_out_evaluations(tokenizer) -> None:
     texts = TEXTS * 200
     config = DecoderTrainConfig(minutes=0.1, max_epochs=10_000, batch_size=4, eval_every=10, patience=10_000, holdout=0.45, warmup_steps=2, noise=0.0)
     report = train_decoder(decoder.net, tokenizer, texts, np.repeat(vectors(4), 200, axis=0), config)
-    assert len(report.history) >= 2 and report.steps == report.planned_steps
-    assert report.minutes < 0.1 * 1.5, report.minutes
+    assert len(report.history) >= 2
+    assert report.minutes < 0.1 * 2, report.minutes  # planning from steps 5-25 alone overshot about tenfold
 
 
 def test_auto_precision_is_bf16_only_on_cpus_with_amx(tmp_path) -> None:
@@ -267,20 +274,46 @@ def test_fused_attention_projections_match_the_three_and_are_dropped_for_trainin
     assert all(layer.fused is None for layer in decoder.net.layers)  # training would leave a copy stale
 
 
+def pieces_to_the_cap(tokenizer, rows: int, cap: int) -> torch.Tensor:
+    """[CLS] and `cap` pieces per row (two training sentences joined, cut at the cap)."""
+    text = lambda i: f"{TEXTS[i % 4]} {TEXTS[(i + 1) % 4]}"  # noqa: E731
+    return torch.tensor([[tokenizer.cls_token_id, *tokenizer(text(i), add_special_tokens=False)["input_ids"][:cap]] for i in range(rows)])
+
+
 @pytest.mark.parametrize("rows", [1, 5])  # below and from SMALL_BATCH: F.linear, then the pre-transposed weights
 def test_cached_generation_matches_teacher_forcing(tokenizer, rows) -> None:
-    """Logits step by step through the preallocated cache equal one causal pass over the same pieces."""
+    """Logits step by step through the preallocated cache, up to the length cap, equal one causal pass over the same pieces."""
     net = tiny(tokenizer).net
-    ids = torch.tensor([[tokenizer.cls_token_id, *tokenizer(TEXTS[i % 4], add_special_tokens=False)["input_ids"][:7]] for i in range(rows)])
+    ids = pieces_to_the_cap(tokenizer, rows, net.config.max_tokens)
     v = torch.as_tensor(vectors(rows))
     with torch.inference_mode():
-        expected = net.logits(net.hidden(v, ids), restricted=True)  # (rows, 7, columns): after [CLS] and each piece but the last
+        expected = net.logits(net.hidden(v, torch.cat([ids, ids[:, :1]], 1)), restricted=True)  # after [CLS] and every piece (the appended one is never read)
         logits, cache = net.start(v, tokenizer.cls_token_id)
         steps = [logits]
-        for i in range(1, ids.shape[1] - 1):
+        for i in range(1, ids.shape[1]):  # the last one writes the cache's last position
             logits, cache = net.step(ids[:, i], net.config.prefix + i, cache)
             steps.append(logits)
+    assert cache[0][0].shape[2] == net.config.prefix + ids.shape[1]  # the cache is exactly full
     torch.testing.assert_close(torch.stack(steps, 1), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_reordered_cache_continues_the_rows_it_was_taken_from(tokenizer) -> None:
+    """As beam search does: rows [1, 0, 1] of a two-row cache go on as those rows would have."""
+    net = tiny(tokenizer).net
+    ids = pieces_to_the_cap(tokenizer, 2, 8)
+    v = torch.as_tensor(vectors(2))
+    rows = [1, 0, 1]
+    with torch.inference_mode():
+        expected = net.logits(net.hidden(v[rows], ids[rows]), restricted=True)[:, 4:]  # predictions after pieces 4..7
+        _, cache = net.start(v, tokenizer.cls_token_id)
+        for i in range(1, 4):
+            _, cache = net.step(ids[:, i], net.config.prefix + i, cache)
+        cache = reorder(cache, rows, net.config.prefix + 4)
+        steps = []
+        for i in range(4, ids.shape[1] - 1):
+            logits, cache = net.step(ids[rows, i], net.config.prefix + i, cache)
+            steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1), expected[:, : len(steps)], rtol=1e-4, atol=1e-4)
 
 
 def test_the_length_floor_holds_off_the_end_until_its_share_of_the_predicted_length(tokenizer) -> None:
