@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     generative_min_length: float | None = Field(
         None, ge=0, le=2, description="no end before this share of the sentence length predicted from the vector (0 = off); unset: the bundle's default"
     )
+    generative_int8: bool | None = Field(
+        None, description="multiply the generative decoder's layers in int8 where torch has an int8 CPU engine (x86); unset: the bundle's default (on)"
+    )
 
     # The job system.
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL")

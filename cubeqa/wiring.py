@@ -36,7 +36,8 @@ def bank_config(settings: Settings) -> PhraseBankConfig:
 
 def generative_options(settings: Settings) -> dict[str, object]:
     """Decoding knobs of the generative decoder that settings override (unset ones keep the bundle's)."""
-    options = {"beam": settings.generative_beam, "rerank": settings.generative_rerank, "min_length": settings.generative_min_length}
+    options = {"beam": settings.generative_beam, "rerank": settings.generative_rerank, "min_length": settings.generative_min_length,
+               "int8": settings.generative_int8}
     return {name: value for name, value in options.items() if value is not None}
 
 

@@ -48,6 +48,7 @@ class GenerativeConfig:
     no_repeat_piece: bool = True  # no word piece twice in a row ("von von", "the the")
     length_penalty: float = 1.0  # beam score = log p / length ** penalty
     min_length: float = 0.8  # no end before this share of the length predicted from the vector (0 = off)
+    int8: bool = True  # multiply the layers and the output in int8 where torch has an int8 CPU engine (fbgemm); see Projection
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -62,22 +63,45 @@ class GenerativeConfig:
         return cls(**{"init": "scratch", "dim": 256, "layers": 4, "heads": 8, "ffn": 1024, **overrides})  # type: ignore[arg-type]
 
 
-SMALL_BATCH = 4  # rows from which a pre-transposed weight multiplies faster (oneDNN switches kernels: at 5 rows,
+SMALL_BATCH = 4  # rows from which a pre-transposed fp32 weight multiplies faster (oneDNN switches kernels: at 5 rows,
 # six layers' projections 1.54 -> 1.16 ms and the 20k-piece output 1.33 -> 0.76 ms; below 4 rows F.linear wins)
 
 
+def int8_available() -> bool:
+    """Whether this torch has a CPU int8 engine (fbgemm on x86) for dynamically quantised linear layers."""
+    return any(engine in torch.backends.quantized.supported_engines for engine in ("x86", "fbgemm"))
+
+
 class Projection:
-    """Inference copy of a linear layer's weights in both layouts, multiplied the faster way for the row count."""
+    """Inference copy of a linear layer's weights, multiplied the fastest way for the row count: fp32 in
+    both layouts, or int8 (per-output-channel weights, activations quantised per call by fbgemm)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         self.weight, self.bias = weight.detach(), bias.detach()
         self.weight_t = self.weight.T.contiguous()
+        self.packed: object | None = None  # int8 weights, packed on first int8 use
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, int8: bool = False) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
+        if int8:
+            # reduce_range=False: 8-bit activations. The 7-bit ones (True) cost fidelity on this decoder: greedy on
+            # bench/decoder_modes.py's 300 sentences -0.009 [-0.018, -0.001] against fp32; 8-bit +0.007 [-0.002, +0.016]
+            return torch.ops.quantized.linear_dynamic(rows, self.int8_weights(), False).view(*x.shape[:-1], -1)
         if rows.shape[0] < SMALL_BATCH:
             return F.linear(x, self.weight, self.bias)
         return torch.addmm(self.bias, rows, self.weight_t).view(*x.shape[:-1], -1)
+
+    def int8_weights(self) -> object:
+        """The weights quantised to int8 per output row (scale = the row's largest magnitude / 127), packed for fbgemm."""
+        if self.packed is None:
+            import warnings
+
+            scale = (self.weight.abs().amax(1) / 127).clamp_min(1e-12).double()
+            with warnings.catch_warnings():  # quantised tensors are deprecated in later torch releases; 2.13 (pinned) has them
+                warnings.simplefilter("ignore", UserWarning)
+                quantised = torch.quantize_per_channel(self.weight, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+                self.packed = torch.ops.quantized.linear_prepack(quantised, self.bias)
+        return self.packed
 
 
 class Layer(nn.Module):
@@ -116,12 +140,14 @@ class Layer(nn.Module):
         key_padding: torch.Tensor | None = None,
         cache: tuple[torch.Tensor, torch.Tensor] | None = None,
         at: int = 0,
+        int8: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """`cache`: key and value buffers (B, heads, capacity, d) holding positions before `at`; the new
-        positions are written into them from `at` on, so generating copies nothing per step."""
+        positions are written into them from `at` on, so generating copies nothing per step. `int8`: the
+        fused inference projections multiply in int8 (see Projection)."""
         fused = self.fused if not self.training else None
         if fused is not None:
-            q, k, v = (self.split(t) for t in fused["qkv"](x).chunk(3, -1))
+            q, k, v = (self.split(t) for t in fused["qkv"](x, int8).chunk(3, -1))
         else:
             q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
         if cache is not None:
@@ -135,8 +161,8 @@ class Layer(nn.Module):
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal and cache is None and x.shape[1] > 1)
         att = att.transpose(1, 2).reshape(x.shape)
         if fused is not None:
-            x = self.norm1(x + fused["o"](att))
-            return self.norm2(x + fused["ff2"](F.gelu(fused["ff1"](x)))), (k, v)
+            x = self.norm1(x + fused["o"](att, int8))
+            return self.norm2(x + fused["ff2"](F.gelu(fused["ff1"](x, int8)), int8)), (k, v)
         x = self.norm1(x + F.dropout(self.o(att), p, self.training))
         x = self.norm2(x + F.dropout(self.ff2(F.gelu(self.ff1(x))), p, self.training))
         return x, (k, v)
@@ -178,13 +204,13 @@ class DecoderNet(nn.Module):
         x = self.prefix(vectors).view(-1, p, self.config.dim) + self.position.weight[:p][None]
         return F.dropout(self.emb_norm(x), self.config.dropout, self.training)
 
-    def logits(self, hidden: torch.Tensor, restricted: bool = False) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor, restricted: bool = False, int8: bool = False) -> torch.Tensor:
         """Next-token logits over the whole vocabulary, or (`restricted`, generation) over `output_ids` only,
         column j for token output_ids[j]: the pieces the training text uses, a third fewer rows in the
         largest matmul (the other pieces are never an answer's pieces anyway)."""
         if not restricted or self.output_ids is None:
             return self.head(hidden) @ self.word.weight.T + self.head_bias
-        return self.output(self.head(hidden))
+        return self.output(self.head(hidden), int8)
 
     def restrict_output(self, ids: list[int] | None) -> None:
         """Limits inference logits to these token ids (None: the whole vocabulary)."""
@@ -210,7 +236,7 @@ class DecoderNet(nn.Module):
         """Logits over only these token ids (training: the pieces the text uses, as generation is limited to them)."""
         return self.head(hidden) @ self.word.weight[ids].T + self.head_bias[ids]
 
-    def start(self, vectors: torch.Tensor, cls_id: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    def start(self, vectors: torch.Tensor, cls_id: int, int8: bool = False) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """Runs prefix + [CLS]; returns next-token logits (B, V) and the KV cache: per layer, key and value
         buffers with room for every position up to the length cap."""
         cls = torch.full((vectors.shape[0], 1), cls_id, dtype=torch.long, device=vectors.device)
@@ -218,19 +244,19 @@ class DecoderNet(nn.Module):
         capacity = self.config.prefix + 1 + self.config.max_tokens
         cache = []
         for layer in self.layers:
-            x, (k, v) = layer(x, causal=True)
+            x, (k, v) = layer(x, causal=True, int8=int8)
             b, h, t, d = k.shape
             buffers = (k.new_empty((b, h, capacity, d)), v.new_empty((b, h, capacity, d)))
             buffers[0][:, :, :t], buffers[1][:, :, :t] = k, v
             cache.append(buffers)
-        return self.logits(x[:, -1], restricted=True), cache
+        return self.logits(x[:, -1], restricted=True, int8=int8), cache
 
-    def step(self, ids: torch.Tensor, position: int, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, list]:
+    def step(self, ids: torch.Tensor, position: int, cache: list[tuple[torch.Tensor, torch.Tensor]], int8: bool = False) -> tuple[torch.Tensor, list]:
         """One generated token per row (B,) at `position`: its own output fed back through the cache (filled in place)."""
         x = self.embed(ids[:, None], position)
         for layer, kv in zip(self.layers, cache):
-            x, _ = layer(x, causal=True, cache=kv, at=position)
-        return self.logits(x[:, -1], restricted=True), cache
+            x, _ = layer(x, causal=True, cache=kv, at=position, int8=int8)
+        return self.logits(x[:, -1], restricted=True, int8=int8), cache
 
     def encode_bidirectional(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """The teacher's own forward pass (no causal mask, no prefix), mean-pooled and normalised:
@@ -320,6 +346,11 @@ class GenerativeDecoder:
         clone.config = GenerativeConfig.from_dict({**self.config.to_dict(), **options})
         return clone
 
+    @property
+    def int8(self) -> bool:
+        """Whether decoding multiplies in int8: asked for in the config and supported by this torch build."""
+        return self.config.int8 and int8_available()
+
     def text_of(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
 
@@ -401,7 +432,7 @@ class GenerativeDecoder:
     @torch.inference_mode()
     def greedy(self, vectors: torch.Tensor) -> list[tuple[list[int], float]]:
         """Batched greedy decoding; each row's own output is fed back until [SEP] or the cap."""
-        logits, cache = self.net.start(vectors, self.cls_id)
+        logits, cache = self.net.start(vectors, self.cls_id, self.int8)
         b = vectors.shape[0]
         shortest = self.shortest(vectors)
         histories: list[list[int]] = [[] for _ in range(b)]
@@ -424,13 +455,13 @@ class GenerativeDecoder:
                     histories[i].append(token)
             if all(done):
                 break
-            logits, cache = self.net.step(chosen, position, cache)
+            logits, cache = self.net.step(chosen, position, cache, self.int8)
         return list(zip(histories, scores))
 
     @torch.inference_mode()
     def beam_search(self, vector: torch.Tensor, width: int) -> list[tuple[list[int], float]]:
         """Beam search for one vector; returns finished hypotheses best first (length-normalised log prob)."""
-        logits, cache = self.net.start(vector, self.cls_id)
+        logits, cache = self.net.start(vector, self.cls_id, self.int8)
         shortest = self.shortest(vector)[0]
         beams: list[tuple[list[int], float]] = [([], 0.0)]
         finished: list[tuple[list[int], float]] = []
@@ -460,7 +491,7 @@ class GenerativeDecoder:
             beams = next_beams
             if rows != list(range(cache[0][0].shape[0])):  # the cache follows the surviving hypotheses
                 cache = reorder(cache, rows, position)
-            logits, cache = self.net.step(torch.tensor(tokens), position, cache)
+            logits, cache = self.net.step(torch.tensor(tokens), position, cache, self.int8)
         finished += beams if len(finished) < width else []
         penalty = self.config.length_penalty
         ranked = sorted(finished, key=lambda h: -h[1] / max(1, len(h[0]) + 1) ** penalty)

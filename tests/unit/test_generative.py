@@ -7,10 +7,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from pipeline.decoders import generative
 from pipeline.decoders.generative import (
     GenerativeConfig,
     GenerativeDecoder,
     build_net,
+    int8_available,
     load_decoder_net,
     reorder,
     save_decoder,
@@ -146,11 +148,11 @@ def test_reranking_picks_the_candidate_closest_to_the_target(tokenizer) -> None:
 
 
 def test_bundle_round_trip_keeps_the_outputs(tokenizer, tmp_path) -> None:
-    decoder = tiny(tokenizer)
+    decoder = tiny(tokenizer, int8=False)  # fp32 arithmetic: int8 activation scales would magnify the float16 rounding of a random net's flat logits
     save_decoder(decoder.net, tmp_path, {"note": "test"})
     net, record = load_decoder_net(tmp_path, len(tokenizer), None)
     again = GenerativeDecoder(net, tokenizer, decoder.words)
-    assert record["note"] == "test"
+    assert record["note"] == "test" and not again.config.int8
     assert [g.ids for g in again.decode(vectors(4))] == [g.ids for g in decoder.decode(vectors(4))]  # float16 storage
 
 
@@ -295,6 +297,39 @@ def test_cached_generation_matches_teacher_forcing(tokenizer, rows) -> None:
             steps.append(logits)
     assert cache[0][0].shape[2] == net.config.prefix + ids.shape[1]  # the cache is exactly full
     torch.testing.assert_close(torch.stack(steps, 1), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not int8_available(), reason="this torch build has no int8 CPU engine")
+@pytest.mark.parametrize("rows", [1, 5])
+def test_int8_generation_stays_close_to_fp32(tokenizer, rows) -> None:
+    """The same cached steps with int8 projections: each step's logits (centred) point the way the fp32 ones do
+    (a random tiny net's logits are flat, so this is looser than on the trained decoder: see bench/decoder_modes.py)."""
+    net = tiny(tokenizer).net
+    ids = pieces_to_the_cap(tokenizer, rows, net.config.max_tokens)
+    v = torch.as_tensor(vectors(rows))
+    runs = {}
+    with torch.inference_mode():
+        for int8 in (False, True):
+            logits, cache = net.start(v, tokenizer.cls_token_id, int8)
+            steps = [logits]
+            for i in range(1, ids.shape[1]):
+                logits, cache = net.step(ids[:, i], net.config.prefix + i, cache, int8)
+                steps.append(logits)
+            runs[int8] = torch.stack(steps, 1)
+    assert not torch.equal(runs[True], runs[False])  # the int8 path ran
+    centred = {k: r - r.mean(-1, keepdim=True) for k, r in runs.items()}
+    cosines = torch.nn.functional.cosine_similarity(centred[True], centred[False], dim=-1)
+    assert cosines.mean() > 0.99 and cosines.min() > 0.95  # a wrong layout or a lost bias gives about 0
+
+
+def test_int8_is_used_only_where_torch_has_an_engine(tokenizer, monkeypatch) -> None:
+    decoder = tiny(tokenizer)
+    assert decoder.int8 == int8_available()
+    assert not decoder.with_options(int8=False).int8
+    monkeypatch.setattr(generative, "int8_available", lambda: False)
+    fallback = decoder.with_options(int8=True)
+    assert not fallback.int8
+    assert [g.ids for g in fallback.decode(vectors(3))] == [g.ids for g in decoder.with_options(int8=False).decode(vectors(3))]
 
 
 def test_a_reordered_cache_continues_the_rows_it_was_taken_from(tokenizer) -> None:
