@@ -91,3 +91,14 @@ def test_encoder_threads(tmp_path: Path) -> None:
     assert figures["questions"] == 12 and figures["micro_batch"] == 4
     assert set(figures["configurations"]) == set(figures["vs_one_thread"]) == expected
     assert all(positive(f) for f in figures["configurations"].values())
+
+
+def test_decoder_batch(tmp_path: Path) -> None:
+    from pipeline.decoders.generative import int8_available
+
+    if not int8_available():
+        pytest.skip("this torch build has no int8 CPU engine")
+    figures = run("decoder_batch", tmp_path, "--sentences", "6", "--batch-sizes", "1,4", "--runs", "1")
+    assert figures["sentences"] == 6 and set(figures["batch_sizes"]) == {"1", "4"}
+    for row in figures["batch_sizes"].values():
+        assert positive(row["int8_ms"]) and positive(row["fp32_ms"]) and positive(row["int8_over_fp32"])

@@ -1,0 +1,67 @@
+"""Generative decoding time per sentence by batch size, in int8 and fp32, in the default (greedy) mode.
+
+    .venv/bin/python bench/decoder_batch.py [--sentences 256] [--batch-sizes 1,8,64] [--runs 3] [--json PATH]
+
+A request decodes one vector (batch 1); the decode stage decodes a micro-batch (64 by default) in one
+batched pass. Each run decodes the same `--sentences` validation vectors (past the eval's round-trip
+sample) in batches of each size, once with int8 projections and once in fp32, alternating, and
+reports milliseconds per sentence (median and range over runs) and the int8/fp32 ratio per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import common
+import numpy as np
+
+VAL = common.ROOT / "data" / "squad_sent_val.jsonl"
+
+
+def ms_per_sentence(decoder, vectors: np.ndarray, batch: int) -> float:  # noqa: ANN001 - GenerativeDecoder
+    started = time.perf_counter()
+    for start in range(0, len(vectors), batch):
+        decoder.decode(vectors[start : start + batch])
+    return 1000 * (time.perf_counter() - started) / len(vectors)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sentences", type=int, default=256, help="validation vectors decoded per run")
+    p.add_argument("--batch-sizes", type=common.sizes, default=[1, 8, 64])
+    p.add_argument("--runs", type=int, default=3, help="timed runs; figures are their median, min and max")
+    p.add_argument("--bundle", type=Path, default=common.ROOT / "cubeqa" / "bundles" / "default")
+    p.add_argument("--data", type=Path, default=VAL, help="the split whose vectors are decoded")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON to this path")
+    args = p.parse_args()
+    from pipeline.decoder_workflows import ROUND_TRIP_SENTENCES, round_trip_sample
+    from pipeline.decoders.generative import int8_available, load_generative
+    from pipeline.encoder import TeacherEncoder
+    from pipeline.workflows import load_embedded
+
+    if not int8_available():
+        raise SystemExit("this torch build has no int8 CPU engine: there is nothing to compare")
+    encoder = TeacherEncoder()
+    _, vectors = round_trip_sample(load_embedded(args.data, encoder, common.settings().cache_dir), args.sentences, skip=ROUND_TRIP_SENTENCES)
+    base, _ = load_generative(args.bundle, encoder)
+    decoders = {"int8": base.with_options(int8=True), "fp32": base.with_options(int8=False)}
+    for decoder in decoders.values():
+        decoder.decode(vectors[: max(args.batch_sizes)])  # warm-up: first calls allocate and pack the int8 weights
+    rows, figures = [], {}
+    for batch in args.batch_sizes:
+        runs: dict[str, list[float]] = {name: [] for name in decoders}
+        for _ in range(args.runs):
+            for name, decoder in decoders.items():
+                runs[name].append(ms_per_sentence(decoder, vectors, batch))
+        ratios = [a / b for a, b in zip(runs["int8"], runs["fp32"])]
+        figures[str(batch)] = {"int8_ms": common.spread(runs["int8"]), "fp32_ms": common.spread(runs["fp32"]), "int8_over_fp32": common.spread(ratios)}
+        rows.append([batch, common.band(figures[str(batch)]["int8_ms"]), common.band(figures[str(batch)]["fp32_ms"]), common.band(figures[str(batch)]["int8_over_fp32"], 2)])
+    common.table(f"ms per sentence, {len(vectors)} validation vectors, greedy, median [min-max] of {args.runs} runs",
+                 ["batch", "int8", "fp32", "int8 / fp32"], rows)
+    common.write_json(args.json, {"sentences": len(vectors), "runs": args.runs, "mode": "default (greedy)", "batch_sizes": figures})
+
+
+if __name__ == "__main__":
+    main()
