@@ -21,6 +21,7 @@ VAL = common.ROOT / "data" / "squad_sent_val.jsonl"
 
 
 def ms_per_sentence(decoder, vectors: np.ndarray, batch: int) -> float:  # noqa: ANN001 - GenerativeDecoder
+    """Wall milliseconds per vector to decode all of them in batches of `batch`."""
     started = time.perf_counter()
     for start in range(0, len(vectors), batch):
         decoder.decode(vectors[start : start + batch])

@@ -157,10 +157,11 @@ def round_trip(
     )
 
 
-def mode_label(config: GenerativeConfig) -> str:
-    """A decoding mode in words, e.g. "beam 3 + rerank, min length 0.6"."""
+def mode_label(decoder: GenerativeDecoder) -> str:
+    """A decoding mode in words, e.g. "beam 3 + rerank, min length 0.6" (", fp32" when it does not run in int8)."""
+    config = decoder.config
     search = "greedy" if config.beam <= 1 else f"beam {config.beam}" + (" + rerank" if config.rerank else "")
-    return search + (f", min length {config.min_length:g}" if config.min_length > 0 else "")
+    return search + (f", min length {config.min_length:g}" if config.min_length > 0 else "") + ("" if decoder.int8 else ", fp32")
 
 
 def normalise(text: str, decoder: GenerativeDecoder) -> str:
@@ -245,10 +246,10 @@ def evaluate_decoders(
             {"beam": 3, "rerank": True, "min_length": 0.9},
             {"beam": 5, "rerank": True, "min_length": 0.9},
         ]
-        default = mode_label(base.config)
+        default = mode_label(base)
         modes = {f"default ({default})": {}}
         for options in others:  # the default without its length floor, greedy, beams + rerank; each once
-            label = mode_label(base.with_options(**options).config)
+            label = mode_label(base.with_options(**options))
             if label != default:
                 modes.setdefault(label, options)
     val = load_embedded(data_path, encoder, cache_dir, on_embed)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 from transformers import AutoTokenizer
 
 from pipeline.decoders import generative
 from pipeline.decoders.generative import (
     GenerativeConfig,
     GenerativeDecoder,
+    Projection,
     build_net,
     int8_available,
     load_decoder_net,
@@ -319,7 +321,33 @@ def test_int8_generation_stays_close_to_fp32(tokenizer, rows) -> None:
     assert not torch.equal(runs[True], runs[False])  # the int8 path ran
     centred = {k: r - r.mean(-1, keepdim=True) for k, r in runs.items()}
     cosines = torch.nn.functional.cosine_similarity(centred[True], centred[False], dim=-1)
-    assert cosines.mean() > 0.99 and cosines.min() > 0.95  # a wrong layout or a lost bias gives about 0
+    assert cosines.mean() > 0.99 and cosines.min() > 0.95
+
+
+@pytest.mark.skipif(not int8_available(), reason="this torch build has no int8 CPU engine")
+@pytest.mark.parametrize("shape", [(5, 64), (2, 3, 64)])
+def test_an_int8_projection_matches_the_fp32_layer(shape) -> None:
+    torch.manual_seed(0)
+    weight, bias = torch.randn(96, 64) / 8, torch.randn(96)
+    x = 2 * torch.randn(*shape)
+    expected = F.linear(x, weight, bias)
+    got = Projection(weight, bias)(x, int8=True)
+    assert got.shape == expected.shape
+    # every element: 8-bit weights with 8-bit activations overflow fbgemm's int16 pair sums on AVX2 (errors of 2 here);
+    # a lost bias or a transposed weight is far off too
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_decoding_multiplies_in_the_precision_it_was_asked_for(tokenizer, monkeypatch) -> None:
+    seen: list[bool] = []
+    call = Projection.__call__
+    monkeypatch.setattr(Projection, "__call__", lambda self, x, int8=False: seen.append(int8) or call(self, x, int8))
+    decoder = tiny(tokenizer)
+    for int8 in (True, False):
+        seen.clear()
+        decoder.with_options(int8=int8, beam=2).decode(vectors(1))
+        decoder.with_options(int8=int8).decode(vectors(2))
+        assert seen and set(seen) == {int8 and int8_available()}
 
 
 def test_int8_is_used_only_where_torch_has_an_engine(tokenizer, monkeypatch) -> None:

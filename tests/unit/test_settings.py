@@ -71,6 +71,8 @@ def test_generative_knobs_override_only_what_is_set(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CUBEQA_GENERATIVE_MIN_LENGTH", "0.7")
     monkeypatch.setenv("CUBEQA_GENERATIVE_BEAM", "1")
     assert generative_options(Settings()) == {"beam": 1, "min_length": 0.7}
+    monkeypatch.setenv("CUBEQA_GENERATIVE_INT8", "false")
+    assert generative_options(Settings()) == {"beam": 1, "min_length": 0.7, "int8": False}
     monkeypatch.setenv("CUBEQA_GENERATIVE_MIN_LENGTH", "-1")
     with pytest.raises(ValidationError, match="generative_min_length"):
         Settings()
