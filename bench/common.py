@@ -98,6 +98,7 @@ def machine() -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return {
         "cpu": model,
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "cuda": torch.cuda.is_available(),
         "torch_threads": torch.get_num_threads(),
@@ -108,6 +109,18 @@ def machine() -> dict[str, Any]:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
     }
+
+
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector extensions that decide which kernels torch runs (AVX2 only, AVX-512, VNNI, AMX)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), [])
+    return [flag for flag in SPEED_FLAGS if flag in flags]
 
 
 def write_json(path: Path | None, figures: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ unique questions and answers; this script takes the next `--sentences` of that o
 mode here does not select on the reported sample. Each mode decodes every sentence alone (batch 1)
 and prints fidelity, BLEU, length ratio, real words and ms median / p90, then each mode's paired
 difference from the first mode with a 95% bootstrap interval (fidelity per sentence, BLEU over
-resampled corpora).
+resampled corpora) and the share of sentences it decodes to the same text.
 """
 
 from __future__ import annotations
@@ -76,18 +76,24 @@ def main() -> None:
     trips = [round_trip(decoder.with_options(**parse_mode(mode)), encoder, texts, vectors, mode) for mode in modes]
     refs = [normalise(t, decoder) for t in texts]
     rows = []
-    print(f"{len(texts)} validation sentences past the first {args.skip} (the eval reports the first {ROUND_TRIP_SENTENCES} by default); bundle {args.bundle}")
-    print(f"{'mode':45s} {'fidelity':>8s} {'BLEU':>6s} {'len':>5s} {'real':>6s} {'ms med':>7s} {'ms p90':>7s}")
     for trip in trips:
         row = {k: v for k, v in trip.to_dict().items() if k != "examples"}
         if trip is not trips[0]:
             row["fidelity_vs_first"] = paired_bootstrap(np.array(trip.cosines) - np.array(trips[0].cosines)).to_dict()
             row["bleu_vs_first"] = bleu_interval(trips[0].outputs, trip.outputs, refs)
+            row["same_text_as_first"] = float(np.mean([a == b for a, b in zip(trip.outputs, trips[0].outputs)]))
         rows.append(row)
-        print(f"{trip.mode:45s} {trip.fidelity:8.4f} {trip.bleu:6.2f} {trip.length_ratio:5.3f} {trip.real_words:6.4f} {trip.ms_median:7.1f} {trip.ms_p90:7.1f}")
-    for row in rows[1:]:
-        f, b = row["fidelity_vs_first"], row["bleu_vs_first"]
-        print(f"{row['mode']} minus {modes[0]}: fidelity {f['mean']:+.4f} [{f['low']:+.4f}, {f['high']:+.4f}], BLEU {b['mean']:+.2f} [{b['low']:+.2f}, {b['high']:+.2f}]")
+    common.table(
+        f"{len(texts)} validation sentences past the first {args.skip} (the eval reports the first {ROUND_TRIP_SENTENCES} by default); bundle {args.bundle}",
+        ["mode", "fidelity", "BLEU", "len", "real", "ms med", "ms p90"],
+        [[t.mode, f"{t.fidelity:.4f}", f"{t.bleu:.2f}", f"{t.length_ratio:.3f}", f"{t.real_words:.4f}", f"{t.ms_median:.1f}", f"{t.ms_p90:.1f}"] for t in trips],
+    )
+    interval = lambda f, digits: f"{f['mean']:+.{digits}f} [{f['low']:+.{digits}f}, {f['high']:+.{digits}f}]"  # noqa: E731
+    common.table(
+        f"paired differences from {modes[0]}, 95% bootstrap intervals",
+        ["mode", "fidelity", "BLEU", "same text"],
+        [[row["mode"], interval(row["fidelity_vs_first"], 4), interval(row["bleu_vs_first"], 2), f"{row['same_text_as_first']:.3f}"] for row in rows[1:]],
+    )
     common.write_json(args.json, {"sentences": len(texts), "skip": args.skip, "bundle": str(args.bundle), "modes": rows})
 
 
