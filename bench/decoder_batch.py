@@ -17,8 +17,6 @@ from pathlib import Path
 import common
 import numpy as np
 
-VAL = common.ROOT / "data" / "squad_sent_val.jsonl"
-
 
 def ms_per_sentence(decoder, vectors: np.ndarray, batch: int) -> float:  # noqa: ANN001 - GenerativeDecoder
     """Wall milliseconds per vector to decode all of them in batches of `batch`."""
@@ -34,7 +32,7 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=common.sizes, default=[1, 8, 64])
     p.add_argument("--runs", type=int, default=3, help="timed runs; figures are their median, min and max")
     p.add_argument("--bundle", type=Path, default=common.ROOT / "cubeqa" / "bundles" / "default")
-    p.add_argument("--data", type=Path, default=VAL, help="the split whose vectors are decoded")
+    p.add_argument("--data", type=Path, default=common.VAL, help="the split whose vectors are decoded")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON to this path")
     args = p.parse_args()
     from pipeline.decoder_workflows import ROUND_TRIP_SENTENCES, round_trip_sample

@@ -22,8 +22,6 @@ import numpy as np
 
 from pipeline.decoder_workflows import ROUND_TRIP_SENTENCES
 
-VAL = common.ROOT / "data" / "squad_sent_val.jsonl"
-
 
 def parse_mode(text: str) -> dict[str, object]:
     """"beam=3,rerank=true,min_length=0.9" -> {"beam": 3, "rerank": True, "min_length": 0.9}."""
@@ -56,11 +54,10 @@ def main() -> None:
     p.add_argument("--sentences", type=int, default=300, help="validation sentences past the first --skip")
     p.add_argument("--skip", type=int, default=ROUND_TRIP_SENTENCES, help="sentences of the seeded order to pass over (at least the eval's --sentences)")
     p.add_argument("--bundle", type=Path, default=common.ROOT / "cubeqa" / "bundles" / "default")
-    p.add_argument("--data", type=Path, default=VAL)
+    p.add_argument("--data", type=Path, default=common.VAL)
     p.add_argument("--mode", action="append", default=[], help='decoding options, e.g. "beam=3,rerank=true" (repeatable; the first is the baseline)')
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
-    from cubeqa.settings import Settings
     from pipeline.decoder_workflows import normalise, round_trip, round_trip_sample
     from pipeline.decoders.generative import load_generative
     from pipeline.encoder import TeacherEncoder
@@ -69,7 +66,7 @@ def main() -> None:
 
     modes = args.mode or ["beam=1", "beam=3,rerank=true,min_length=0.9"]
     encoder = TeacherEncoder()
-    split = load_embedded(args.data, encoder, Settings().cache_dir)
+    split = load_embedded(args.data, encoder, common.settings().cache_dir)
     texts, vectors = round_trip_sample(split, args.sentences, skip=args.skip)
     decoder, _ = load_generative(args.bundle, encoder)
     decoder.decode(vectors[:2])  # warm-up: first calls allocate

@@ -203,13 +203,18 @@ class DecoderReport:
         }
 
 
+def split_sentences(split: EmbeddedPairs) -> tuple[list[str], np.ndarray]:
+    """A split's unique questions and answers with their vectors."""
+    return unique_sentences(([p.question for p in split.pairs], split.q), ([p.answer for p in split.pairs], split.a))
+
+
 ROUND_TRIP_SENTENCES = 500  # the eval's round-trip sample: the first ones of round_trip_sample's order
 
 
 def round_trip_sample(split: EmbeddedPairs, sentences: int, skip: int = 0) -> tuple[list[str], np.ndarray]:
     """A fixed random sample of the split's unique questions and answers: `sentences` of them after the first
     `skip` of one seeded order (the eval reports skip 0; bench/decoder_modes.py chooses modes past them)."""
-    texts, vectors = unique_sentences(([p.question for p in split.pairs], split.q), ([p.answer for p in split.pairs], split.a))
+    texts, vectors = split_sentences(split)
     pick = np.sort(np.random.default_rng(0).permutation(len(texts))[skip : skip + sentences])
     return [texts[i] for i in pick], vectors[pick]
 
@@ -256,7 +261,7 @@ def evaluate_decoders(
     train = load_embedded(train_path, encoder, cache_dir, on_embed)
     held_texts, held_vecs = round_trip_sample(val, sentences)
 
-    train_texts, train_vecs = unique_sentences(([p.question for p in train.pairs], train.q), ([p.answer for p in train.pairs], train.a))
+    train_texts, train_vecs = split_sentences(train)
     nearest = PhraseBankDecoder(train_texts, train_vecs).search(held_vecs, 1)[1][:, 0]
     near_fid = float(np.mean(np.sum(train_vecs[nearest] * held_vecs, axis=1)))
     near_bleu = float(sacrebleu.corpus_bleu([normalise(train_texts[i], base) for i in nearest], [[normalise(t, base) for t in held_texts]]).score)

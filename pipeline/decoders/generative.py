@@ -80,7 +80,9 @@ class Projection:
     (per-output-row weights, activations quantised per call by fbgemm) or fp32 in either layout."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        self.weight, self.bias = weight.detach().clone(), bias.detach().clone()  # a snapshot: training must not change one layout only
+        """`weight` and `bias` are kept as given: pass copies, not live parameters, so that training cannot
+        change the fp32 layout and leave the int8 one behind."""
+        self.weight, self.bias = weight, bias
         self.weight_t: torch.Tensor | None = None  # the pre-transposed fp32 copy, made on first use (int8 decoding never needs it)
         self.packed = pack_int8(self.weight, self.bias) if int8_available() else None  # packed here, not per call: no race between threads
 
@@ -127,7 +129,7 @@ class Layer(nn.Module):
         """Inference: q, k and v in one matmul, and every projection in the layout its row count multiplies fastest."""
         with torch.no_grad():
             qkv = Projection(torch.cat([self.q.weight, self.k.weight, self.v.weight]), torch.cat([self.q.bias, self.k.bias, self.v.bias]))
-            self.fused = {"qkv": qkv, **{name: Projection(getattr(self, name).weight, getattr(self, name).bias) for name in ("o", "ff1", "ff2")}}
+            self.fused = {"qkv": qkv, **{name: Projection(getattr(self, name).weight.clone(), getattr(self, name).bias.clone()) for name in ("o", "ff1", "ff2")}}
 
     def train(self, mode: bool = True) -> Layer:
         if mode:
