@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,36 +90,19 @@ def percentiles(values: Sequence[float], qs: Sequence[int] = (50, 95, 99)) -> di
 
 
 def machine() -> dict[str, Any]:
-    """What the figures ran on (the load average says whether others shared the cores)."""
-    import torch
+    """What the figures ran on, from which commit and command (see cubeqa.provenance)."""
+    from cubeqa.provenance import run_record
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return {
-        "cpu": model,
-        "cpu_flags": cpu_flags(),
-        "cores": os.cpu_count(),
-        "cuda": torch.cuda.is_available(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_average": list(os.getloadavg()),
-        "commit": commit,
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-    }
+    return {**run_record(sys.argv), "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
 
 
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
-
-
-def cpu_flags() -> list[str]:
-    """The CPU's vector extensions that decide which kernels torch runs (AVX2 only, AVX-512, VNNI, AMX)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), [])
-    return [flag for flag in SPEED_FLAGS if flag in flags]
+def decoding_options(text: str) -> dict[str, object]:
+    """Decoding options from text: "beam=3,rerank=true,min_length=0.9" becomes {"beam": 3, "rerank": True, "min_length": 0.9}."""
+    options: dict[str, object] = {}
+    for part in filter(None, text.split(",")):
+        name, _, value = part.partition("=")
+        options[name.strip()] = json.loads(value.strip().lower())
+    return options
 
 
 def write_json(path: Path | None, figures: dict[str, Any]) -> None:

@@ -1,9 +1,11 @@
-"""Generative decoding time per sentence by batch size, in int8 and fp32, in the default (greedy) mode.
+"""Generative decoding time per sentence by batch size, in int8 and fp32, in one decoding mode.
 
-    .venv/bin/python bench/decoder_batch.py [--sentences 256] [--batch-sizes 1,8,64] [--runs 3] [--json PATH]
+    .venv/bin/python bench/decoder_batch.py [--sentences 256] [--batch-sizes 1,8,64] [--runs 3]
+        [--mode "beam=3,rerank=true,min_length=0.9"] [--json PATH]
 
 A request decodes one vector (batch 1); the decode stage decodes a micro-batch (64 by default) in one
-batched pass. Each run decodes the same `--sentences` validation vectors (past the eval's round-trip
+batched pass (greedy and beam search alike; reranking embeds the batch's candidates in one call).
+The mode is the bundle's default unless `--mode` names options. Each run decodes the same `--sentences` validation vectors (past the eval's round-trip
 sample) in batches of each size, once with int8 projections and once in fp32, alternating, and
 reports milliseconds per sentence (median and range over runs) and the int8/fp32 ratio per run.
 """
@@ -31,6 +33,7 @@ def main() -> None:
     p.add_argument("--sentences", type=int, default=256, help="validation vectors decoded per run")
     p.add_argument("--batch-sizes", type=common.sizes, default=[1, 8, 64])
     p.add_argument("--runs", type=int, default=3, help="timed runs; figures are their median, min and max")
+    p.add_argument("--mode", default="", help='decoding options over the default, e.g. "beam=3,rerank=true"')
     p.add_argument("--bundle", type=Path, default=common.ROOT / "cubeqa" / "bundles" / "default")
     p.add_argument("--data", type=Path, default=common.VAL, help="the split whose vectors are decoded")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON to this path")
@@ -45,7 +48,8 @@ def main() -> None:
     encoder = TeacherEncoder()
     _, vectors = round_trip_sample(load_embedded(args.data, encoder, common.settings().cache_dir), args.sentences, skip=ROUND_TRIP_SENTENCES)
     base, _ = load_generative(args.bundle, encoder)
-    decoders = {"int8": base.with_options(int8=True), "fp32": base.with_options(int8=False)}
+    options = common.decoding_options(args.mode)
+    decoders = {"int8": base.with_options(**options, int8=True), "fp32": base.with_options(**options, int8=False)}
     for decoder in decoders.values():
         decoder.decode(vectors[: max(args.batch_sizes)])  # warm-up: first calls allocate and pack the int8 weights
     rows, figures = [], {}
@@ -57,9 +61,10 @@ def main() -> None:
         ratios = [a / b for a, b in zip(runs["int8"], runs["fp32"])]
         figures[str(batch)] = {"int8_ms": common.spread(runs["int8"]), "fp32_ms": common.spread(runs["fp32"]), "int8_over_fp32": common.spread(ratios)}
         rows.append([batch, common.band(figures[str(batch)]["int8_ms"]), common.band(figures[str(batch)]["fp32_ms"]), common.band(figures[str(batch)]["int8_over_fp32"], 2)])
-    common.table(f"ms per sentence, {len(vectors)} validation vectors, greedy, median [min-max] of {args.runs} runs",
+    mode = args.mode or "default (greedy)"
+    common.table(f"ms per sentence, {len(vectors)} validation vectors, {mode}, median [min-max] of {args.runs} runs",
                  ["batch", "int8", "fp32", "int8 / fp32"], rows)
-    common.write_json(args.json, {"sentences": len(vectors), "runs": args.runs, "mode": "default (greedy)", "batch_sizes": figures})
+    common.write_json(args.json, {"sentences": len(vectors), "runs": args.runs, "mode": mode, "batch_sizes": figures})
 
 
 if __name__ == "__main__":

@@ -14,22 +14,12 @@ resampled corpora) and the share of sentences it decodes to the same text.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import common
 import numpy as np
 
 from pipeline.decoder_workflows import ROUND_TRIP_SENTENCES
-
-
-def parse_mode(text: str) -> dict[str, object]:
-    """"beam=3,rerank=true,min_length=0.9" -> {"beam": 3, "rerank": True, "min_length": 0.9}."""
-    options: dict[str, object] = {}
-    for part in filter(None, text.split(",")):
-        name, _, value = part.partition("=")
-        options[name.strip()] = json.loads(value.strip().lower())
-    return options
 
 
 def bleu_interval(hyps_a: list[str], hyps_b: list[str], refs: list[str], resamples: int = 1000, seed: int = 0) -> dict[str, float]:
@@ -70,7 +60,7 @@ def main() -> None:
     texts, vectors = round_trip_sample(split, args.sentences, skip=args.skip)
     decoder, _ = load_generative(args.bundle, encoder)
     decoder.decode(vectors[:2])  # warm-up: first calls allocate
-    trips = [round_trip(decoder.with_options(**parse_mode(mode)), encoder, texts, vectors, mode) for mode in modes]
+    trips = [round_trip(decoder.with_options(**common.decoding_options(mode)), encoder, texts, vectors, mode) for mode in modes]
     refs = [normalise(t, decoder) for t in texts]
     rows = []
     for trip in trips:

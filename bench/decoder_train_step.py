@@ -30,11 +30,11 @@ def main() -> None:
 
     from pipeline.decoders.generative import GenerativeConfig, build_net
     from pipeline.encoder import TeacherEncoder
+    from pipeline.hardware import cpu_has_amx
     from pipeline.training.data import load_pairs
     from pipeline.training.decoder_trainer import (
         OutputVocab,
         autocast,
-        cpu_has_amx,
         pad,
         resolve_precision,
         sequence_loss,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -171,7 +172,9 @@ def evaluate(
                 resamples=resamples,
             )
         if json_path:
-            figures = {"data": str(data), "bundle": str(settings.bundle_dir), **report.to_dict()}
+            from cubeqa.provenance import run_record
+
+            figures = {"machine": run_record(["cubeqa", *sys.argv[1:]]), "data": str(data), "bundle": str(settings.bundle_dir), **report.to_dict()}
             if decoders is not None:
                 figures["decoders"] = decoders.to_dict()
             json_path.write_text(json.dumps(figures, indent=2) + "\n")

@@ -369,24 +369,27 @@ class GenerativeDecoder:
         vectors_t = torch.as_tensor(np.ascontiguousarray(vectors, dtype=np.float32))
         if self.config.beam <= 1:
             return [Generated(self.text_of(ids), ids, lp) for ids, lp in self.greedy(vectors_t)]
-        out = []
-        for row in range(vectors_t.shape[0]):
-            hyps = self.beam_search(vectors_t[row : row + 1], self.config.beam)
-            out.append(self.choose(hyps, vectors[row]))
-        return out
+        return self.choose(self.beam_search(vectors_t, self.config.beam), np.asarray(vectors, dtype=np.float32))
 
-    def choose(self, hyps: list[tuple[list[int], float]], target: np.ndarray) -> Generated:
-        """The best beam hypothesis by score, or, with reranking, by teacher cosine to the target."""
-        texts = [self.text_of(ids) for ids, _ in hyps]
-        if not self.config.rerank or self.embed is None or len(hyps) == 1:
-            ids, score = hyps[0]
-            return Generated(texts[0], ids, score)
-        usable = [i for i, t in enumerate(texts) if t.strip()]
-        if not usable:
-            return Generated(texts[0], hyps[0][0], hyps[0][1])
-        cos = self.embed([texts[i] for i in usable]) @ np.asarray(target, dtype=np.float32)
-        best = usable[int(np.argmax(cos))]
-        return Generated(texts[best], hyps[best][0], hyps[best][1], [(texts[i], float(c)) for i, c in zip(usable, cos)])
+    def choose(self, hyps: list[list[tuple[list[int], float]]], targets: np.ndarray) -> list[Generated]:
+        """Per vector, the best beam hypothesis by score, or, with reranking, by teacher cosine to its target
+        (the candidates of the whole batch embedded in one call)."""
+        texts = [[self.text_of(ids) for ids, _ in row] for row in hyps]
+        rerank = self.config.rerank and self.embed is not None
+        usable = [[i for i, t in enumerate(row) if t.strip()] if rerank and len(row) > 1 else [] for row in texts]
+        flat = [texts[r][i] for r, row in enumerate(usable) for i in row]
+        embedded = self.embed(flat) if flat else np.zeros((0, targets.shape[1]), dtype=np.float32)  # type: ignore[misc]
+        out, start = [], 0
+        for r, row in enumerate(usable):
+            if not row:
+                ids, score = hyps[r][0]
+                out.append(Generated(texts[r][0], ids, score))
+                continue
+            cos = embedded[start : start + len(row)] @ targets[r]
+            start += len(row)
+            best = row[int(np.argmax(cos))]
+            out.append(Generated(texts[r][best], hyps[r][best][0], hyps[r][best][1], [(texts[r][i], float(c)) for i, c in zip(row, cos)]))
+        return out
 
     def shortest(self, vectors: torch.Tensor) -> list[int]:
         """Per vector, the fewest pieces before the end may come: `min_length` of the predicted length (at least 1)."""
@@ -468,43 +471,57 @@ class GenerativeDecoder:
         return list(zip(histories, scores))
 
     @torch.inference_mode()
-    def beam_search(self, vector: torch.Tensor, width: int) -> list[tuple[list[int], float]]:
-        """Beam search for one vector; returns finished hypotheses best first (length-normalised log prob)."""
-        logits, cache = self.net.start(vector, self.cls_id, self.int8)
-        shortest = self.shortest(vector)[0]
-        beams: list[tuple[list[int], float]] = [([], 0.0)]
-        finished: list[tuple[list[int], float]] = []
+    def beam_search(self, vectors: torch.Tensor, width: int) -> list[list[tuple[list[int], float]]]:
+        """Beam search for a batch of vectors stepped together (their live hypotheses are the rows of one
+        batch); per vector, the finished hypotheses best first by length-normalised log prob."""
+        logits, cache = self.net.start(vectors, self.cls_id, self.int8)
+        shortest = self.shortest(vectors)
+        n = vectors.shape[0]
+        beams: list[list[tuple[list[int], float]]] = [[([], 0.0)] for _ in range(n)]
+        finished: list[list[tuple[list[int], float]]] = [[] for _ in range(n)]
+        live = list(range(n))  # vectors still searching; their beams fill the rows in this order
         for position in range(self.config.prefix + 1, self.config.prefix + 1 + self.config.max_tokens):
             logp = torch.log_softmax(logits.float(), -1)  # (rows, generated columns)
-            allowed = torch.stack([self.allowed(history, shortest) for history, _ in beams])
-            totals = torch.where(allowed, logp, -math.inf) + torch.tensor([score for _, score in beams])[:, None]
-            top = totals.topk(min(2 * width, totals.shape[1]), dim=1)  # per row, then overall: faster than one flat top-k
-            best = sorted(
-                ((v, row, column) for row, (values, columns) in enumerate(zip(top.values.tolist(), top.indices.tolist())) for v, column in zip(values, columns)),
-                reverse=True,
-            )[: 2 * width]
-            candidates = [(v, row, self.token(column)) for v, row, column in best if v > -math.inf]
-            next_beams, rows, tokens = [], [], []
-            for score, row, token in candidates:
-                history = beams[row][0]
-                if token == self.sep_id:
-                    finished.append((history, score))
-                elif len(next_beams) < width:
-                    next_beams.append((history + [token], score))
-                    rows.append(row)
-                    tokens.append(token)
-                if len(next_beams) == width and len(finished) >= width:
-                    break
-            if not next_beams or len(finished) >= width:
+            allowed = torch.stack([self.allowed(history, shortest[v]) for v in live for history, _ in beams[v]])
+            totals = torch.where(allowed, logp, -math.inf) + torch.tensor([score for v in live for _, score in beams[v]])[:, None]
+            top = totals.topk(min(2 * width, totals.shape[1]), dim=1)  # per row, then per vector: faster than one flat top-k
+            values, columns = top.values.tolist(), top.indices.tolist()
+            rows, tokens, still, first = [], [], [], 0
+            for v in live:
+                own = range(first, first + len(beams[v]))
+                first += len(beams[v])
+                best = sorted(((value, row, column) for row in own for value, column in zip(values[row], columns[row])), reverse=True)[: 2 * width]
+                next_beams = []
+                for score, row, column in best:
+                    if score == -math.inf:
+                        break
+                    token, history = self.token(column), beams[v][row - own.start][0]
+                    if token == self.sep_id:
+                        finished[v].append((history, score))
+                    elif len(next_beams) < width:
+                        next_beams.append((history + [token], score))
+                        rows.append(row)
+                        tokens.append(token)
+                    if len(next_beams) == width and len(finished[v]) >= width:
+                        break
+                if next_beams and len(finished[v]) < width:
+                    beams[v] = next_beams
+                    still.append(v)
+                else:
+                    del rows[len(rows) - len(next_beams) :], tokens[len(tokens) - len(next_beams) :]
+                    beams[v] = []
+            live = still
+            if not live:
                 break
-            beams = next_beams
             if rows != list(range(cache[0][0].shape[0])):  # the cache follows the surviving hypotheses
                 cache = reorder(cache, rows, position)
             logits, cache = self.net.step(torch.tensor(tokens), position, cache, self.int8)
-        finished += beams if len(finished) < width else []
         penalty = self.config.length_penalty
-        ranked = sorted(finished, key=lambda h: -h[1] / max(1, len(h[0]) + 1) ** penalty)
-        return ranked[:width]
+        out = []
+        for v in range(n):
+            done = finished[v] + (beams[v] if len(finished[v]) < width else [])
+            out.append(sorted(done, key=lambda h: -h[1] / max(1, len(h[0]) + 1) ** penalty)[:width])
+        return out
 
 
 def reorder(cache: list[tuple[torch.Tensor, torch.Tensor]], rows: list[int], filled: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -98,8 +98,8 @@ def test_decoder_batch(tmp_path: Path) -> None:
 
     if not int8_available():
         pytest.skip("this torch build has no int8 CPU engine")
-    figures = run("decoder_batch", tmp_path, "--sentences", "6", "--batch-sizes", "1,4", "--runs", "1")
-    assert figures["sentences"] == 6 and set(figures["batch_sizes"]) == {"1", "4"}
+    figures = run("decoder_batch", tmp_path, "--sentences", "6", "--batch-sizes", "1,4", "--runs", "1", "--mode", "beam=2,rerank=true")
+    assert figures["sentences"] == 6 and set(figures["batch_sizes"]) == {"1", "4"} and figures["mode"] == "beam=2,rerank=true"
     for row in figures["batch_sizes"].values():
         assert positive(row["int8_ms"]) and positive(row["fp32_ms"]) and positive(row["int8_over_fp32"])
 

@@ -68,6 +68,9 @@ def test_eval_writes_the_figures_as_json(trained, small_data) -> None:
     interval = figures["differences"]["cube − identity: cos"]
     assert interval["low"] <= interval["mean"] <= interval["high"]
     assert "identity_cos" in run.stdout
+    machine = figures["machine"]  # where the figures come from, as the bench scripts record it
+    assert machine["command"].startswith("cubeqa eval --data") and machine["cores"] >= 1 and machine["torch"].startswith("2.")
+    assert machine["commit"] is None or len(machine["commit"].removesuffix("-dirty")) >= 7
 
 
 def test_eval_measures_all_three_decoders_of_the_shipped_bundle(small_data, tmp_path) -> None:

@@ -21,10 +21,10 @@ from pipeline.decoders.generative import (
 )
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import default_model_dir
+from pipeline.hardware import cpu_flags, cpu_has_amx
 from pipeline.training.decoder_trainer import (
     DecoderTrainConfig,
     OutputVocab,
-    cpu_has_amx,
     replan,
     resolve_precision,
     sequence_loss,
@@ -144,9 +144,27 @@ def test_reranking_picks_the_candidate_closest_to_the_target(tokenizer) -> None:
     decoder.embed = embed
     target = vectors(1)[0]
     hyps = decoder.beam_search(torch.as_tensor(target[None]), 4)
-    chosen = decoder.choose(hyps, target)
+    chosen = decoder.choose(hyps, target[None])[0]
     cosines = {text: cos for text, cos in chosen.candidates}
     assert len(cosines) >= 2 and cosines[chosen.text] == max(cosines.values())
+
+
+def test_beam_search_over_a_batch_finds_what_it_finds_for_each_vector_alone(tokenizer) -> None:
+    decoder = tiny(tokenizer, beam=3, rerank=True, int8=False)  # int8 scales activations per batch; fp32 does not
+    calls: list[int] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return np.stack([vectors(1, seed=sum(map(ord, t)))[0] for t in texts])
+
+    decoder.embed = embed
+    batch = vectors(5, seed=3)
+    together = decoder.decode(batch)
+    assert len(calls) == 1  # the batch's candidates are embedded in one call
+    alone = [decoder.decode(batch[i : i + 1])[0] for i in range(5)]
+    assert [g.ids for g in together] == [g.ids for g in alone]
+    assert [g.candidates for g in together] == [g.candidates for g in alone]
+    assert len({tuple(g.ids) for g in together}) > 1  # the vectors differ, so do their answers
 
 
 def test_bundle_round_trip_keeps_the_outputs(tokenizer, tmp_path) -> None:
@@ -191,6 +209,7 @@ def test_auto_precision_is_bf16_only_on_cpus_with_amx(tmp_path) -> None:
     amx.write_text("flags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
     avx512.write_text("flags\t\t: fpu avx512f avx512_bf16\n")
     assert cpu_has_amx(amx) and not cpu_has_amx(avx512) and not cpu_has_amx(tmp_path / "missing")
+    assert cpu_flags(amx) == ["avx512f", "avx512_bf16", "amx_bf16", "amx_int8"] and cpu_flags(tmp_path / "missing") == []
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu, amx=lambda: False) == "fp32"
     assert resolve_precision("auto", cpu, amx=lambda: True) == ("bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32")
