@@ -93,14 +93,21 @@ def machine() -> dict[str, Any]:
     """What the figures ran on, from which commit and command (see cubeqa.provenance)."""
     from cubeqa.provenance import run_record
 
-    return {**run_record(sys.argv), "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
+    return run_record(Path(sys.argv[0]).as_posix(), sys.argv[1:])
 
 
 def decoding_options(text: str) -> dict[str, object]:
     """Decoding options from text: "beam=3,rerank=true,min_length=0.9" becomes {"beam": 3, "rerank": True, "min_length": 0.9}."""
+    from dataclasses import fields
+
+    from pipeline.decoders.generative import GenerativeConfig
+
+    known = {f.name for f in fields(GenerativeConfig)}
     options: dict[str, object] = {}
     for part in filter(None, text.split(",")):
         name, _, value = part.partition("=")
+        if name.strip() not in known:
+            raise SystemExit(f"unknown decoding option {name.strip()!r} in {text!r}; known: {', '.join(sorted(known))}")
         options[name.strip()] = json.loads(value.strip().lower())
     return options
 

@@ -5,9 +5,12 @@
 
 A request decodes one vector (batch 1); the decode stage decodes a micro-batch (64 by default) in one
 batched pass (greedy and beam search alike; reranking embeds the batch's candidates in one call).
-The mode is the bundle's default unless `--mode` names options. Each run decodes the same `--sentences` validation vectors (past the eval's round-trip
-sample) in batches of each size, once with int8 projections and once in fp32, alternating, and
-reports milliseconds per sentence (median and range over runs) and the int8/fp32 ratio per run.
+The mode is the bundle's default unless `--mode` names options. Each run decodes the same
+`--sentences` validation vectors (past the eval's round-trip sample) in batches of each size, once
+with int8 projections and once in fp32, alternating, and reports mean milliseconds per sentence
+(median and range over runs) and the int8/fp32 ratio per run; then, per precision, whether batching
+changes the output: the round-trip fidelity of the last run's texts, its paired difference from the
+first batch size with a 95% bootstrap interval, and the share of texts that are the same.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import common
 import numpy as np
 
 
-def ms_per_sentence(decoder, vectors: np.ndarray, batch: int) -> float:  # noqa: ANN001 - GenerativeDecoder
-    """Wall milliseconds per vector to decode all of them in batches of `batch`."""
+def decode_all(decoder, vectors: np.ndarray, batch: int) -> tuple[float, list[str]]:  # noqa: ANN001 - GenerativeDecoder
+    """Wall milliseconds per vector to decode all of them in batches of `batch`, and the texts."""
+    texts: list[str] = []
     started = time.perf_counter()
     for start in range(0, len(vectors), batch):
-        decoder.decode(vectors[start : start + batch])
-    return 1000 * (time.perf_counter() - started) / len(vectors)
+        texts += [g.text for g in decoder.decode(vectors[start : start + batch])]
+    return 1000 * (time.perf_counter() - started) / len(vectors), texts
 
 
 def main() -> None:
@@ -41,6 +45,7 @@ def main() -> None:
     from pipeline.decoder_workflows import ROUND_TRIP_SENTENCES, round_trip_sample
     from pipeline.decoders.generative import int8_available, load_generative
     from pipeline.encoder import TeacherEncoder
+    from pipeline.evaluation import paired_bootstrap
     from pipeline.workflows import load_embedded
 
     if not int8_available():
@@ -49,21 +54,37 @@ def main() -> None:
     _, vectors = round_trip_sample(load_embedded(args.data, encoder, common.settings().cache_dir), args.sentences, skip=ROUND_TRIP_SENTENCES)
     base, _ = load_generative(args.bundle, encoder)
     options = common.decoding_options(args.mode)
+    if "int8" in options:
+        raise SystemExit("--mode must not set int8: this script times both precisions")
     decoders = {"int8": base.with_options(**options, int8=True), "fp32": base.with_options(**options, int8=False)}
     for decoder in decoders.values():
         decoder.decode(vectors[: max(args.batch_sizes)])  # warm-up: first calls allocate and pack the int8 weights
-    rows, figures = [], {}
+    rows, quality_rows, figures = [], [], {}
+    first: dict[str, tuple[list[str], np.ndarray]] = {}  # per precision, the smallest batch's texts and fidelities
     for batch in args.batch_sizes:
         runs: dict[str, list[float]] = {name: [] for name in decoders}
+        texts: dict[str, list[str]] = {}
         for _ in range(args.runs):
             for name, decoder in decoders.items():
-                runs[name].append(ms_per_sentence(decoder, vectors, batch))
+                ms, texts[name] = decode_all(decoder, vectors, batch)
+                runs[name].append(ms)
         ratios = [a / b for a, b in zip(runs["int8"], runs["fp32"])]
         figures[str(batch)] = {"int8_ms": common.spread(runs["int8"]), "fp32_ms": common.spread(runs["fp32"]), "int8_over_fp32": common.spread(ratios)}
         rows.append([batch, common.band(figures[str(batch)]["int8_ms"]), common.band(figures[str(batch)]["fp32_ms"]), common.band(figures[str(batch)]["int8_over_fp32"], 2)])
+        cells: list[object] = [batch]
+        for name, outputs in texts.items():  # does batching change what comes out? (int8 shares activation scales across rows)
+            fidelity = np.sum(encoder.encode([t if t.strip() else "." for t in outputs]).vectors * vectors, axis=1)
+            base_texts, base_fidelity = first.setdefault(name, (outputs, fidelity))
+            change = paired_bootstrap(fidelity - base_fidelity).to_dict()
+            same = float(np.mean([a == b for a, b in zip(outputs, base_texts)]))
+            figures[str(batch)][f"{name}_quality"] = {"fidelity": float(fidelity.mean()), "fidelity_vs_first_batch": change, "same_text_as_first_batch": same}
+            cells.append(f"{fidelity.mean():.4f}, {change['mean']:+.4f} [{change['low']:+.4f}, {change['high']:+.4f}], same {same:.2f}")
+        quality_rows.append(cells)
     mode = args.mode or "default (greedy)"
     common.table(f"ms per sentence, {len(vectors)} validation vectors, {mode}, median [min-max] of {args.runs} runs",
                  ["batch", "int8", "fp32", "int8 / fp32"], rows)
+    common.table(f"round-trip fidelity; its paired difference from batch {args.batch_sizes[0]} (95% interval); share of the same texts",
+                 ["batch", "int8", "fp32"], quality_rows)
     common.write_json(args.json, {"sentences": len(vectors), "runs": args.runs, "mode": mode, "batch_sizes": figures})
 
 

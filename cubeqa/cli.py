@@ -174,7 +174,7 @@ def evaluate(
         if json_path:
             from cubeqa.provenance import run_record
 
-            figures = {"machine": run_record(["cubeqa", *sys.argv[1:]]), "data": str(data), "bundle": str(settings.bundle_dir), **report.to_dict()}
+            figures = {"machine": run_record("cubeqa", sys.argv[1:]), "data": str(data), "bundle": str(settings.bundle_dir), **report.to_dict()}
             if decoders is not None:
                 figures["decoders"] = decoders.to_dict()
             json_path.write_text(json.dumps(figures, indent=2) + "\n")

@@ -1,7 +1,7 @@
 """The machine a figure or a training run comes from: CPU model and vector flags, cores, torch build.
 
-Speed and precision choices depend on the CPU's vector extensions (AVX2 only, AVX-512, VNNI, AMX),
-so measurements record them, and the decoder trainer reads AMX from the same place."""
+Speed and precision choices depend on the CPU's vector extensions (AVX2 only, AVX-512, VNNI, AMX)
+and its cache, so measurements record them; the decoder trainer reads AMX from the same place."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
-L3_SIZE = Path("/sys/devices/system/cpu/cpu0/cache/index3/size")
+CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 
 
@@ -35,12 +35,16 @@ def cpu_has_amx(cpuinfo: Path = CPUINFO) -> bool:
     return "amx_bf16" in cpu_flags(cpuinfo)
 
 
-def l3_cache(size_file: Path = L3_SIZE) -> str | None:
-    """The last-level cache's size as Linux reports it ("8192K"): batch-1 decoding is fast when its weights fit."""
-    try:
-        return size_file.read_text(encoding="ascii").strip() or None
-    except OSError:
-        return None
+def l3_cache(caches: Path = CACHES) -> str | None:
+    """The size of the level-3 cache the first core sees, as Linux reports it ("8192K"; on an AMD EPYC, that of
+    its core complex): batch-1 decoding is fast when its weights fit."""
+    for index in sorted(caches.glob("index*")):
+        try:
+            if (index / "level").read_text(encoding="ascii").strip() == "3":
+                return (index / "size").read_text(encoding="ascii").strip() or None
+        except OSError:
+            continue
+    return None
 
 
 def describe() -> dict[str, object]:

@@ -43,7 +43,7 @@ class GenerativeConfig:
     max_tokens: int = 48  # generated word pieces before the cap stops a hypothesis
     dropout: float = 0.1
     # Decoding.
-    beam: int = 1  # 1 = greedy (the default: under 100 ms median on 2 CPU cores, README); beam 3 + rerank scores higher but slower
+    beam: int = 1  # 1 = greedy (the default, the fastest; README has its times by host); beam 3 + rerank scores higher but slower
     rerank: bool = False  # pick the beam candidate whose teacher embedding is closest to the target
     constrain: bool = True  # only real words (see pipeline/decoders/words.py)
     no_repeat_ngram: int = 3  # no n-gram of word pieces twice in one output (0 = off)
@@ -65,6 +65,7 @@ class GenerativeConfig:
         return cls(**{"init": "scratch", "dim": 256, "layers": 4, "heads": 8, "ffn": 1024, **overrides})  # type: ignore[arg-type]
 
 
+BEAM_ROWS = 256  # hypotheses one batched beam search holds at most (vectors x beam); larger batches go in chunks
 SMALL_BATCH = 4  # rows from which a pre-transposed fp32 weight multiplies faster (oneDNN switches kernels: at 5 rows,
 # six layers' projections 1.54 -> 1.16 ms and the 20k-piece output 1.33 -> 0.76 ms; below 4 rows F.linear wins)
 
@@ -367,9 +368,16 @@ class GenerativeDecoder:
     def decode(self, vectors: np.ndarray) -> list[Generated]:
         """One sentence per (N, D) vector: greedy (batched) or beam search, optionally reranked by the teacher."""
         vectors_t = torch.as_tensor(np.ascontiguousarray(vectors, dtype=np.float32))
+        if vectors_t.shape[0] == 0:
+            return []
         if self.config.beam <= 1:
             return [Generated(self.text_of(ids), ids, lp) for ids, lp in self.greedy(vectors_t)]
-        return self.choose(self.beam_search(vectors_t, self.config.beam), np.asarray(vectors, dtype=np.float32))
+        targets = np.asarray(vectors, dtype=np.float32)
+        chunk = max(1, BEAM_ROWS // self.config.beam)  # bounds the KV cache: 1 MB a row for the shipped decoder
+        out: list[Generated] = []
+        for start in range(0, vectors_t.shape[0], chunk):
+            out += self.choose(self.beam_search(vectors_t[start : start + chunk], self.config.beam), targets[start : start + chunk])
+        return out
 
     def choose(self, hyps: list[list[tuple[list[int], float]]], targets: np.ndarray) -> list[Generated]:
         """Per vector, the best beam hypothesis by score, or, with reranking, by teacher cosine to its target

@@ -102,6 +102,11 @@ def test_decoder_batch(tmp_path: Path) -> None:
     assert figures["sentences"] == 6 and set(figures["batch_sizes"]) == {"1", "4"} and figures["mode"] == "beam=2,rerank=true"
     for row in figures["batch_sizes"].values():
         assert positive(row["int8_ms"]) and positive(row["fp32_ms"]) and positive(row["int8_over_fp32"])
+        for precision in ("int8", "fp32"):
+            quality = row[f"{precision}_quality"]
+            assert 0 < quality["fidelity"] <= 1 and 0 <= quality["same_text_as_first_batch"] <= 1
+            assert quality["fidelity_vs_first_batch"]["low"] <= quality["fidelity_vs_first_batch"]["mean"] <= quality["fidelity_vs_first_batch"]["high"]
+    assert figures["batch_sizes"]["1"]["int8_quality"]["same_text_as_first_batch"] == 1.0  # the first batch size against itself
 
 
 def test_decoder_modes(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from pipeline.decoders.generative import (
 )
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import default_model_dir
-from pipeline.hardware import cpu_flags, cpu_has_amx
+from pipeline.hardware import cpu_has_amx
 from pipeline.training.decoder_trainer import (
     DecoderTrainConfig,
     OutputVocab,
@@ -150,7 +150,7 @@ def test_reranking_picks_the_candidate_closest_to_the_target(tokenizer) -> None:
 
 
 def test_beam_search_over_a_batch_finds_what_it_finds_for_each_vector_alone(tokenizer) -> None:
-    decoder = tiny(tokenizer, beam=3, rerank=True, int8=False)  # int8 scales activations per batch; fp32 does not
+    decoder = tiny(tokenizer, beam=3, rerank=True, int8=False)  # int8 shares one activation scale across a batch's rows
     calls: list[int] = []
 
     def embed(texts: list[str]) -> np.ndarray:
@@ -165,6 +165,22 @@ def test_beam_search_over_a_batch_finds_what_it_finds_for_each_vector_alone(toke
     assert [g.ids for g in together] == [g.ids for g in alone]
     assert [g.candidates for g in together] == [g.candidates for g in alone]
     assert len({tuple(g.ids) for g in together}) > 1  # the vectors differ, so do their answers
+
+
+def test_large_beam_batches_go_in_chunks_that_bound_the_cache(tokenizer, monkeypatch) -> None:
+    decoder = tiny(tokenizer, beam=3, int8=False)
+    batch = vectors(5, seed=4)
+    whole = decoder.decode(batch)
+    sizes: list[int] = []
+    search = decoder.beam_search
+    monkeypatch.setattr(decoder, "beam_search", lambda v, width: sizes.append(v.shape[0]) or search(v, width))
+    monkeypatch.setattr(generative, "BEAM_ROWS", 6)  # 2 vectors of beam 3 a search
+    assert [g.ids for g in decoder.decode(batch)] == [g.ids for g in whole] and sizes == [2, 2, 1]
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_an_empty_batch_decodes_to_nothing(tokenizer, beam) -> None:
+    assert tiny(tokenizer, beam=beam).decode(np.zeros((0, 8), dtype=np.float32)) == []
 
 
 def test_bundle_round_trip_keeps_the_outputs(tokenizer, tmp_path) -> None:
@@ -209,7 +225,6 @@ def test_auto_precision_is_bf16_only_on_cpus_with_amx(tmp_path) -> None:
     amx.write_text("flags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
     avx512.write_text("flags\t\t: fpu avx512f avx512_bf16\n")
     assert cpu_has_amx(amx) and not cpu_has_amx(avx512) and not cpu_has_amx(tmp_path / "missing")
-    assert cpu_flags(amx) == ["avx512f", "avx512_bf16", "amx_bf16", "amx_int8"] and cpu_flags(tmp_path / "missing") == []
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu, amx=lambda: False) == "fp32"
     assert resolve_precision("auto", cpu, amx=lambda: True) == ("bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32")

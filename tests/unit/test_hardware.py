@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.hardware import cpu_flags, cpuinfo_field, describe, l3_cache
 
-CPUINFO = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 fma avx2 avx512f\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n"
+CPUINFO = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 fma avx2 avx512f\n\nprocessor\t: 1\nmodel name\t: Other\nflags\t\t: amx_bf16\n"
 
 
 def test_cpuinfo_fields_and_speed_flags_are_read_from_the_first_processor(tmp_path) -> None:
@@ -15,13 +15,17 @@ def test_cpuinfo_fields_and_speed_flags_are_read_from_the_first_processor(tmp_pa
     assert cpu_flags(info) == ["avx2", "fma", "avx512f"]  # in SPEED_FLAGS order, the rest left out
 
 
-def test_l3_size_is_reported_as_linux_gives_it(tmp_path) -> None:
-    size = tmp_path / "size"
-    size.write_text("8192K\n")
-    assert l3_cache(size) == "8192K" and l3_cache(tmp_path / "missing") is None
+def test_l3_size_is_read_from_the_level_3_cache(tmp_path) -> None:
+    for index, level, size in [("index0", "1", "32K"), ("index2", "2", "512K"), ("index3", "3", "8192K")]:
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "level").write_text(level + "\n")
+        (tmp_path / index / "size").write_text(size + "\n")
+    assert l3_cache(tmp_path) == "8192K" and l3_cache(tmp_path / "missing") is None
+    (tmp_path / "index3" / "level").write_text("2\n")
+    assert l3_cache(tmp_path) is None
 
 
 def test_the_description_names_what_timings_depend_on() -> None:
     machine = describe()
-    assert {"cpu", "cpu_flags", "l3_cache", "cores", "cuda", "torch_threads", "torch"} <= set(machine)
+    assert {"cpu", "cpu_flags", "l3_cache", "cores", "cuda", "torch_threads", "python", "torch"} <= set(machine)
     assert machine["cores"] >= 1 and machine["torch_threads"] >= 1 and str(machine["torch"]).startswith("2.")
