@@ -15,11 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit(root: Path = ROOT) -> str | None:
-    """The checkout's short commit, with "-dirty" when files differ from it or are untracked; None outside a git
-    checkout. Takes no lock, so a user's git command beside a run does not fail."""
+    """The checkout's short commit, with "-dirty" when files outside docs/ (where runs write their figures)
+    differ from it or are untracked; None outside a git checkout. Takes no lock, so a user's git command
+    beside a run does not fail."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "--no-optional-locks", "status", "--porcelain", "--", ".", ":!docs"], cwd=root, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if commit.returncode != 0:
