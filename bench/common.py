@@ -98,18 +98,22 @@ def machine() -> dict[str, Any]:
 
 def decoding_options(text: str) -> dict[str, object]:
     """Decoding options from text: "beam=3,rerank=true,min_length=0.9" becomes {"beam": 3, "rerank": True, "min_length": 0.9}."""
-    from dataclasses import fields
-
     from pipeline.decoders.generative import GenerativeConfig
 
-    known = {f.name for f in fields(GenerativeConfig)}
     options: dict[str, object] = {}
     for part in filter(None, text.split(",")):
         name, _, value = part.partition("=")
-        if name.strip() not in known:
-            raise SystemExit(f"unknown decoding option {name.strip()!r} in {text!r}; known: {', '.join(sorted(known))}")
         options[name.strip()] = json.loads(value.strip().lower())
+    try:
+        GenerativeConfig.check_options(options)
+    except ValueError as exc:
+        raise SystemExit(f"{exc} (in {text!r})") from None
     return options
+
+
+def same_share(texts: Sequence[str], others: Sequence[str]) -> float:
+    """The share of positions where two runs produced the same text."""
+    return sum(a == b for a, b in zip(texts, others, strict=True)) / max(1, len(texts))
 
 
 def write_json(path: Path | None, figures: dict[str, Any]) -> None:

@@ -73,10 +73,10 @@ def main() -> None:
         rows.append([batch, common.band(figures[str(batch)]["int8_ms"]), common.band(figures[str(batch)]["fp32_ms"]), common.band(figures[str(batch)]["int8_over_fp32"], 2)])
         cells: list[object] = [batch]
         for name, outputs in texts.items():  # does batching change what comes out? (int8 shares activation scales across rows)
-            fidelity = np.sum(encoder.encode([t if t.strip() else "." for t in outputs]).vectors * vectors, axis=1)
+            fidelity = np.sum(encoder.encode_generated(outputs) * vectors, axis=1)
             base_texts, base_fidelity = first.setdefault(name, (outputs, fidelity))
             change = paired_bootstrap(fidelity - base_fidelity).to_dict()
-            same = float(np.mean([a == b for a, b in zip(outputs, base_texts)]))
+            same = common.same_share(outputs, base_texts)
             figures[str(batch)][f"{name}_quality"] = {"fidelity": float(fidelity.mean()), "fidelity_vs_first_batch": change, "same_text_as_first_batch": same}
             cells.append(f"{fidelity.mean():.4f}, {change['mean']:+.4f} [{change['low']:+.4f}, {change['high']:+.4f}], same {same:.2f}")
         quality_rows.append(cells)

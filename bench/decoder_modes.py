@@ -68,7 +68,7 @@ def main() -> None:
         if trip is not trips[0]:
             row["fidelity_vs_first"] = paired_bootstrap(np.array(trip.cosines) - np.array(trips[0].cosines)).to_dict()
             row["bleu_vs_first"] = bleu_interval(trips[0].outputs, trip.outputs, refs)
-            row["same_text_as_first"] = float(np.mean([a == b for a, b in zip(trip.outputs, trips[0].outputs)]))
+            row["same_text_as_first"] = common.same_share(trip.outputs, trips[0].outputs)
         rows.append(row)
     common.table(
         f"{len(texts)} validation sentences past the first {args.skip} (the eval reports the first {ROUND_TRIP_SENTENCES} by default); bundle {args.bundle}",

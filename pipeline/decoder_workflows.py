@@ -137,8 +137,7 @@ def round_trip(
         ids.append(result.ids)
         if progress:
             progress(1)
-    safe = [o if o.strip() else "." for o in outputs]
-    cosines = np.sum(encoder.encode(safe).vectors * vectors, axis=1)
+    cosines = np.sum(encoder.encode_generated(outputs) * vectors, axis=1)
     references = [normalise(t, decoder) for t in texts]
     bleu = sacrebleu.corpus_bleu(outputs, [references])
     return RoundTrip(
@@ -280,7 +279,7 @@ def evaluate_decoders(
         generated += [g.text for g in base.decode(outputs[start : start + 64])]
         if progress:
             progress("Q→A generative", min(64, len(outputs) - start))
-    gen_vecs = encoder.encode([g if g.strip() else "." for g in generated]).vectors
+    gen_vecs = encoder.encode_generated(generated)
     refs = [normalise(p.answer, base) for p in val.pairs]
 
     def figures(name: str, texts: list[str], vecs: np.ndarray, share: float) -> QAFigures:

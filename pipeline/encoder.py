@@ -167,6 +167,10 @@ class TeacherEncoder:
                     progress(len(idx))
         return Encoded(vectors, truncated)
 
+    def encode_generated(self, texts: list[str]) -> np.ndarray:
+        """Vectors of decoded texts, where an empty output (which `encode` refuses as input) counts as "."."""
+        return self.encode([t if t.strip() else "." for t in texts]).vectors
+
     def _tokenize(self, texts: list[str]) -> tuple[dict[str, list[list[int]]], np.ndarray]:
         """Token ids of every text, cut to max_length, in one pass, and which texts were cut."""
         if not self.tokenizer.is_fast:  # slow tokenizers have no overflow mapping: tokenize twice

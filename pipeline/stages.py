@@ -142,7 +142,7 @@ class DecodeStage:
 
     def from_generated(self, generated: list[Generated], targets: np.ndarray, bank_scores: list[float]) -> list[Answer]:
         assert self.encoder is not None
-        vectors = self.encoder.encode([g.text if g.text.strip() else "." for g in generated]).vectors
+        vectors = self.encoder.encode_generated([g.text for g in generated])
         return [
             Answer(text=g.text, path="generative", score=float(v @ t), candidates=tuple(g.candidates), vector=v, bank_score=b)
             for g, v, t, b in zip(generated, vectors, targets, bank_scores)

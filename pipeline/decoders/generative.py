@@ -60,6 +60,13 @@ class GenerativeConfig:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})  # type: ignore[arg-type]
 
     @classmethod
+    def check_options(cls, options: dict[str, object]) -> None:
+        """Raises ValueError naming any option that is not a field (from_dict would drop it without a word)."""
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown decoding option(s) {', '.join(unknown)}; known: {', '.join(sorted(cls.__dataclass_fields__))}")
+
+    @classmethod
     def scratch(cls, **overrides: object) -> GenerativeConfig:
         """The from-scratch comparison: d 256, 4 layers, own embeddings."""
         return cls(**{"init": "scratch", "dim": 256, "layers": 4, "heads": 8, "ffn": 1024, **overrides})  # type: ignore[arg-type]
@@ -351,6 +358,7 @@ class GenerativeDecoder:
 
     def with_options(self, **options: object) -> GenerativeDecoder:
         """The same network with other decoding knobs (beam, rerank, constrain, ...)."""
+        GenerativeConfig.check_options(options)
         clone = GenerativeDecoder.__new__(GenerativeDecoder)
         clone.__dict__.update(self.__dict__)
         clone.config = GenerativeConfig.from_dict({**self.config.to_dict(), **options})

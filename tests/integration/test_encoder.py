@@ -47,6 +47,12 @@ def test_empty_text_is_an_input_error(encoder, bad: str) -> None:
         encoder.encode(["fine", bad])
 
 
+def test_an_empty_decoded_text_is_embedded_as_a_full_stop(encoder) -> None:
+    vectors = encoder.encode_generated(["", "nairobi is the capital of kenya.", "  "])
+    expected = encoder.encode([".", "nairobi is the capital of kenya."]).vectors
+    np.testing.assert_allclose(vectors, expected[[0, 1, 0]], atol=1e-6)
+
+
 def test_undecodable_bytes_are_an_input_error(encoder) -> None:
     garbled = b"caf\xe9 \xff?".decode("utf-8", errors="surrogateescape")  # what argv holds for invalid UTF-8
     with pytest.raises(InputError, match="#0 is not valid Unicode"):

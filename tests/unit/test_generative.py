@@ -438,3 +438,10 @@ def test_the_length_head_is_fitted_to_log_piece_counts(tokenizer) -> None:
     fit_length(net, v.numpy(), sequences, ridge=1e-6)
     predicted = net.predicted_length(v).detach().numpy()
     assert np.corrcoef(predicted, counts)[0, 1] > 0.95
+
+
+def test_an_unknown_decoding_option_is_refused_rather_than_dropped(tokenizer) -> None:
+    decoder = tiny(tokenizer)
+    with pytest.raises(ValueError, match="unknown decoding option.*beams.*known:.*beam"):
+        decoder.with_options(beams=3)
+    assert decoder.with_options(beam=3).config.beam == 3
