@@ -10,6 +10,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import jobsystem  # noqa: E402,F401 - reads CUBEQA_TEST_REDIS / CUBEQA_TEST_POSTGRES before they leave the environment
+
+# Test-only addresses, not settings: `Settings` refuses unknown CUBEQA_* variables, in this process and
+# in the CLI subprocesses the tests start with its environment.
+for _name in [name for name in os.environ if name.upper().startswith("CUBEQA_TEST_")]:
+    del os.environ[_name]
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 

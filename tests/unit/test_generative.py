@@ -192,6 +192,7 @@ def test_bundle_round_trip_keeps_the_outputs(tokenizer, tmp_path) -> None:
     assert [g.ids for g in again.decode(vectors(4))] == [g.ids for g in decoder.decode(vectors(4))]  # float16 storage
 
 
+@pytest.mark.slow  # a training run: 29-54 s each on 2 shared cores
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_tiny_training_run_lowers_the_held_out_loss(tokenizer, precision) -> None:
     decoder = tiny(tokenizer)
@@ -210,6 +211,7 @@ def test_replanning_fits_the_remaining_steps_into_the_remaining_time() -> None:
     assert replan(1000, 100, seconds_per_step=0.5, seconds_left=-3.0) == 101  # over budget: one more step, then stop
 
 
+@pytest.mark.slow  # a timed training run: 26 s on 2 shared cores
 def test_the_budget_includes_the_held_out_evaluations(tokenizer) -> None:
     """Evaluations every few steps on a large held-out part cost most of the time; the run still keeps to its budget."""
     decoder = tiny(tokenizer)
