@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -32,7 +31,9 @@ DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 BACKENDS = ("sqlite", "postgresql")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(ROOT / "tests"))  # the benchmarks run from a checkout: one PostgreSQL helper with the tests
 
+from jobsystem import postgres_database  # noqa: E402
 
 # ---------------------------------------------------------------- arguments, figures, output
 
@@ -254,22 +255,6 @@ def flush(broker_url: str) -> None:
 
 
 @contextmanager
-def postgres_database(server: str) -> Iterator[str]:
-    """A fresh PostgreSQL database on `server`, dropped afterwards."""
-    import psycopg
-
-    name = f"cubeqa_bench_{uuid.uuid4().hex[:10]}"
-    admin = server.replace("postgresql+psycopg://", "postgresql://").rstrip("/") + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{server.rstrip('/')}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
 def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iterator[Stack]:
     """Empties the Redis database, creates the store, starts one `cubeqa worker` per stage (the demo's runner),
     waits until each answers, and sends a warm-up batch through; stops everything on exit."""
@@ -281,7 +266,7 @@ def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iter
     micro_batch = args.micro_batch or config.micro_batch
     with ExitStack() as stack:
         logdir = Path(tempfile.mkdtemp(prefix=f"cubeqa-bench-{backend}-"))
-        url = f"sqlite:///{logdir / 'bench.db'}" if backend == "sqlite" else stack.enter_context(postgres_database(args.postgres))
+        url = f"sqlite:///{logdir / 'bench.db'}" if backend == "sqlite" else stack.enter_context(postgres_database(args.postgres, prefix="cubeqa_bench"))
         upgrade(url)
         engine = make_engine(url)
         stack.callback(engine.dispose)

@@ -30,16 +30,17 @@ def redis_database() -> str:
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards."""
+def postgres_database(server: str = POSTGRES, prefix: str = "cubeqa_test") -> Iterator[str]:
+    """A fresh PostgreSQL database on `server`, dropped afterwards (the tests' and the benchmarks')."""
     import psycopg
 
-    name = f"cubeqa_test_{uuid.uuid4().hex[:10]}"
-    admin = POSTGRES.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    server = server.rstrip("/")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = server.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"{POSTGRES}/{name}"
+        yield f"{server}/{name}"
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
