@@ -31,7 +31,7 @@ DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 BACKENDS = ("sqlite", "postgresql")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(ROOT / "tests"))  # the benchmarks run from a checkout: one PostgreSQL helper with the tests
+sys.path.append(str(ROOT / "tests"))  # the benchmarks run from a checkout: one PostgreSQL helper with the tests
 
 from jobsystem import postgres_database  # noqa: E402
 
