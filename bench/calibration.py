@@ -32,7 +32,7 @@ from pipeline.calibration import KINDS, cross_validate, fit, log_loss, save_cali
 from pipeline.checkpoint import load_bundle
 from pipeline.encoder import TeacherEncoder
 from pipeline.training.cube_trainer import apply_map
-from pipeline.training.data import file_hash
+from pipeline.training.data import file_hash, numbered_lines
 from pipeline.workflows import load_embedded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +50,12 @@ def article_groups(val_path: Path, count: int) -> tuple[np.ndarray, str]:
     if file_hash(val_path) == VAL_SHA and count > ARTICLE_STARTS[-1]:
         return np.searchsorted(np.array(ARTICLE_STARTS), np.arange(count), side="right") - 1, "article (row ranges)"
     return np.arange(count) * 6 // count, "six contiguous row blocks (unknown file: articles not located)"
+
+
+def gold_answers(path: Path) -> list[list[str]]:
+    """Each record's `answer` and its optional `alt_answers`, in file order."""
+    records = [json.loads(line) for _, line in numbered_lines(path)]
+    return [[r["answer"], *[a for a in r.get("alt_answers") or [] if isinstance(a, str) and a.strip()]] for r in records]
 
 
 def read_lines(path: Path) -> list[str]:
@@ -167,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     # the same vectors `cubeqa eval` embeds for them, so the training split is not re-embedded here.
     texts, vectors = unique_bank(list(bundle.bank_texts) + [pq.answer for pq in val.pairs], np.concatenate([bundle.bank_vectors, val.a]))
     bank = flat_bank(texts, vectors)
-    golds = [[pq.answer] for pq in val.pairs]
+    golds = gold_answers(args.val)
+    if len(golds) != len(val.pairs):
+        raise SystemExit(f"{args.val}: {len(golds)} records but {len(val.pairs)} pairs")
     say(f"open bank: {len(texts)} unique answer sentences (train {len(bundle.bank_texts)} + validation), {len(val.pairs)} validation questions")
 
     cube = search_map(bank, outputs, golds, None)
