@@ -80,6 +80,7 @@ class EmbeddingCache:
         os.close(handle)
         try:
             save_file({"digests": packed, "vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, temp)
+            os.chmod(temp, 0o644)  # mkstemp makes it private; every worker on the shared volume reads it
             os.replace(temp, self.dir / name)
         finally:
             if os.path.exists(temp):

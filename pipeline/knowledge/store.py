@@ -286,7 +286,7 @@ class BankStore:
                 "content_hash": content, "index": {**spec.to_dict(), "file": files.INDEX if index is not None else None},
                 "index_request": request, "split": split, "sources": sources,
                 "files": {"sentences": files.SENTENCES, "vectors": files.VECTORS},
-                "built_at": datetime.now(UTC).isoformat(timespec="seconds"), "build_seconds": round(time.perf_counter() - started, 3),
+                "built_at": datetime.now(UTC).isoformat(timespec="microseconds"), "build_seconds": round(time.perf_counter() - started, 3),
             }
             files.write_version(temp, lines, vectors, index, manifest, progress)
             final.parent.mkdir(exist_ok=True)

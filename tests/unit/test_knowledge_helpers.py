@@ -21,3 +21,10 @@ def hash_embed(texts: list[str]) -> np.ndarray:
         v = np.random.default_rng(seed).standard_normal(DIM)
         out[i] = v / np.linalg.norm(v)
     return out
+
+
+def test_hash_embed_is_a_pure_function_to_unit_vectors() -> None:
+    a, b = hash_embed(["one", "two"]), hash_embed(["one"])
+    assert a.shape == (2, DIM) and a.dtype == np.float32
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-6)
+    assert np.array_equal(a[0], b[0]) and not np.allclose(a[0], a[1])
