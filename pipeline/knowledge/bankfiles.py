@@ -222,12 +222,23 @@ class LoadedBank:
         self.close()
 
 
+class _KeepsAlive:
+    """Exposes an array while holding the object that owns its memory (numpy keeps it as the view's base)."""
+
+    def __init__(self, array: np.ndarray, owner: object) -> None:
+        self.__array_interface__ = array.__array_interface__
+        self.owner = owner
+
+
 def index_storage(index: faiss.Index, n: int, dim: int) -> np.ndarray:
-    """A (N, D) view of a flat or HNSW index's stored vectors (valid while the index lives)."""
+    """A read-only (N, D) view of a flat or HNSW index's stored vectors; the view keeps the index alive."""
     import faiss
 
     flat = faiss.downcast_index(index.storage) if hasattr(index, "storage") else index
-    return faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+    raw = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+    view = np.asarray(_KeepsAlive(raw, index))
+    view.flags.writeable = False  # writing would change the index behind FAISS's back
+    return view
 
 
 def load_version(name: str, directory: Path, encoder: EncoderIdentity, *, trusted: bool = False) -> LoadedBank:

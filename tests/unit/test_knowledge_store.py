@@ -181,7 +181,19 @@ def test_hnsw_and_ivfpq_banks_are_saved_and_loaded(tmp_path: Path) -> None:
         bank = store.load(kind, encoder_identity=IDENTITY)
         scores, found = bank.search(hash_embed(["Sentence number 7 of the test."]), k=5)
         assert bank.texts[found[0, 0]] == "Sentence number 7 of the test." and bank.provenance(int(found[0, 0])).doc_id == "r7"
-        assert bank.vectors.shape == (300, DIM)
+        assert np.allclose(bank.vectors, hash_embed(bank.texts), atol=1e-6) if kind == "hnsw" else bank.vectors.shape == (300, DIM)
+
+
+def test_vectors_outlive_the_bank_object(tmp_path: Path, docs: Path) -> None:
+    import gc
+
+    store = BankStore(tmp_path)
+    build(store, "kb", [docs])
+    texts = store.load("kb", encoder_identity=IDENTITY).texts
+    vectors = store.load("kb", encoder_identity=IDENTITY).vectors  # the bank and its index are garbage now
+    gc.collect()
+    hash_embed(["filler"] * 1000)  # reuse freed memory, if it were freed
+    assert np.array_equal(vectors, hash_embed(texts)) and not vectors.flags.writeable
 
 
 def test_an_embed_returning_the_wrong_shape_is_refused(tmp_path: Path, docs: Path) -> None:
