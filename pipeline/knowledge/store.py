@@ -215,6 +215,8 @@ class BankStore:
     def remove(self, name: str) -> None:
         """Removes bank `name` and all its versions (a built-in bank cannot be removed)."""
         directory = self.root / check_name(name)
+        for stale in self.root.glob(".removed-*"):  # a removal killed mid-way
+            shutil.rmtree(stale, ignore_errors=True)
         if not directory.is_dir():
             if name in self.builtin:
                 raise BankError(f"bank {name!r} is built in and cannot be removed")
@@ -265,8 +267,11 @@ class BankStore:
         """Embeds, indexes and writes a version in a temporary directory, renames it into place, switches CURRENT."""
         started = time.perf_counter()
         directory = self.root / name
-        for stale in directory.glob(".build-*"):  # leftovers of a killed build: we hold the lock, none is live
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in [*directory.glob(".build-*"), *directory.glob(".CURRENT.*.tmp")]:  # a killed build's: we hold the lock
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         lines = [files.sentence_line(s) for s in sentences]
         try:
             spec = choose_index(len(lines), request.get("kind"), request.get("params"))
