@@ -64,6 +64,7 @@ class BankInfo:
     samples: tuple[str, ...] = ()
     builtin: bool = False
     path: str = ""
+    problem: str | None = None  # set by `list` for a bank it cannot read
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +126,7 @@ class BankStore:
         manifest = files.read_manifest(vdir)
         texts: list[str] = []
         with open(vdir / files.SENTENCES, encoding="utf-8") as handle:
-            for line, _ in zip(handle, range(samples)):
+            for _, line in zip(range(samples), handle):
                 texts.append(json.loads(line)["text"])
         size = sum(p.stat().st_size for p in vdir.iterdir() if p.is_file())
         external = files.vectors_path(vdir, manifest, trusted=builtin)
@@ -150,6 +151,9 @@ class BankStore:
                 infos.append(self.show(name, samples=0))
             except BankNotFound:
                 continue
+            except (BankError, OSError, KeyError, ValueError) as exc:  # one broken bank must not hide the others
+                infos.append(BankInfo(name=name, version="", versions=(), sentences=0, documents=0, size_bytes=0, encoder={},
+                                      index={}, built_at="", sources=(), problem=f"{type(exc).__name__}: {exc}"))
         return infos
 
     # ---- writing

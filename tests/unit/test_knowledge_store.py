@@ -252,3 +252,15 @@ def test_a_builtin_bank_whose_vectors_changed_is_refused(tmp_path: Path) -> None
     save_file({"vectors": hash_embed(["x", "y"])}, str(bundle / "bank.safetensors"))
     with pytest.raises(BankCorrupt, match="changed since bank 'tiny'"):
         store.load("tiny", encoder_identity=IDENTITY)
+
+
+def test_list_reports_a_broken_bank_beside_the_good_ones(tmp_path: Path, docs: Path) -> None:
+    store = BankStore(tmp_path)
+    build(store, "good", [docs])
+    broken = build(store, "broken", [docs])
+    (tmp_path / "broken" / "versions" / broken.version / MANIFEST).write_text("{not json", encoding="utf-8")
+    infos = {info.name: info for info in store.list()}
+    assert infos["good"].problem is None and infos["good"].sentences == 5
+    assert "BankCorrupt" in infos["broken"].problem and "not valid JSON" in infos["broken"].problem
+    with pytest.raises(BankCorrupt, match="not valid JSON"):
+        store.load("broken", encoder_identity=IDENTITY)
