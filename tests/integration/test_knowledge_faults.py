@@ -72,6 +72,7 @@ class CountingEmbed:
         return hash_embed(texts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["embed", "write"])
 def test_a_build_killed_mid_way_leaves_the_old_version_serving_and_a_rerun_completes(tmp_path: Path, stage: str) -> None:
     store = BankStore(tmp_path / "banks")
@@ -95,6 +96,7 @@ def test_a_build_killed_mid_way_leaves_the_old_version_serving_and_a_rerun_compl
     assert store.load("kb", old.version, encoder_identity=IDENTITY).texts == bank.texts  # kept for pinned jobs
 
 
+@pytest.mark.slow
 def test_a_second_build_of_one_name_is_refused_while_the_first_runs(tmp_path: Path) -> None:
     docs = rows_file(tmp_path / "rows.jsonl", 5, "row")
     process, _ = start_builder(tmp_path, docs, "read")
