@@ -83,6 +83,8 @@ def write_version(
         save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(directory / VECTORS), metadata={"format_version": str(FORMAT_VERSION)})
     if index is not None:
         save_index(index, directory / INDEX)
+    for path in directory.iterdir():
+        path.chmod(0o644)  # safetensors writes 0600; every decode worker on the shared volume reads these
     if progress:
         progress("write", len(lines), len(lines))
     write_json(directory / MANIFEST, manifest)

@@ -61,6 +61,8 @@ def test_build_then_load_searches_and_gives_provenance(tmp_path: Path, docs: Pat
     assert bank.vectors.shape == (5, DIM) and bank.nbytes >= bank.vectors.nbytes
     manifest = json.loads((tmp_path / "banks" / "manual" / "versions" / info.version / MANIFEST).read_text())
     assert manifest["encoder"] == IDENTITY.to_dict() and manifest["sources"] == [str(docs.resolve())]
+    version_dir = tmp_path / "banks" / "manual" / "versions" / info.version
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in version_dir.iterdir())  # readable by other workers' users
     assert [b.name for b in store.list()] == ["manual"]
 
 
