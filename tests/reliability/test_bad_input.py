@@ -62,7 +62,7 @@ def pipeline_refuses(text: str) -> bool:
     return not text.strip() or not encodable(text)
 
 
-def assert_answered(result, text: str, bank: set[str]) -> None:  # noqa: ANN001 - AnswerResult
+def assert_answered(result, text: str, bank: set[str]) -> None:
     assert result.question == text
     assert result.path in ("bank", "none")
     if result.path == "bank":
@@ -91,12 +91,12 @@ AWKWARD = {
 
 
 @pytest.fixture(scope="module")
-def bank(in_process) -> set[str]:  # noqa: ANN001
+def bank(in_process) -> set[str]:
     return set(in_process.cube_stage.bundle.bank_texts)
 
 
 @pytest.mark.parametrize("name", AWKWARD)
-def test_awkward_text_is_answered_or_refused_with_an_input_error(in_process, bank, name: str) -> None:  # noqa: ANN001
+def test_awkward_text_is_answered_or_refused_with_an_input_error(in_process, bank, name: str) -> None:
     text, refusal = AWKWARD[name]
     if refusal:
         with pytest.raises(InputError, match=refusal):
@@ -105,7 +105,7 @@ def test_awkward_text_is_answered_or_refused_with_an_input_error(in_process, ban
         assert_answered(in_process.process_batch([text])[0], text, bank)
 
 
-def test_a_one_megabyte_question_is_answered_from_its_first_tokens(in_process, bank) -> None:  # noqa: ANN001
+def test_a_one_megabyte_question_is_answered_from_its_first_tokens(in_process, bank) -> None:
     text = ("Where is Kenya, the country in east Africa? " * 25_000)[:1_000_000]
     result = in_process.process_batch([text])[0]
     assert result.truncated
@@ -115,14 +115,14 @@ def test_a_one_megabyte_question_is_answered_from_its_first_tokens(in_process, b
     assert "sequence-length-is-longer-than-the-specified-maximum" not in in_process.encode_stage.encoder.tokenizer.deprecation_warnings
 
 
-def test_one_bad_text_in_a_batch_is_named_by_its_position(in_process) -> None:  # noqa: ANN001
+def test_one_bad_text_in_a_batch_is_named_by_its_position(in_process) -> None:
     with pytest.raises(InputError, match="text #2 is empty"):
         in_process.process_batch(["Where is Kenya?", "Who built the fort?", "  ", "What is rain?"])
 
 
 @PROPERTY
 @given(texts=st.lists(TEXTS, min_size=1, max_size=3))
-def test_any_batch_of_texts_is_answered_or_refused(in_process, bank, texts: list[str]) -> None:  # noqa: ANN001
+def test_any_batch_of_texts_is_answered_or_refused(in_process, bank, texts: list[str]) -> None:
     refused = [i for i, text in enumerate(texts) if pipeline_refuses(text)]
     if refused:
         with pytest.raises(InputError, match=f"text #{refused[0]} "):
@@ -166,12 +166,12 @@ def stack(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     redis.Redis.from_url(broker_url).flushdb()
 
 
-def post_json(client, url: str, body: object):  # noqa: ANN001, ANN201
+def post_json(client, url: str, body: object):
     """JSON as any client may send it: lone surrogates travel as \\ud800 escapes."""
     return client.post(url, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
 
 
-def wait_final(sessions, job_ids: list[str], timeout: float = 120) -> list[dict]:  # noqa: ANN001
+def wait_final(sessions, job_ids: list[str], timeout: float = 120) -> list[dict]:
     """Every job's view once all are done or failed; fails naming the jobs still open after `timeout`."""
     from storage.repository import job_view
 
@@ -234,7 +234,7 @@ def test_the_api_answers_or_refuses_any_question_and_no_job_hangs(stack: Stack) 
 def test_the_api_refuses_what_it_cannot_take_with_a_clear_4xx(stack: Stack) -> None:
     client = stack.client
 
-    def refused(response, status: int, *needles: str) -> None:  # noqa: ANN001
+    def refused(response, status: int, *needles: str) -> None:
         assert response.status_code == status, response.text
         assert all(n in response.text for n in needles), response.text
 
@@ -271,7 +271,7 @@ def test_awkward_questions_through_the_api_are_answered(stack: Stack) -> None:
 # --- cubeqa submit ------------------------------------------------------------------------------------
 
 
-def cli(stack: Stack, *args: str, **extra: str):  # noqa: ANN201 - click Result
+def cli(stack: Stack, *args: str, **extra: str):
     """`cubeqa ARGS` in this process (typer's runner), with only our CUBEQA_* settings."""
     from typer.testing import CliRunner
 
@@ -292,7 +292,7 @@ def batch_count(stack: Stack) -> int:
 
     from storage.models import Batch
 
-    with stack.sessions() as session:  # type: ignore[operator]
+    with stack.sessions() as session:
         return session.scalar(select(func.count()).select_from(Batch))
 
 
@@ -416,7 +416,7 @@ def test_jobs_stored_while_the_broker_was_down_are_finished_by_the_reconciler(st
     assert run.returncode == 1, run.stdout + run.stderr
     assert "broker unreachable after 0 of 3 jobs were sent" in flat(run.stderr) and "`cubeqa reconcile` sends them" in flat(run.stderr)
     assert "Traceback" not in run.stderr
-    with stack.sessions() as session:  # type: ignore[operator]
+    with stack.sessions() as session:
         batch_id = session.scalar(select(Batch.id).where(Batch.source == str(path)))
     assert batch_summary(stack.sessions, batch_id).counts["queued"] == 3
 

@@ -125,7 +125,7 @@ class Planted:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
 
 
@@ -269,7 +269,7 @@ def test_flower_wants_its_credentials_and_its_command_line_holds_no_secret(secur
 # --- secrets in logs and error messages -----------------------------------------------------------
 
 
-def cli(*args: str, env: dict[str, str]):  # noqa: ANN201 - click Result
+def cli(*args: str, env: dict[str, str]):
     """`cubeqa ARGS` in this process (typer's runner) with exactly these CUBEQA_* settings."""
     from typer.testing import CliRunner
 
@@ -401,7 +401,7 @@ def test_injection_text_is_stored_verbatim(secured: Secured, tmp_path: Path) -> 
     from storage.models import Batch, Job
     from storage.repository import iter_results
 
-    with secured.sessions() as session:  # type: ignore[operator]
+    with secured.sessions() as session:
         jobs_before = session.scalar(select(func.count()).select_from(Job))
     items = [{"question": text, "reference": text[::-1]} for text in INJECTIONS]
     for key in INJECTIONS[:3]:
@@ -414,7 +414,7 @@ def test_injection_text_is_stored_verbatim(secured: Secured, tmp_path: Path) -> 
         assert [(r["question"], r["reference"]) for r in rows] == [(i["question"], i["reference"]) for i in items]
     for text in INJECTIONS:
         assert httpx.get(f"{secured.base}/v1/batches/{quote(text, safe='')}", headers=auth()).status_code == 404
-    with secured.sessions() as session:  # type: ignore[operator]
+    with secured.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Job)) == jobs_before + 3 * len(INJECTIONS)
         assert session.scalar(select(func.count()).select_from(Batch).where(Batch.key == INJECTIONS[1])) == 1
 
