@@ -198,7 +198,7 @@ def store(settings: Settings) -> sessionmaker[Session]:
 def batches_command(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, max=500, help="batches to show")] = 20,
-    offset: Annotated[int, typer.Option(min=0, help="newest batches to skip")] = 0,
+    offset: Annotated[int, typer.Option(min=0, max=2**31 - 1, help="newest batches to skip")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the batches as JSON")] = False,
 ) -> None:
     """Batches newest first, with their progress."""

@@ -46,13 +46,19 @@ def stage_task(stage: str) -> Callable[[StageBody], Task]:
             rt = runtime.current()
             model = rt.stage(stage)
             n = len(batch.jobs)
-            log.info("%s: batch %s, jobs %s (attempt %d)", stage, batch.batch, ",".join(batch.jobs), task.request.retries + 1)
+            attempt = task.request.retries + 1
+            log.info("%s batch=%s jobs=%d attempt=%d", stage, batch.batch, n, attempt)
+            log.debug("%s batch=%s job_ids=%s", stage, batch.batch, ",".join(batch.jobs))
 
             def stamp() -> None:
                 batch.stamp(stage, task.request.hostname or "", model.model_version, started, n)
 
-            result = body(batch, rt, model, stamp)
-            log.info("%s: batch %s done, %d failed", stage, batch.batch, len(batch.failed))
+            try:
+                result = body(batch, rt, model, stamp)
+            except Exception as exc:  # logged with its jobs, then retried (transient) or failed by Celery
+                log.warning("%s batch=%s attempt=%d job_ids=%s: %s", stage, batch.batch, attempt, ",".join(batch.jobs), describe(exc))
+                raise
+            log.info("%s batch=%s done failed=%d", stage, batch.batch, len(batch.failed))
             return result
 
         run.__name__ = run.__qualname__ = body.__name__

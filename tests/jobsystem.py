@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -91,6 +91,22 @@ def summary_of(sessions: sessionmaker[Session], batch_id: str) -> BatchSummary |
 
     with sessions() as session:
         return batch_summary(session=session, batch_id=batch_id)
+
+
+def results_of(sessions: sessionmaker[Session], batch_id: str) -> list[dict[str, Any]]:
+    """Every job of the batch as the API and CLI show it, in input order."""
+    from storage.repository import iter_results
+
+    with sessions() as session:
+        return list(iter_results(session=session, batch_id=batch_id))
+
+
+def view_of(sessions: sessionmaker[Session], job_id: str) -> dict[str, Any] | None:
+    """One job as the API shows it, read in a session of its own."""
+    from storage.repository import job_view
+
+    with sessions() as session:
+        return job_view(session=session, job_id=job_id)
 
 
 def wait_for_batch(sessions: sessionmaker[Session], batch_id: str, timeout: float = 180) -> BatchSummary:

@@ -50,7 +50,7 @@ class JobPublic(BaseModel):
     score: float | None
     error: str | None
     attempts: int
-    metrics: dict[str, float]
+    metrics: dict[str, bool | int | float | None]  # as the stage stored them (an int stays an int in the JSON)
     timings_ms: dict[str, float]
     hosts: dict[str, str]
     model_version: str | None

@@ -19,6 +19,7 @@ from storage.summary import batch_summary, count_batches, list_batches
 router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=guarded)
 PAGE = 50
 MAX_PAGE = 500
+MAX_OFFSET = 2**31 - 1  # within every backend's integer
 
 
 @router.post("", status_code=202, response_model=Accepted)
@@ -30,7 +31,7 @@ def create_batch(batch: BatchIn, services: ServicesDep) -> Accepted:
 @router.get("", response_model=BatchList)
 def get_batches(
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0, description="batches to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="batches to skip")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="batches to return")] = PAGE,
 ) -> BatchList:
     """Batches newest first, a page at a time, each with its progress and quality aggregates."""
