@@ -19,33 +19,28 @@ down_revision = '0001'
 branch_labels = None
 depends_on = None
 
-# (table, name PostgreSQL gave it by default, name under the convention)
-RENAMES = (
-    ('batch', 'batch_pkey', 'pk_batch'),
-    ('batch', 'batch_key_key', 'uq_batch_key'),
-    ('model_version', 'model_version_pkey', 'pk_model_version'),
-    ('job', 'job_pkey', 'pk_job'),
-    ('job', 'job_batch_id_fkey', 'fk_job_batch_id_batch'),
-    ('job', 'job_model_version_fkey', 'fk_job_model_version_model_version'),
-)
+# name PostgreSQL gave a constraint by default -> the statement giving it the convention's name
+RENAMES = {
+    'batch_pkey': 'ALTER TABLE batch RENAME CONSTRAINT batch_pkey TO pk_batch',
+    'batch_key_key': 'ALTER TABLE batch RENAME CONSTRAINT batch_key_key TO uq_batch_key',
+    'model_version_pkey': 'ALTER TABLE model_version RENAME CONSTRAINT model_version_pkey TO pk_model_version',
+    'job_pkey': 'ALTER TABLE job RENAME CONSTRAINT job_pkey TO pk_job',
+    'job_batch_id_fkey': 'ALTER TABLE job RENAME CONSTRAINT job_batch_id_fkey TO fk_job_batch_id_batch',
+    'job_model_version_fkey': 'ALTER TABLE job RENAME CONSTRAINT job_model_version_fkey TO fk_job_model_version_model_version',
+}
 
 
-def rename(old_index: int, new_index: int) -> None:
+def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != 'postgresql':
         return
     present = set(bind.execute(sa.text(
         "SELECT conname FROM pg_constraint WHERE connamespace = current_schema()::regnamespace"
     )).scalars())
-    for names in RENAMES:
-        table, old, new = names[0], names[old_index], names[new_index]
-        if old in present and new not in present:
-            op.execute(f'ALTER TABLE "{table}" RENAME CONSTRAINT "{old}" TO "{new}"')
-
-
-def upgrade() -> None:
-    rename(1, 2)
+    for old, statement in RENAMES.items():
+        if old in present:
+            op.execute(statement)
 
 
 def downgrade() -> None:
-    pass  # the convention's names are valid names for the old schema too
+    pass  # the convention's names are valid names for the 0001 schema too
