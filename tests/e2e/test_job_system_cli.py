@@ -61,7 +61,8 @@ def test_submit_reports_bad_lines_and_answers_the_good_ones(system, tmp_path) ->
     assert all(r["status"] == "done" and r["answer"] for r in rows)
     table = list(csv.DictReader(io.StringIO(cubeqa("results", batch_id, "--format", "csv", env=system["env"]).stdout)))
     assert [r["answer"] for r in table] == [r["answer"] for r in rows]
-    assert json.loads(table[0]["metrics"])["cube_cos"] == pytest.approx(rows[0]["metrics"]["cube_cos"])
+    assert float(table[0]["metrics.cube_cos"]) == pytest.approx(rows[0]["metrics"]["cube_cos"])  # one column per metric
+    assert float(table[0]["timings_ms.encode"]) == pytest.approx(rows[0]["timings_ms"]["encode"])
 
 
 def test_resubmitting_a_file_with_its_key_queues_nothing(system, tmp_path) -> None:
