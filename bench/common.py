@@ -258,7 +258,7 @@ def flush(broker_url: str) -> None:
 def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iterator[Stack]:
     """Empties the Redis database, creates the store, starts one `cubeqa worker` per stage (the demo's runner),
     waits until each answers, and sends a warm-up batch through; stops everything on exit."""
-    from cubeqa import demo
+    from cubeqa import supervise
     from storage.db import make_engine, session_factory, upgrade
     from tasks.app import configure
 
@@ -275,8 +275,8 @@ def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iter
         env = {**os.environ, "CUBEQA_BROKER_URL": args.broker, "CUBEQA_DATABASE_URL": url, "HF_HUB_OFFLINE": "1"}
         env.update(item.split("=", 1) for item in args.worker_env)
         worker_args = args.worker_args.split()
-        processes = stack.enter_context(demo.stage_workers(env, logdir, worker_args))
-        demo.wait_for_workers(app, processes, logdir)
+        processes = stack.enter_context(supervise.stage_workers(env, logdir, worker_args))
+        supervise.wait_for_workers(app, processes, logdir)
         result = Stack(backend, args.broker, url, session_factory(engine), processes, logdir, micro_batch, env, app, worker_args)
         if warm_up:
             run_batch(result, questions(args.data, min(warm_up, args.questions)))  # the first tasks wait for each model to load
@@ -287,7 +287,7 @@ def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iter
 def extra_worker(stack: Stack, stage: str, warm_up: Sequence[str]) -> Iterator[subprocess.Popen]:
     """One more `cubeqa worker` process on `stage`, started beside the stack's, ready when both answer a ping
     and a warm-up batch of several chains (which both take from the queue) has gone through."""
-    from cubeqa import demo
+    from cubeqa import supervise
 
     with (stack.logdir / f"worker-{stage}-2.log").open("wb") as log:
         process = subprocess.Popen(
@@ -295,14 +295,14 @@ def extra_worker(stack: Stack, stage: str, warm_up: Sequence[str]) -> Iterator[s
             env=stack.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + demo.READY_TIMEOUT
+        deadline = time.monotonic() + supervise.READY_TIMEOUT
         while len([n for reply in stack.app.control.ping(timeout=1.0) or [] for n in reply if n.startswith(f"{stage}-")]) < 2:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the extra {stage} worker did not start; log in {stack.logdir}")
         run_batch(stack, warm_up)
         yield process
     finally:
-        demo.stop_all([process], grace=20)
+        supervise.stop_all([process], grace=20)
 
 
 def new_jobs(texts: Sequence[str]) -> list[Any]:
@@ -328,7 +328,7 @@ def collect(stack: Stack, batch_ids: Sequence[str], started: float, timeout: flo
     from sqlalchemy import select
 
     from storage.models import Batch
-    from storage.repository import as_utc
+    from storage.summary import as_utc
 
     deadline = time.monotonic() + timeout
     while True:

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tasks.wire import MAX_MICRO_BATCH
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -54,7 +56,7 @@ class Settings(BaseSettings):
     # The job system.
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL")
     database_url: str = Field("sqlite:///cubeqa.db", description="SQL store URL: sqlite:///PATH or postgresql+psycopg://...")
-    micro_batch: int = Field(64, ge=1, le=1024, description="jobs per chained encode|cube|decode task")
+    micro_batch: int = Field(64, ge=1, le=MAX_MICRO_BATCH, description="jobs per chained encode|cube|decode task")
     max_question_chars: int = Field(4000, ge=1, description="longest accepted question or reference, in characters")
     max_batch_items: int = Field(100_000, ge=1, description="most jobs in one submitted batch")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted HTTP request body")
