@@ -236,4 +236,4 @@ def build_encoder_config(settings: Settings):  # noqa: ANN201
     return encoder_config(settings)
 
 
-from cubeqa import decoder_cli, jobs_cli, services_cli  # noqa: E402,F401 - registers their commands on `app`
+from cubeqa import bank_cli, decoder_cli, jobs_cli, services_cli  # noqa: E402,F401 - registers their commands on `app`

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
         None, description="multiply the generative decoder's layers in int8 where torch has an int8 CPU engine (x86); unset: the bundle's default (on)"
     )
 
+    # Knowledge banks.
+    bank_root: Path | None = Field(
+        None, description="directory of the knowledge banks, shared by every decode worker; unset: `cubeqa-banks` beside a SQLite database, else CACHE_DIR/banks"
+    )
+    bank: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="bank a job answers from when it names none")
+    bank_cache_mb: int = Field(1024, ge=1, description="most MB of bank versions a decode worker keeps loaded (least recently used go first)")
+    min_confidence: float | None = Field(
+        None, ge=0.0, le=1.0, description="calibrated confidence below which an answer is 'no confident answer'; unset: the bundle's default"
+    )
+
     # The job system.
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL")
     database_url: str = Field("sqlite:///cubeqa.db", description="SQL store URL: sqlite:///PATH or postgresql+psycopg://...")
