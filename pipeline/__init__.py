@@ -2,7 +2,7 @@
 
 from pipeline.checkpoint import Bundle, load_bundle, save_bundle
 from pipeline.cube import Cube, CubeConfig
-from pipeline.decoders.phrase_bank import NO_CONFIDENT_ANSWER, BankAnswer, PhraseBankConfig, PhraseBankDecoder
+from pipeline.decoders.phrase_bank import NO_CONFIDENT_ANSWER, PhraseBankConfig, PhraseBankDecoder
 from pipeline.encoder import EncoderConfig, EncoderIdentity, TeacherEncoder
 from pipeline.errors import BundleError, CubeQAError, EncoderError, IncompatibleBundle, InputError
 from pipeline.production import AnswerResult, ProductionPipeline
@@ -10,7 +10,6 @@ from pipeline.production import AnswerResult, ProductionPipeline
 __all__ = [
     "NO_CONFIDENT_ANSWER",
     "AnswerResult",
-    "BankAnswer",
     "Bundle",
     "BundleError",
     "Cube",

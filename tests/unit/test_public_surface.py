@@ -10,7 +10,6 @@ def test_exported_members() -> None:
         [
             "NO_CONFIDENT_ANSWER",
             "AnswerResult",
-            "BankAnswer",
             "Bundle",
             "BundleError",
             "Cube",
