@@ -15,6 +15,7 @@ from pipeline.decoders.generative import WORDS_FILE, GenerativeConfig, Generativ
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import TeacherEncoder
 from pipeline.errors import InputError
+from pipeline.metrics import decode_fidelity, e2e_cos, echo, echo_rate, routes_to_generative
 from pipeline.training.data import EmbeddedPairs, numbered_lines
 from pipeline.training.decoder_trainer import DecoderTrainConfig, DecoderTrainReport, ProgressCallback, train_decoder
 from pipeline.workflows import EmbedProgress, embed_texts, load_embedded
@@ -137,7 +138,7 @@ def round_trip(
         ids.append(result.ids)
         if progress:
             progress(1)
-    cosines = np.sum(encoder.encode_generated(outputs) * vectors, axis=1)
+    cosines = decode_fidelity(encoder.encode_generated(outputs), vectors)
     references = [normalise(t, decoder) for t in texts]
     bleu = sacrebleu.corpus_bleu(outputs, [references])
     return RoundTrip(
@@ -262,7 +263,7 @@ def evaluate_decoders(
 
     train_texts, train_vecs = split_sentences(train)
     nearest = PhraseBankDecoder(train_texts, train_vecs).search(held_vecs, 1)[1][:, 0]
-    near_fid = float(np.mean(np.sum(train_vecs[nearest] * held_vecs, axis=1)))
+    near_fid = float(decode_fidelity(train_vecs[nearest], held_vecs).mean())
     near_bleu = float(sacrebleu.corpus_bleu([normalise(train_texts[i], base) for i in nearest], [[normalise(t, base) for t in held_texts]]).score)
 
     trips = []
@@ -283,14 +284,16 @@ def evaluate_decoders(
     refs = [normalise(p.answer, base) for p in val.pairs]
 
     def figures(name: str, texts: list[str], vecs: np.ndarray, share: float) -> QAFigures:
-        e2e = np.sum(vecs * val.a, axis=1)
-        echo = np.sum(vecs * val.q, axis=1) > e2e
-        return QAFigures(name, float(e2e.mean()), float(np.sum(vecs * outputs, axis=1).mean()), float(sacrebleu.corpus_bleu(texts, [refs]).score), float(echo.mean()), share)
+        return QAFigures(
+            name, float(e2e_cos(vecs, val.a).mean()), float(decode_fidelity(vecs, outputs).mean()),
+            float(sacrebleu.corpus_bleu(texts, [refs]).score), echo_rate(vecs, val.q, val.a), share,
+        )
 
-    bank_e2e, gen_e2e = np.sum(bank_vecs * val.a, axis=1), np.sum(gen_vecs * val.a, axis=1)
     grid = np.quantile(scores[:, 0], np.linspace(0.05, 0.95, 19))
-    choice = choose_threshold(scores[:, 0], bank_e2e, np.sum(bank_vecs * val.q, axis=1) > bank_e2e, gen_e2e, np.sum(gen_vecs * val.q, axis=1) > gen_e2e, grid)
-    routed = scores[:, 0] < choice.threshold
+    choice = choose_threshold(
+        scores[:, 0], e2e_cos(bank_vecs, val.a), echo(bank_vecs, val.q, val.a), e2e_cos(gen_vecs, val.a), echo(gen_vecs, val.q, val.a), grid
+    )
+    routed = routes_to_generative(scores[:, 0], choice.threshold)
     bank_spelled = [normalise(t, base) for t in bank_texts]
     hybrid_texts = [g if r else b for g, b, r in zip(generated, bank_spelled, routed)]
     qa = [

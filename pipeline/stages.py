@@ -17,6 +17,7 @@ from pipeline.decoders.base import Answer, Decoder, DecoderKind
 from pipeline.decoders.phrase_bank import PhraseBankConfig, PhraseBankDecoder
 from pipeline.decoders.registry import DecoderParts, make_decoder
 from pipeline.encoder import Encoded, EncoderConfig, TeacherEncoder
+from pipeline.metrics import item_metrics
 from pipeline.training.cube_trainer import apply_map
 from pipeline.training.data import embed_cached
 
@@ -102,16 +103,7 @@ class DecodeStage:
         answers: list[Answer],
         references: Sequence[np.ndarray | None] | None = None,
     ) -> list[dict[str, float]]:
-        """Per-item metrics (DESIGN.md names): decode_fidelity always; for items with a reference vector
+        """Per-item metrics (pipeline.metrics.item_metrics): decode_fidelity always; for items with a reference vector
         also cube_cos and identity_cos, and e2e_cos and echo when a decoder answered."""
-        metrics: list[dict[str, float]] = [{"decode_fidelity": float(a.vector @ o)} for a, o in zip(answers, outputs)]
-        if references is None:
-            return metrics
-        for i, (item, answer, ref) in enumerate(zip(metrics, answers, references)):
-            if ref is None:
-                continue
-            e2e = float(answer.vector @ ref)
-            item.update(cube_cos=float(outputs[i] @ ref), identity_cos=float(questions[i] @ ref))
-            if answer.path != "none":
-                item.update(e2e_cos=e2e, echo=float(float(answer.vector @ questions[i]) > e2e))
-        return metrics
+        decoded = np.stack([a.vector for a in answers]) if answers else np.zeros_like(outputs)
+        return item_metrics(questions, outputs, decoded, [a.path != "none" for a in answers], references)

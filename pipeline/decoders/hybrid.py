@@ -14,6 +14,7 @@ import numpy as np
 from pipeline.decoders.base import Answer, Candidate
 from pipeline.decoders.generative import Generated, GenerativeDecoder
 from pipeline.decoders.phrase_bank import PhraseBankDecoder
+from pipeline.metrics import routes_to_generative
 
 
 class GenerativePath:
@@ -54,7 +55,7 @@ class HybridDecoder:
     def decode(self, vectors: np.ndarray) -> list[Answer]:
         scores, rows = self.bank.search(vectors, self.top_k)
         answers = self.bank.answers(scores, rows, routed=True)
-        low = [i for i, s in enumerate(scores[:, 0]) if s < self.threshold]
+        low = np.flatnonzero(routes_to_generative(scores[:, 0], self.threshold)).tolist()
         if low:
             for i, made in zip(low, self.generative.answers(self.generative.generative.decode(vectors[low]), vectors[low], [answers[i].score for i in low])):
                 answers[i] = made
@@ -83,7 +84,7 @@ def choose_threshold(
     table = []
     best: ThresholdChoice | None = None
     for t in [BANK_ONLY, *grid]:
-        generative = bank_scores < t
+        generative = routes_to_generative(bank_scores, t)
         e2e = float(np.where(generative, gen_e2e, bank_e2e).mean())
         echo = float(np.where(generative, gen_echo, bank_echo).mean())
         table.append({"threshold": float(t), "e2e_cos": e2e, "echo_rate": echo, "generative_share": float(generative.mean())})
