@@ -28,10 +28,10 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
+    from pipeline.data import load_pairs
     from pipeline.decoders.generative import GenerativeConfig, build_net
     from pipeline.encoder import TeacherEncoder
     from pipeline.hardware import cpu_has_amx
-    from pipeline.training.data import load_pairs
     from pipeline.training.decoder_trainer import (
         OutputVocab,
         autocast,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,12 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.checkpoint import check_encoder, read_manifest
-from pipeline.decoders.generative import WORDS_FILE, GenerativeConfig, GenerativeDecoder, build_net, save_decoder
+from pipeline.checkpoint import save_threshold as save_threshold  # where the CLI and tests import it from
+from pipeline.data import EmbeddedPairs, numbered_lines
+from pipeline.decoders.generative import GenerativeConfig, GenerativeDecoder, build_net, save_decoder
+from pipeline.decoders.generative.io import save_words
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import TeacherEncoder
 from pipeline.errors import InputError
 from pipeline.metrics import decode_fidelity, e2e_cos, echo, echo_rate, routes_to_generative
-from pipeline.training.data import EmbeddedPairs, numbered_lines
 from pipeline.training.decoder_trainer import DecoderTrainConfig, DecoderTrainReport, ProgressCallback, train_decoder
 from pipeline.workflows import EmbedProgress, embed_texts, load_embedded
 
@@ -98,7 +99,7 @@ def train_decoder_bundle(
         {"train_config": train_config.to_dict(), "report": report.to_dict(), "sources": [Path(train_path).name, *(p.name for p in extra)],
          "fragments_per_answer": fragments_per_answer, "sentences": len(texts)},
     )
-    (Path(bundle_dir) / WORDS_FILE).write_text(json.dumps(words.to_json()), encoding="utf-8")
+    save_words(bundle_dir, words)
     return DecoderTrainOutcome(Path(bundle_dir), report, len(texts))
 
 
@@ -236,10 +237,10 @@ def evaluate_decoders(
     import sacrebleu
 
     from pipeline.checkpoint import load_bundle
+    from pipeline.cube import apply_map
     from pipeline.decoders.generative import load_generative
     from pipeline.decoders.hybrid import choose_threshold
     from pipeline.decoders.phrase_bank import PhraseBankDecoder
-    from pipeline.training.cube_trainer import apply_map
 
     bundle = load_bundle(bundle_dir, encoder.identity)
     base, _ = load_generative(bundle_dir, encoder)
@@ -304,13 +305,3 @@ def evaluate_decoders(
     threshold = {"threshold": choice.threshold, "chosen_on": Path(data_path).name, "e2e_cos": choice.e2e_cos, "echo_rate": choice.echo_rate,
                  "generative_share": choice.generative_share, "table": choice.table}
     return DecoderReport(trips, near_fid, near_bleu, qa, threshold, len(val.pairs))
-
-
-def save_threshold(bundle_dir: Path, threshold: dict[str, object]) -> None:
-    """Records the chosen hybrid threshold in the bundle's decoder.json."""
-    from pipeline.decoders.generative import DECODER_CONFIG
-
-    path = Path(bundle_dir) / DECODER_CONFIG
-    record = json.loads(path.read_text(encoding="utf-8"))
-    record["hybrid"] = {k: v for k, v in threshold.items() if k != "table"}
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

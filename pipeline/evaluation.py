@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.baselines import MeanAnswer, MeanShift, NearestQuestion, ResidualRidge, Ridge
+from pipeline.data import EmbeddedPairs
 from pipeline.metrics import cube_cos, decode_fidelity, e2e_cos, echo_rate
-from pipeline.training.data import EmbeddedPairs
 
 VectorMap = Callable[[np.ndarray], np.ndarray]
 COMPARED = ("identity", "mean_shift", "residual_ridge")  # baselines the cube gets paired differences against

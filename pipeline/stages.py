@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.checkpoint import Bundle, Manifest, check_encoder, load_bundle, read_manifest
+from pipeline.cube import apply_map
+from pipeline.data import embed_cached
 from pipeline.decoders.base import Answer, Decoder, DecoderKind
 from pipeline.decoders.phrase_bank import PhraseBankConfig, PhraseBankDecoder
 from pipeline.decoders.registry import DecoderParts, make_decoder
 from pipeline.encoder import Encoded, EncoderConfig, TeacherEncoder
 from pipeline.metrics import item_metrics
-from pipeline.training.cube_trainer import apply_map
-from pipeline.training.data import embed_cached
 
 
 def model_version(bundle_dir: Path, manifest: Manifest) -> str:

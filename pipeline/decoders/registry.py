@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.checkpoint import read_hybrid_threshold
 from pipeline.decoders.base import Decoder, DecoderKind
 from pipeline.decoders.phrase_bank import PhraseBankDecoder
 from pipeline.errors import BundleError
@@ -53,27 +54,27 @@ def bank_decoder(parts: DecoderParts) -> Decoder:
 
 @register(DecoderKind.generative)
 def generative_decoder(parts: DecoderParts) -> Decoder:
-    return generative_path(parts)[0]
+    return generative_path(parts)
 
 
 @register(DecoderKind.hybrid)
 def hybrid_decoder(parts: DecoderParts) -> Decoder:
     from pipeline.decoders.hybrid import HybridDecoder
 
-    path, record = generative_path(parts)
-    chosen = (record.get("hybrid") or {}).get("threshold") if parts.hybrid_threshold is None else parts.hybrid_threshold
+    path = generative_path(parts)
+    chosen = read_hybrid_threshold(parts.bundle_dir) if parts.hybrid_threshold is None else parts.hybrid_threshold
     if chosen is None:
         raise BundleError(f"bundle {parts.bundle_dir} has no hybrid threshold: choose one with `cubeqa eval --decoder all --save-threshold`")
     return HybridDecoder(parts.bank, path, float(chosen), parts.bank.top_k)
 
 
-def generative_path(parts: DecoderParts) -> tuple[GenerativePath, dict[str, object]]:
-    """The bundle's generative decoder as a Decoder, and its record (training report, chosen hybrid threshold)."""
+def generative_path(parts: DecoderParts) -> GenerativePath:
+    """The bundle's generative decoder as a Decoder."""
     from pipeline.decoders.generative import load_generative
     from pipeline.decoders.hybrid import GenerativePath
 
     encoder = parts.encoder
     if encoder is None:
         raise ValueError("the generative decoders need the teacher encoder")
-    generative, record = load_generative(parts.bundle_dir, encoder, **parts.generative_options)
-    return GenerativePath(generative, parts.bank, encoder.encode_generated), record
+    generative, _ = load_generative(parts.bundle_dir, encoder, **parts.generative_options)
+    return GenerativePath(generative, parts.bank, encoder.encode_generated)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.baselines import MeanAnswer, MeanShift, NearestQuestion, ResidualRidge, Ridge, normalise
+from pipeline.data import EmbeddedPairs, QAPair
 from pipeline.evaluation import echo_rate, evaluate, paired_bootstrap, retrieval_metrics, retrieval_ranks
-from pipeline.training.data import EmbeddedPairs, QAPair
 
 
 def test_bootstrap_interval_of_a_constant_is_that_constant() -> None:

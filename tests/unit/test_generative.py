@@ -8,7 +8,6 @@ import torch
 from torch.nn import functional as F
 from transformers import AutoTokenizer
 
-from pipeline.decoders import generative
 from pipeline.decoders.generative import (
     GenerativeConfig,
     GenerativeDecoder,
@@ -19,6 +18,7 @@ from pipeline.decoders.generative import (
     reorder,
     save_decoder,
 )
+from pipeline.decoders.generative import search as beam_search_module
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import default_model_dir
 from pipeline.hardware import cpu_has_amx
@@ -174,7 +174,7 @@ def test_large_beam_batches_go_in_chunks_that_bound_the_cache(tokenizer, monkeyp
     sizes: list[int] = []
     search = decoder.beam_search
     monkeypatch.setattr(decoder, "beam_search", lambda v, width: sizes.append(v.shape[0]) or search(v, width))
-    monkeypatch.setattr(generative, "BEAM_ROWS", 6)  # 2 vectors of beam 3 a search
+    monkeypatch.setattr(beam_search_module, "BEAM_ROWS", 6)  # 2 vectors of beam 3 a search
     assert [g.ids for g in decoder.decode(batch)] == [g.ids for g in whole] and sizes == [2, 2, 1]
 
 
@@ -388,7 +388,7 @@ def test_int8_is_used_only_where_torch_has_an_engine(tokenizer, monkeypatch) -> 
     decoder = tiny(tokenizer)
     assert decoder.int8 == int8_available()
     assert not decoder.with_options(int8=False).int8
-    monkeypatch.setattr(generative, "int8_available", lambda: False)
+    monkeypatch.setattr(beam_search_module, "int8_available", lambda: False)
     fallback = decoder.with_options(int8=True)
     assert not fallback.int8
     assert [g.ids for g in fallback.decode(vectors(3))] == [g.ids for g in decoder.with_options(int8=False).decode(vectors(3))]
