@@ -10,24 +10,60 @@ import importlib
 from typing import Any
 
 EXPORTS: dict[str, str] = {  # public name -> the module defining it
-    "NO_CONFIDENT_ANSWER": "pipeline.decoders.phrase_bank",
-    "AnswerResult": "pipeline.production",
-    "Bundle": "pipeline.checkpoint",
-    "BundleError": "pipeline.errors",
-    "Cube": "pipeline.cube",
-    "CubeConfig": "pipeline.config",
+    # errors
     "CubeQAError": "pipeline.errors",
-    "EncoderConfig": "pipeline.encoder",
-    "EncoderError": "pipeline.errors",
-    "EncoderIdentity": "pipeline.encoder",
-    "IncompatibleBundle": "pipeline.errors",
     "InputError": "pipeline.errors",
+    "BundleError": "pipeline.errors",
+    "IncompatibleBundle": "pipeline.errors",
+    "EncoderError": "pipeline.errors",
+    # configs
+    "CubeConfig": "pipeline.config",
+    "TrainConfig": "pipeline.config",
+    "EncoderConfig": "pipeline.encoder",
+    "EncoderIdentity": "pipeline.encoder",
     "PhraseBankConfig": "pipeline.decoders.phrase_bank",
-    "PhraseBankDecoder": "pipeline.decoders.phrase_bank",
-    "ProductionPipeline": "pipeline.production",
+    "GenerativeConfig": "pipeline.decoders.generative.network",
+    "DecoderTrainConfig": "pipeline.training.decoder_trainer",
+    # model parts
     "TeacherEncoder": "pipeline.encoder",
+    "Cube": "pipeline.cube",
+    "apply_map": "pipeline.cube",
+    # decoders
+    "Answer": "pipeline.decoders.base",
+    "Candidate": "pipeline.decoders.base",
+    "Decoder": "pipeline.decoders.base",
+    "DecoderKind": "pipeline.decoders.base",
+    "NO_CONFIDENT_ANSWER": "pipeline.decoders.phrase_bank",
+    "PhraseBankDecoder": "pipeline.decoders.phrase_bank",
+    "GenerativeDecoder": "pipeline.decoders.generative.search",
+    "HybridDecoder": "pipeline.decoders.hybrid",
+    "load_generative": "pipeline.decoders.generative.io",
+    # stages and the one-process pipeline
+    "EncodeStage": "pipeline.stages",
+    "CubeStage": "pipeline.stages",
+    "DecodeStage": "pipeline.stages",
+    "ProductionPipeline": "pipeline.production",
+    "AnswerResult": "pipeline.production",
+    "set_threads": "pipeline.production",
+    # bundles
+    "Bundle": "pipeline.checkpoint",
+    "Manifest": "pipeline.checkpoint",
     "load_bundle": "pipeline.checkpoint",
     "save_bundle": "pipeline.checkpoint",
+    "read_manifest": "pipeline.checkpoint",
+    "save_threshold": "pipeline.checkpoint",
+    # data, training and evaluation entry points
+    "QAPair": "pipeline.data",
+    "EmbeddedPairs": "pipeline.data",
+    "load_pairs": "pipeline.data",
+    "load_embedded": "pipeline.workflows",
+    "train_bundle": "pipeline.workflows",
+    "evaluate_bundle": "pipeline.workflows",
+    "evaluate": "pipeline.evaluation",
+    "EvalReport": "pipeline.evaluation",
+    "paired_bootstrap": "pipeline.evaluation",
+    "train_decoder_bundle": "pipeline.decoder_workflows",
+    "evaluate_decoders": "pipeline.decoder_workflows",
 }
 
 __all__ = sorted(EXPORTS)
