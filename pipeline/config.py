@@ -51,7 +51,7 @@ class CubeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> CubeConfig:
-        return cls(**data)  # type: ignore[arg-type]
+        return cls(**data)
 
 
 @dataclass(frozen=True)

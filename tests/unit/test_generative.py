@@ -217,7 +217,7 @@ def test_the_budget_includes_the_held_out_evaluations(tokenizer) -> None:
     config = DecoderTrainConfig(minutes=0.1, max_epochs=10_000, batch_size=4, eval_every=10, patience=10_000, holdout=0.45, warmup_steps=2, noise=0.0)
     report = train_decoder(decoder.net, tokenizer, texts, np.repeat(vectors(4), 200, axis=0), config)
     assert len(report.history) >= 2
-    assert report.minutes < 0.1 * 2, report.minutes  # planning from steps 5-25 alone overshot about tenfold
+    assert report.steps == report.planned_steps < config.max_epochs  # the budget, not the epoch cap (over a million steps), ended the run
 
 
 def test_auto_precision_is_bf16_only_on_cpus_with_amx(tmp_path) -> None:

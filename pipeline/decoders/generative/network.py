@@ -52,7 +52,7 @@ class GenerativeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> GenerativeConfig:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     @classmethod
     def check_options(cls, options: dict[str, object]) -> None:
@@ -64,7 +64,7 @@ class GenerativeConfig:
     @classmethod
     def scratch(cls, **overrides: object) -> GenerativeConfig:
         """The from-scratch comparison: d 256, 4 layers, own embeddings."""
-        return cls(**{"init": "scratch", "dim": 256, "layers": 4, "heads": 8, "ffn": 1024, **overrides})  # type: ignore[arg-type]
+        return cls(**{"init": "scratch", "dim": 256, "layers": 4, "heads": 8, "ffn": 1024, **overrides})
 
 
 class Layer(nn.Module):

@@ -32,7 +32,7 @@ class GenerativeDecoder:
 
     path = "generative"
 
-    def __init__(self, net: DecoderNet, tokenizer, words: RealWords | None, *, embed: Callable[[list[str]], np.ndarray] | None = None) -> None:  # noqa: ANN001
+    def __init__(self, net: DecoderNet, tokenizer, words: RealWords | None, *, embed: Callable[[list[str]], np.ndarray] | None = None) -> None:
         self.net = net.eval()
         self.tokenizer = tokenizer
         self.words = words
@@ -92,7 +92,7 @@ class GenerativeDecoder:
         rerank = self.config.rerank and self.embed is not None
         usable = [[i for i, t in enumerate(row) if t.strip()] if rerank and len(row) > 1 else [] for row in texts]
         flat = [texts[r][i] for r, row in enumerate(usable) for i in row]
-        embedded = self.embed(flat) if flat else np.zeros((0, targets.shape[1]), dtype=np.float32)  # type: ignore[misc]
+        embedded = self.embed(flat) if flat else np.zeros((0, targets.shape[1]), dtype=np.float32)
         out, start = [], 0
         for r, row in enumerate(usable):
             if not row:
@@ -142,7 +142,7 @@ class GenerativeDecoder:
         if cached is None:
             mask = ~self.banned
             if word is not None:
-                mask &= self.words.next_mask(list(word), self.sep_id)  # type: ignore[union-attr]
+                mask &= self.words.next_mask(list(word), self.sep_id)
             if self.net.output_ids is not None:
                 mask = mask[self.net.output_ids]
             if not mask.any():
