@@ -18,7 +18,7 @@ from cubeqa.cli_base import app, console, embed_progress, errors, fail
 from cubeqa.render import decoder_tables, eval_table, progress_bar
 from cubeqa.settings import Settings
 from cubeqa.wiring import bank_config, encoder_config, generative_options
-from pipeline.config import CubeConfig, TrainConfig
+from pipeline import CubeConfig, TrainConfig
 
 SHIPPED_CUBE, SHIPPED_TRAIN = CubeConfig(), TrainConfig()  # train's defaults: the shipped bundle's configuration
 
@@ -26,7 +26,7 @@ DATA_DIR = Path("data")
 
 def build_encoder(settings: Settings):  # noqa: ANN201 - the type lives in pipeline, imported lazily
     """The teacher encoder the settings describe."""
-    from pipeline.encoder import TeacherEncoder
+    from pipeline import TeacherEncoder
 
     return TeacherEncoder(build_encoder_config(settings))
 
@@ -54,10 +54,7 @@ def train(
     seed: Annotated[int, typer.Option(help="random seed")] = SHIPPED_TRAIN.seed,
 ) -> None:
     """Train a cube on Q→A pairs with a fixed schedule and write a checkpoint bundle."""
-    from pipeline.cube import CubeConfig
-    from pipeline.errors import CubeQAError
-    from pipeline.training.cube_trainer import TrainConfig
-    from pipeline.workflows import train_bundle
+    from pipeline import CubeConfig, CubeQAError, TrainConfig, train_bundle
 
     settings: Settings = ctx.obj
     try:
@@ -134,8 +131,7 @@ def evaluate(
 ) -> None:
     """Cube vs baselines on a split: cosines, open-bank retrieval, e2e, paired 95% intervals; with --decoder,
     the decoders' round trip, BLEU, real words and speed, and bank/generative/hybrid on the Q→A pairs."""
-    from pipeline.errors import CubeQAError
-    from pipeline.workflows import evaluate_bundle
+    from pipeline import CubeQAError, evaluate_bundle
 
     settings: Settings = ctx.obj
     if decoder not in (None, "all", "bank", "generative", "hybrid"):
@@ -147,8 +143,8 @@ def evaluate(
         encoder = build_encoder(settings)
         decoders = None
         if decoder is not None:
-            from pipeline.decoder_workflows import evaluate_decoders
-            from pipeline.decoder_workflows import save_threshold as store_threshold
+            from pipeline import evaluate_decoders
+            from pipeline import save_threshold as store_threshold
 
             with progress_bar(console, transient=True) as bar:
                 tasks: dict[str, object] = {}
@@ -202,9 +198,8 @@ def ask(
     decoder: Annotated[str | None, typer.Option(help="bank, generative or hybrid (default CUBEQA_DECODER)")] = None,
 ) -> None:
     """Answer one question: prints the answer, its score and the decoder path."""
+    from pipeline import CubeQAError, ProductionPipeline
     from pipeline.encoder import check_texts
-    from pipeline.errors import CubeQAError
-    from pipeline.production import ProductionPipeline
 
     settings: Settings = ctx.obj
     try:
@@ -233,7 +228,7 @@ def ask(
 
 def build_encoder_config(settings: Settings):  # noqa: ANN201
     """EncoderConfig from settings, with the thread cap applied to this process."""
-    from pipeline.production import set_threads
+    from pipeline import set_threads
 
     set_threads(settings.threads)
     return encoder_config(settings)

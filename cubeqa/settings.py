@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.decoders.base import DecoderKind
+from pipeline import DecoderKind
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

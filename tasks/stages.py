@@ -18,7 +18,7 @@ import numpy as np
 import redis.exceptions
 import sqlalchemy.exc
 
-from pipeline.errors import CubeQAError
+from pipeline import CubeQAError
 from storage.repository import JobOutcome, mark_running, record_outcomes
 from tasks import runtime
 from tasks.app import TASK_NAMES, app

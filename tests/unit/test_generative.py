@@ -8,28 +8,13 @@ import torch
 from torch.nn import functional as F
 from transformers import AutoTokenizer
 
-from pipeline.decoders.generative import (
-    GenerativeConfig,
-    GenerativeDecoder,
-    Projection,
-    build_net,
-    int8_available,
-    load_decoder_net,
-    reorder,
-    save_decoder,
-)
+from pipeline import DecoderTrainConfig, GenerativeConfig, GenerativeDecoder
+from pipeline.decoders.generative import Projection, build_net, int8_available, load_decoder_net, reorder, save_decoder
 from pipeline.decoders.generative import search as beam_search_module
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import default_model_dir
 from pipeline.hardware import cpu_has_amx
-from pipeline.training.decoder_trainer import (
-    DecoderTrainConfig,
-    OutputVocab,
-    replan,
-    resolve_precision,
-    sequence_loss,
-    train_decoder,
-)
+from pipeline.training.decoder_trainer import OutputVocab, replan, resolve_precision, sequence_loss, train_decoder
 
 TEXTS = [
     "the kenyan highlands are among the most successful agricultural production regions in africa.",

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline import NO_CONFIDENT_ANSWER, InputError, PhraseBankConfig, PhraseBankDecoder
 from pipeline.baselines import normalise
-from pipeline.decoders.phrase_bank import NO_CONFIDENT_ANSWER, PhraseBankConfig, PhraseBankDecoder
-from pipeline.errors import InputError
 
 
 def bank(n: int = 50, dim: int = 16, config: PhraseBankConfig | None = None) -> PhraseBankDecoder:

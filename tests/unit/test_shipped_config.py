@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.config import CubeConfig, TrainConfig
+from pipeline import CubeConfig, TrainConfig
 
 SHIPPED = Path(__file__).resolve().parents[2] / "cubeqa" / "bundles" / "default" / "manifest.json"
 
