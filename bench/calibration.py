@@ -30,9 +30,9 @@ from cubeqa.settings import default_cache_dir
 from pipeline.bank_eval import bank_evaluation, calibration_report, flat_bank, search_map, unique_bank
 from pipeline.calibration import KINDS, cross_validate, fit, log_loss, save_calibration
 from pipeline.checkpoint import load_bundle
+from pipeline.data import file_hash, numbered_lines
 from pipeline.encoder import TeacherEncoder
 from pipeline.training.cube_trainer import apply_map
-from pipeline.training.data import file_hash, numbered_lines
 from pipeline.workflows import load_embedded
 
 ROOT = Path(__file__).resolve().parents[1]

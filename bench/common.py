@@ -99,7 +99,7 @@ def machine() -> dict[str, Any]:
 
 def decoding_options(text: str) -> dict[str, object]:
     """Decoding options from text: "beam=3,rerank=true,min_length=0.9" becomes {"beam": 3, "rerank": True, "min_length": 0.9}."""
-    from pipeline.decoders.generative import GenerativeConfig
+    from pipeline import GenerativeConfig
 
     options: dict[str, object] = {}
     for part in filter(None, text.split(",")):
@@ -161,7 +161,7 @@ def in_process(settings) -> Any:  # noqa: ANN001
     """The ProductionPipeline `cubeqa ask` builds, from the same settings the workers read."""
     from cubeqa.cli import build_encoder_config
     from cubeqa.wiring import bank_config, generative_options
-    from pipeline.production import ProductionPipeline
+    from pipeline import ProductionPipeline
 
     return ProductionPipeline.from_bundle(
         settings.bundle_dir, encoder_config=build_encoder_config(settings), bank_config=bank_config(settings),
@@ -199,7 +199,7 @@ def use_encode_batch(pipe, size: int) -> None:  # noqa: ANN001
 
 def use_threads(count: int) -> None:
     """Intra-op threads of this process's model (torch and FAISS)."""
-    from pipeline.production import set_threads
+    from pipeline import set_threads
 
     set_threads(count)
 

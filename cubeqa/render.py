@@ -16,7 +16,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.evaluation import EvalReport
+from pipeline import EvalReport
 
 MAP_LABELS = {
     "cube": "cube",

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline import DecoderKind
 from tasks.wire import MAX_MICRO_BATCH
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -43,7 +44,7 @@ class Settings(BaseSettings):
     bank_index: Literal["flat", "hnsw"] = Field("flat", description="FAISS index kind of the phrase bank")
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="bank score below which the answer is 'no confident answer'")
     top_k: int = Field(3, ge=1, description="bank candidates returned per answer")
-    decoder: Literal["bank", "generative", "hybrid"] = Field("bank", description="which decoder turns answer vectors into text")
+    decoder: DecoderKind = Field(DecoderKind.bank, description="which decoder turns answer vectors into text")
     generative_beam: int | None = Field(None, ge=1, le=16, description="beam width of the generative decoder (1 = greedy); unset: the bundle's default")
     generative_rerank: bool | None = Field(None, description="rerank beam candidates by teacher cosine to the target; unset: the bundle's default")
     generative_min_length: float | None = Field(

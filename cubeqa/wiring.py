@@ -15,15 +15,14 @@ from storage.db import check_schema, make_engine, session_factory
 if TYPE_CHECKING:
     from celery import Celery
 
-    from pipeline.decoders.phrase_bank import PhraseBankConfig
-    from pipeline.encoder import EncoderConfig
+    from pipeline import EncoderConfig, PhraseBankConfig
     from pipeline.knowledge.store import BankStore
     from workers.main import WorkerOptions
 
 
 def encoder_config(settings: Settings) -> EncoderConfig:
     """EncoderConfig from settings (nothing is loaded)."""
-    from pipeline.encoder import EncoderConfig
+    from pipeline import EncoderConfig
 
     return EncoderConfig(
         model_dir=settings.encoder_dir, device=settings.device, batch_size=settings.encode_batch_size,
@@ -32,7 +31,7 @@ def encoder_config(settings: Settings) -> EncoderConfig:
 
 
 def bank_config(settings: Settings) -> PhraseBankConfig:
-    from pipeline.decoders.phrase_bank import PhraseBankConfig
+    from pipeline import PhraseBankConfig
 
     return PhraseBankConfig(index=settings.bank_index, min_score=settings.min_score)
 

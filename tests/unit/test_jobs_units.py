@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cubeqa.intake import IntakeError, read_bulk
-from pipeline.errors import InputError
+from pipeline import InputError
 from tasks.runner import isolate
 from tasks.wire import MicroBatch, WireError, pack, unpack
 
