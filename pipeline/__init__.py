@@ -16,6 +16,9 @@ EXPORTS: dict[str, str] = {  # public name -> the module defining it
     "BundleError": "pipeline.errors",
     "IncompatibleBundle": "pipeline.errors",
     "EncoderError": "pipeline.errors",
+    "BankError": "pipeline.errors",
+    "BankNotFound": "pipeline.errors",
+    "IncompatibleBank": "pipeline.errors",
     # configs
     "CubeConfig": "pipeline.config",
     "TrainConfig": "pipeline.config",
@@ -38,6 +41,14 @@ EXPORTS: dict[str, str] = {  # public name -> the module defining it
     "GenerativeDecoder": "pipeline.decoders.generative.search",
     "HybridDecoder": "pipeline.decoders.hybrid",
     "load_generative": "pipeline.decoders.generative.io",
+    # knowledge banks and confidence
+    "BankStore": "pipeline.knowledge.store",
+    "BankInfo": "pipeline.knowledge.store",
+    "BankCache": "pipeline.knowledge.bank_cache",
+    "BankRef": "pipeline.knowledge.bank_cache",
+    "Provenance": "pipeline.knowledge.provenance",
+    "evidence": "pipeline.confidence",
+    "with_confidence": "pipeline.confidence",
     # stages and the one-process pipeline
     "EncodeStage": "pipeline.stages",
     "CubeStage": "pipeline.stages",

@@ -8,17 +8,21 @@ same methods, so answers are identical for the same input.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.calibration import Calibrator, default_min_confidence, load_calibration
 from pipeline.checkpoint import Bundle, Manifest, check_encoder, load_bundle, read_manifest
+from pipeline.confidence import with_confidence
 from pipeline.cube import apply_map
 from pipeline.data import embed_cached
 from pipeline.decoders.base import Answer, Decoder, DecoderKind
 from pipeline.decoders.phrase_bank import PhraseBankConfig, PhraseBankDecoder
 from pipeline.decoders.registry import DecoderParts, make_decoder
 from pipeline.encoder import Encoded, EncoderConfig, TeacherEncoder
+from pipeline.knowledge.bank_cache import BankCache, BankRef
 from pipeline.metrics import item_metrics
 
 
@@ -69,9 +73,13 @@ class DecodeStage:
         decoder: DecoderKind = DecoderKind.bank,
         generative_options: dict[str, object] | None = None,
         hybrid_threshold: float | None = None,
+        banks: BankCache | None = None,
+        min_confidence: float | None = None,
     ) -> None:
-        """Uses the bank vectors shipped in the bundle (embeds the bank, cached, only when it ships none);
-        the generative and hybrid decoders also load the teacher, to re-embed what they generate."""
+        """Uses the bank vectors shipped in the bundle (embeds the bank, cached, only when it ships none) for jobs that
+        name no bank, and `banks` for those that do; the generative and hybrid decoders also load the teacher, to
+        re-embed what they generate. The bundle's calibrator (if any) gives bank answers a confidence; below
+        `min_confidence` (default: the bundle's) they become "no confident answer"."""
         kind = DecoderKind(decoder)
         bundle = bundle or load_bundle(bundle_dir)
         self.kind = kind
@@ -89,12 +97,35 @@ class DecodeStage:
                 bundle.bank_texts, lambda texts: embedder.encode(texts).vectors, cache_dir, f"bank-{embedder.identity.weights_hash}"
             )
         self.bank = PhraseBankDecoder(bundle.bank_texts, vectors, bank_config, top_k=top_k)
-        parts = DecoderParts(Path(bundle_dir), self.bank, self.encoder, dict(generative_options or {}), hybrid_threshold)
-        self.decoder: Decoder = make_decoder(kind, parts)
+        self.bank_config = bank_config
+        self.parts = DecoderParts(Path(bundle_dir), self.bank, self.encoder, dict(generative_options or {}), hybrid_threshold)
+        self.decoder: Decoder = make_decoder(kind, self.parts)
+        if kind.needs_teacher:  # one generative model for the decoders of every bank
+            path = self.decoder if kind is DecoderKind.generative else self.decoder.generative
+            self.parts = replace(self.parts, generative=path.generative)
+        self.banks = banks
+        self.calibrator: Calibrator | None = load_calibration(bundle_dir)
+        self.min_confidence = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
+        self._by_bank: dict[BankRef, tuple[object, Decoder]] = {}
 
-    def decode(self, vectors: np.ndarray) -> list[Answer]:
-        """Answers for (N, D) unit answer vectors."""
-        return self.decoder.decode(vectors)
+    def decode(self, vectors: np.ndarray, bank: BankRef | None = None, min_confidence: float | None = None) -> list[Answer]:
+        """Answers for (N, D) unit answer vectors from `bank` (None: the bundle's own), with calibrated confidence;
+        `min_confidence` overrides the stage's threshold for this call."""
+        decoder = self.decoder if bank is None else self.decoder_for(bank)
+        threshold = self.min_confidence if min_confidence is None else min_confidence
+        return with_confidence(decoder.decode(vectors), self.calibrator, threshold)
+
+    def decoder_for(self, ref: BankRef) -> Decoder:
+        """The configured decoder over one bank version (rebuilt when the cache has reloaded that version)."""
+        if self.banks is None:
+            raise ValueError(f"this decode stage serves no knowledge banks, but a job names bank {ref}")
+        loaded = self.banks.get(ref)
+        held = self._by_bank.get(ref)
+        if held is None or held[0] is not loaded:
+            bank = PhraseBankDecoder.from_source(loaded, self.bank_config, top_k=self.top_k)
+            held = (loaded, make_decoder(self.kind, replace(self.parts, bank=bank)))
+            self._by_bank = {r: d for r, d in self._by_bank.items() if r in set(self.banks.loaded())} | {ref: held}
+        return held[1]
 
     def score(
         self,

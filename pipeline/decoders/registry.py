@@ -13,6 +13,7 @@ from pipeline.decoders.phrase_bank import PhraseBankDecoder
 from pipeline.errors import BundleError
 
 if TYPE_CHECKING:
+    from pipeline.decoders.generative import GenerativeDecoder
     from pipeline.decoders.hybrid import GenerativePath
     from pipeline.encoder import TeacherEncoder
 
@@ -26,6 +27,7 @@ class DecoderParts:
     encoder: TeacherEncoder | None
     generative_options: dict[str, object] = field(default_factory=dict)
     hybrid_threshold: float | None = None  # None: the one recorded in the bundle
+    generative: GenerativeDecoder | None = None  # already loaded (shared by the decoders of several banks); None: load it
 
 
 Factory = Callable[[DecoderParts], Decoder]
@@ -76,5 +78,5 @@ def generative_path(parts: DecoderParts) -> GenerativePath:
     encoder = parts.encoder
     if encoder is None:
         raise ValueError("the generative decoders need the teacher encoder")
-    generative, _ = load_generative(parts.bundle_dir, encoder, **parts.generative_options)
+    generative = parts.generative or load_generative(parts.bundle_dir, encoder, **parts.generative_options)[0]
     return GenerativePath(generative, parts.bank, encoder.encode_generated)
