@@ -27,12 +27,12 @@ import torch
 
 from cubeqa.provenance import run_record
 from cubeqa.settings import default_cache_dir
-from pipeline.bank_eval import bank_evaluation, calibration_report, flat_bank, search_map, unique_bank
+from pipeline.bank_eval import bank_evaluation, calibration_report, flat_bank, gold_answers, search_map, unique_bank
 from pipeline.calibration import KINDS, cross_validate, fit, log_loss, save_calibration
 from pipeline.checkpoint import load_bundle
-from pipeline.data import file_hash, numbered_lines
+from pipeline.cube import apply_map
+from pipeline.data import file_hash
 from pipeline.encoder import TeacherEncoder
-from pipeline.training.cube_trainer import apply_map
 from pipeline.workflows import load_embedded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +51,6 @@ def article_groups(val_path: Path, count: int) -> tuple[np.ndarray, str]:
         return np.searchsorted(np.array(ARTICLE_STARTS), np.arange(count), side="right") - 1, "article (row ranges)"
     return np.arange(count) * 6 // count, "six contiguous row blocks (unknown file: articles not located)"
 
-
-def gold_answers(path: Path) -> list[list[str]]:
-    """Each record's `answer` and its optional `alt_answers`, in file order."""
-    records = [json.loads(line) for _, line in numbered_lines(path)]
-    return [[r["answer"], *[a for a in r.get("alt_answers") or [] if isinstance(a, str) and a.strip()]] for r in records]
 
 
 def read_lines(path: Path) -> list[str]:

@@ -9,14 +9,20 @@ share answered right; coverage is the share that clears it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.calibration import Calibrator, expected_calibration_error
-from pipeline.data import answer_key
+from pipeline.calibration import Calibrator, default_min_confidence, expected_calibration_error, load_calibration
+from pipeline.data import answer_key, numbered_lines
 from pipeline.evaluation import Interval, paired_bootstrap
+
+if TYPE_CHECKING:
+    from pipeline.encoder import TeacherEncoder
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # (queries (N, D), k) -> (scores (N, k), rows (N, k))
 COVERAGES = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -185,3 +191,27 @@ def calibration_report(confidence: np.ndarray, correct: np.ndarray, bins: int = 
         "precision_coverage": precision_coverage(confidence, correct),
         "reliability": reliability(confidence, correct, bins),
     }
+
+
+def gold_answers(path: Path) -> list[list[str]]:
+    """Each record's `answer` and its optional `alt_answers`, in file order."""
+    records = [json.loads(line) for _, line in numbered_lines(path)]
+    return [[r["answer"], *[a for a in r.get("alt_answers") or [] if isinstance(a, str) and a.strip()]] for r in records]
+
+
+def evaluate_on_bank(
+    bundle_dir: Path, bank: SearchBank, data: Path, *, encoder: TeacherEncoder, cache_dir: Path | None, resamples: int = 2000,
+    min_confidence: float | None = None, on_embed: Callable[[str, int, int], None] | None = None,
+) -> dict[str, object]:
+    """`cubeqa eval --bank`: the bundle's cube and identity answering `data`'s questions from `bank`, scored against its
+    gold sentences (P@1, MRR@10, precision at the coverage of the bundle's confidence threshold), paired intervals."""
+    from pipeline.checkpoint import load_bundle
+    from pipeline.cube import apply_map
+    from pipeline.workflows import load_embedded
+
+    bundle = load_bundle(bundle_dir, encoder.identity)
+    pairs = load_embedded(data, encoder, cache_dir, on_embed)
+    golds = gold_answers(data)
+    threshold = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
+    report = bank_evaluation(bank, pairs.q, apply_map(bundle.cube, pairs.q), golds, load_calibration(bundle_dir), threshold, resamples=resamples)
+    return {"data": str(data), "bundle": str(bundle_dir), **report}

@@ -11,8 +11,8 @@ import pytest
 
 from pipeline.calibration import default_min_confidence, load_calibration, needed_k
 from pipeline.checkpoint import load_bundle
+from pipeline.cube import apply_map
 from pipeline.decoders.phrase_bank import PhraseBankDecoder
-from pipeline.training.cube_trainer import apply_map
 
 pytestmark = pytest.mark.slow
 
