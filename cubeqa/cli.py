@@ -13,19 +13,15 @@ from typing import Annotated
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local directories only
 
 import typer
+from rich.progress import TaskID
 
-from cubeqa.cli_base import app, console, embed_progress, errors, fail
+from cubeqa import decoder_cli, jobs_cli, services_cli  # noqa: F401 - importing them registers their commands on `app`
+from cubeqa.cli_base import app, build_encoder, build_encoder_config, console, embed_progress, errors, fail
 from cubeqa.render import decoder_tables, eval_table, progress_bar
 from cubeqa.settings import Settings
-from cubeqa.wiring import bank_config, encoder_config, generative_options
+from cubeqa.wiring import bank_config, generative_options
 
 DATA_DIR = Path("data")
-
-def build_encoder(settings: Settings):  # noqa: ANN201 - the type lives in pipeline, imported lazily
-    """The teacher encoder the settings describe."""
-    from pipeline.encoder import TeacherEncoder
-
-    return TeacherEncoder(build_encoder_config(settings))
 
 
 @app.command()
@@ -53,26 +49,30 @@ def train(
     """Train a cube on Q→A pairs with a fixed schedule and write a checkpoint bundle."""
     from pipeline.cube import CubeConfig
     from pipeline.errors import CubeQAError
-    from pipeline.training.cube_trainer import TrainConfig
+    from pipeline.training.cube_trainer import EpochReport, TrainConfig
     from pipeline.workflows import train_bundle
 
     settings: Settings = ctx.obj
     try:
-        lattice = tuple(int(s) for s in size.split(","))
+        x, y, z = (int(s) for s in size.split(","))
     except ValueError as exc:
         raise fail(ValueError(f"--size must be three comma-separated integers such as 8,8,2, got {size!r}")) from exc
+    if boundary not in ("walls", "periodic"):
+        raise fail(ValueError(f"--boundary must be walls or periodic, got {boundary!r}"))
+    if injection not in ("projection", "exact"):
+        raise fail(ValueError(f"--injection must be projection or exact, got {injection!r}"))
     if out.exists() and not out.is_dir():
         raise fail(ValueError(f"--out {out} exists and is not a directory"))
     try:
         encoder = build_encoder(settings)
         cube_config = CubeConfig(
             dim=encoder.dim,
-            size=lattice,  # type: ignore[arg-type]
+            size=(x, y, z),
             channels=channels,
             hidden=hidden,
             steps=steps,
-            boundary=boundary,  # type: ignore[arg-type]
-            injection=injection,  # type: ignore[arg-type]
+            boundary=boundary,
+            injection=injection,
             reinject=reinject,
         )
         train_config = TrainConfig(
@@ -90,7 +90,7 @@ def train(
 
             epoch_task = bar.add_task("train", total=epochs, start=False)
 
-            def on_epoch(report) -> None:  # noqa: ANN001
+            def on_epoch(report: EpochReport) -> None:
                 bar.start_task(epoch_task)
                 bar.update(
                     epoch_task,
@@ -148,12 +148,12 @@ def evaluate(
             from pipeline.decoder_workflows import save_threshold as store_threshold
 
             with progress_bar(console, transient=True) as bar:
-                tasks: dict[str, object] = {}
+                tasks: dict[str, TaskID] = {}
 
                 def on_decode(label: str, n: int) -> None:
                     if label not in tasks:
                         tasks[label] = bar.add_task(f"decode {label}", total=None)
-                    bar.advance(tasks[label], n)  # type: ignore[arg-type]
+                    bar.advance(tasks[label], n)
 
                 decoders = evaluate_decoders(
                     settings.bundle_dir, data, train_file, encoder=encoder, cache_dir=settings.cache_dir,
@@ -226,14 +226,3 @@ def ask(
         console.print(f"  {label} {score:.4f}: {text}", style="dim")
     for name, value in result.metrics.items():
         console.print(f"  {name} {value:.4f}", style="dim")
-
-
-def build_encoder_config(settings: Settings):  # noqa: ANN201
-    """EncoderConfig from settings, with the thread cap applied to this process."""
-    from pipeline.production import set_threads
-
-    set_threads(settings.threads)
-    return encoder_config(settings)
-
-
-from cubeqa import decoder_cli, jobs_cli, services_cli  # noqa: E402,F401 - registers their commands on `app`

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console, Group
 from rich.progress import (
     BarColumn,
@@ -17,6 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.evaluation import EvalReport
+
+if TYPE_CHECKING:
+    from pipeline.decoder_workflows import DecoderReport
 
 MAP_LABELS = {
     "cube": "cube",
@@ -85,7 +90,7 @@ def eval_table(report: EvalReport, title: str) -> Group:
     return Group(cos, bank, diffs)
 
 
-def decoder_tables(report, split: str) -> Group:  # noqa: ANN001 - pipeline.decoder_workflows.DecoderReport
+def decoder_tables(report: DecoderReport, split: str) -> Group:
     """Round trip per decoding mode beside the nearest-training-sentence reference; then the Q→A figures."""
     trip = Table(title=f"round trip on {report.round_trip[0].sentences} held-out sentences of {split}", title_justify="left")
     for column in ("decoder", "fidelity", "BLEU", "length ratio", "exact", "real words", "ms median", "ms p90"):
