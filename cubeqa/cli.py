@@ -91,7 +91,7 @@ def train(
             epoch_task = bar.add_task("train", total=epochs, start=False)
 
             def on_epoch(report: EpochReport) -> None:
-                bar.start_task(epoch_task)
+                bar.start_task(epoch_task, started_ago=report.seconds)  # the clock of the epochs starts with the first
                 bar.update(
                     epoch_task,
                     completed=report.epoch,
