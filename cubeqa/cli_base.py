@@ -48,8 +48,8 @@ def embed_progress(bar: Progress) -> Callable[[str, int, int], None]:
     tasks: dict[tuple[str, int], TaskID] = {}
 
     def on_embed(label: str, done: int, total: int) -> None:
-        if (label, total) not in tasks:
-            tasks[(label, total)] = bar.add_task(f"embed {label} ({total} texts)", total=total)
+        if (label, total) not in tasks:  # at the first report: its texts' time is unknown, the rate counts from here
+            tasks[(label, total)] = bar.add_task(f"embed {label} ({total} texts)", total=total, completed=done)
         bar.update(tasks[(label, total)], completed=done)
 
     return on_embed
