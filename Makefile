@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo ask test lint train train-decoder eval clean
+.PHONY: install demo ask test test-fast docs lint train train-decoder eval clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,8 +28,17 @@ lint: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
 
+# The full suite (what .ci/run calls): unit, deployment, integration, e2e and reliability tiers.
 test: lint
 	$(PY) -m pytest
+
+# The inner loop: everything not marked slow (no model loads, worker processes or training runs).
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+# The documentation site into site/; fails on a broken link or a page missing from the nav.
+docs: install
+	$(VENV)/bin/mkdocs build --strict
 
 # The shipped default bundle: `make train` rebuilds it with the default configuration.
 train: install
@@ -43,4 +52,4 @@ eval: install
 	$(VENV)/bin/cubeqa eval --data data/squad_sent_val.jsonl --json docs/results/eval-val.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site

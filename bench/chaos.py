@@ -27,7 +27,7 @@ import redis
 import sqlalchemy.exc
 from sqlalchemy import func, select
 
-from cubeqa.demo import redis_server_binary, stop_all, stop_process, with_group
+from cubeqa.supervise import redis_server_binary, stop_all, stop_process, with_group
 from storage.db import make_engine, session_factory, upgrade
 from storage.models import Batch, Job
 from storage.repository import NewJob

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -32,7 +31,9 @@ DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 BACKENDS = ("sqlite", "postgresql")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.append(str(ROOT / "tests"))  # the benchmarks run from a checkout: one PostgreSQL helper with the tests
 
+from jobsystem import postgres_database  # noqa: E402
 
 # ---------------------------------------------------------------- arguments, figures, output
 
@@ -98,7 +99,7 @@ def machine() -> dict[str, Any]:
 
 def decoding_options(text: str) -> dict[str, object]:
     """Decoding options from text: "beam=3,rerank=true,min_length=0.9" becomes {"beam": 3, "rerank": True, "min_length": 0.9}."""
-    from pipeline.decoders.generative import GenerativeConfig
+    from pipeline import GenerativeConfig
 
     options: dict[str, object] = {}
     for part in filter(None, text.split(",")):
@@ -160,7 +161,7 @@ def in_process(settings) -> Any:  # noqa: ANN001
     """The ProductionPipeline `cubeqa ask` builds, from the same settings the workers read."""
     from cubeqa.cli import build_encoder_config
     from cubeqa.wiring import bank_config, generative_options
-    from pipeline.production import ProductionPipeline
+    from pipeline import ProductionPipeline
 
     return ProductionPipeline.from_bundle(
         settings.bundle_dir, encoder_config=build_encoder_config(settings), bank_config=bank_config(settings),
@@ -198,7 +199,7 @@ def use_encode_batch(pipe, size: int) -> None:  # noqa: ANN001
 
 def use_threads(count: int) -> None:
     """Intra-op threads of this process's model (torch and FAISS)."""
-    from pipeline.production import set_threads
+    from pipeline import set_threads
 
     set_threads(count)
 
@@ -254,26 +255,10 @@ def flush(broker_url: str) -> None:
 
 
 @contextmanager
-def postgres_database(server: str) -> Iterator[str]:
-    """A fresh PostgreSQL database on `server`, dropped afterwards."""
-    import psycopg
-
-    name = f"cubeqa_bench_{uuid.uuid4().hex[:10]}"
-    admin = server.replace("postgresql+psycopg://", "postgresql://").rstrip("/") + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{server.rstrip('/')}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
 def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iterator[Stack]:
     """Empties the Redis database, creates the store, starts one `cubeqa worker` per stage (the demo's runner),
     waits until each answers, and sends a warm-up batch through; stops everything on exit."""
-    from cubeqa import demo
+    from cubeqa import supervise
     from storage.db import make_engine, session_factory, upgrade
     from tasks.app import configure
 
@@ -281,7 +266,7 @@ def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iter
     micro_batch = args.micro_batch or config.micro_batch
     with ExitStack() as stack:
         logdir = Path(tempfile.mkdtemp(prefix=f"cubeqa-bench-{backend}-"))
-        url = f"sqlite:///{logdir / 'bench.db'}" if backend == "sqlite" else stack.enter_context(postgres_database(args.postgres))
+        url = f"sqlite:///{logdir / 'bench.db'}" if backend == "sqlite" else stack.enter_context(postgres_database(args.postgres, prefix="cubeqa_bench"))
         upgrade(url)
         engine = make_engine(url)
         stack.callback(engine.dispose)
@@ -290,8 +275,8 @@ def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iter
         env = {**os.environ, "CUBEQA_BROKER_URL": args.broker, "CUBEQA_DATABASE_URL": url, "HF_HUB_OFFLINE": "1"}
         env.update(item.split("=", 1) for item in args.worker_env)
         worker_args = args.worker_args.split()
-        processes = stack.enter_context(demo.stage_workers(env, logdir, worker_args))
-        demo.wait_for_workers(app, processes, logdir)
+        processes = stack.enter_context(supervise.stage_workers(env, logdir, worker_args))
+        supervise.wait_for_workers(app, processes, logdir)
         result = Stack(backend, args.broker, url, session_factory(engine), processes, logdir, micro_batch, env, app, worker_args)
         if warm_up:
             run_batch(result, questions(args.data, min(warm_up, args.questions)))  # the first tasks wait for each model to load
@@ -302,7 +287,7 @@ def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iter
 def extra_worker(stack: Stack, stage: str, warm_up: Sequence[str]) -> Iterator[subprocess.Popen]:
     """One more `cubeqa worker` process on `stage`, started beside the stack's, ready when both answer a ping
     and a warm-up batch of several chains (which both take from the queue) has gone through."""
-    from cubeqa import demo
+    from cubeqa import supervise
 
     with (stack.logdir / f"worker-{stage}-2.log").open("wb") as log:
         process = subprocess.Popen(
@@ -310,14 +295,14 @@ def extra_worker(stack: Stack, stage: str, warm_up: Sequence[str]) -> Iterator[s
             env=stack.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + demo.READY_TIMEOUT
+        deadline = time.monotonic() + supervise.READY_TIMEOUT
         while len([n for reply in stack.app.control.ping(timeout=1.0) or [] for n in reply if n.startswith(f"{stage}-")]) < 2:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the extra {stage} worker did not start; log in {stack.logdir}")
         run_batch(stack, warm_up)
         yield process
     finally:
-        demo.stop_all([process], grace=20)
+        supervise.stop_all([process], grace=20)
 
 
 def new_jobs(texts: Sequence[str]) -> list[Any]:
@@ -343,7 +328,7 @@ def collect(stack: Stack, batch_ids: Sequence[str], started: float, timeout: flo
     from sqlalchemy import select
 
     from storage.models import Batch
-    from storage.repository import as_utc
+    from storage.summary import as_utc
 
     deadline = time.monotonic() + timeout
     while True:

@@ -21,11 +21,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from pipeline.cube import Cube, CubeConfig
-from pipeline.encoder import TeacherEncoder
-from pipeline.evaluation import evaluate
-from pipeline.training.cube_trainer import TrainConfig, apply_map, train_cube
-from pipeline.training.data import EmbeddedPairs, embed_pairs, load_pairs
+from pipeline import Cube, CubeConfig, EmbeddedPairs, TeacherEncoder, TrainConfig, apply_map, evaluate, load_pairs
+from pipeline.data import embed_pairs
+from pipeline.training.cube_trainer import train_cube
 from pipeline.workflows import embedder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -42,11 +42,9 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=common.VAL, help="the split whose vectors are decoded")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON to this path")
     args = p.parse_args()
+    from pipeline import TeacherEncoder, load_embedded, load_generative, paired_bootstrap
     from pipeline.decoder_workflows import ROUND_TRIP_SENTENCES, round_trip_sample
-    from pipeline.decoders.generative import int8_available, load_generative
-    from pipeline.encoder import TeacherEncoder
-    from pipeline.evaluation import paired_bootstrap
-    from pipeline.workflows import load_embedded
+    from pipeline.decoders.generative import int8_available
 
     if not int8_available():
         raise SystemExit("this torch build has no int8 CPU engine: there is nothing to compare")

@@ -48,11 +48,8 @@ def main() -> None:
     p.add_argument("--mode", action="append", default=[], help='decoding options, e.g. "beam=3,rerank=true" (repeatable; the first is the baseline)')
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    from pipeline import TeacherEncoder, load_embedded, load_generative, paired_bootstrap
     from pipeline.decoder_workflows import normalise, round_trip, round_trip_sample
-    from pipeline.decoders.generative import load_generative
-    from pipeline.encoder import TeacherEncoder
-    from pipeline.evaluation import paired_bootstrap
-    from pipeline.workflows import load_embedded
 
     modes = args.mode or ["beam=1", "beam=3,rerank=true,min_length=0.9"]
     encoder = TeacherEncoder()

@@ -28,10 +28,9 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
-    from pipeline.decoders.generative import GenerativeConfig, build_net
-    from pipeline.encoder import TeacherEncoder
+    from pipeline import GenerativeConfig, TeacherEncoder, load_pairs
+    from pipeline.decoders.generative import build_net
     from pipeline.hardware import cpu_has_amx
-    from pipeline.training.data import load_pairs
     from pipeline.training.decoder_trainer import (
         OutputVocab,
         autocast,

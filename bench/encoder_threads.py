@@ -22,7 +22,7 @@ import common
 
 def encode_on_threads(encoder, batches: list[list[str]], threads: int) -> float:  # noqa: ANN001 - TeacherEncoder
     """Questions/s of `threads` Python threads encoding `batches` (dealt out round-robin) on one encoder."""
-    from pipeline.production import set_threads
+    from pipeline import set_threads
 
     def work(mine: list[list[str]]) -> None:
         set_threads(1, search=False)  # per thread, as each worker pool thread does before its first task
@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--encode-batch-sizes", default="16,32,64", help="comma-separated encoder sub-batch sizes to try")
     p.add_argument("--micro-batch", type=int, default=64, help="questions per micro-batch (CUBEQA_MICRO_BATCH)")
     args = p.parse_args()
-    from pipeline.encoder import TeacherEncoder
+    from pipeline import TeacherEncoder
     from tasks.producer import WORDS
 
     texts = sorted(common.questions(args.data, args.questions), key=lambda text: len(WORDS.findall(text)))

@@ -32,7 +32,7 @@ def one_job(stack: common.Stack, text: str, poll: float = 0.002) -> dict[str, fl
     from sqlalchemy import select
 
     from storage.models import Job
-    from storage.repository import as_utc
+    from storage.summary import as_utc
     from tasks.producer import submit
 
     started = time.time()
@@ -67,13 +67,12 @@ def serialization_ms(dim: int = 384, jobs: int = 1, repeats: int = 2000) -> dict
     import numpy as np
     from kombu.serialization import dumps, loads
 
-    from tasks.producer import first_payload
-    from tasks.wire import pack
+    from tasks.wire import MicroBatch, pack
 
     vectors = pack(np.random.default_rng(0).standard_normal((jobs, dim)).astype(np.float32))
     ids = [f"{i:032x}" for i in range(jobs)]
-    to_encode = {**first_payload("0" * 32, []), "jobs": ids, "texts": ["What is kenya a founding member of?"] * jobs, "refs": [None] * jobs}
-    to_cube = {**{k: v for k, v in to_encode.items() if k not in ("texts", "refs")}, "dim": dim, "q": vectors, "truncated": [False] * jobs, "has_ref": [False] * jobs, "r": b""}
+    to_encode = MicroBatch(batch="0" * 32, jobs=ids, texts=["What is kenya a founding member of?"] * jobs, refs=[None] * jobs).to_wire()
+    to_cube = {**to_encode, "texts": [], "refs": [], "dim": dim, "q": vectors, "truncated": [False] * jobs, "has_ref": [False] * jobs}
     to_decode = {**to_cube, "a": vectors}
     out = {}
     for hop, payload in (("to_encode", to_encode), ("to_cube", to_cube), ("to_decode", to_decode)):

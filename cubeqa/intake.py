@@ -1,4 +1,7 @@
-"""Reads a bulk file (JSONL or CSV) into validated jobs; a bad line is reported with its number and skipped."""
+"""Validates input jobs, for the API and the CLI alike, and reads bulk files (JSONL or CSV) into them.
+
+A bad line of a file is reported with its number and skipped; a bad API item is refused naming its field.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,27 @@ from pathlib import Path
 
 from storage.models import KEY_LENGTH
 from storage.repository import NewJob
+from tasks.wire import MAX_MICRO_BATCH
+
+__all__ = ["MAX_MICRO_BATCH", "FieldError", "Intake", "IntakeError", "TooManyItems", "check_count", "check_key", "item_problems", "read_bulk"]
 
 WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
 
 class IntakeError(Exception):
     """The whole file is unusable (missing, unknown format, wrong encoding, unreadable CSV, too many jobs)."""
+
+
+class TooManyItems(IntakeError):
+    """More jobs than one batch may hold."""
+
+
+class FieldError(ValueError):
+    """One field of one item is unacceptable; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -48,33 +66,56 @@ def check_key(key: str) -> str:
     return key
 
 
+def check_count(count: int, max_items: int) -> None:
+    """Raises TooManyItems when `count` jobs would not fit in one batch."""
+    if count > max_items:
+        raise TooManyItems(f"{count} items; a batch holds at most {max_items} (CUBEQA_MAX_BATCH_ITEMS)")
+
+
 def check_text(value: object, name: str, max_chars: int, required: bool) -> str | None:
-    """The field's text, or raises ValueError saying why it is unacceptable."""
+    """The field's text (None for an absent or blank optional one), or raises FieldError saying why it is unacceptable."""
     if value is None:
         if required:
-            raise ValueError(f"missing {name!r}")
+            raise FieldError(name, f"missing {name!r}")
         return None
     if not isinstance(value, str):
-        raise ValueError(f"{name!r} must be a string, not {type(value).__name__}")
+        raise FieldError(name, f"{name!r} must be a string, not {type(value).__name__}")
     if not value.strip():
         if required:
-            raise ValueError(f"{name!r} is empty")
+            raise FieldError(name, f"{name!r} is empty")
         return None
     if len(value) > max_chars:
-        raise ValueError(f"{name!r} has {len(value)} characters; the limit is {max_chars}")
-    check_characters(value, name)
+        raise FieldError(name, f"{name!r} has {len(value)} characters; the limit is {max_chars}")
+    try:
+        check_characters(value, name)
+    except ValueError as exc:
+        raise FieldError(name, str(exc)) from exc
     return value
 
 
+def item_problems(question: object, reference: object, max_chars: int, line: int | None = None) -> NewJob | list[FieldError]:
+    """The job these fields make, or every field's problem (question first): the one check of API and CLI input."""
+    problems: list[FieldError] = []
+    checked: list[str | None] = []
+    for name, value, required in (("question", question, True), ("reference", reference, False)):
+        try:
+            checked.append(check_text(value, name, max_chars, required))
+        except FieldError as exc:
+            problems.append(exc)
+    if problems:
+        return problems
+    assert checked[0] is not None
+    return NewJob(question=checked[0], reference=checked[1], line=line)
+
+
 def make_job(record: object, line: int | None, max_chars: int) -> NewJob:
-    """A validated job from one parsed record ({"question": ..., "reference"/"answer": ...})."""
+    """A validated job from one parsed record ({"question": ..., "reference"/"answer": ...}); raises its first problem."""
     if not isinstance(record, dict):
         raise ValueError(f"expected an object with a 'question' field, got {type(record).__name__}")
-    question = check_text(record.get("question"), "question", max_chars, required=True)
-    reference = record.get("reference", record.get("answer"))
-    reference = check_text(reference, "reference", max_chars, required=False)
-    assert question is not None
-    return NewJob(question=question, reference=reference, line=line)
+    job = item_problems(record.get("question"), record.get("reference", record.get("answer")), max_chars, line)
+    if isinstance(job, list):
+        raise job[0]
+    return job
 
 
 def read_bulk(path: Path, *, max_chars: int, max_items: int) -> Intake:
@@ -102,7 +143,7 @@ def read_bulk(path: Path, *, max_chars: int, max_items: int) -> Intake:
         if problem is not None:
             intake.rejected.append((line, problem))
         if len(intake.jobs) > max_items:
-            raise IntakeError(
+            raise TooManyItems(
                 f"{path}:{line}: more than {max_items} jobs by this line; a batch holds at most {max_items} "
                 "(CUBEQA_MAX_BATCH_ITEMS): split the file (nothing was submitted)"
             )
@@ -120,8 +161,8 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, object, str | None]]:
                 continue
             if not text.strip():
                 continue
-            try:
-                yield number, json.loads(text), None
+            try:  # without its line break: an error at the end of the line is reported at its own column
+                yield number, json.loads(text.rstrip("\r\n")), None
             except json.JSONDecodeError as exc:
                 yield number, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
             except RecursionError:

@@ -1,4 +1,4 @@
-"""Job-system commands: db upgrade, submit, status, results, reconcile."""
+"""Job-system commands: db upgrade/check, submit, status, batches, results, reconcile."""
 
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from cubeqa.cli_base import app, console, errors, fail
-from cubeqa.intake import IntakeError, check_key, read_bulk
+from cubeqa.intake import MAX_MICRO_BATCH, IntakeError, check_key, read_bulk
 from cubeqa.render import progress_bar
 from cubeqa.settings import Settings
 from cubeqa.wiring import celery_app, open_store
 from storage.db import StorageError, upgrade
 from storage.models import SOURCE_LENGTH, is_id
-from storage.repository import BatchSummary, batch_summary, iter_results
+from storage.repository import iter_results
+from storage.summary import BatchSummary, batch_summary, count_batches, list_batches
 from tasks.producer import BrokerUnavailable, reconcile, submit
 
 db_app = typer.Typer(help="The SQL store's schema.", no_args_is_help=True)
@@ -38,7 +40,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     settings: Settings = ctx.obj
     try:
         upgrade(settings.database_url)
-    except Exception as exc:  # noqa: BLE001 - driver and Alembic errors differ per backend
+    except Exception as exc:  # driver and Alembic errors differ per backend
         raise fail(StorageError(f"cannot upgrade {safe_url(settings.database_url)}: {exc}")) from exc
     console.print(f"database {safe_url(settings.database_url)} is at the current schema")
 
@@ -68,7 +70,7 @@ def safe_url(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "(unparseable URL)"
 
 
@@ -77,7 +79,7 @@ def submit_command(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="questions: .jsonl objects or .csv rows with a 'question' (and optional 'reference') field")],
     wait: Annotated[bool, typer.Option(help="show progress until every job is final")] = False,
-    batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="jobs per micro-batch task (default CUBEQA_MICRO_BATCH)")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, max=MAX_MICRO_BATCH, help="jobs per micro-batch task (default CUBEQA_MICRO_BATCH)")] = None,
     key: Annotated[str | None, typer.Option(help="idempotency key: resubmitting with the same key is a no-op")] = None,
 ) -> None:
     """Submit a bulk file: bad lines are reported with their line numbers; the good ones are queued."""
@@ -109,7 +111,7 @@ def submit_command(
         console.print(f"batch [bold]{result.batch_id}[/bold]: {result.sent} jobs queued, {len(intake.rejected)} lines skipped")
     else:
         console.print(f"batch [bold]{result.batch_id}[/bold] already exists for key {escape(repr(key))}: nothing submitted")
-        existing = batch_summary(sessions, result.batch_id)
+        existing = summary_of(sessions, result.batch_id)
         if existing is not None and (existing.total != len(intake.jobs) or existing.source != source):
             errors.print(
                 "[yellow]warning:[/yellow] "
@@ -123,15 +125,23 @@ def submit_command(
         console.print(summary_table(summary))
 
 
-def watch(sessions, batch_id: str, poll: float = 0.5) -> BatchSummary:  # noqa: ANN001 - sessionmaker
+def summary_of(sessions: sessionmaker[Session], batch_id: str) -> BatchSummary | None:
+    """The batch's summary, read in a session of its own (None if unknown)."""
+    if not is_id(batch_id):
+        return None
+    with sessions() as session:
+        return batch_summary(session=session, batch_id=batch_id)
+
+
+def watch(sessions: sessionmaker[Session], batch_id: str, poll: float = 0.5) -> BatchSummary:
     """A progress bar with rate and ETA until every job of the batch is final."""
-    summary = batch_summary(sessions, batch_id)
+    summary = summary_of(sessions, batch_id)
     assert summary is not None
     with progress_bar(console) as bar:
         task = bar.add_task(f"batch {batch_id}", total=summary.total, completed=summary.done + summary.failed)
         while not summary.finished:
             time.sleep(poll)
-            summary = batch_summary(sessions, batch_id)
+            summary = summary_of(sessions, batch_id)
             assert summary is not None
             bar.update(task, completed=summary.done + summary.failed, description=f"batch {batch_id} ({summary.failed} failed)")
     return summary
@@ -151,12 +161,10 @@ def summary_table(summary: BatchSummary) -> Table:
     return table
 
 
-def load_summary(settings: Settings, batch_id: str) -> tuple[object, BatchSummary]:
-    try:
-        sessions = open_store(settings)
-    except StorageError as exc:
-        raise fail(exc) from exc
-    summary = batch_summary(sessions, batch_id) if is_id(batch_id) else None
+def load_summary(settings: Settings, batch_id: str) -> tuple[sessionmaker[Session], BatchSummary]:
+    """Sessions on the store and the batch's summary; fails naming the batch if it is unknown."""
+    sessions = store(settings)
+    summary = summary_of(sessions, batch_id)
     if summary is None:
         raise fail(LookupError(f"no batch {batch_id!r} in {safe_url(settings.database_url)}"))
     return sessions, summary
@@ -179,12 +187,65 @@ def status_command(
         console.print(summary_table(summary))
 
 
+def store(settings: Settings) -> sessionmaker[Session]:
+    try:
+        return open_store(settings)
+    except StorageError as exc:
+        raise fail(exc) from exc
+
+
+@app.command("batches")
+def batches_command(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="batches to show")] = 20,
+    offset: Annotated[int, typer.Option(min=0, max=2**31 - 1, help="newest batches to skip")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the batches as JSON")] = False,
+) -> None:
+    """Batches newest first, with their progress."""
+    with store(ctx.obj)() as session:
+        page = list_batches(session=session, offset=offset, limit=limit)
+        total = count_batches(session=session)
+    if as_json:
+        print(json.dumps({"batches": [s.to_dict() for s in page], "total": total, "offset": offset, "limit": limit}, indent=2))
+        return
+    table = Table(title=f"batches {offset + 1 if page else offset}-{offset + len(page)} of {total}, newest first", title_justify="left")
+    for column in ("id", "created", "source", "jobs", "done", "failed", "finished"):
+        table.add_column(column, justify="right" if column in ("jobs", "done", "failed") else "left")
+    for s in page:
+        table.add_row(
+            s.id, s.created_at.strftime("%Y-%m-%d %H:%M:%S"), escape(s.source or ""), str(s.total), str(s.done), str(s.failed),
+            s.finished_at.strftime("%Y-%m-%d %H:%M:%S") if s.finished_at else "-",
+        )
+    console.print(table)
+
+
 class ResultFormat(StrEnum):
     jsonl = "jsonl"
     csv = "csv"
 
 
-CSV_FIELDS = ("line", "question", "reference", "status", "answer", "decoder_path", "score", "error", "model_version", "metrics", "timings_ms", "hosts", "id")
+CSV_FIELDS = ("line", "question", "reference", "status", "answer", "decoder_path", "score", "error", "model_version", "id")
+NESTED = ("metrics", "timings_ms", "hosts")  # one CSV column per key: metrics.e2e_cos, timings_ms.encode, hosts.decode
+
+
+def csv_columns(sessions: sessionmaker[Session], batch_id: str) -> list[str]:
+    """The flat columns, with one per metric, timing and host key any job of the batch has (a first pass over it)."""
+    keys: dict[str, dict[str, None]] = {name: {} for name in NESTED}
+    with sessions() as session:
+        for row in iter_results(session=session, batch_id=batch_id):
+            for name in NESTED:
+                keys[name].update(dict.fromkeys(row[name]))
+    return [*CSV_FIELDS[:-1], *(f"{name}.{key}" for name in NESTED for key in keys[name]), CSV_FIELDS[-1]]
+
+
+def flat(row: dict[str, object]) -> dict[str, object]:
+    """A result row with its metrics, timings and hosts as columns of their own."""
+    out = {k: v for k, v in row.items() if k not in NESTED}
+    for name in NESTED:
+        nested = row[name]
+        assert isinstance(nested, dict)
+        out.update({f"{name}.{key}": value for key, value in nested.items()})
+    return out
 
 
 @app.command("results")
@@ -199,13 +260,15 @@ def results_command(
     handle = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
     try:
         if fmt == ResultFormat.jsonl:
-            for row in iter_results(sessions, batch):
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            with sessions() as session:
+                for row in iter_results(session=session, batch_id=batch):
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         else:
-            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=csv_columns(sessions, batch), extrasaction="ignore")
             writer.writeheader()
-            for row in iter_results(sessions, batch):
-                writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+            with sessions() as session:
+                for row in iter_results(session=session, batch_id=batch):
+                    writer.writerow(flat(row))
     finally:
         if out:
             handle.close()
@@ -219,10 +282,7 @@ def reconcile_command(
 ) -> None:
     """Re-send jobs stuck in a non-final state past a deadline, from SQL (Redis may have lost them)."""
     settings: Settings = ctx.obj
-    try:
-        sessions = open_store(settings)
-    except StorageError as exc:
-        raise fail(exc) from exc
+    sessions = store(settings)
     celery_app(settings)
     deadline = timedelta(seconds=after or settings.reconcile_after)
     while True:

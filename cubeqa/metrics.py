@@ -10,7 +10,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.repository import percentile, recent_stage_timings, status_counts
+from storage.repository import recent_stage_timings, status_counts
+from storage.summary import percentile
 from tasks.app import STAGES
 
 
@@ -23,14 +24,15 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("cubeqa_jobs", "Jobs in the store by status", labels=["status"])
-        counts = status_counts(self.sessions)
+        with self.sessions() as session:
+            counts = status_counts(session=session)
+            timings = recent_stage_timings(session=session)
         for name, count in counts.items():
             jobs.add_metric([name], count)
         yield jobs
         backlog = GaugeMetricFamily("cubeqa_backlog_jobs", "Jobs not yet final (queued or running): what autoscaling should follow")
         backlog.add_metric([], counts["queued"] + counts["running"])
         yield backlog
-        timings = recent_stage_timings(self.sessions)
         latency = GaugeMetricFamily("cubeqa_stage_latency_ms", "Per-item stage time over the last 1000 finished jobs", labels=["stage", "quantile"])
         for stage in STAGES:
             values = sorted(float(t[stage]) for t in timings if stage in t)

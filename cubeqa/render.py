@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.evaluation import EvalReport
+from pipeline import EvalReport
 
 if TYPE_CHECKING:
     from pipeline.decoder_workflows import DecoderReport

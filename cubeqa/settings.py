@@ -13,6 +13,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline import DecoderKind
+from tasks.wire import MAX_MICRO_BATCH
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -41,7 +44,7 @@ class Settings(BaseSettings):
     bank_index: Literal["flat", "hnsw"] = Field("flat", description="FAISS index kind of the phrase bank")
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="bank score below which the answer is 'no confident answer'")
     top_k: int = Field(3, ge=1, description="bank candidates returned per answer")
-    decoder: Literal["bank", "generative", "hybrid"] = Field("bank", description="which decoder turns answer vectors into text")
+    decoder: DecoderKind = Field(DecoderKind.bank, description="which decoder turns answer vectors into text")
     generative_beam: int | None = Field(None, ge=1, le=16, description="beam width of the generative decoder (1 = greedy); unset: the bundle's default")
     generative_rerank: bool | None = Field(None, description="rerank beam candidates by teacher cosine to the target; unset: the bundle's default")
     generative_min_length: float | None = Field(
@@ -51,10 +54,20 @@ class Settings(BaseSettings):
         None, description="multiply the generative decoder's layers in int8 where torch has an int8 CPU engine (x86); unset: the bundle's default (on)"
     )
 
+    # Knowledge banks.
+    bank_root: Path | None = Field(
+        None, description="directory of the knowledge banks, shared by every decode worker; unset: `cubeqa-banks` beside a SQLite database, else CACHE_DIR/banks"
+    )
+    bank: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="bank a job answers from when it names none")
+    bank_cache_mb: int = Field(1024, ge=1, description="most MB of bank versions a decode worker keeps loaded (least recently used go first)")
+    min_confidence: float | None = Field(
+        None, ge=0.0, le=1.0, description="calibrated confidence below which an answer is 'no confident answer'; unset: the bundle's default"
+    )
+
     # The job system.
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL")
     database_url: str = Field("sqlite:///cubeqa.db", description="SQL store URL: sqlite:///PATH or postgresql+psycopg://...")
-    micro_batch: int = Field(64, ge=1, le=1024, description="jobs per chained encode|cube|decode task")
+    micro_batch: int = Field(64, ge=1, le=MAX_MICRO_BATCH, description="jobs per chained encode|cube|decode task")
     max_question_chars: int = Field(4000, ge=1, description="longest accepted question or reference, in characters")
     max_batch_items: int = Field(100_000, ge=1, description="most jobs in one submitted batch")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted HTTP request body")

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from cubeqa.settings import Settings
+from cubeqa.settings import PACKAGE_DIR, Settings
 from storage.db import check_schema, make_engine, session_factory
 
 if TYPE_CHECKING:
     from celery import Celery
 
-    from pipeline.decoders.phrase_bank import PhraseBankConfig
-    from pipeline.encoder import EncoderConfig
+    from pipeline import EncoderConfig, PhraseBankConfig
+    from pipeline.knowledge.store import BankStore
     from workers.main import WorkerOptions
 
 
 def encoder_config(settings: Settings) -> EncoderConfig:
     """EncoderConfig from settings (nothing is loaded)."""
-    from pipeline.encoder import EncoderConfig
+    from pipeline import EncoderConfig
 
     return EncoderConfig(
         model_dir=settings.encoder_dir, device=settings.device, batch_size=settings.encode_batch_size,
@@ -29,7 +31,7 @@ def encoder_config(settings: Settings) -> EncoderConfig:
 
 
 def bank_config(settings: Settings) -> PhraseBankConfig:
-    from pipeline.decoders.phrase_bank import PhraseBankConfig
+    from pipeline import PhraseBankConfig
 
     return PhraseBankConfig(index=settings.bank_index, min_score=settings.min_score)
 
@@ -39,6 +41,23 @@ def generative_options(settings: Settings) -> dict[str, object]:
     options = {"beam": settings.generative_beam, "rerank": settings.generative_rerank, "min_length": settings.generative_min_length,
                "int8": settings.generative_int8}
     return {name: value for name, value in options.items() if value is not None}
+
+
+def bank_root(settings: Settings) -> Path:
+    """Where banks live: the setting, else beside a SQLite database (the embedded set-up), else under the cache."""
+    if settings.bank_root is not None:
+        return settings.bank_root
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).resolve().parent / "cubeqa-banks"
+    return settings.cache_dir / "banks"
+
+
+def bank_store(settings: Settings) -> BankStore:
+    """The bank store the settings name, with the banks shipped in the package (`default`) built in."""
+    from pipeline.knowledge.store import BankStore
+
+    return BankStore(bank_root(settings), builtin={"default": PACKAGE_DIR / "banks" / "default"})
 
 
 def open_store(settings: Settings) -> sessionmaker[Session]:

@@ -6,6 +6,9 @@
       cube.safetensors   the cube's state_dict
       bank.jsonl         phrase-bank sentences, one JSON string per line
       bank.safetensors   optional: their embeddings by the manifest's encoder, so loading skips re-encoding
+      decoder.safetensors, decoder.json, decoder_words.json
+                         optional: the generative decoder's weights, its config and record (with the
+                         hybrid threshold), its real-word constraint
 
 No pickle anywhere: a bundle holding a pickle-format file (by its suffix or its first bytes) is refused,
 and weights are read only by safetensors, which cannot run code. When the manifest records a `bundle_id`
@@ -28,15 +31,18 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
 from pipeline.cube import Cube, CubeConfig
+from pipeline.data import numbered_lines
 from pipeline.encoder import EncoderIdentity
 from pipeline.errors import BundleError, IncompatibleBundle
-from pipeline.training.data import numbered_lines
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CUBE_WEIGHTS = "cube.safetensors"
 BANK = "bank.jsonl"
 BANK_VECTORS = "bank.safetensors"
+DECODER_WEIGHTS = "decoder.safetensors"  # optional: the generative decoder (pipeline.decoders.generative.io)
+DECODER_CONFIG = "decoder.json"  # its config, training record and the chosen hybrid threshold
+WORDS_FILE = "decoder_words.json"  # its real-word constraint
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib"}
 PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # a pickle's first two bytes
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format: a zip holding a pickle
@@ -230,3 +236,26 @@ def read_bank(path: Path, expected: int) -> list[str]:
     if len(texts) != expected:
         raise BundleError(f"{bank_path} has {len(texts)} sentences; the manifest says {expected} (truncated?)")
     return texts
+
+
+def has_decoder(bundle_dir: Path) -> bool:
+    """Whether the bundle ships a generative decoder."""
+    return (Path(bundle_dir) / DECODER_WEIGHTS).is_file()
+
+
+def read_hybrid_threshold(bundle_dir: Path) -> float | None:
+    """The hybrid threshold recorded in the decoder's record, or None when none was chosen."""
+    try:
+        record = json.loads((Path(bundle_dir) / DECODER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read the decoder config {Path(bundle_dir) / DECODER_CONFIG}: {exc!r}") from exc
+    chosen = (record.get("hybrid") or {}).get("threshold") if isinstance(record, dict) else None
+    return None if chosen is None else float(chosen)
+
+
+def save_threshold(bundle_dir: Path, threshold: dict[str, object]) -> None:
+    """Records the chosen hybrid threshold (without its table) in the bundle's decoder record."""
+    path = Path(bundle_dir) / DECODER_CONFIG
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["hybrid"] = {k: v for k, v in threshold.items() if k != "table"}
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

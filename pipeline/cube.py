@@ -9,14 +9,13 @@ untrained cube the identity map: out = normalise(q + g·readout(face)), g = 0.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.reshape import face_channels, vector_to_face
+from pipeline.config import CubeConfig, face_channels
+from pipeline.reshape import vector_to_face
 
 # Neighbour slots, in the order they are stacked after a cell's own state.
 DIRECTIONS: tuple[tuple[int, int, int], ...] = (
@@ -28,46 +27,6 @@ DIRECTIONS: tuple[tuple[int, int, int], ...] = (
     (0, 0, 1),  # z+  (towards the output face)
 )
 SLOTS = 1 + len(DIRECTIONS)
-
-
-@dataclass(frozen=True)
-class CubeConfig:
-    """Shape and dynamics of the lattice; stored in the bundle manifest."""
-
-    dim: int = 384  # question/answer vector size (the teacher's)
-    size: tuple[int, int, int] = (8, 8, 4)  # X, Y, Z cells
-    channels: int = 16  # state channels per cell
-    hidden: int = 64  # hidden width of the shared cell network
-    steps: int = 4  # propagation steps T
-    boundary: Literal["walls", "periodic"] = "walls"  # periodic wraps x and y; z is always walled
-    injection: Literal["exact", "projection"] = "projection"
-    reinject: bool = True  # add the input face at every step, not only the first
-
-    def __post_init__(self) -> None:
-        whole = {"dim": self.dim, "channels": self.channels, "hidden": self.hidden, "steps": self.steps}
-        for name, value in whole.items():  # a manifest's JSON may hold anything
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
-        if len(self.size) != 3 or min(self.size) < 1:
-            raise ValueError(f"size must be three positive ints, got {self.size}")
-        if self.boundary not in ("walls", "periodic"):
-            raise ValueError(f"boundary must be 'walls' or 'periodic', got {self.boundary!r}")
-        if self.injection not in ("exact", "projection"):
-            raise ValueError(f"injection must be 'exact' or 'projection', got {self.injection!r}")
-        if self.injection == "exact":
-            face_channels(self.dim, self.size[0], self.size[1])
-        if self.steps < self.size[2] - 1:
-            raise ValueError(f"{self.steps} steps cannot carry the input face (z = 0) to the output face (z = {self.size[2] - 1})")
-
-    def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        data["size"] = list(self.size)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> CubeConfig:
-        return cls(**data)  # type: ignore[arg-type]
 
 
 def pad_lattice(state: torch.Tensor, periodic: bool) -> torch.Tensor:
@@ -165,3 +124,11 @@ class Cube(nn.Module):
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         """q: (B, D) unit vectors -> (B, D) unit vectors."""
         return self.forward_parts(q)[0]
+
+
+def apply_map(model: nn.Module, q: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Runs a vector map over (N, D) float32 vectors in inference mode."""
+    model.eval()
+    with torch.inference_mode():
+        parts = [model(torch.from_numpy(q[i : i + batch_size])) for i in range(0, len(q), batch_size)]
+    return torch.cat(parts).numpy() if parts else np.zeros_like(q)

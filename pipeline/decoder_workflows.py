@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,11 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.checkpoint import check_encoder, read_manifest
-from pipeline.decoders.generative import WORDS_FILE, GenerativeConfig, GenerativeDecoder, build_net, save_decoder
+from pipeline.checkpoint import save_threshold as save_threshold  # where the CLI and tests import it from
+from pipeline.data import EmbeddedPairs, numbered_lines
+from pipeline.decoders.generative import GenerativeConfig, GenerativeDecoder, build_net, save_decoder
+from pipeline.decoders.generative.io import save_words
 from pipeline.decoders.words import RealWords
 from pipeline.encoder import TeacherEncoder
 from pipeline.errors import InputError
-from pipeline.training.data import EmbeddedPairs, numbered_lines
+from pipeline.metrics import decode_fidelity, e2e_cos, echo, echo_rate, routes_to_generative
 from pipeline.training.decoder_trainer import DecoderTrainConfig, DecoderTrainReport, ProgressCallback, train_decoder
 from pipeline.workflows import EmbedProgress, embed_texts, load_embedded
 
@@ -97,7 +99,7 @@ def train_decoder_bundle(
         {"train_config": train_config.to_dict(), "report": report.to_dict(), "sources": [Path(train_path).name, *(p.name for p in extra)],
          "fragments_per_answer": fragments_per_answer, "sentences": len(texts)},
     )
-    (Path(bundle_dir) / WORDS_FILE).write_text(json.dumps(words.to_json()), encoding="utf-8")
+    save_words(bundle_dir, words)
     return DecoderTrainOutcome(Path(bundle_dir), report, len(texts))
 
 
@@ -137,7 +139,7 @@ def round_trip(
         ids.append(result.ids)
         if progress:
             progress(1)
-    cosines = np.sum(encoder.encode_generated(outputs) * vectors, axis=1)
+    cosines = decode_fidelity(encoder.encode_generated(outputs), vectors)
     references = [normalise(t, decoder) for t in texts]
     bleu = sacrebleu.corpus_bleu(outputs, [references])
     return RoundTrip(
@@ -235,10 +237,10 @@ def evaluate_decoders(
     import sacrebleu
 
     from pipeline.checkpoint import load_bundle
+    from pipeline.cube import apply_map
     from pipeline.decoders.generative import load_generative
     from pipeline.decoders.hybrid import choose_threshold
     from pipeline.decoders.phrase_bank import PhraseBankDecoder
-    from pipeline.training.cube_trainer import apply_map
 
     bundle = load_bundle(bundle_dir, encoder.identity)
     base, _ = load_generative(bundle_dir, encoder)
@@ -262,7 +264,7 @@ def evaluate_decoders(
 
     train_texts, train_vecs = split_sentences(train)
     nearest = PhraseBankDecoder(train_texts, train_vecs).search(held_vecs, 1)[1][:, 0]
-    near_fid = float(np.mean(np.sum(train_vecs[nearest] * held_vecs, axis=1)))
+    near_fid = float(decode_fidelity(train_vecs[nearest], held_vecs).mean())
     near_bleu = float(sacrebleu.corpus_bleu([normalise(train_texts[i], base) for i in nearest], [[normalise(t, base) for t in held_texts]]).score)
 
     trips = []
@@ -283,14 +285,16 @@ def evaluate_decoders(
     refs = [normalise(p.answer, base) for p in val.pairs]
 
     def figures(name: str, texts: list[str], vecs: np.ndarray, share: float) -> QAFigures:
-        e2e = np.sum(vecs * val.a, axis=1)
-        echo = np.sum(vecs * val.q, axis=1) > e2e
-        return QAFigures(name, float(e2e.mean()), float(np.sum(vecs * outputs, axis=1).mean()), float(sacrebleu.corpus_bleu(texts, [refs]).score), float(echo.mean()), share)
+        return QAFigures(
+            name, float(e2e_cos(vecs, val.a).mean()), float(decode_fidelity(vecs, outputs).mean()),
+            float(sacrebleu.corpus_bleu(texts, [refs]).score), echo_rate(vecs, val.q, val.a), share,
+        )
 
-    bank_e2e, gen_e2e = np.sum(bank_vecs * val.a, axis=1), np.sum(gen_vecs * val.a, axis=1)
     grid = np.quantile(scores[:, 0], np.linspace(0.05, 0.95, 19))
-    choice = choose_threshold(scores[:, 0], bank_e2e, np.sum(bank_vecs * val.q, axis=1) > bank_e2e, gen_e2e, np.sum(gen_vecs * val.q, axis=1) > gen_e2e, grid)
-    routed = scores[:, 0] < choice.threshold
+    choice = choose_threshold(
+        scores[:, 0], e2e_cos(bank_vecs, val.a), echo(bank_vecs, val.q, val.a), e2e_cos(gen_vecs, val.a), echo(gen_vecs, val.q, val.a), grid
+    )
+    routed = routes_to_generative(scores[:, 0], choice.threshold)
     bank_spelled = [normalise(t, base) for t in bank_texts]
     hybrid_texts = [g if r else b for g, b, r in zip(generated, bank_spelled, routed)]
     qa = [
@@ -301,13 +305,3 @@ def evaluate_decoders(
     threshold = {"threshold": choice.threshold, "chosen_on": Path(data_path).name, "e2e_cos": choice.e2e_cos, "echo_rate": choice.echo_rate,
                  "generative_share": choice.generative_share, "table": choice.table}
     return DecoderReport(trips, near_fid, near_bleu, qa, threshold, len(val.pairs))
-
-
-def save_threshold(bundle_dir: Path, threshold: dict[str, object]) -> None:
-    """Records the chosen hybrid threshold in the bundle's decoder.json."""
-    from pipeline.decoders.generative import DECODER_CONFIG
-
-    path = Path(bundle_dir) / DECODER_CONFIG
-    record = json.loads(path.read_text(encoding="utf-8"))
-    record["hybrid"] = {k: v for k, v in threshold.items() if k != "table"}
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -74,7 +74,7 @@ class EncoderIdentity:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> EncoderIdentity:
-        return cls(model_id=str(data["model_id"]), dim=int(data["dim"]), weights_hash=str(data["weights_hash"]))  # type: ignore[call-overload]
+        return cls(model_id=str(data["model_id"]), dim=int(data["dim"]), weights_hash=str(data["weights_hash"]))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,13 @@
      ├── InputError           bad user input (empty text, malformed data line)
      ├── BundleError          a checkpoint bundle that cannot be loaded
      │    └── IncompatibleBundle   the bundle was made with another encoder or shape
-     └── EncoderError         the teacher encoder cannot be loaded from its directory
+     ├── EncoderError         the teacher encoder cannot be loaded from its directory
+     └── BankError            a knowledge bank that cannot be built, found or loaded
+          ├── BankNotFound         no bank of that name, or not that version (removed or never built)
+          ├── BankExists           a build would overwrite a bank without replace
+          ├── BankBusy             another process is building or removing the bank
+          ├── IncompatibleBank     the bank was embedded with another encoder
+          └── BankCorrupt          a bank version with missing or malformed files
 """
 
 from __future__ import annotations
@@ -28,3 +34,27 @@ class IncompatibleBundle(BundleError):
 
 class EncoderError(CubeQAError):
     """The teacher encoder cannot be loaded."""
+
+
+class BankError(CubeQAError):
+    """A knowledge bank that cannot be built, found or loaded."""
+
+
+class BankNotFound(BankError):
+    """No bank of that name, or the asked-for version is gone (removed or never built)."""
+
+
+class BankExists(BankError):
+    """A build of an existing bank name without `replace`."""
+
+
+class BankBusy(BankError):
+    """Another process holds the bank's lock (a build, an add or a removal is running)."""
+
+
+class IncompatibleBank(BankError):
+    """A bank embedded with another encoder than the running one."""
+
+
+class BankCorrupt(BankError):
+    """A bank version whose files are missing, truncated or disagree with its manifest."""

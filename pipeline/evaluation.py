@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.baselines import MeanAnswer, MeanShift, NearestQuestion, ResidualRidge, Ridge
-from pipeline.training.data import EmbeddedPairs
+from pipeline.data import EmbeddedPairs
+from pipeline.metrics import cube_cos, decode_fidelity, e2e_cos, echo_rate
 
 VectorMap = Callable[[np.ndarray], np.ndarray]
 COMPARED = ("identity", "mean_shift", "residual_ridge")  # baselines the cube gets paired differences against
@@ -47,11 +48,6 @@ def paired_bootstrap(diff: np.ndarray, resamples: int = 2000, seed: int = 0) -> 
     return Interval(float(diff.mean()), float(low), float(high))
 
 
-def cosines(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of unit vectors (N, D), (N, D) -> (N,)."""
-    return (x * y).sum(-1)
-
-
 def retrieval_ranks(queries: np.ndarray, bank: np.ndarray, targets: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """1-based rank of bank row `targets[i]` among all rows for query i; a tie counts against it."""
     ranks = np.empty(len(queries), np.int64)
@@ -65,11 +61,6 @@ def retrieval_ranks(queries: np.ndarray, bank: np.ndarray, targets: np.ndarray, 
 def retrieval_metrics(ranks: np.ndarray) -> dict[str, float]:
     """R@1, R@10 and MRR from 1-based ranks."""
     return {"R@1": float((ranks == 1).mean()), "R@10": float((ranks <= 10).mean()), "MRR": float((1.0 / ranks).mean())}
-
-
-def echo_rate(answers: np.ndarray, questions: np.ndarray, references: np.ndarray) -> float:
-    """Share of answers closer to their question than to their reference answer."""
-    return float((cosines(answers, questions) > cosines(answers, references)).mean())
 
 
 @dataclass(frozen=True)
@@ -131,7 +122,7 @@ def evaluate(cube: VectorMap, train: EmbeddedPairs, split: EmbeddedPairs, *, res
         "nearest_question": NearestQuestion.fit(train.q, train.a),
     }
     outputs = {name: fn(q) for name, fn in maps.items()}
-    per_sample = {name: cosines(out, a) for name, out in outputs.items()}
+    per_sample = {name: cube_cos(out, a) for name, out in outputs.items()}
     report = EvalReport(split_size=len(q), train_size=len(train.q))
     seen = {pair.question for pair in train.pairs}
     overlap = sum(pair.question in seen for pair in split.pairs)
@@ -149,8 +140,8 @@ def evaluate(cube: VectorMap, train: EmbeddedPairs, split: EmbeddedPairs, *, res
     for bank_name, bank in (("closed", closed_bank), ("open", open_bank)):
         for name, prefix in (("cube", ""), ("identity", "identity_")):
             decoded = bank.vectors[np.argmax(outputs[name] @ bank.vectors.T, axis=1)]  # phrase-bank decode
-            report.e2e[f"{prefix}e2e_cos_{bank_name}"] = float(cosines(decoded, a).mean())
-            report.e2e[f"{prefix}decode_fidelity_{bank_name}"] = float(cosines(decoded, outputs[name]).mean())
+            report.e2e[f"{prefix}e2e_cos_{bank_name}"] = float(e2e_cos(decoded, a).mean())
+            report.e2e[f"{prefix}decode_fidelity_{bank_name}"] = float(decode_fidelity(decoded, outputs[name]).mean())
             report.e2e[f"{prefix}echo_rate_{bank_name}"] = echo_rate(decoded, q, a)
 
     for base in COMPARED:

@@ -10,15 +10,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline.checkpoint import load_bundle
+from pipeline.confidence import evidence
+from pipeline.decoders.base import Answer, DecoderKind
 from pipeline.decoders.phrase_bank import PhraseBankConfig
 from pipeline.encoder import Encoded, EncoderConfig, check_texts
 from pipeline.errors import InputError
-from pipeline.stages import Answer, CubeStage, DecodeStage, EncodeStage
+from pipeline.knowledge.bank_cache import BankCache, BankRef
+from pipeline.stages import CubeStage, DecodeStage, EncodeStage
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class AnswerResult:
     truncated: bool  # the question was longer than the encoder's limit and was cut
     timings_ms: dict[str, float] = field(default_factory=dict)  # per-item share of each stage's batch time
     metrics: dict[str, float] = field(default_factory=dict)
+    confidence: float | None = None  # calibrated probability that the bank sentence is right; None for generated text
+    evidence: dict[str, Any] | None = None  # the sentence's document, position, neighbours and the alternatives (pipeline.confidence.evidence)
 
 
 class ProductionPipeline:
@@ -52,8 +58,10 @@ class ProductionPipeline:
         bank_config: PhraseBankConfig | None = None,
         cache_dir: Path | None = None,
         top_k: int = 3,
-        decoder: str = "bank",
+        decoder: DecoderKind = DecoderKind.bank,
         generative_options: dict[str, object] | None = None,
+        banks: BankCache | None = None,
+        min_confidence: float | None = None,
     ) -> ProductionPipeline:
         """Loads the encoder, checks the bundle against it, builds (or reuses the cached) bank index and,
         for `decoder` generative or hybrid, loads the bundle's generative decoder."""
@@ -61,7 +69,7 @@ class ProductionPipeline:
         bundle = load_bundle(bundle_dir, encode_stage.encoder.identity)
         decode_stage = DecodeStage(
             bundle_dir, bundle=bundle, bank_config=bank_config, top_k=top_k, encoder=encode_stage.encoder, cache_dir=cache_dir,
-            decoder=decoder, generative_options=generative_options,
+            decoder=decoder, generative_options=generative_options, banks=banks, min_confidence=min_confidence,
         )
         return cls(encode_stage, CubeStage(bundle_dir, bundle), decode_stage)
 
@@ -78,15 +86,17 @@ class ProductionPipeline:
         """Stage 2: the cube, (N, D) -> (N, D) unit answer vectors."""
         return self.cube_stage.map(vectors)
 
-    def decode(self, vectors: np.ndarray) -> list[Answer]:
+    def decode(self, vectors: np.ndarray, bank: BankRef | None = None, min_confidence: float | None = None) -> list[Answer]:
         """Stage 3: answers for (N, D) answer vectors from the configured decoder."""
-        return self.decode_stage.decode(vectors)
+        return self.decode_stage.decode(vectors, bank, min_confidence)
 
     def process_text(self, text: str) -> str:
         """The answer text for one question (or the explicit no-confident-answer marker)."""
         return self.process_batch([text])[0].answer
 
-    def process_batch(self, texts: list[str], references: list[str] | None = None) -> list[AnswerResult]:
+    def process_batch(
+        self, texts: list[str], references: list[str] | None = None, *, bank: BankRef | None = None, min_confidence: float | None = None
+    ) -> list[AnswerResult]:
         """Answers a batch; with references, adds per-item quality metrics (DESIGN.md names)."""
         check_texts(texts)
         if references is not None:
@@ -99,7 +109,7 @@ class ProductionPipeline:
         encoded_at = time.perf_counter()
         answer_vectors = self.map(encoded.vectors)
         mapped_at = time.perf_counter()
-        answers = self.decode(answer_vectors)
+        answers = self.decode(answer_vectors, bank, min_confidence)
         decoded_at = time.perf_counter()
         timings = {
             "encode": 1000 * (encoded_at - started) / n,
@@ -114,10 +124,12 @@ class ProductionPipeline:
                 answer=answer.text,
                 path=answer.path,
                 score=answer.score,
-                candidates=answer.candidates,
+                candidates=answer.candidate_pairs(),
                 truncated=bool(encoded.truncated[i]),
                 timings_ms=dict(timings),
                 metrics=metrics[i],
+                confidence=answer.confidence,
+                evidence=evidence(answer),
             )
             for i, (text, answer) in enumerate(zip(texts, answers))
         ]

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import torch
 
-
-def face_channels(dim: int, x: int, y: int) -> int:
-    """Channels per cell needed to hold a `dim`-vector on an x×y face exactly."""
-    if dim % (x * y):
-        raise ValueError(f"a {dim}-vector does not tile a {x}x{y} face exactly ({dim} % {x * y} != 0)")
-    return dim // (x * y)
+from pipeline.config import face_channels
 
 
 def vector_to_face(vectors: torch.Tensor, x: int, y: int) -> torch.Tensor:

@@ -8,19 +8,22 @@ same methods, so answers are identical for the same input.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.calibration import Calibrator, default_min_confidence, load_calibration
 from pipeline.checkpoint import Bundle, Manifest, check_encoder, load_bundle, read_manifest
-from pipeline.decoders.generative import Generated, load_generative
-from pipeline.decoders.hybrid import HybridDecoder
-from pipeline.decoders.phrase_bank import BankAnswer, PhraseBankConfig, PhraseBankDecoder
+from pipeline.confidence import with_confidence
+from pipeline.cube import apply_map
+from pipeline.data import embed_cached
+from pipeline.decoders.base import Answer, Decoder, DecoderKind
+from pipeline.decoders.phrase_bank import PhraseBankConfig, PhraseBankDecoder
+from pipeline.decoders.registry import DecoderParts, make_decoder
 from pipeline.encoder import Encoded, EncoderConfig, TeacherEncoder
-from pipeline.errors import BundleError
-from pipeline.training.cube_trainer import apply_map
-from pipeline.training.data import embed_cached
+from pipeline.knowledge.bank_cache import BankCache, BankRef
+from pipeline.metrics import item_metrics
 
 
 def model_version(bundle_dir: Path, manifest: Manifest) -> str:
@@ -54,18 +57,6 @@ class CubeStage:
         return apply_map(self.bundle.cube, np.ascontiguousarray(vectors, dtype=np.float32))
 
 
-@dataclass(frozen=True)
-class Answer:
-    """One decoded answer, whatever decoder produced it."""
-
-    text: str
-    path: str  # "bank", "generative", or "none" when the bank alone found nothing above its threshold
-    score: float  # bank: inner product of the best sentence; generative: cos(enc(text), target vector)
-    candidates: tuple[tuple[str, float], ...]
-    vector: np.ndarray  # teacher embedding of `text` (for the metrics; from the bank or re-encoded)
-    bank_score: float  # the bank's best score, also when another path answered
-
-
 class DecodeStage:
     """Stage 3: answer vectors to sentences (phrase bank, generative or hybrid), plus the per-item quality metrics."""
 
@@ -79,20 +70,23 @@ class DecodeStage:
         encoder: TeacherEncoder | None = None,
         encoder_config: EncoderConfig | None = None,
         cache_dir: Path | None = None,
-        decoder: str = "bank",
+        decoder: DecoderKind = DecoderKind.bank,
         generative_options: dict[str, object] | None = None,
         hybrid_threshold: float | None = None,
+        banks: BankCache | None = None,
+        min_confidence: float | None = None,
     ) -> None:
-        """Uses the bank vectors shipped in the bundle (embeds the bank, cached, only when it ships none);
-        the generative and hybrid decoders also load the teacher, to re-embed what they generate."""
-        if decoder not in ("bank", "generative", "hybrid"):
-            raise ValueError(f"decoder must be bank, generative or hybrid, got {decoder!r}")
+        """Uses the bank vectors shipped in the bundle (embeds the bank, cached, only when it ships none) for jobs that
+        name no bank, and `banks` for those that do; the generative and hybrid decoders also load the teacher, to
+        re-embed what they generate. The bundle's calibrator (if any) gives bank answers a confidence; below
+        `min_confidence` (default: the bundle's) they become "no confident answer"."""
+        kind = DecoderKind(decoder)
         bundle = bundle or load_bundle(bundle_dir)
-        self.kind = decoder
+        self.kind = kind
         self.top_k = top_k
         self.model_version = model_version(bundle_dir, bundle.manifest)
         self.encoder = encoder
-        if bundle.bank_vectors is None or decoder != "bank":
+        if bundle.bank_vectors is None or kind.needs_teacher:
             self.encoder = encoder or TeacherEncoder(encoder_config)
             check_encoder(bundle.manifest, self.encoder.identity, Path(bundle_dir))
         vectors = bundle.bank_vectors
@@ -102,51 +96,36 @@ class DecodeStage:
             vectors = embed_cached(
                 bundle.bank_texts, lambda texts: embedder.encode(texts).vectors, cache_dir, f"bank-{embedder.identity.weights_hash}"
             )
-        self.decoder = PhraseBankDecoder(bundle.bank_texts, vectors, bank_config)
-        self.generative = None
-        self.hybrid = None
-        if decoder != "bank":
-            self.generative, record = load_generative(bundle_dir, self.encoder, **(generative_options or {}))
-            if decoder == "hybrid":
-                chosen = (record.get("hybrid") or {}).get("threshold") if hybrid_threshold is None else hybrid_threshold
-                if chosen is None:
-                    raise BundleError(f"bundle {bundle_dir} has no hybrid threshold: choose one with `cubeqa eval --decoder all --save-threshold`")
-                self.hybrid = HybridDecoder(self.decoder, self.generative, float(chosen), top_k)
+        self.bank = PhraseBankDecoder(bundle.bank_texts, vectors, bank_config, top_k=top_k)
+        self.bank_config = bank_config
+        self.parts = DecoderParts(Path(bundle_dir), self.bank, self.encoder, dict(generative_options or {}), hybrid_threshold)
+        self.decoder: Decoder = make_decoder(kind, self.parts)
+        if kind.needs_teacher:  # one generative model for the decoders of every bank
+            path = self.decoder if kind is DecoderKind.generative else self.decoder.generative
+            self.parts = replace(self.parts, generative=path.generative)
+        self.banks = banks
+        self.calibrator: Calibrator | None = load_calibration(bundle_dir)
+        self.min_confidence = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
+        self._by_bank: dict[BankRef, tuple[object, Decoder]] = {}
 
-    def decode(self, vectors: np.ndarray) -> list[Answer]:
-        """Answers for (N, D) unit answer vectors."""
-        if self.kind == "bank":
-            return [self.from_bank(a) for a in self.decoder.decode(vectors, k=self.top_k)]
-        if self.kind == "generative":
-            assert self.generative is not None
-            generated = self.generative.decode(vectors)
-            return self.from_generated(generated, vectors, [float(s) for s in self.decoder.search(vectors, 1)[0][:, 0]])
-        assert self.hybrid is not None
-        answers = self.hybrid.decode(vectors)
-        routed = [i for i, a in enumerate(answers) if a.generated is not None]
-        made = (
-            dict(zip(routed, self.from_generated([answers[i].generated for i in routed], vectors[routed], [answers[i].bank.score for i in routed])))  # type: ignore[misc]
-            if routed
-            else {}
-        )
-        return [made[i] if i in made else self.from_bank(a.bank, routed=True) for i, a in enumerate(answers)]
+    def decode(self, vectors: np.ndarray, bank: BankRef | None = None, min_confidence: float | None = None) -> list[Answer]:
+        """Answers for (N, D) unit answer vectors from `bank` (None: the bundle's own), with calibrated confidence;
+        `min_confidence` overrides the stage's threshold for this call."""
+        decoder = self.decoder if bank is None else self.decoder_for(bank)
+        threshold = self.min_confidence if min_confidence is None else min_confidence
+        return with_confidence(decoder.decode(vectors), self.calibrator, threshold)
 
-    def from_bank(self, answer: BankAnswer, routed: bool = False) -> Answer:
-        """`routed`: the hybrid's threshold chose the bank, which then answers even below its own min_score."""
-        best = answer.candidates[0]
-        confident = answer.confident or routed
-        return Answer(
-            text=best.text if confident else answer.text, path=self.decoder.path if confident else "none", score=answer.score,
-            candidates=tuple((c.text, c.score) for c in answer.candidates), vector=self.decoder.vectors[best.row], bank_score=answer.score,
-        )
-
-    def from_generated(self, generated: list[Generated], targets: np.ndarray, bank_scores: list[float]) -> list[Answer]:
-        assert self.encoder is not None
-        vectors = self.encoder.encode_generated([g.text for g in generated])
-        return [
-            Answer(text=g.text, path="generative", score=float(v @ t), candidates=tuple(g.candidates), vector=v, bank_score=b)
-            for g, v, t, b in zip(generated, vectors, targets, bank_scores)
-        ]
+    def decoder_for(self, ref: BankRef) -> Decoder:
+        """The configured decoder over one bank version (rebuilt when the cache has reloaded that version)."""
+        if self.banks is None:
+            raise ValueError(f"this decode stage serves no knowledge banks, but a job names bank {ref}")
+        loaded = self.banks.get(ref)
+        held = self._by_bank.get(ref)
+        if held is None or held[0] is not loaded:
+            bank = PhraseBankDecoder.from_source(loaded, self.bank_config, top_k=self.top_k)
+            held = (loaded, make_decoder(self.kind, replace(self.parts, bank=bank)))
+            self._by_bank = {r: d for r, d in self._by_bank.items() if r in set(self.banks.loaded())} | {ref: held}
+        return held[1]
 
     def score(
         self,
@@ -155,16 +134,7 @@ class DecodeStage:
         answers: list[Answer],
         references: Sequence[np.ndarray | None] | None = None,
     ) -> list[dict[str, float]]:
-        """Per-item metrics (DESIGN.md names): decode_fidelity always; for items with a reference vector
+        """Per-item metrics (pipeline.metrics.item_metrics): decode_fidelity always; for items with a reference vector
         also cube_cos and identity_cos, and e2e_cos and echo when a decoder answered."""
-        metrics: list[dict[str, float]] = [{"decode_fidelity": float(a.vector @ o)} for a, o in zip(answers, outputs)]
-        if references is None:
-            return metrics
-        for i, (item, answer, ref) in enumerate(zip(metrics, answers, references)):
-            if ref is None:
-                continue
-            e2e = float(answer.vector @ ref)
-            item.update(cube_cos=float(outputs[i] @ ref), identity_cos=float(questions[i] @ ref))
-            if answer.path != "none":
-                item.update(e2e_cos=e2e, echo=float(float(answer.vector @ questions[i]) > e2e))
-        return metrics
+        decoded = np.stack([a.vector for a in answers]) if answers else np.zeros_like(outputs)
+        return item_metrics(questions, outputs, decoded, [a.path != "none" for a in answers], references)

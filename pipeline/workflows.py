@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from pipeline.checkpoint import load_bundle, save_bundle, weights_id
-from pipeline.cube import Cube, CubeConfig
+from pipeline.cube import Cube, CubeConfig, apply_map
+from pipeline.data import EmbeddedPairs, embed_cached, embed_pairs, file_hash, load_pairs, numbered_lines
 from pipeline.encoder import TeacherEncoder
 from pipeline.errors import InputError
 from pipeline.evaluation import EvalReport, evaluate
-from pipeline.training.cube_trainer import EpochCallback, EpochReport, TrainConfig, apply_map, train_cube
-from pipeline.training.data import EmbeddedPairs, embed_cached, embed_pairs, file_hash, load_pairs, numbered_lines
+from pipeline.training.cube_trainer import EpochCallback, EpochReport, TrainConfig, train_cube
 
 EmbedProgress = Callable[[str, int, int], None]  # (what, done, total)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -24,7 +25,7 @@ def make_engine(url: str, connections: int = 5) -> Engine:
     timeout and foreign keys on every connection."""
     try:
         parsed = make_url(url)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises ArgumentError and others for junk URLs
+    except Exception as exc:  # SQLAlchemy raises ArgumentError and others for junk URLs
         # Never the URL itself: it may hold a password, and unparsed it cannot be masked.
         raise StorageError(f"invalid database URL: {exc}") from exc
     try:
@@ -33,14 +34,14 @@ def make_engine(url: str, connections: int = 5) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         return create_engine(parsed, pool_pre_ping=True, pool_size=connections)
-    except Exception as exc:  # noqa: BLE001 - unknown dialect, driver not installed
+    except Exception as exc:  # unknown dialect, driver not installed
         raise StorageError(
             f"unusable database URL {parsed.render_as_string(hide_password=True)}: {exc}; "
             "use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
         ) from exc
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -79,7 +80,7 @@ def check_schema(engine: Engine) -> None:
     try:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
-    except Exception as exc:  # noqa: BLE001 - driver errors differ per backend; the message names the URL
+    except Exception as exc:  # driver errors differ per backend; the message names the URL
         raise StorageError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
     head = head_revision()
     if current != head:

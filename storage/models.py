@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -22,8 +22,20 @@ def is_id(value: str) -> bool:
     return len(value) == ID_LENGTH and all(c in "0123456789abcdef" for c in value)
 
 
+# Deterministic constraint names on every backend, so a migration can name what it alters or drops.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 class Base(DeclarativeBase):
     """Declarative base; Alembic autogenerates from its metadata."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class ModelVersion(Base):

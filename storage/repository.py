@@ -11,12 +11,10 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from storage.models import DONE, FAILED, FINAL, QUEUED, RUNNING, STATUSES, Batch, Job, ModelVersion
-
-METRIC_NAMES = ("cube_cos", "identity_cos", "e2e_cos", "decode_fidelity", "echo")
+from storage.summary import BatchSummary, batch_summary, count_batches, list_batches
 
 
 def now() -> datetime:
@@ -61,121 +59,81 @@ class JobOutcome:
 
 
 @dataclass(frozen=True)
-class BatchSummary:
-    """Progress and quality of one batch."""
+class CreatedBatch:
+    """What `create_batch` wrote: the batch id, whether it is new, and its jobs in input order (to send, if new)."""
 
     id: str
-    key: str | None
-    source: str | None
-    total: int
-    counts: dict[str, int]
-    done: int
-    failed: int
-    created_at: datetime
-    finished_at: datetime | None
-    metrics: dict[str, dict[str, float]]  # name -> mean, p50, p90, n
-    jobs_per_second: float | None
+    created: bool  # False: the key named an existing batch and nothing was written
+    jobs: list[QueuedJob]
 
     @property
-    def finished(self) -> bool:
-        return self.done + self.failed >= self.total
-
-    @property
-    def success_rate(self) -> float | None:
-        final = self.done + self.failed
-        return self.done / final if final else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "key": self.key,
-            "source": self.source,
-            "total": self.total,
-            "counts": self.counts,
-            "done": self.done,
-            "failed": self.failed,
-            "finished": self.finished,
-            "success_rate": self.success_rate,
-            "created_at": self.created_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "jobs_per_second": self.jobs_per_second,
-            "metrics": self.metrics,
-        }
+    def job_ids(self) -> list[str]:
+        return [job.id for job in self.jobs]
 
 
-def create_batch(
-    sessions: sessionmaker[Session], items: Sequence[NewJob], *, key: str | None = None, source: str | None = None
-) -> tuple[str, bool]:
-    """Writes a batch and its queued jobs in one transaction; returns (batch id, created).
+def create_batch(*, session: Session, items: Sequence[NewJob], key: str | None = None, source: str | None = None) -> CreatedBatch:
+    """Adds a batch and its queued jobs to the caller's transaction; returns its id and jobs.
 
-    With a key that already names a batch, nothing is written and that batch's id comes back (created False).
+    With a key that already names a batch, nothing is written and that batch comes back (created False). A concurrent insert of the same key makes the caller's commit raise IntegrityError.
     """
     if key is not None:
-        existing = find_batch_by_key(sessions, key)
+        existing = find_batch_by_key(session=session, key=key)
         if existing:
-            return existing, False
+            return CreatedBatch(existing, False, jobs_of(session=session, batch_id=existing))
     batch_id = new_id()
     created_at = now()
-    try:
-        with sessions.begin() as session:
-            session.add(Batch(id=batch_id, key=key, source=source, total=len(items), done_count=0, failed_count=0, created_at=created_at))
-            session.flush()
-            if items:  # one executemany, not an ORM object per job
-                session.execute(
-                    insert(Job.__table__),
-                    [
-                        {
-                            "id": new_id(), "batch_id": batch_id, "position": i, "line": item.line, "question": item.question,
-                            "reference": item.reference, "status": QUEUED, "attempts": 0, "dispatches": 0, "created_at": created_at,
-                        }
-                        for i, item in enumerate(items)
-                    ],
-                )
-    except IntegrityError:
-        existing = find_batch_by_key(sessions, key) if key is not None else None
-        if existing:  # a concurrent submission with the same key won the race
-            return existing, False
-        raise
-    return batch_id, True
-
-
-def find_batch_by_key(sessions: sessionmaker[Session], key: str) -> str | None:
-    with sessions() as session:
-        return session.scalar(select(Batch.id).where(Batch.key == key))
-
-
-def unfinished_jobs(sessions: sessionmaker[Session], batch_id: str) -> list[QueuedJob]:
-    """Jobs of a batch not yet in a final state, in input order."""
-    with sessions() as session:
-        rows = session.execute(
-            select(Job.id, Job.batch_id, Job.question, Job.reference)
-            .where(Job.batch_id == batch_id, Job.status.in_((QUEUED, RUNNING)))
-            .order_by(Job.position)
-        ).all()
-    return [QueuedJob(*row) for row in rows]
-
-
-def mark_dispatched(sessions: sessionmaker[Session], job_ids: Sequence[str]) -> None:
-    """Records that these jobs were (re-)sent to the queue."""
-    with sessions.begin() as session:
-        for chunk in chunks(job_ids, 500):
-            session.execute(
-                update(Job).where(Job.id.in_(chunk)).values(dispatched_at=now(), dispatches=Job.dispatches + 1)
-            )
-
-
-def mark_running(sessions: sessionmaker[Session], job_ids: Sequence[str]) -> None:
-    """The encode stage picked these jobs up: one more delivery attempt each (final jobs stay final)."""
-    with sessions.begin() as session:
+    jobs = [QueuedJob(new_id(), batch_id, item.question, item.reference) for item in items]
+    session.add(Batch(id=batch_id, key=key, source=source, total=len(items), done_count=0, failed_count=0, created_at=created_at))
+    session.flush()
+    if items:  # one executemany, not an ORM object per job
         session.execute(
-            update(Job)
-            .where(Job.id.in_(job_ids), Job.status.in_((QUEUED, RUNNING)))
-            .values(status=RUNNING, attempts=Job.attempts + 1, started_at=now())
+            insert(Job.__table__),
+            [
+                {
+                    "id": job.id, "batch_id": batch_id, "position": i, "line": item.line, "question": item.question,
+                    "reference": item.reference, "status": QUEUED, "attempts": 0, "dispatches": 0, "created_at": created_at,
+                }
+                for i, (job, item) in enumerate(zip(jobs, items))
+            ],
         )
+    return CreatedBatch(batch_id, True, jobs)
 
 
-def record_outcomes(sessions: sessionmaker[Session], outcomes: Sequence[JobOutcome], model_version: str | None) -> int:
-    """Writes final results in one transaction; returns how many jobs this call finished.
+def find_batch_by_key(*, session: Session, key: str) -> str | None:
+    return session.scalar(select(Batch.id).where(Batch.key == key))
+
+
+def unfinished_jobs(*, session: Session, batch_id: str) -> list[QueuedJob]:
+    """Jobs of a batch not yet in a final state, in input order."""
+    return jobs_of(session=session, batch_id=batch_id, unfinished=True)
+
+
+def jobs_of(*, session: Session, batch_id: str, unfinished: bool = False) -> list[QueuedJob]:
+    """A batch's jobs (only those not yet final, if `unfinished`) in input order."""
+    query = select(Job.id, Job.batch_id, Job.question, Job.reference).where(Job.batch_id == batch_id)
+    if unfinished:
+        query = query.where(Job.status.in_((QUEUED, RUNNING)))
+    return [QueuedJob(*row) for row in session.execute(query.order_by(Job.position)).all()]
+
+
+def mark_dispatched(*, session: Session, job_ids: Sequence[str]) -> None:
+    """Records that these jobs were (re-)sent to the queue."""
+    sent_at = now()
+    for chunk in chunks(job_ids, 500):
+        session.execute(update(Job).where(Job.id.in_(chunk)).values(dispatched_at=sent_at, dispatches=Job.dispatches + 1))
+
+
+def mark_running(*, session: Session, job_ids: Sequence[str]) -> None:
+    """The encode stage picked these jobs up: one more delivery attempt each (final jobs stay final)."""
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.status.in_((QUEUED, RUNNING)))
+        .values(status=RUNNING, attempts=Job.attempts + 1, started_at=now())
+    )
+
+
+def record_outcomes(*, session: Session, outcomes: Sequence[JobOutcome], model_version: str | None) -> int:
+    """Writes final results in the caller's transaction; returns how many jobs this call finished.
 
     Idempotent: a job already done or failed is left as it is and not counted again, so a redelivered
     or retried task never creates a second result or moves a batch counter twice. One UPDATE claims
@@ -184,34 +142,33 @@ def record_outcomes(sessions: sessionmaker[Session], outcomes: Sequence[JobOutco
     """
     finished_at = now()
     by_id = {outcome.job_id: outcome for outcome in outcomes}
-    with sessions.begin() as session:
-        if model_version:
-            ensure_model_version(session, model_version)
-        claimed = session.execute(
-            update(Job)
-            .where(Job.id.in_(list(by_id)), Job.status.notin_(FINAL))
+    if model_version:
+        ensure_model_version(session, model_version)
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id.in_(list(by_id)), Job.status.notin_(FINAL))
+        .values(finished_at=finished_at)
+        .returning(Job.id, Job.batch_id)
+    ).all()
+    if not claimed:
+        return 0  # all already final: this is a redelivery
+    session.execute(OUTCOME_UPDATE, [outcome_row(by_id[job_id], model_version) for job_id, _ in claimed])
+    per_batch: dict[str, list[int]] = {}
+    for job_id, batch_id in claimed:
+        counts = per_batch.setdefault(batch_id, [0, 0])
+        counts[0 if by_id[job_id].error is None else 1] += 1
+    for batch_id in sorted(per_batch):  # one lock order for every writer
+        done, failed = per_batch[batch_id]
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(done_count=Batch.done_count + done, failed_count=Batch.failed_count + failed)
+        )
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id, Batch.finished_at.is_(None), Batch.done_count + Batch.failed_count >= Batch.total)
             .values(finished_at=finished_at)
-            .returning(Job.id, Job.batch_id)
-        ).all()
-        if not claimed:
-            return 0  # all already final: this is a redelivery
-        session.execute(OUTCOME_UPDATE, [outcome_row(by_id[job_id], model_version) for job_id, _ in claimed])
-        per_batch: dict[str, list[int]] = {}
-        for job_id, batch_id in claimed:
-            counts = per_batch.setdefault(batch_id, [0, 0])
-            counts[0 if by_id[job_id].error is None else 1] += 1
-        for batch_id in sorted(per_batch):  # one lock order for every writer
-            done, failed = per_batch[batch_id]
-            session.execute(
-                update(Batch)
-                .where(Batch.id == batch_id)
-                .values(done_count=Batch.done_count + done, failed_count=Batch.failed_count + failed)
-            )
-            session.execute(
-                update(Batch)
-                .where(Batch.id == batch_id, Batch.finished_at.is_(None), Batch.done_count + Batch.failed_count >= Batch.total)
-                .values(finished_at=finished_at)
-            )
+        )
     return len(claimed)
 
 
@@ -247,7 +204,7 @@ def ensure_model_version(session: Session, version: str) -> None:
 
 
 def stale_jobs(
-    sessions: sessionmaker[Session], older_than: timedelta, *, queues_idle: bool, limit: int = 10_000
+    *, session: Session, older_than: timedelta, queues_idle: bool, limit: int = 10_000
 ) -> list[tuple[QueuedJob, int]]:
     """Unfinished jobs that look lost, with their attempt counts.
 
@@ -259,72 +216,31 @@ def stale_jobs(
     cutoff = now() - older_than
     sent = func.coalesce(Job.dispatched_at, Job.created_at)
     seen = case((Job.started_at > sent, Job.started_at), else_=sent)
-    with sessions() as session:
-        conditions = [Job.status.in_((QUEUED, RUNNING)), seen < cutoff]
-        if not queues_idle:
-            frontier = session.scalar(select(func.max(Job.dispatched_at)).where(Job.finished_at < cutoff))
-            never_sent = Job.dispatched_at.is_(None)
-            conditions.append(never_sent if frontier is None else or_(never_sent, Job.dispatched_at < frontier))
-        rows = session.execute(
-            select(Job.id, Job.batch_id, Job.question, Job.reference, Job.attempts)
-            .where(*conditions)
-            .order_by(Job.batch_id, Job.position)
-            .limit(limit)
-        ).all()
+    conditions = [Job.status.in_((QUEUED, RUNNING)), seen < cutoff]
+    if not queues_idle:
+        frontier = session.scalar(select(func.max(Job.dispatched_at)).where(Job.finished_at < cutoff))
+        never_sent = Job.dispatched_at.is_(None)
+        conditions.append(never_sent if frontier is None else or_(never_sent, Job.dispatched_at < frontier))
+    rows = session.execute(
+        select(Job.id, Job.batch_id, Job.question, Job.reference, Job.attempts)
+        .where(*conditions)
+        .order_by(Job.batch_id, Job.position)
+        .limit(limit)
+    ).all()
     return [(QueuedJob(*row[:4]), row[4]) for row in rows]
 
 
-def batch_summary(sessions: sessionmaker[Session], batch_id: str) -> BatchSummary | None:
-    """Counts by status, success rate, metric mean/p50/p90 and throughput of one batch; None if unknown."""
-    with sessions() as session:
-        batch = session.get(Batch, batch_id)
-        if batch is None:
-            return None
-        counts = dict.fromkeys(STATUSES, 0)
-        counts.update(session.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status)).all())
-        metric_rows = session.scalars(select(Job.metrics).where(Job.batch_id == batch_id, Job.status == DONE)).all()
-        last = session.scalar(select(func.max(Job.finished_at)).where(Job.batch_id == batch_id))
-    metrics = summarise_metrics(metric_rows)
-    final = batch.done_count + batch.failed_count
-    elapsed = (as_utc(last) - as_utc(batch.created_at)).total_seconds() if last else 0.0
-    return BatchSummary(
-        id=batch.id, key=batch.key, source=batch.source, total=batch.total, counts=counts, done=batch.done_count,
-        failed=batch.failed_count, created_at=as_utc(batch.created_at), finished_at=as_utc(batch.finished_at) if batch.finished_at else None,
-        metrics=metrics, jobs_per_second=final / elapsed if elapsed > 0 else None,
-    )
-
-
-def summarise_metrics(rows: Sequence[dict[str, Any] | None]) -> dict[str, dict[str, float]]:
-    """Mean, p50, p90 and count of each quality metric over the rows that have it."""
-    out: dict[str, dict[str, float]] = {}
-    for name in METRIC_NAMES:
-        values = sorted(float(r[name]) for r in rows if r and name in r)
-        if values:
-            out[name] = {"mean": sum(values) / len(values), "p50": percentile(values, 50), "p90": percentile(values, 90), "n": len(values)}
-    return out
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile of an ascending list."""
-    position = (len(sorted_values) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
-
-
-def job_view(sessions: sessionmaker[Session], job_id: str) -> dict[str, Any] | None:
+def job_view(*, session: Session, job_id: str) -> dict[str, Any] | None:
     """One job as a plain dict (None if unknown)."""
-    with sessions() as session:
-        job = session.get(Job, job_id)
-        return None if job is None else job_dict(job)
+    job = session.get(Job, job_id)
+    return None if job is None else job_dict(job)
 
 
-def iter_results(sessions: sessionmaker[Session], batch_id: str, chunk: int = 500) -> Iterator[dict[str, Any]]:
-    """A batch's jobs in input order, streamed from the database in chunks."""
-    with sessions() as session:
-        result = session.execute(select(Job).where(Job.batch_id == batch_id).order_by(Job.position).execution_options(yield_per=chunk))
-        for job in result.scalars():
-            yield job_dict(job)
+def iter_results(*, session: Session, batch_id: str, chunk: int = 500) -> Iterator[dict[str, Any]]:
+    """A batch's jobs in input order, streamed from the database in chunks (while the session stays open)."""
+    result = session.execute(select(Job).where(Job.batch_id == batch_id).order_by(Job.position).execution_options(yield_per=chunk))
+    for job in result.scalars():
+        yield job_dict(job)
 
 
 def job_dict(job: Job) -> dict[str, Any]:
@@ -347,26 +263,17 @@ def job_dict(job: Job) -> dict[str, Any]:
     }
 
 
-def status_counts(sessions: sessionmaker[Session]) -> dict[str, int]:
+def status_counts(*, session: Session) -> dict[str, int]:
     """Jobs by status across all batches (for /metrics)."""
-    with sessions() as session:
-        counts = dict.fromkeys(STATUSES, 0)
-        counts.update(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
     return counts
 
 
-def recent_stage_timings(sessions: sessionmaker[Session], limit: int = 1000) -> list[dict[str, float]]:
+def recent_stage_timings(*, session: Session, limit: int = 1000) -> list[dict[str, float]]:
     """Per-stage timings of the most recently finished jobs (for latency gauges)."""
-    with sessions() as session:
-        rows = session.scalars(
-            select(Job.timings_ms).where(Job.status == DONE).order_by(Job.finished_at.desc()).limit(limit)
-        ).all()
+    rows = session.scalars(select(Job.timings_ms).where(Job.status == DONE).order_by(Job.finished_at.desc()).limit(limit)).all()
     return [row for row in rows if row]
-
-
-def as_utc(moment: datetime) -> datetime:
-    """SQLite returns naive datetimes; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -376,13 +283,17 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 __all__ = [
     "BatchSummary",
+    "CreatedBatch",
     "JobOutcome",
     "NewJob",
     "QueuedJob",
     "batch_summary",
+    "count_batches",
     "create_batch",
     "iter_results",
     "job_view",
+    "jobs_of",
+    "list_batches",
     "mark_dispatched",
     "mark_running",
     "record_outcomes",

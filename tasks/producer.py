@@ -3,33 +3,34 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 import kombu.exceptions
-import redis.exceptions
 from celery import Celery, chain
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.repository import (
+    CreatedBatch,
     JobOutcome,
     NewJob,
     QueuedJob,
     chunks,
     create_batch,
+    find_batch_by_key,
+    jobs_of,
     mark_dispatched,
     record_outcomes,
     stale_jobs,
-    unfinished_jobs,
 )
 from tasks import stages
 from tasks.app import STAGES
+from tasks.errors import BROKER_DOWN
+from tasks.wire import MicroBatch
 
 WORDS = re.compile(r"\w+|[^\w\s]")
-BROKER_DOWN = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, ConnectionError)
 
 
 class BrokerUnavailable(Exception):
@@ -42,21 +43,12 @@ class Submission:
     created: bool  # False: the idempotency key named an existing batch, nothing was written or sent
     jobs: int
     sent: int
+    job_ids: list[str] = field(default_factory=list)  # in input order
 
 
-def first_payload(batch_id: str, jobs: Sequence[QueuedJob]) -> dict[str, Any]:
+def first_message(batch_id: str, jobs: Sequence[QueuedJob]) -> MicroBatch:
     """The message the encode stage receives for one micro-batch."""
-    return {
-        "batch": batch_id,
-        "jobs": [job.id for job in jobs],
-        "texts": [job.question for job in jobs],
-        "refs": [job.reference for job in jobs],
-        "failed": [],
-        "timings": {},
-        "hosts": {},
-        "versions": {},
-        "handed_at": time.time(),
-    }
+    return MicroBatch(batch=batch_id, jobs=[job.id for job in jobs], texts=[job.question for job in jobs], refs=[job.reference for job in jobs])
 
 
 def word_count(job: QueuedJob) -> int:
@@ -69,9 +61,9 @@ def word_count(job: QueuedJob) -> int:
     return len(WORDS.findall(job.question))
 
 
-def stage_chain(payload: dict[str, Any]) -> chain:
+def stage_chain(message: MicroBatch) -> chain:
     """encode | cube | decode, each routed to its own queue."""
-    return chain(stages.encode.s(payload), stages.cube.s(), stages.decode.s())
+    return chain(stages.encode.s(message.to_wire()), stages.cube.s(), stages.decode.s())
 
 
 def dispatch(
@@ -80,28 +72,47 @@ def dispatch(
     micro_batch: int,
     on_sent: Callable[[int], None] | None = None,
 ) -> int:
-    """Sends jobs (grouped by batch) in micro-batches, recording each send; returns jobs sent.
+    """Sends jobs (grouped by batch) in micro-batches, then records every send in one transaction; returns jobs sent.
 
-    Raises BrokerUnavailable when the broker refuses; the jobs not yet sent stay queued in SQL.
+    Raises BrokerUnavailable when the broker refuses; the jobs sent before are recorded, the rest stay queued in SQL.
     """
-    sent = 0
+    sent: list[str] = []
     by_batch: dict[str, list[QueuedJob]] = {}
     for job in jobs:
         by_batch.setdefault(job.batch_id, []).append(job)
-    for batch_id, batch_jobs in by_batch.items():
-        for group in chunks(sorted(batch_jobs, key=word_count), micro_batch):
-            try:
-                stage_chain(first_payload(batch_id, group)).apply_async()
-            except BROKER_DOWN as exc:
-                raise BrokerUnavailable(
-                    f"broker unreachable after {sent} of {len(jobs)} jobs were sent ({exc}); the rest are stored "
-                    "and `cubeqa reconcile` sends them"
-                ) from exc
-            mark_dispatched(sessions, [job.id for job in group])
-            sent += len(group)
-            if on_sent:
-                on_sent(len(group))
-    return sent
+    try:
+        for batch_id, batch_jobs in by_batch.items():
+            for group in chunks(sorted(batch_jobs, key=word_count), micro_batch):
+                try:
+                    stage_chain(first_message(batch_id, group)).apply_async()
+                except BROKER_DOWN as exc:
+                    raise BrokerUnavailable(
+                        f"broker unreachable after {len(sent)} of {len(jobs)} jobs were sent ({exc}); the rest are stored "
+                        "and `cubeqa reconcile` sends them"
+                    ) from exc
+                sent.extend(job.id for job in group)
+                if on_sent:
+                    on_sent(len(group))
+    finally:
+        if sent:
+            with sessions.begin() as session:
+                mark_dispatched(session=session, job_ids=sent)
+    return len(sent)
+
+
+def store(sessions: sessionmaker[Session], items: Sequence[NewJob], *, key: str | None, source: str | None) -> CreatedBatch:
+    """The batch and its jobs in one transaction; the existing batch when `key` names one (also after losing a race)."""
+    try:
+        with sessions.begin() as session:
+            return create_batch(session=session, items=items, key=key, source=source)
+    except IntegrityError:
+        if key is None:
+            raise
+        with sessions() as session:  # a concurrent submission with the same key won the race
+            existing = find_batch_by_key(session=session, key=key)
+            if existing is None:
+                raise
+            return CreatedBatch(existing, False, jobs_of(session=session, batch_id=existing))
 
 
 def submit(
@@ -114,11 +125,11 @@ def submit(
     on_sent: Callable[[int], None] | None = None,
 ) -> Submission:
     """Stores a batch (a no-op when `key` names an existing one) and sends its jobs."""
-    batch_id, created = create_batch(sessions, items, key=key, source=source)
-    if not created:
-        return Submission(batch_id, False, len(items), 0)
-    sent = dispatch(sessions, unfinished_jobs(sessions, batch_id), micro_batch, on_sent)
-    return Submission(batch_id, True, len(items), sent)
+    batch = store(sessions, items, key=key, source=source)
+    if not batch.created:
+        return Submission(batch.id, False, len(items), 0, batch.job_ids)
+    sent = dispatch(sessions, batch.jobs, micro_batch, on_sent)
+    return Submission(batch.id, True, len(items), sent, batch.job_ids)
 
 
 @dataclass(frozen=True)
@@ -145,12 +156,15 @@ def reconcile(sessions: sessionmaker[Session], *, after: timedelta, max_attempts
 
     Re-sending is safe because result writes are idempotent: whichever copy finishes first wins.
     """
-    stale = stale_jobs(sessions, after, queues_idle=waiting_messages(stages.encode.app) == 0)
+    idle = waiting_messages(stages.encode.app) == 0
+    with sessions() as session:
+        stale = stale_jobs(session=session, older_than=after, queues_idle=idle)
     give_up = [job for job, attempts in stale if attempts >= max_attempts]
     retry = [job for job, attempts in stale if attempts < max_attempts]
     failed = 0
     if give_up:
         outcomes = [JobOutcome(job_id=job.id, error=f"gave up after {max_attempts} delivery attempts") for job in give_up]
-        failed = record_outcomes(sessions, outcomes, None)
+        with sessions.begin() as session:
+            failed = record_outcomes(session=session, outcomes=outcomes, model_version=None)
     resent = dispatch(sessions, retry, micro_batch) if retry else 0
     return ReconcileReport(resent=resent, failed=failed)

@@ -68,7 +68,7 @@ class Runtime:
         for name in self.warm:
             try:
                 self.stage(name)
-            except Exception:  # noqa: BLE001 - the first task will raise the same error where it is reported
+            except Exception:  # the first task will raise the same error where it is reported
                 log.exception("warm-up of the %s stage failed", name)
 
 

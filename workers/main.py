@@ -14,10 +14,7 @@ from pathlib import Path
 
 from celery.signals import after_setup_logger, task_prerun, worker_init, worker_process_init
 
-from pipeline.decoders.phrase_bank import PhraseBankConfig
-from pipeline.encoder import EncoderConfig
-from pipeline.production import set_threads
-from pipeline.stages import CubeStage, DecodeStage, EncodeStage
+from pipeline import CubeStage, DecodeStage, EncoderConfig, EncodeStage, PhraseBankConfig, set_threads
 from storage.db import check_schema, make_engine
 from tasks import runtime
 from tasks.app import STAGES, configure

@@ -6,41 +6,60 @@ end-to-end cosine among thresholds whose echo rate is no higher than the bank's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.decoders.base import Answer, Candidate
 from pipeline.decoders.generative import Generated, GenerativeDecoder
-from pipeline.decoders.phrase_bank import BankAnswer, PhraseBankDecoder
+from pipeline.decoders.phrase_bank import PhraseBankDecoder
+from pipeline.metrics import routes_to_generative
 
 
-@dataclass(frozen=True)
-class HybridAnswer:
-    """Which path answered, its text, and the bank's answer (always computed, for its score)."""
+class GenerativePath:
+    """The generative decoder as a Decoder: its text re-embedded by the teacher (for the metrics), the bank's best score beside it."""
 
-    path: str  # "bank" or "generative"
-    text: str
-    bank: BankAnswer
-    generated: Generated | None
+    path = "generative"
+
+    def __init__(self, generative: GenerativeDecoder, bank: PhraseBankDecoder, encode_generated: Callable[[list[str]], np.ndarray]) -> None:
+        self.generative = generative
+        self.bank = bank
+        self.encode_generated = encode_generated
+
+    def decode(self, vectors: np.ndarray) -> list[Answer]:
+        bank_scores = [float(s) for s in self.bank.search(vectors, 1)[0][:, 0]]
+        return self.answers(self.generative.decode(vectors), vectors, bank_scores)
+
+    def answers(self, generated: list[Generated], targets: np.ndarray, bank_scores: list[float]) -> list[Answer]:
+        """`score` is cos(enc(text), target): fidelity to the answer vector, not confidence (which stays None)."""
+        vectors = self.encode_generated([g.text for g in generated])
+        return [
+            Answer(text=g.text, path=self.path, score=float(v @ t), candidates=tuple(Candidate(text, cos) for text, cos in g.candidates),
+                   vector=v, bank_score=b)
+            for g, v, t, b in zip(generated, vectors, targets, bank_scores)
+        ]
 
 
 class HybridDecoder:
+    """The bank's answer when its best score clears `threshold`, the generative path's otherwise."""
+
     path = "hybrid"
 
-    def __init__(self, bank: PhraseBankDecoder, generative: GenerativeDecoder, threshold: float, top_k: int = 3) -> None:
+    def __init__(self, bank: PhraseBankDecoder, generative: GenerativePath, threshold: float, top_k: int = 3) -> None:
         self.bank = bank
         self.generative = generative
         self.threshold = threshold
         self.top_k = top_k
 
-    def decode(self, vectors: np.ndarray) -> list[HybridAnswer]:
-        bank_answers = self.bank.decode(vectors, k=self.top_k)
-        low = [i for i, a in enumerate(bank_answers) if a.score < self.threshold]
-        generated = dict(zip(low, self.generative.decode(vectors[low]))) if low else {}
-        return [
-            HybridAnswer("generative", generated[i].text, a, generated[i]) if i in generated else HybridAnswer("bank", a.candidates[0].text, a, None)
-            for i, a in enumerate(bank_answers)
-        ]
+    def decode(self, vectors: np.ndarray) -> list[Answer]:
+        scores, rows = self.bank.search(vectors, self.top_k)
+        answers = self.bank.answers(scores, rows, routed=True)
+        low = np.flatnonzero(routes_to_generative(scores[:, 0], self.threshold)).tolist()
+        if low:
+            for i, made in zip(low, self.generative.answers(self.generative.generative.decode(vectors[low]), vectors[low], [answers[i].score for i in low])):
+                answers[i] = made
+        return answers
 
 
 BANK_ONLY = -1.0
@@ -65,7 +84,7 @@ def choose_threshold(
     table = []
     best: ThresholdChoice | None = None
     for t in [BANK_ONLY, *grid]:
-        generative = bank_scores < t
+        generative = routes_to_generative(bank_scores, t)
         e2e = float(np.where(generative, gen_e2e, bank_e2e).mean())
         echo = float(np.where(generative, gen_echo, bank_echo).mean())
         table.append({"threshold": float(t), "e2e_cos": e2e, "echo_rate": echo, "generative_share": float(generative.mean())})

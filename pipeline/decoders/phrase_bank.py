@@ -7,11 +7,13 @@ score, never a success-looking string.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
+from pipeline.decoders.base import Answer, Candidate
 from pipeline.errors import InputError
+from pipeline.knowledge.provenance import Provenance
 
 if TYPE_CHECKING:
     import faiss
@@ -29,30 +31,15 @@ class PhraseBankConfig:
     hnsw_ef_search: int = 128
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One bank sentence and its inner product with the query."""
+class BankSource(Protocol):
+    """A stored bank (e.g. pipeline.knowledge.store's LoadedBank): sentences, their vectors, its own index and provenance."""
 
-    text: str
-    score: float
-    row: int
+    texts: list[str]
+    vectors: np.ndarray
 
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
-@dataclass(frozen=True)
-class BankAnswer:
-    """The decoded answer for one vector: best candidates, and whether the best one is confident."""
-
-    candidates: tuple[Candidate, ...]
-    confident: bool
-
-    @property
-    def score(self) -> float:
-        return self.candidates[0].score if self.candidates else float("-inf")
-
-    @property
-    def text(self) -> str:
-        """The best sentence, or the explicit no-answer marker below the threshold."""
-        return self.candidates[0].text if self.confident else NO_CONFIDENT_ANSWER
+    def provenance(self, row: int) -> Provenance | None: ...
 
 
 class PhraseBankDecoder:
@@ -60,7 +47,9 @@ class PhraseBankDecoder:
 
     path = "bank"
 
-    def __init__(self, texts: list[str], vectors: np.ndarray, config: PhraseBankConfig | None = None) -> None:
+    def __init__(self, texts: list[str], vectors: np.ndarray, config: PhraseBankConfig | None = None, *, top_k: int = 1,
+                 source: BankSource | None = None) -> None:
+        """Builds its own index over `vectors`, unless `source` (see from_source) searches and names provenance."""
         self.config = config or PhraseBankConfig()
         if len(texts) != len(vectors):
             raise ValueError(f"bank has {len(texts)} texts but {len(vectors)} vectors")
@@ -68,7 +57,14 @@ class PhraseBankDecoder:
             raise InputError("the phrase bank is empty")
         self.texts = list(texts)
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.index = build_index(self.vectors, self.config)
+        self.top_k = top_k
+        self.source = source
+        self.index = build_index(self.vectors, self.config) if source is None else None
+
+    @classmethod
+    def from_source(cls, source: BankSource, config: PhraseBankConfig | None = None, *, top_k: int = 1) -> PhraseBankDecoder:
+        """A decoder over a stored bank, searching with its index; candidates carry the bank's provenance."""
+        return cls(source.texts, source.vectors, config, top_k=top_k, source=source)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -78,18 +74,29 @@ class PhraseBankDecoder:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.vectors.shape[1]:
             raise InputError(f"queries must be (N, {self.vectors.shape[1]}), got {queries.shape}")
-        return self.index.search(queries, min(k, len(self.texts)))
+        searcher = self.source if self.source is not None else self.index
+        return searcher.search(queries, min(k, len(self.texts)))
 
-    def decode(self, queries: np.ndarray, k: int = 1) -> list[BankAnswer]:
-        """Best k bank sentences per query; `confident` when the best clears `min_score`."""
-        scores, rows = self.search(queries, k)
-        return [
-            BankAnswer(
-                candidates=tuple(Candidate(self.texts[r], float(s), int(r)) for s, r in zip(srow, rrow) if r >= 0),
-                confident=bool(srow[0] >= self.config.min_score),
-            )
-            for srow, rrow in zip(scores, rows)
-        ]
+    def decode(self, queries: np.ndarray, k: int | None = None) -> list[Answer]:
+        """Best k (default top_k) bank sentences per query; the explicit no-answer when the best is below `min_score`."""
+        scores, rows = self.search(queries, k or self.top_k)
+        return self.answers(scores, rows)
+
+    def answers(self, scores: np.ndarray, rows: np.ndarray, *, routed: bool = False) -> list[Answer]:
+        """Answers from search results; `routed`: the hybrid's threshold chose the bank, which then answers even below min_score."""
+        out = []
+        for srow, rrow in zip(scores, rows):
+            candidates = tuple(self.candidate(int(r), float(s)) for s, r in zip(srow, rrow) if r >= 0)
+            best = candidates[0]
+            confident = routed or bool(srow[0] >= self.config.min_score)
+            out.append(Answer(
+                text=best.text if confident else NO_CONFIDENT_ANSWER, path=self.path if confident else "none", score=best.score,
+                candidates=candidates, vector=self.vectors[best.row], bank_score=best.score,
+            ))
+        return out
+
+    def candidate(self, row: int, score: float) -> Candidate:
+        return Candidate(self.texts[row], score, row, self.source.provenance(row) if self.source is not None else None)
 
 
 def build_index(vectors: np.ndarray, config: PhraseBankConfig) -> faiss.Index:

@@ -16,7 +16,7 @@ import torch
 class RealWords:
     """The trie of multi-piece real words plus the per-token classes the constraint needs."""
 
-    def __init__(self, tokenizer, texts: Iterable[str] = (), words: Iterable[Sequence[int]] = (), seen: Iterable[int] = ()) -> None:  # noqa: ANN001
+    def __init__(self, tokenizer, texts: Iterable[str] = (), words: Iterable[Sequence[int]] = (), seen: Iterable[int] = ()) -> None:
         """From training texts (tokenised here) and/or already tokenised multi-piece words."""
         vocab = tokenizer.get_vocab()
         size = len(tokenizer)
@@ -49,12 +49,12 @@ class RealWords:
         return {"words": sorted(map(list, self.words)), "seen": sorted(self.seen)}
 
     @classmethod
-    def from_json(cls, tokenizer, data: dict[str, list]) -> RealWords:  # noqa: ANN001
+    def from_json(cls, tokenizer, data: dict[str, list]) -> RealWords:
         """Rebuilds the trie and the seen pieces from what a bundle stores."""
         return cls(tokenizer, words=data["words"], seen=data.get("seen", ()))
 
     @staticmethod
-    def token_ids(tokenizer, texts: list[str], chunk: int = 2048) -> list[list[int]]:  # noqa: ANN001
+    def token_ids(tokenizer, texts: list[str], chunk: int = 2048) -> list[list[int]]:
         out: list[list[int]] = []
         for start in range(0, len(texts), chunk):
             out += tokenizer(texts[start : start + chunk], add_special_tokens=False)["input_ids"]

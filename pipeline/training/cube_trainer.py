@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,37 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pipeline.training.data import EmbeddedPairs
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimiser, loss and schedule of `train_cube`; stored in the bundle manifest."""
-
-    epochs: int = 30
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
-    infonce_weight: float = 0.25
-    temperature: float = 0.05
-    residual_l2: float = 0.3
-    bank_negatives: bool = False  # InfoNCE over every unique train answer, not just the batch
-    input_noise: float = 0.0  # norm of Gaussian noise added to training questions (then renormalised)
-    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off, final weights = EMA
-    seed: int = 0
-    threads: int = 2
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.threads < 1:
-            raise ValueError("epochs, batch_size and threads must be at least 1")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise ValueError("lr and temperature must be positive")
-        if not 0 <= self.ema < 1:
-            raise ValueError("ema must be in [0, 1)")
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+from pipeline.config import TrainConfig
+from pipeline.cube import apply_map
+from pipeline.data import EmbeddedPairs
 
 
 @dataclass(frozen=True)
@@ -160,14 +132,6 @@ def train_cube(
         model.load_state_dict(averaged.module.state_dict())
     model.eval()
     return reports
-
-
-def apply_map(model: nn.Module, q: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Runs a vector map over (N, D) float32 vectors in inference mode."""
-    model.eval()
-    with torch.inference_mode():
-        parts = [model(torch.from_numpy(q[i : i + batch_size])) for i in range(0, len(q), batch_size)]
-    return torch.cat(parts).numpy() if parts else np.zeros_like(q)
 
 
 def mean_cos(model: nn.Module, data: EmbeddedPairs) -> float:

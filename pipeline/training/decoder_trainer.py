@@ -75,7 +75,7 @@ class DecoderTrainReport:
 ProgressCallback = Callable[[int, int, float, float | None], None]  # step, planned, train loss, val loss
 
 
-def tokenize(tokenizer, texts: list[str], max_tokens: int) -> list[list[int]]:  # noqa: ANN001
+def tokenize(tokenizer, texts: list[str], max_tokens: int) -> list[list[int]]:
     """[CLS] pieces… [SEP] per text, pieces cut at max_tokens."""
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return [[tokenizer.cls_token_id, *seq[:max_tokens], tokenizer.sep_token_id] for seq in ids]
@@ -90,7 +90,7 @@ def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> l
         chunk = order[start : start + pool]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(out)  # type: ignore[arg-type]
+    rng.shuffle(out)
     return out
 
 
@@ -182,7 +182,7 @@ def replan(cap: int, step: int, seconds_per_step: float, seconds_left: float) ->
 
 def train_decoder(
     net: DecoderNet,
-    tokenizer,  # noqa: ANN001
+    tokenizer,
     texts: list[str],
     vectors: np.ndarray,
     config: DecoderTrainConfig,

@@ -12,7 +12,7 @@ target_metadata = Base.metadata
 def run_migrations() -> None:
     engine = make_engine(config.get_main_option("sqlalchemy.url"))
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True, compare_type=True)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

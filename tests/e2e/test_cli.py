@@ -43,7 +43,7 @@ def test_train_writes_a_bundle_and_prints_the_validation_table(trained) -> None:
 
 
 def test_ask_gives_the_library_answer_from_the_trained_bank(trained, small_data) -> None:
-    from pipeline.production import ProductionPipeline
+    from pipeline import ProductionPipeline
 
     question = read_jsonl(small_data["val"])[3]["question"]
     run = cubeqa("ask", question, env=trained["env"])  # type: ignore[arg-type]

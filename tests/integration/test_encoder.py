@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline import InputError
 from pipeline.encoder import DEFAULT_MODEL_ID, default_model_dir
-from pipeline.errors import InputError
 
 pytestmark = pytest.mark.slow
 

@@ -8,14 +8,19 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.cube import CubeConfig
-from pipeline.decoder_workflows import save_threshold, train_decoder_bundle
-from pipeline.decoders.generative import GenerativeConfig, build_net, load_generative
-from pipeline.errors import BundleError
-from pipeline.production import ProductionPipeline
-from pipeline.training.cube_trainer import TrainConfig
-from pipeline.training.decoder_trainer import DecoderTrainConfig
-from pipeline.workflows import train_bundle
+from pipeline import (
+    BundleError,
+    CubeConfig,
+    DecoderTrainConfig,
+    GenerativeConfig,
+    ProductionPipeline,
+    TrainConfig,
+    load_generative,
+    save_threshold,
+    train_bundle,
+    train_decoder_bundle,
+)
+from pipeline.decoders.generative import build_net
 
 pytestmark = pytest.mark.slow
 

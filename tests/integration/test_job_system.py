@@ -13,7 +13,7 @@ from conftest import DATA, migrated
 from jobsystem import postgres_database, stage_workers, wait_for_batch, wait_until_idle
 
 from storage.models import Job
-from storage.repository import NewJob, create_batch, iter_results, unfinished_jobs
+from storage.repository import CreatedBatch, NewJob, create_batch, iter_results
 from tasks.app import app as celery
 from tasks.producer import dispatch, reconcile, submit
 
@@ -51,6 +51,17 @@ def val_items(count: int, start: int = 0) -> list[NewJob]:
     return [NewJob(question=r["question"], reference=r["answer"], line=i + 1) for i, r in enumerate(map(json.loads, lines))]
 
 
+def stored(stack: Stack, items: list[NewJob]) -> CreatedBatch:
+    """The batch written, not sent."""
+    with stack.sessions.begin() as session:
+        return create_batch(session=session, items=items)
+
+
+def results(stack: Stack, batch_id: str) -> list[dict]:
+    with stack.sessions() as session:
+        return list(iter_results(session=session, batch_id=batch_id))
+
+
 def test_bulk_through_three_stage_workers_matches_in_process(stack: Stack, in_process) -> None:
     items = val_items(240)
     result = submit(stack.sessions, items, micro_batch=32, source="test")
@@ -59,7 +70,8 @@ def test_bulk_through_three_stage_workers_matches_in_process(stack: Stack, in_pr
     assert summary.counts["done"] == 240 and summary.success_rate == 1.0
     assert 0.6 < summary.metrics["cube_cos"]["mean"] < 0.7  # the default bundle's validation figure is 0.659
 
-    rows = list(iter_results(stack.sessions, result.batch_id))
+    rows = results(stack, result.batch_id)
+    assert [row["id"] for row in rows] == result.job_ids
     expected = in_process.process_batch([i.question for i in items], [i.reference for i in items])
     assert [row["question"] for row in rows] == [i.question for i in items]  # input order
     assert [row["answer"] for row in rows] == [e.answer for e in expected]
@@ -97,8 +109,8 @@ def test_resubmitting_with_the_same_key_is_a_no_op(stack: Stack) -> None:
 
 def test_a_redelivered_chain_does_not_duplicate_results(stack: Stack, broker_url: str) -> None:
     items = val_items(64, start=400)
-    batch_id, _ = create_batch(stack.sessions, items)
-    jobs = unfinished_jobs(stack.sessions, batch_id)
+    batch = stored(stack, items)
+    batch_id, jobs = batch.id, batch.jobs
     dispatch(stack.sessions, jobs, 32)
     dispatch(stack.sessions, jobs, 32)  # every message delivered twice, as after a redelivery
     summary = wait_for_batch(stack.sessions, batch_id)
@@ -116,7 +128,7 @@ def test_a_redelivered_chain_does_not_duplicate_results(stack: Stack, broker_url
 
 def test_the_reconciler_resends_jobs_whose_messages_were_lost(stack: Stack) -> None:
     items = val_items(20, start=500)
-    batch_id, _ = create_batch(stack.sessions, items)  # stored, never sent: as if Redis lost the messages
+    batch_id = stored(stack, items).id  # stored, never sent: as if Redis lost the messages
     report = reconcile(stack.sessions, after=timedelta(0), max_attempts=5, micro_batch=8)
     assert report.resent >= 20
     summary = wait_for_batch(stack.sessions, batch_id)
@@ -124,10 +136,10 @@ def test_the_reconciler_resends_jobs_whose_messages_were_lost(stack: Stack) -> N
 
 
 def test_the_reconciler_fails_a_job_after_its_last_attempt(stack: Stack) -> None:
-    batch_id, _ = create_batch(stack.sessions, val_items(1, start=600))
+    batch_id = stored(stack, val_items(1, start=600)).id
     with stack.sessions.begin() as session:
         session.query(Job).filter(Job.batch_id == batch_id).update({"attempts": 3})
     report = reconcile(stack.sessions, after=timedelta(0), max_attempts=3, micro_batch=8)
     assert report.failed == 1
-    row = next(iter_results(stack.sessions, batch_id))
+    (row,) = results(stack, batch_id)
     assert row["status"] == "failed" and "gave up after 3 delivery attempts" in row["error"]

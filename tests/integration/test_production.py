@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.cube import CubeConfig
-from pipeline.decoders.phrase_bank import NO_CONFIDENT_ANSWER, PhraseBankConfig
-from pipeline.errors import InputError
-from pipeline.production import ProductionPipeline
-from pipeline.training.cube_trainer import TrainConfig
-from pipeline.workflows import train_bundle
+from pipeline import (
+    NO_CONFIDENT_ANSWER,
+    CubeConfig,
+    InputError,
+    PhraseBankConfig,
+    ProductionPipeline,
+    TrainConfig,
+    train_bundle,
+)
 from tests.conftest import read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -86,7 +89,7 @@ def test_reference_count_must_match(pipe) -> None:
 
 
 def test_manifest_records_data_hashes_and_validation_metrics(tiny_bundle) -> None:
-    from pipeline.checkpoint import read_manifest
+    from pipeline import read_manifest
 
     manifest = read_manifest(tiny_bundle)
     metrics = manifest.extra["metrics"]
@@ -98,7 +101,7 @@ def test_manifest_records_data_hashes_and_validation_metrics(tiny_bundle) -> Non
 
 
 def test_training_twice_with_one_seed_gives_the_same_bundle(tiny_bundle, encoder, small_data, tmp_path) -> None:
-    from pipeline.checkpoint import read_manifest
+    from pipeline import read_manifest
 
     torch.manual_seed(12345)  # global RNG state must not leak into the bundle
     again = train_bundle(

@@ -10,9 +10,9 @@ from jobsystem import postgres_database
 
 from storage.db import StorageError, check_schema, make_engine
 from storage.repository import (
+    CreatedBatch,
     JobOutcome,
     NewJob,
-    batch_summary,
     create_batch,
     iter_results,
     mark_running,
@@ -20,6 +20,7 @@ from storage.repository import (
     stale_jobs,
     unfinished_jobs,
 )
+from storage.summary import batch_summary, count_batches, list_batches
 
 pytestmark = pytest.mark.services
 
@@ -33,6 +34,26 @@ def sessions(request, tmp_path):
         factory.kw["bind"].dispose()
 
 
+def new_batch(sessions, items: list[NewJob], key: str | None = None) -> CreatedBatch:
+    with sessions.begin() as session:
+        return create_batch(session=session, items=items, key=key)
+
+
+def queued(sessions, batch_id: str) -> list:
+    with sessions() as session:
+        return unfinished_jobs(session=session, batch_id=batch_id)
+
+
+def write(sessions, outcomes: list[JobOutcome], model_version: str | None) -> int:
+    with sessions.begin() as session:
+        return record_outcomes(session=session, outcomes=outcomes, model_version=model_version)
+
+
+def summary(sessions, batch_id: str):
+    with sessions() as session:
+        return batch_summary(session=session, batch_id=batch_id)
+
+
 def done(job_id: str, cube_cos: float) -> JobOutcome:
     return JobOutcome(job_id=job_id, answer="a", decoder_path="bank", score=0.5, metrics={"cube_cos": cube_cos}, timings_ms={"encode": 1.0})
 
@@ -42,15 +63,15 @@ def test_concurrent_writes_of_the_same_results_count_each_job_once(sessions) -> 
     claim and then finds every job final."""
     from concurrent.futures import ThreadPoolExecutor
 
-    batch_id, _ = create_batch(sessions, [NewJob(f"q{i}") for i in range(40)])
-    jobs = unfinished_jobs(sessions, batch_id)
+    batch_id = new_batch(sessions, [NewJob(f"q{i}") for i in range(40)]).id
+    jobs = queued(sessions, batch_id)
     outcomes = [done(j.id, 0.5) if i % 4 else JobOutcome(job_id=j.id, error="bad input") for i, j in enumerate(jobs)]
     for expected in (40, 0):  # four writers race; then four more find everything final
         with ThreadPoolExecutor(max_workers=4) as pool:
-            finished = list(pool.map(lambda _: record_outcomes(sessions, outcomes, "default@x"), range(4)))
+            finished = list(pool.map(lambda _: write(sessions, outcomes, "default@x"), range(4)))
         assert sum(finished) == expected
-    summary = batch_summary(sessions, batch_id)
-    assert (summary.done, summary.failed, summary.total, summary.finished) == (30, 10, 40, True)
+    result = summary(sessions, batch_id)
+    assert (result.done, result.failed, result.total, result.finished) == (30, 10, 40, True)
 
 
 def test_a_failed_job_stores_sql_null_not_json_null(sessions) -> None:
@@ -58,44 +79,70 @@ def test_a_failed_job_stores_sql_null_not_json_null(sessions) -> None:
 
     from storage.models import Job
 
-    batch_id, _ = create_batch(sessions, [NewJob("q1")])
-    (job,) = unfinished_jobs(sessions, batch_id)
-    record_outcomes(sessions, [JobOutcome(job_id=job.id, error="bad input")], None)
+    batch_id = new_batch(sessions, [NewJob("q1")]).id
+    (job,) = queued(sessions, batch_id)
+    write(sessions, [JobOutcome(job_id=job.id, error="bad input")], None)
     with sessions() as session:
         assert session.scalar(select(Job.id).where(Job.metrics.is_(None), Job.hosts.is_(None), Job.timings_ms.is_(None))) == job.id
 
 
 def test_a_repeated_result_write_changes_nothing(sessions) -> None:
-    batch_id, created = create_batch(sessions, [NewJob("q1", "r1"), NewJob("q2"), NewJob("q3")])
-    assert created
-    jobs = unfinished_jobs(sessions, batch_id)
-    mark_running(sessions, [j.id for j in jobs])
+    batch = new_batch(sessions, [NewJob("q1", "r1"), NewJob("q2"), NewJob("q3")])
+    batch_id = batch.id
+    assert batch.created
+    jobs = queued(sessions, batch_id)
+    assert batch.job_ids == [j.id for j in jobs]  # the ids come back from the write, in input order
+    with sessions.begin() as session:
+        mark_running(session=session, job_ids=[j.id for j in jobs])
     first = [done(jobs[0].id, 0.6), JobOutcome(job_id=jobs[1].id, error="bad input")]
-    assert record_outcomes(sessions, first, "default@x") == 2
-    assert record_outcomes(sessions, first, "default@x") == 0  # redelivered: no second result
-    assert record_outcomes(sessions, [done(jobs[1].id, 0.9)], "default@x") == 0  # a failed job stays failed
-    summary = batch_summary(sessions, batch_id)
-    assert (summary.done, summary.failed, summary.total, summary.finished) == (1, 1, 3, False)
-    assert summary.counts == {"queued": 0, "running": 1, "done": 1, "failed": 1}
-    assert record_outcomes(sessions, [done(jobs[2].id, 0.8)], "default@x") == 1
-    summary = batch_summary(sessions, batch_id)
-    assert summary.finished and summary.finished_at is not None
-    assert summary.success_rate == pytest.approx(2 / 3)
-    assert summary.metrics["cube_cos"] == {"mean": pytest.approx(0.7), "p50": pytest.approx(0.7), "p90": pytest.approx(0.78), "n": 2}
-    rows = list(iter_results(sessions, batch_id))
+    assert write(sessions, first, "default@x") == 2
+    assert write(sessions, first, "default@x") == 0  # redelivered: no second result
+    assert write(sessions, [done(jobs[1].id, 0.9)], "default@x") == 0  # a failed job stays failed
+    result = summary(sessions, batch_id)
+    assert (result.done, result.failed, result.total, result.finished) == (1, 1, 3, False)
+    assert result.counts == {"queued": 0, "running": 1, "done": 1, "failed": 1}
+    assert write(sessions, [done(jobs[2].id, 0.8)], "default@x") == 1
+    result = summary(sessions, batch_id)
+    assert result.finished and result.finished_at is not None
+    assert result.success_rate == pytest.approx(2 / 3)
+    assert result.metrics["cube_cos"] == {"mean": pytest.approx(0.7), "p50": pytest.approx(0.7), "p90": pytest.approx(0.78), "n": 2}
+    with sessions() as session:
+        rows = list(iter_results(session=session, batch_id=batch_id))
     assert [r["status"] for r in rows] == ["done", "failed", "done"]
     assert rows[1]["error"] == "bad input" and rows[1]["answer"] is None
     assert rows[0]["attempts"] == 1 and rows[0]["model_version"] == "default@x"
 
 
 def test_an_idempotency_key_names_one_batch(sessions) -> None:
-    first, created = create_batch(sessions, [NewJob("q")], key="k1")
-    again, created_again = create_batch(sessions, [NewJob("q"), NewJob("other")], key="k1")
-    assert created and not created_again and first == again
-    assert batch_summary(sessions, first).total == 1
+    first = new_batch(sessions, [NewJob("q")], key="k1")
+    again = new_batch(sessions, [NewJob("q"), NewJob("other")], key="k1")
+    assert first.created and not again.created and first.id == again.id and first.job_ids == again.job_ids
+    assert summary(sessions, first.id).total == 1
 
 
-def backdate(sessions, job_id: str, **ages_s: float) -> None:  # noqa: ANN001
+def test_a_batch_and_its_jobs_are_one_transaction_of_the_caller(sessions) -> None:
+    """A caller's transaction that fails after create_batch leaves neither the batch nor any job."""
+    from sqlalchemy import func, select
+
+    from storage.models import Job
+
+    with pytest.raises(RuntimeError), sessions.begin() as session:
+        create_batch(session=session, items=[NewJob("q1"), NewJob("q2")])
+        raise RuntimeError("the caller gives up before committing")
+    with sessions() as session:
+        assert (count_batches(session=session), session.scalar(select(func.count()).select_from(Job))) == (0, 0)
+
+
+def test_batches_are_listed_newest_first_a_page_at_a_time(sessions) -> None:
+    ids = [new_batch(sessions, [NewJob(f"q{i}")]).id for i in range(5)]
+    with sessions() as session:
+        first = [s.id for s in list_batches(session=session, offset=0, limit=2)]
+        rest = [s.id for s in list_batches(session=session, offset=2, limit=10)]
+        assert count_batches(session=session) == 5
+    assert first + rest == ids[::-1]
+
+
+def backdate(sessions, job_id: str, **ages_s: float) -> None:
     """Sets a job's timestamps (created_at=..., dispatched_at=..., started_at=..., finished_at=...) to that many seconds ago."""
     from datetime import UTC, datetime, timedelta
 
@@ -105,16 +152,18 @@ def backdate(sessions, job_id: str, **ages_s: float) -> None:  # noqa: ANN001
         session.query(Job).filter(Job.id == job_id).update({name: datetime.now(UTC) - timedelta(seconds=age) for name, age in ages_s.items()})
 
 
-def stale_ids(sessions, batch_id: str, *, queues_idle: bool) -> list[str]:  # noqa: ANN001
+def stale_ids(sessions, batch_id: str, *, queues_idle: bool) -> list[str]:
     from datetime import timedelta
 
-    return [job.id for job, _ in stale_jobs(sessions, timedelta(seconds=60), queues_idle=queues_idle) if job.batch_id == batch_id]
+    with sessions() as session:
+        stale = stale_jobs(session=session, older_than=timedelta(seconds=60), queues_idle=queues_idle)
+    return [job.id for job, _ in stale if job.batch_id == batch_id]
 
 
 def test_stale_jobs_are_unfinished_jobs_untouched_past_the_deadline(sessions) -> None:
-    batch_id, _ = create_batch(sessions, [NewJob("q1"), NewJob("q2"), NewJob("q3")])
-    finished, old, recent = (job.id for job in unfinished_jobs(sessions, batch_id))
-    record_outcomes(sessions, [done(finished, 0.5)], None)
+    batch_id = new_batch(sessions, [NewJob("q1"), NewJob("q2"), NewJob("q3")]).id
+    finished, old, recent = (job.id for job in queued(sessions, batch_id))
+    write(sessions, [done(finished, 0.5)], None)
     backdate(sessions, finished, dispatched_at=600)
     backdate(sessions, old, dispatched_at=600)
     backdate(sessions, recent, dispatched_at=600, started_at=5)  # sent long ago, picked up just now
@@ -122,8 +171,8 @@ def test_stale_jobs_are_unfinished_jobs_untouched_past_the_deadline(sessions) ->
 
 
 def test_a_healthy_backlog_is_not_resent_while_the_queues_hold_messages(sessions) -> None:
-    batch_id, _ = create_batch(sessions, [NewJob("q1"), NewJob("q2")])
-    first, second = (job.id for job in unfinished_jobs(sessions, batch_id))
+    batch_id = new_batch(sessions, [NewJob("q1"), NewJob("q2")]).id
+    first, second = (job.id for job in queued(sessions, batch_id))
     backdate(sessions, first, dispatched_at=600)
     backdate(sessions, second, dispatched_at=599)
     assert stale_ids(sessions, batch_id, queues_idle=False) == []  # still waiting their turn in a long queue
@@ -131,10 +180,10 @@ def test_a_healthy_backlog_is_not_resent_while_the_queues_hold_messages(sessions
 
 
 def test_an_overtaken_job_is_resent_even_while_the_queues_are_busy(sessions) -> None:
-    batch_id, _ = create_batch(sessions, [NewJob("q1"), NewJob("q2"), NewJob("q3")])
-    lost, later, never_sent = (job.id for job in unfinished_jobs(sessions, batch_id))
+    batch_id = new_batch(sessions, [NewJob("q1"), NewJob("q2"), NewJob("q3")]).id
+    lost, later, never_sent = (job.id for job in queued(sessions, batch_id))
     backdate(sessions, lost, dispatched_at=600)
-    record_outcomes(sessions, [done(later, 0.5)], None)
+    write(sessions, [done(later, 0.5)], None)
     backdate(sessions, later, dispatched_at=500, finished_at=400)  # sent after `lost`, finished long ago
     backdate(sessions, never_sent, created_at=600)  # stored, never sent (the broker was down)
     assert sorted(stale_ids(sessions, batch_id, queues_idle=False)) == sorted([lost, never_sent])
@@ -148,3 +197,40 @@ def test_an_unmigrated_database_is_refused_with_the_command_to_run(tmp_path) -> 
 def test_a_junk_database_url_is_a_clear_error() -> None:
     with pytest.raises(StorageError, match="invalid database URL"):
         make_engine("not a url")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_migrations_build_exactly_the_models(backend: str, tmp_path) -> None:
+    """`alembic check` in code: autogenerate (types compared, as env.py does) finds nothing to migrate."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from storage.models import Base
+
+    with ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'drift.db'}" if backend == "sqlite" else stack.enter_context(postgres_database())
+        engine = migrated(url).kw["bind"]
+        with engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata) == []
+        engine.dispose()
+
+
+def test_a_store_from_before_the_naming_convention_gets_its_names() -> None:
+    """PostgreSQL databases created before the convention carry default constraint names; 0002 renames them."""
+    from sqlalchemy import text
+
+    from storage.db import upgrade
+
+    with postgres_database() as url:
+        upgrade(url, "0001")
+        engine = make_engine(url)
+        old = {"pk_batch": "batch_pkey", "uq_batch_key": "batch_key_key", "fk_job_batch_id_batch": "job_batch_id_fkey"}
+        with engine.begin() as connection:
+            for new, default in old.items():
+                table = "job" if new.startswith("fk_job") else "batch"
+                connection.execute(text(f'ALTER TABLE "{table}" RENAME CONSTRAINT "{new}" TO "{default}"'))
+        upgrade(url)
+        with engine.connect() as connection:
+            names = set(connection.execute(text("SELECT conname FROM pg_constraint WHERE connamespace = 'public'::regnamespace")).scalars())
+        engine.dispose()
+    assert set(old) <= names and not set(old.values()) & names

@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jobsystem import postgres_database, service_env
+from jobsystem import postgres_database, results_of, service_env, summary_of, view_of
 from single_worker import all_stage_worker, clean_settings
 
-from pipeline.decoders.phrase_bank import NO_CONFIDENT_ANSWER
-from pipeline.errors import InputError
+from pipeline import NO_CONFIDENT_ANSWER, InputError
 from tests.conftest import ROOT, migrated
 
 pytestmark = pytest.mark.slow
@@ -62,7 +61,7 @@ def pipeline_refuses(text: str) -> bool:
     return not text.strip() or not encodable(text)
 
 
-def assert_answered(result, text: str, bank: set[str]) -> None:  # noqa: ANN001 - AnswerResult
+def assert_answered(result, text: str, bank: set[str]) -> None:
     assert result.question == text
     assert result.path in ("bank", "none")
     if result.path == "bank":
@@ -91,12 +90,12 @@ AWKWARD = {
 
 
 @pytest.fixture(scope="module")
-def bank(in_process) -> set[str]:  # noqa: ANN001
+def bank(in_process) -> set[str]:
     return set(in_process.cube_stage.bundle.bank_texts)
 
 
 @pytest.mark.parametrize("name", AWKWARD)
-def test_awkward_text_is_answered_or_refused_with_an_input_error(in_process, bank, name: str) -> None:  # noqa: ANN001
+def test_awkward_text_is_answered_or_refused_with_an_input_error(in_process, bank, name: str) -> None:
     text, refusal = AWKWARD[name]
     if refusal:
         with pytest.raises(InputError, match=refusal):
@@ -105,7 +104,7 @@ def test_awkward_text_is_answered_or_refused_with_an_input_error(in_process, ban
         assert_answered(in_process.process_batch([text])[0], text, bank)
 
 
-def test_a_one_megabyte_question_is_answered_from_its_first_tokens(in_process, bank) -> None:  # noqa: ANN001
+def test_a_one_megabyte_question_is_answered_from_its_first_tokens(in_process, bank) -> None:
     text = ("Where is Kenya, the country in east Africa? " * 25_000)[:1_000_000]
     result = in_process.process_batch([text])[0]
     assert result.truncated
@@ -115,14 +114,14 @@ def test_a_one_megabyte_question_is_answered_from_its_first_tokens(in_process, b
     assert "sequence-length-is-longer-than-the-specified-maximum" not in in_process.encode_stage.encoder.tokenizer.deprecation_warnings
 
 
-def test_one_bad_text_in_a_batch_is_named_by_its_position(in_process) -> None:  # noqa: ANN001
+def test_one_bad_text_in_a_batch_is_named_by_its_position(in_process) -> None:
     with pytest.raises(InputError, match="text #2 is empty"):
         in_process.process_batch(["Where is Kenya?", "Who built the fort?", "  ", "What is rain?"])
 
 
 @PROPERTY
 @given(texts=st.lists(TEXTS, min_size=1, max_size=3))
-def test_any_batch_of_texts_is_answered_or_refused(in_process, bank, texts: list[str]) -> None:  # noqa: ANN001
+def test_any_batch_of_texts_is_answered_or_refused(in_process, bank, texts: list[str]) -> None:
     refused = [i for i, text in enumerate(texts) if pipeline_refuses(text)]
     if refused:
         with pytest.raises(InputError, match=f"text #{refused[0]} "):
@@ -166,18 +165,16 @@ def stack(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     redis.Redis.from_url(broker_url).flushdb()
 
 
-def post_json(client, url: str, body: object):  # noqa: ANN001, ANN201
+def post_json(client, url: str, body: object):
     """JSON as any client may send it: lone surrogates travel as \\ud800 escapes."""
     return client.post(url, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
 
 
-def wait_final(sessions, job_ids: list[str], timeout: float = 120) -> list[dict]:  # noqa: ANN001
+def wait_final(sessions, job_ids: list[str], timeout: float = 120) -> list[dict]:
     """Every job's view once all are done or failed; fails naming the jobs still open after `timeout`."""
-    from storage.repository import job_view
-
     deadline = time.monotonic() + timeout
     while True:
-        views = [job_view(sessions, job_id) for job_id in job_ids]
+        views = [view_of(sessions, job_id) for job_id in job_ids]
         open_jobs = [v for v in views if v is None or v["status"] not in ("done", "failed")]
         if not open_jobs:
             return views
@@ -234,12 +231,14 @@ def test_the_api_answers_or_refuses_any_question_and_no_job_hangs(stack: Stack) 
 def test_the_api_refuses_what_it_cannot_take_with_a_clear_4xx(stack: Stack) -> None:
     client = stack.client
 
-    def refused(response, status: int, *needles: str) -> None:  # noqa: ANN001
+    def refused(response, status: int, *needles: str) -> None:
         assert response.status_code == status, response.text
         assert all(n in response.text for n in needles), response.text
 
-    refused(post_json(client, "/v1/jobs", {"question": "x" * 1_000_000}), 422, "has 1000000 characters; the limit is 4000")
-    refused(post_json(client, "/v1/jobs", {"question": "ok?", "reference": "r" * 4001}), 422, "reference has 4001 characters")
+    refused(post_json(client, "/v1/jobs", {"question": "x" * 1_000_000}), 422, '"loc": ["body", "question"]', "has 1000000 characters; the limit is 4000")
+    refused(post_json(client, "/v1/jobs", {"question": "ok?", "reference": "r" * 4001}), 422, '"loc": ["body", "reference"]', "'reference' has 4001 characters")
+    too_long = post_json(client, "/v1/batches", {"items": [{"question": "ok?"}, {"question": "x" * 4001}]})
+    refused(too_long, 422, '"loc": ["body", "items", 1, "question"]', "'question' has 4001 characters")
     refused(client.post("/v1/jobs", content=b'{"question": "caf\xe9?"}', headers={"content-type": "application/json"}), 400)
     refused(client.post("/v1/jobs", content=b'{"question": ', headers={"content-type": "application/json"}), 422, "json_invalid")
     refused(post_json(client, "/v1/jobs", ["Where is Kenya?"]), 422)
@@ -258,20 +257,42 @@ def test_the_api_refuses_what_it_cannot_take_with_a_clear_4xx(stack: Stack) -> N
 
 @pytest.mark.services
 def test_awkward_questions_through_the_api_are_answered(stack: Stack) -> None:
-    from storage.repository import iter_results
 
     texts = [text for text, refusal in AWKWARD.values() if refusal is None and "\x00" not in text]
     accepted = post_json(stack.client, "/v1/batches", {"items": [{"question": text} for text in texts]})
     assert accepted.status_code == 202, accepted.text
-    views = wait_final(stack.sessions, [row["id"] for row in iter_results(stack.sessions, accepted.json()["batch_id"])])
+    views = wait_final(stack.sessions, [row["id"] for row in results_of(stack.sessions, accepted.json()["batch_id"])])
     assert [v["question"] for v in views] == texts
     assert all(v["status"] == "done" and v["answer"] for v in views), [v for v in views if v["status"] != "done"]
+
+
+@pytest.mark.services
+def test_a_batch_answers_with_its_job_ids_and_is_listed_first(stack: Stack) -> None:
+    accepted = post_json(stack.client, "/v1/batches", {"items": [{"question": f"Where is {place}?"} for place in ("Kenya", "Peru", "Laos")]})
+    assert accepted.status_code == 202, accepted.text
+    body = accepted.json()
+    assert body["jobs"] == len(body["job_ids"]) == 3 and body["created"]
+    assert body["job_ids"] == [row["id"] for row in results_of(stack.sessions, body["batch_id"])]
+    listed = stack.client.get("/v1/batches", params={"limit": 1})
+    assert listed.status_code == 200 and [b["id"] for b in listed.json()["batches"]] == [body["batch_id"]]
+    assert listed.json()["total"] >= 1 and listed.json()["limit"] == 1
+    assert stack.client.get("/v1/batches", params={"limit": 0}).status_code == 422
+    assert stack.client.get(f"/v1/batches/{body['batch_id']}").json().keys() == listed.json()["batches"][0].keys()
+
+
+@pytest.mark.services
+def test_a_job_that_is_final_within_the_wait_comes_back_with_200(stack: Stack) -> None:
+    waited = post_json(stack.client, "/v1/jobs?wait=60", {"question": "Where is Kenya?"})
+    assert waited.status_code == 200, waited.text
+    assert waited.json()["status"] == "done" and waited.json()["answer"]
+    queued = post_json(stack.client, "/v1/jobs", {"question": "Where is Peru?"})
+    assert queued.status_code == 202 and queued.json()["status"] in ("queued", "running")
 
 
 # --- cubeqa submit ------------------------------------------------------------------------------------
 
 
-def cli(stack: Stack, *args: str, **extra: str):  # noqa: ANN201 - click Result
+def cli(stack: Stack, *args: str, **extra: str):
     """`cubeqa ARGS` in this process (typer's runner), with only our CUBEQA_* settings."""
     from typer.testing import CliRunner
 
@@ -292,13 +313,12 @@ def batch_count(stack: Stack) -> int:
 
     from storage.models import Batch
 
-    with stack.sessions() as session:  # type: ignore[operator]
+    with stack.sessions() as session:
         return session.scalar(select(func.count()).select_from(Batch))
 
 
 @pytest.mark.services
 def test_submit_names_every_bad_line_and_the_good_ones_are_answered(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from storage.repository import iter_results
 
     monkeypatch.chdir(tmp_path)
     lines: list[bytes] = [
@@ -334,11 +354,33 @@ def test_submit_names_every_bad_line_and_the_good_ones_are_answered(stack: Stack
     assert "3 jobs queued, 11 lines skipped" in flat(run.stdout)
     assert batch_count(stack) == before + 1
     batch_id = flat(run.stdout).split("batch ")[1].split(":")[0]
-    rows = list(iter_results(stack.sessions, batch_id))
+    rows = results_of(stack.sessions, batch_id)
     assert [(r["line"], r["question"], r["status"]) for r in rows] == [
         (1, "Where is Kenya?", "done"), (12, "🇰🇪 Где находится Kenya 肯尼亚?", "done"), (15, "Robert'); DROP TABLE job; --", "done"),
     ]
     assert rows[2]["reference"] == "verbatim" and all(r["answer"] for r in rows)
+
+
+@pytest.mark.services
+def test_batches_are_listed_and_csv_results_have_a_column_per_figure(stack: Stack, tmp_path: Path) -> None:
+    import csv
+
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question": "Where is Kenya?", "reference": "In Africa."}\n{"question": "What is rain?"}\n', encoding="utf-8")
+    run = cli(stack, "submit", str(path), "--wait")
+    assert run.exit_code == 0, run.output
+    batch_id = flat(run.stdout).split("batch ")[1].split(":")[0]
+    listed = cli(stack, "batches", "--json", "--limit", "1")
+    assert listed.exit_code == 0 and [b["id"] for b in json.loads(listed.stdout)["batches"]] == [batch_id]
+    table = cli(stack, "batches", "--limit", "3", COLUMNS="300")
+    assert table.exit_code == 0 and batch_id in table.stdout
+    out = tmp_path / "results.csv"
+    assert cli(stack, "results", batch_id, "--format", "csv", "--out", str(out)).exit_code == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [r["question"] for r in rows] == ["Where is Kenya?", "What is rain?"]
+    assert {"metrics.e2e_cos", "metrics.cube_cos", "timings_ms.encode", "timings_ms.wait_decode", "hosts.decode"} <= rows[0].keys()
+    assert "metrics" not in rows[0] and not any(v.startswith("{") for row in rows for v in row.values())
+    assert float(rows[0]["metrics.e2e_cos"]) > 0 and rows[1]["metrics.e2e_cos"] == ""  # no reference, no end-to-end figure
 
 
 def unreadable_files() -> dict[str, tuple[bytes, str]]:
@@ -407,7 +449,6 @@ def test_jobs_stored_while_the_broker_was_down_are_finished_by_the_reconciler(st
     from sqlalchemy import select
 
     from storage.models import Batch
-    from storage.repository import batch_summary, iter_results
 
     path = tmp_path / "q.csv"
     path.write_text("question\nWhere is Kenya?\nWho built the fort?\nWhat is rain?\n", encoding="utf-8")
@@ -416,12 +457,12 @@ def test_jobs_stored_while_the_broker_was_down_are_finished_by_the_reconciler(st
     assert run.returncode == 1, run.stdout + run.stderr
     assert "broker unreachable after 0 of 3 jobs were sent" in flat(run.stderr) and "`cubeqa reconcile` sends them" in flat(run.stderr)
     assert "Traceback" not in run.stderr
-    with stack.sessions() as session:  # type: ignore[operator]
+    with stack.sessions() as session:
         batch_id = session.scalar(select(Batch.id).where(Batch.source == str(path)))
-    assert batch_summary(stack.sessions, batch_id).counts["queued"] == 3
+    assert summary_of(stack.sessions, batch_id).counts["queued"] == 3
 
     time.sleep(1.2)
     again = cli(stack, "reconcile", "--after", "1")
     assert again.exit_code == 0 and "re-sent 3 stuck jobs" in flat(again.stdout), again.output
-    views = wait_final(stack.sessions, [row["id"] for row in iter_results(stack.sessions, batch_id)])
+    views = wait_final(stack.sessions, [row["id"] for row in results_of(stack.sessions, batch_id)])
     assert [v["status"] for v in views] == ["done"] * 3

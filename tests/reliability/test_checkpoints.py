@@ -14,19 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.checkpoint import (
-    BANK,
-    BANK_VECTORS,
-    CUBE_WEIGHTS,
-    MANIFEST,
-    REQUIRED_FIELDS,
-    load_bundle,
-    save_bundle,
-    weights_id,
-)
-from pipeline.cube import Cube
-from pipeline.encoder import EncoderIdentity
-from pipeline.errors import BundleError, IncompatibleBundle
+from pipeline import BundleError, Cube, EncoderIdentity, IncompatibleBundle, load_bundle, save_bundle
+from pipeline.checkpoint import BANK, BANK_VECTORS, CUBE_WEIGHTS, MANIFEST, REQUIRED_FIELDS, weights_id
 from tests.conftest import ROOT
 from tests.unit.test_checkpoint import CONFIG, ENCODER, trained_cube
 

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from jobsystem import postgres_database, service_env, start, stop
+from jobsystem import postgres_database, results_of, service_env, start, stop
 from single_worker import all_stage_worker
 
 from tests.conftest import ROOT, migrated
@@ -106,7 +106,7 @@ def auth() -> dict[str, str]:
 
 def answered(secured: Secured, question: str, timeout: float = 60) -> dict:
     response = httpx.post(f"{secured.base}/v1/jobs", params={"wait": 30}, json={"question": question}, headers=auth(), timeout=40)
-    assert response.status_code == 202, response.text
+    assert response.status_code in (200, 202), response.text  # 200 once final
     job = response.json()
     deadline = time.monotonic() + timeout
     while job["status"] not in ("done", "failed"):
@@ -125,7 +125,7 @@ class Planted:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
 
 
@@ -193,7 +193,7 @@ def test_the_worker_accepts_only_msgpack_and_json(broker_url: str) -> None:
 def test_every_v1_route_wants_the_token(secured: Secured) -> None:
     schema = httpx.get(f"{secured.base}/openapi.json").json()
     routes = [(method.upper(), path) for path, item in schema["paths"].items() for method in item if path.startswith("/v1/")]
-    assert len(routes) == 5
+    assert len(routes) == 6
     wrong = [
         {},
         {"Authorization": "Bearer"},
@@ -213,14 +213,14 @@ def test_every_v1_route_wants_the_token(secured: Secured) -> None:
             assert response.status_code == 401, (method, path, headers, response.text)
             assert response.headers["www-authenticate"] == "Bearer"
             assert TOKEN not in response.text
-        assert httpx.request(method, url, headers=auth(), json=body if method == "POST" else None).status_code in (202, 404)
+        assert httpx.request(method, url, headers=auth(), json=body if method == "POST" else None).status_code in (200, 202, 404)
     for open_path in ("/livez", "/healthz", "/metrics", "/openapi.json"):
         assert httpx.get(secured.base + open_path).status_code == 200, open_path
 
 
 def test_the_token_is_compared_in_constant_time() -> None:
     """The bearer check goes through hmac.compare_digest and never compares the token with == or in."""
-    tree = ast.parse((ROOT / "cubeqa" / "api.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "cubeqa" / "api" / "deps.py").read_text(encoding="utf-8"))
     (check,) = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "authorised"]
     calls = [ast.unparse(node.func) for node in ast.walk(check) if isinstance(node, ast.Call)]
     assert "hmac.compare_digest" in calls or "secrets.compare_digest" in calls
@@ -269,7 +269,7 @@ def test_flower_wants_its_credentials_and_its_command_line_holds_no_secret(secur
 # --- secrets in logs and error messages -----------------------------------------------------------
 
 
-def cli(*args: str, env: dict[str, str]):  # noqa: ANN201 - click Result
+def cli(*args: str, env: dict[str, str]):
     """`cubeqa ARGS` in this process (typer's runner) with exactly these CUBEQA_* settings."""
     from typer.testing import CliRunner
 
@@ -399,9 +399,8 @@ def test_injection_text_is_stored_verbatim(secured: Secured, tmp_path: Path) -> 
 
     from storage.db import make_engine, session_factory, upgrade
     from storage.models import Batch, Job
-    from storage.repository import iter_results
 
-    with secured.sessions() as session:  # type: ignore[operator]
+    with secured.sessions() as session:
         jobs_before = session.scalar(select(func.count()).select_from(Job))
     items = [{"question": text, "reference": text[::-1]} for text in INJECTIONS]
     for key in INJECTIONS[:3]:
@@ -410,11 +409,11 @@ def test_injection_text_is_stored_verbatim(secured: Secured, tmp_path: Path) -> 
         assert first.status_code == again.status_code == 202, first.text
         assert (first.json()["created"], again.json()["created"]) == (True, False)
         assert again.json()["batch_id"] == first.json()["batch_id"]
-        rows = list(iter_results(secured.sessions, first.json()["batch_id"]))
+        rows = results_of(secured.sessions, first.json()["batch_id"])
         assert [(r["question"], r["reference"]) for r in rows] == [(i["question"], i["reference"]) for i in items]
     for text in INJECTIONS:
         assert httpx.get(f"{secured.base}/v1/batches/{quote(text, safe='')}", headers=auth()).status_code == 404
-    with secured.sessions() as session:  # type: ignore[operator]
+    with secured.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Job)) == jobs_before + 3 * len(INJECTIONS)
         assert session.scalar(select(func.count()).select_from(Batch).where(Batch.key == INJECTIONS[1])) == 1
 
@@ -427,5 +426,5 @@ def test_injection_text_is_stored_verbatim(secured: Secured, tmp_path: Path) -> 
     sessions = session_factory(make_engine(url))
     with sessions() as session:
         (batch_id,) = session.scalars(select(Batch.id).where(Batch.key == INJECTIONS[0])).all()
-    assert [r["question"] for r in iter_results(sessions, batch_id)] == INJECTIONS
+    assert [r["question"] for r in results_of(sessions, batch_id)] == INJECTIONS
     sessions.kw["bind"].dispose()

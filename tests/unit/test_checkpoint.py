@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.checkpoint import BANK, CUBE_WEIGHTS, MANIFEST, load_bundle, save_bundle
-from pipeline.cube import Cube, CubeConfig
-from pipeline.encoder import EncoderIdentity
-from pipeline.errors import BundleError, IncompatibleBundle
+from pipeline import BundleError, Cube, CubeConfig, EncoderIdentity, IncompatibleBundle, load_bundle, save_bundle
+from pipeline.checkpoint import BANK, CUBE_WEIGHTS, MANIFEST
 
 ENCODER = EncoderIdentity(model_id="test/encoder", dim=18, weights_hash="abc123")
 CONFIG = CubeConfig(dim=18, size=(3, 3, 2), channels=4, hidden=8, steps=2)

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.cube import DIRECTIONS, Cube, CubeConfig, Perceive
+from pipeline import Cube, CubeConfig
+from pipeline.cube import DIRECTIONS, Perceive
 
 
 def unit(batch: int, dim: int, seed: int = 0) -> torch.Tensor:

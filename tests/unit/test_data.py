@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import InputError
-from pipeline.training.data import answer_key, embed_cached, load_pairs
+from pipeline import InputError, load_pairs
+from pipeline.data import answer_key, embed_cached
 from pipeline.workflows import read_bank_file
 
 

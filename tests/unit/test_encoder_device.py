@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.encoder import EncoderConfig, TeacherEncoder, to_device
+from pipeline import EncoderConfig, TeacherEncoder
+from pipeline.encoder import to_device
 
 
 def test_a_cpu_batch_is_left_where_it_is() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline import EmbeddedPairs, QAPair, evaluate, paired_bootstrap
 from pipeline.baselines import MeanAnswer, MeanShift, NearestQuestion, ResidualRidge, Ridge, normalise
-from pipeline.evaluation import echo_rate, evaluate, paired_bootstrap, retrieval_metrics, retrieval_ranks
-from pipeline.training.data import EmbeddedPairs, QAPair
+from pipeline.evaluation import echo_rate, retrieval_metrics, retrieval_ranks
 
 
 def test_bootstrap_interval_of_a_constant_is_that_constant() -> None:

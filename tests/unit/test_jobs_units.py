@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from cubeqa.intake import IntakeError, read_bulk
-from pipeline.errors import InputError
-from tasks.stages import isolate
-from tasks.wire import pack, unpack
+from pipeline import InputError
+from tasks.runner import isolate
+from tasks.wire import MicroBatch, WireError, pack, unpack
 
 
 def test_vectors_travel_as_raw_float32_and_come_back_exactly() -> None:
@@ -20,6 +20,30 @@ def test_vectors_travel_as_raw_float32_and_come_back_exactly() -> None:
     np.testing.assert_array_equal(unpack(data, 384), vectors)
     with pytest.raises(ValueError, match="whole number"):
         unpack(data[:-1], 384)
+
+
+def test_a_micro_batch_survives_msgpack_and_an_unknown_version_is_refused() -> None:
+    from kombu.serialization import dumps, loads
+
+    vectors = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    batch = MicroBatch(batch="b" * 32, jobs=["j1", "j2"], dim=4, q=pack(vectors), has_ref=[False, True], bank="squad", bank_version="v3")
+    content_type, encoding, body = dumps(((batch.to_wire(),), {}, {}), serializer="msgpack")
+    (message,), _, _ = loads(body, content_type, encoding, accept=["application/x-msgpack"])
+    back = MicroBatch.from_wire(message)
+    assert back == batch and (back.bank, back.bank_version, back.version) == ("squad", "v3", 1)
+    np.testing.assert_array_equal(unpack(back.q, 4), vectors)
+    legacy = {k: v for k, v in batch.to_wire().items() if k not in ("version", "bank", "bank_version")}
+    assert MicroBatch.from_wire(legacy).jobs == ["j1", "j2"]  # a message sent before `version` existed
+    with pytest.raises(WireError, match="version 2 is unknown to this worker"):
+        MicroBatch.from_wire({**message, "version": 2})
+    with pytest.raises(WireError, match="unknown fields"):
+        MicroBatch.from_wire({**message, "colour": "red"})
+
+
+def test_a_failed_row_leaves_the_micro_batch_and_the_rest_stay_aligned() -> None:
+    batch = MicroBatch(batch="b", jobs=["j0", "j1", "j2"], truncated=[False, True, False])
+    kept = batch.drop_failed({1: "bad input"}, {"truncated": batch.truncated})
+    assert (batch.jobs, batch.failed, kept["truncated"]) == (["j0", "j2"], [["j1", "bad input"]], [False, False])
 
 
 def test_an_item_that_raises_fails_alone() -> None:
@@ -73,6 +97,26 @@ def test_bulk_csv_needs_a_question_column_and_checks_each_row(tmp_path) -> None:
     bad.write_text("text,answer\nhello,world\n", encoding="utf-8")
     with pytest.raises(IntakeError, match="'question' column"):
         read_bulk(bad, max_chars=10, max_items=10)
+
+
+def test_a_json_error_is_reported_at_its_own_column(tmp_path) -> None:
+    path = tmp_path / "q.jsonl"
+    line = '{"question": "Where is the capital of Kenya?", "reference" "Nairobi"}'
+    path.write_text(line + "\n" + '{"question": "Who wrote it?"\n', encoding="utf-8")
+    reasons = dict(read_bulk(path, max_chars=100, max_items=10).rejected)
+    column = line.index('"Nairobi') + 1
+    assert reasons[1] == f"invalid JSON (Expecting ':' delimiter at column {column})"
+    assert reasons[2] == "invalid JSON (Expecting ',' delimiter at column 29)"  # just past its end, not column 1 of the next
+
+
+def test_api_and_file_items_share_one_check() -> None:
+    from cubeqa.intake import item_problems
+
+    problems = item_problems("x" * 11, "\x00", max_chars=10)
+    assert isinstance(problems, list)
+    assert [(p.field, str(p)) for p in problems] == [("question", "'question' has 11 characters; the limit is 10"), ("reference", "'reference' contains a NUL character")]
+    job = item_problems("Where?", "  ", max_chars=10)
+    assert not isinstance(job, list) and (job.question, job.reference) == ("Where?", None)
 
 
 def test_bulk_limits_and_formats(tmp_path) -> None:

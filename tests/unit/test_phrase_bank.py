@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline import NO_CONFIDENT_ANSWER, InputError, PhraseBankConfig, PhraseBankDecoder
 from pipeline.baselines import normalise
-from pipeline.decoders.phrase_bank import NO_CONFIDENT_ANSWER, PhraseBankConfig, PhraseBankDecoder
-from pipeline.errors import InputError
 
 
 def bank(n: int = 50, dim: int = 16, config: PhraseBankConfig | None = None) -> PhraseBankDecoder:
@@ -28,7 +27,7 @@ def test_below_threshold_is_an_explicit_no_answer_with_its_score() -> None:
     decoder = bank(config=PhraseBankConfig(min_score=0.99))
     far = normalise(decoder.vectors[:2].sum(0, keepdims=True))
     answer = decoder.decode(far)[0]
-    assert not answer.confident
+    assert answer.path == "none"
     assert answer.text == NO_CONFIDENT_ANSWER
     assert answer.score < 0.99 and answer.candidates[0].text.startswith("sentence")
 

@@ -45,14 +45,6 @@ def test_a_misspelt_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> Non
         Settings()
 
 
-def test_readme_documents_every_setting() -> None:
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    missing = [name for name in Settings.model_fields if f"CUBEQA_{name.upper()}" not in readme]
-    assert missing == []
-
-
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [("CUBEQA_API_TOKEN", "  ", "unset it"), ("CUBEQA_FLOWER_BASIC_AUTH", "admin", "user:password"), ("CUBEQA_FLOWER_BASIC_AUTH", ":pw", "user:password")],

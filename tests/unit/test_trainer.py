@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline import Cube, CubeConfig, EmbeddedPairs, QAPair, TrainConfig, apply_map
 from pipeline.baselines import normalise
-from pipeline.cube import Cube, CubeConfig
-from pipeline.training.cube_trainer import TrainConfig, answer_labels, apply_map, infonce, lr_factor, train_cube
-from pipeline.training.data import EmbeddedPairs, QAPair
+from pipeline.training.cube_trainer import answer_labels, infonce, lr_factor, train_cube
 
 
 def test_answer_labels_group_shared_answers() -> None:

@@ -1,0 +1,43 @@
+"""Request items to jobs through `cubeqa.intake` (the CLI's checks), refused as FastAPI's own 422 or a 413."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
+
+from cubeqa.api.deps import Services
+from cubeqa.api.schemas import Accepted, QuestionIn
+from cubeqa.intake import TooManyItems, check_count, item_problems
+from storage.repository import NewJob
+from tasks.producer import BrokerUnavailable, submit
+
+
+def checked_jobs(items: Sequence[QuestionIn], services: Services, where: tuple[str | int, ...]) -> list[NewJob]:
+    """Jobs from the items, or a 422 naming every bad field (at `where` + index + field) or a 413 for too many."""
+    try:
+        check_count(len(items), services.max_batch_items)
+    except TooManyItems as exc:
+        raise HTTPException(413, str(exc)) from exc
+    jobs: list[NewJob] = []
+    errors: list[dict[str, object]] = []
+    for i, item in enumerate(items):
+        job = item_problems(item.question, item.reference, services.max_question_chars)
+        if isinstance(job, list):
+            at = (*where, i) if where else ()
+            errors += [{"type": "value_error", "loc": ("body", *at, problem.field), "msg": str(problem)} for problem in job]
+        else:
+            jobs.append(job)
+    if errors:
+        raise RequestValidationError(errors)
+    return jobs
+
+
+def enqueue(services: Services, jobs: list[NewJob], key: str | None, micro_batch: int | None, source: str) -> Accepted:
+    """Stores and sends the jobs; 503 when the broker is down (they stay stored for the reconciler)."""
+    try:
+        result = submit(services.sessions, jobs, micro_batch=micro_batch or services.micro_batch, key=key, source=source)
+    except BrokerUnavailable as exc:
+        raise HTTPException(503, "queue unavailable; the jobs are stored and will be sent by the reconciler") from exc
+    return Accepted(batch_id=result.batch_id, job_ids=result.job_ids, created=result.created, jobs=result.jobs)

@@ -1,0 +1,87 @@
+"""Request and response bodies of the API (the JSON fields clients rely on)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+from cubeqa.intake import MAX_MICRO_BATCH, check_key
+from storage.models import KEY_LENGTH
+from storage.summary import BatchSummary
+
+
+class QuestionIn(BaseModel):
+    """One question, optionally with a reference answer to score against (checked by `cubeqa.intake`)."""
+
+    question: str = Field(description="the question text")
+    reference: str | None = Field(None, description="a reference answer; adds quality metrics to the result")
+
+
+class BatchIn(BaseModel):
+    items: list[QuestionIn] = Field(min_length=1, description="the questions")
+    key: str | None = Field(None, max_length=KEY_LENGTH, description="idempotency key: resubmitting with it is a no-op")
+    micro_batch: int | None = Field(None, ge=1, le=MAX_MICRO_BATCH, description="jobs per stage task")
+
+    @field_validator("key")
+    @classmethod
+    def storable_key(cls, value: str | None) -> str | None:
+        return None if value is None else check_key(value)
+
+
+class Accepted(BaseModel):
+    """A stored batch: its id, its jobs' ids in input order, whether this request created it."""
+
+    batch_id: str
+    job_ids: list[str] = Field(default_factory=list)
+    created: bool
+    jobs: int
+
+
+class JobPublic(BaseModel):
+    """One job: status, answer, decoder path, score, metrics, per-stage timings and hosts."""
+
+    id: str
+    batch_id: str
+    line: int | None
+    question: str
+    reference: str | None
+    status: str
+    answer: str | None
+    decoder_path: str | None
+    score: float | None
+    error: str | None
+    attempts: int
+    metrics: dict[str, bool | int | float | None]  # as the stage stored them (an int stays an int in the JSON)
+    timings_ms: dict[str, float]
+    hosts: dict[str, str]
+    model_version: str | None
+
+
+class BatchPublic(BaseModel):
+    """Progress (counts by status) and quality aggregates of a batch."""
+
+    id: str
+    key: str | None
+    source: str | None
+    total: int
+    counts: dict[str, int]
+    done: int
+    failed: int
+    finished: bool
+    success_rate: float | None
+    created_at: str  # ISO 8601 with its UTC offset
+    finished_at: str | None
+    jobs_per_second: float | None
+    metrics: dict[str, dict[str, float | int]]  # name -> mean, p50, p90, n
+
+    @classmethod
+    def of(cls, summary: BatchSummary) -> BatchPublic:
+        return cls(**summary.to_dict())
+
+
+class BatchList(BaseModel):
+    """A page of batches, newest first."""
+
+    batches: list[BatchPublic]
+    total: int
+    offset: int
+    limit: int

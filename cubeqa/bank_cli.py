@@ -1,0 +1,163 @@
+"""`cubeqa bank`: build, extend, list, show and remove the knowledge banks jobs answer from."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from cubeqa.cli_base import app, console, fail
+from cubeqa.render import progress_bar
+from cubeqa.settings import Settings
+from cubeqa.wiring import bank_store, encoder_config
+
+bank_app = typer.Typer(help="Knowledge banks: the user's documents, split into sentences, embedded and indexed.", no_args_is_help=True)
+app.add_typer(bank_app, name="bank")
+
+PathsArg = Annotated[list[Path], typer.Argument(help="files (.txt .md .jsonl .csv .pdf) or folders (searched recursively)")]
+KindOption = Annotated[str | None, typer.Option("--index", help="flat, hnsw or ivfpq; default: chosen by the number of sentences")]
+ParamsOption = Annotated[str | None, typer.Option("--index-params", help='JSON object overriding index parameters, e.g. \'{"ef_search": 256}\'')]
+SplitOption = Annotated[bool, typer.Option("--split/--no-split", help="split texts into sentences (--no-split: each line or row is one sentence)")]
+
+
+def stage_progress(bar: Progress) -> Callable[[str, int, int], None]:
+    """One bar per build stage (read, embed, index, write); a total of 0 means not yet known."""
+    tasks: dict[str, TaskID] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total or None)
+        bar.update(tasks[stage], completed=done, total=total or None)
+
+    return on_progress
+
+
+def index_overrides(params: str | None) -> dict[str, Any] | None:
+    """--index-params as a dict, or a clear error."""
+    if params is None:
+        return None
+    try:
+        value = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--index-params is not JSON: {exc.msg} at column {exc.colno}") from exc
+    if not isinstance(value, dict):
+        raise ValueError("--index-params must be a JSON object")
+    return value
+
+
+def run_build(settings: Settings, name: str, paths: list[Path], *, add: bool, replace: bool, kind: str | None, params: str | None, split: bool) -> None:
+    """Builds (or extends) a bank with the teacher encoder, showing progress; domain errors end as one line."""
+    from pipeline import CubeQAError, TeacherEncoder
+
+    try:
+        store = bank_store(settings)
+        encoder = TeacherEncoder(encoder_config(settings))
+        options: dict[str, Any] = dict(
+            embed=lambda texts: encoder.encode(texts).vectors, encoder_identity=encoder.identity, kind=kind,
+            index_params=index_overrides(params), split=split, cache_dir=settings.cache_dir / "embeddings",
+        )
+        with progress_bar(console) as bar:
+            options["progress"] = stage_progress(bar)
+            info = store.add(name, paths, **options) if add else store.build(name, paths, replace=replace, **options)
+    except (CubeQAError, ValueError, OSError) as exc:
+        raise fail(exc) from exc
+    console.print(
+        f"bank [bold]{info.name}[/bold] version {info.version}: {info.sentences:,} sentences from {info.documents:,} documents, "
+        f"{info.index['kind']} index, {info.size_bytes / 1e6:.1f} MB in {info.path}"
+    )
+
+
+@bank_app.command("build")
+def build_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="bank name: letters, digits, '_', '.', '-'")],
+    paths: PathsArg,
+    replace: Annotated[bool, typer.Option(help="replace an existing bank of this name with a new version")] = False,
+    index: KindOption = None,
+    index_params: ParamsOption = None,
+    split: SplitOption = True,
+) -> None:
+    """Build a bank from documents: sentences with their provenance, teacher embeddings, a FAISS index."""
+    run_build(ctx.obj, name, paths, add=False, replace=replace, kind=index, params=index_params, split=split)
+
+
+@bank_app.command("add")
+def add_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="an existing bank")],
+    paths: PathsArg,
+    index: KindOption = None,
+    index_params: ParamsOption = None,
+    split: SplitOption = True,
+) -> None:
+    """Add documents to a bank as a new version (only new sentences are embedded)."""
+    run_build(ctx.obj, name, paths, add=True, replace=False, kind=index, params=index_params, split=split)
+
+
+@bank_app.command("list")
+def list_command(ctx: typer.Context) -> None:
+    """The banks: name, current version, sentences, documents, index and size."""
+    from pipeline import CubeQAError
+
+    try:
+        banks = bank_store(ctx.obj).list()
+    except (CubeQAError, OSError) as exc:
+        raise fail(exc) from exc
+    table = Table(title=f"banks in {ctx.obj.bank_root or 'the default bank root'}", title_justify="left")
+    for column in ("name", "version", "sentences", "documents", "index", "MB", "built"):
+        table.add_column(column, justify="right" if column in ("sentences", "documents", "MB") else "left")
+    for info in banks:
+        if info.problem:
+            table.add_row(info.name, "-", "-", "-", "-", "-", f"[red]{info.problem}[/red]")
+            continue
+        built = "built in" if info.builtin else info.built_at
+        table.add_row(info.name, info.version, f"{info.sentences:,}", f"{info.documents:,}", info.index["kind"], f"{info.size_bytes / 1e6:.1f}", built)
+    console.print(table)
+
+
+@bank_app.command("show")
+def show_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="bank name")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the bank's record as JSON")] = False,
+) -> None:
+    """A bank's counts, version, size on disk, encoder, index and a few sample sentences."""
+    from pipeline import CubeQAError
+
+    try:
+        info = bank_store(ctx.obj).show(name)
+    except (CubeQAError, OSError) as exc:
+        raise fail(exc) from exc
+    if as_json:
+        console.print_json(json.dumps(info.to_dict()))
+        return
+    table = Table(title=f"bank {info.name}", title_justify="left", show_header=False)
+    rows = {
+        "version": info.version, "versions kept": ", ".join(info.versions), "sentences": f"{info.sentences:,}",
+        "documents": f"{info.documents:,}", "size on disk": f"{info.size_bytes / 1e6:.1f} MB",
+        "encoder": f"{info.encoder.get('model_id')} (weights {info.encoder.get('weights_hash')})",
+        "index": f"{info.index['kind']} {json.dumps(info.index.get('params', {}))}", "built": "built in" if info.builtin else info.built_at,
+        "sources": ", ".join(info.sources), "path": info.path,
+    }
+    for key, value in rows.items():
+        table.add_row(key, value)
+    for i, sample in enumerate(info.samples):
+        table.add_row("sample" if i == 0 else "", sample)
+    console.print(table)
+
+
+@bank_app.command("remove")
+def remove_command(ctx: typer.Context, name: Annotated[str, typer.Argument(help="bank name")]) -> None:
+    """Remove a bank and all its versions (jobs pinned to it then fail, naming the bank)."""
+    from pipeline import CubeQAError
+
+    try:
+        bank_store(ctx.obj).remove(name)
+    except (CubeQAError, OSError) as exc:
+        raise fail(exc) from exc
+    console.print(f"bank {name} removed")

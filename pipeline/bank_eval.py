@@ -1,0 +1,187 @@
+"""Evaluation against a bank that holds the answers: is the returned sentence a gold one, and how
+sure were we.
+
+P@1: the top sentence is one of the question's gold sentences (`answer` plus `alt_answers`,
+compared by normalised text). MRR@10: reciprocal rank of the first gold sentence in the top 10,
+0 beyond. Precision at coverage: among the questions whose confidence clears a threshold, the
+share answered right; coverage is the share that clears it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.calibration import Calibrator, expected_calibration_error
+from pipeline.data import answer_key
+from pipeline.evaluation import Interval, paired_bootstrap
+
+Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # (queries (N, D), k) -> (scores (N, k), rows (N, k))
+COVERAGES = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+@dataclass(frozen=True)
+class SearchBank:
+    """Bank sentences, their vectors and a search over them."""
+
+    texts: list[str]
+    vectors: np.ndarray
+    search: Search
+
+
+def flat_bank(texts: Sequence[str], vectors: np.ndarray) -> SearchBank:
+    """Exact inner-product search (FAISS flat) over unit vectors."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+
+    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(vectors)))
+
+    return SearchBank(list(texts), vectors, search)
+
+
+def unique_bank(texts: Sequence[str], vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """First occurrence of each sentence (by normalised text), with its vector."""
+    rows: dict[str, int] = {}
+    for row, text in enumerate(texts):
+        rows.setdefault(answer_key(text), row)
+    keep = list(rows.values())
+    return [texts[r] for r in keep], np.asarray(vectors)[keep]
+
+
+def gold_ranks(rows: np.ndarray, bank_texts: Sequence[str], golds: Sequence[Sequence[str]]) -> np.ndarray:
+    """1-based rank of the first gold sentence among each row of search results; 0 when none is there."""
+    keys = [answer_key(t) for t in bank_texts]
+    ranks = np.zeros(len(rows), np.int64)
+    for i, (row, gold) in enumerate(zip(rows, golds)):
+        wanted = {answer_key(g) for g in gold}
+        for rank, r in enumerate(row, start=1):
+            if r >= 0 and keys[r] in wanted:
+                ranks[i] = rank
+                break
+    return ranks
+
+
+@dataclass(frozen=True)
+class MapResult:
+    """Per-question figures of one question -> answer-vector map searched in the bank."""
+
+    scores: np.ndarray  # (N, k) top search scores
+    ranks: np.ndarray  # (N,) 1-based gold rank within the top k, 0 when absent
+    confidence: np.ndarray | None  # (N,)
+
+    @property
+    def hit(self) -> np.ndarray:
+        return (self.ranks == 1).astype(np.float64)
+
+    @property
+    def reciprocal(self) -> np.ndarray:
+        return np.where(self.ranks > 0, 1.0 / np.maximum(self.ranks, 1), 0.0)
+
+
+def search_map(bank: SearchBank, outputs: np.ndarray, golds: Sequence[Sequence[str]], calibrator: Calibrator | None, k: int = 10) -> MapResult:
+    """Searches the bank with one map's outputs and scores the results against the golds."""
+    scores, rows = bank.search(outputs, k)
+    return MapResult(scores, gold_ranks(rows, bank.texts, golds), None if calibrator is None else calibrator.predict(scores))
+
+
+def precision_at(confidence: np.ndarray, hit: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(precision of the answered, coverage) when answers below `threshold` are refused."""
+    answered = confidence >= threshold
+    return (float(hit[answered].mean()) if answered.any() else float("nan")), float(answered.mean())
+
+
+def ratio_bootstrap(hit_a: np.ndarray, kept_a: np.ndarray, hit_b: np.ndarray, kept_b: np.ndarray, resamples: int = 2000, seed: int = 0) -> Interval:
+    """Difference of precision-of-answered (a − b) over the same resampled questions, with its 95% interval.
+
+    Precision is a ratio with a different denominator per map, so this is not a mean of per-question
+    differences and `paired_bootstrap` cannot take it; the resampling is the same."""
+    rng = np.random.default_rng(seed)
+    n = len(hit_a)
+
+    def precision(hit: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        return (hit * kept).sum(-1) / np.maximum(kept.sum(-1), 1)
+
+    diffs = np.empty(resamples)
+    for start in range(0, resamples, 200):
+        idx = rng.integers(0, n, (min(200, resamples - start), n))
+        diffs[start : start + len(idx)] = precision(hit_a[idx], kept_a[idx]) - precision(hit_b[idx], kept_b[idx])
+    point = float(precision(hit_a, kept_a) - precision(hit_b, kept_b))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return Interval(point, float(low), float(high))
+
+
+def bank_evaluation(
+    bank: SearchBank,
+    questions: np.ndarray,
+    cube_outputs: np.ndarray,
+    golds: Sequence[Sequence[str]],
+    calibrator: Calibrator | None = None,
+    min_confidence: float | None = None,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, object]:
+    """P@1, MRR@10 (and precision at the threshold's coverage) for the cube and for identity, with
+    paired bootstrap 95% intervals of cube − identity. Identity uses the same calibrator."""
+    results = {"cube": search_map(bank, cube_outputs, golds, calibrator), "identity": search_map(bank, questions, golds, calibrator)}
+    report: dict[str, object] = {"questions": len(questions), "bank_size": len(bank.texts), "min_confidence": min_confidence}
+    for name, r in results.items():
+        figures: dict[str, float] = {"P@1": float(r.hit.mean()), "MRR@10": float(r.reciprocal.mean())}
+        if r.confidence is not None and min_confidence is not None:
+            figures["precision"], figures["coverage"] = precision_at(r.confidence, r.hit, min_confidence)
+        report[name] = figures
+    cube, ident = results["cube"], results["identity"]
+    differences = {
+        "cube − identity: P@1": paired_bootstrap(cube.hit - ident.hit, resamples, seed),
+        "cube − identity: MRR@10": paired_bootstrap(cube.reciprocal - ident.reciprocal, resamples, seed),
+    }
+    if cube.confidence is not None and ident.confidence is not None and min_confidence is not None:
+        differences["cube − identity: precision at threshold"] = ratio_bootstrap(
+            cube.hit, (cube.confidence >= min_confidence).astype(float), ident.hit, (ident.confidence >= min_confidence).astype(float), resamples, seed
+        )
+    report["differences"] = {k: v.to_dict() for k, v in differences.items()}
+    return report
+
+
+def precision_coverage(confidence: np.ndarray, correct: np.ndarray, coverages: Sequence[float] = COVERAGES) -> list[dict[str, float]]:
+    """For each coverage c: answer the c·N most confident questions; their precision and the confidence threshold."""
+    order = np.argsort(-np.asarray(confidence), kind="stable")
+    rows = []
+    for c in coverages:
+        n = max(1, int(round(c * len(order))))
+        kept = order[:n]
+        rows.append({"coverage": float(c), "answered": n, "precision": float(np.mean(correct[kept])),
+                     "threshold": float(confidence[kept[-1]]), "mean_confidence": float(np.mean(confidence[kept]))})
+    return rows
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
+    """Per equal-width confidence bin: its range, count, mean confidence and accuracy (the reliability diagram)."""
+    index = np.clip(np.floor(confidence * bins).astype(int), 0, bins - 1)
+    table = []
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            table.append({"low": b / bins, "high": (b + 1) / bins, "count": int(members.sum()),
+                          "confidence": float(confidence[members].mean()), "accuracy": float(correct[members].mean())})
+    return table
+
+
+def calibration_report(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> dict[str, object]:
+    """The precision–coverage table (10%..100%), ECE over 15 equal-width and equal-mass bins, reliability bins."""
+    correct = np.asarray(correct, np.float64)
+    return {
+        "questions": len(correct),
+        "accuracy": float(correct.mean()),
+        "ece_equal_width": expected_calibration_error(confidence, correct, bins),
+        "ece_equal_mass": expected_calibration_error(confidence, correct, bins, equal_mass=True),
+        "bins": bins,
+        "precision_coverage": precision_coverage(confidence, correct),
+        "reliability": reliability(confidence, correct, bins),
+    }

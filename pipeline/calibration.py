@@ -1,0 +1,216 @@
+"""Calibrated confidence: search scores of an answer -> probability that its bank sentence is right.
+
+Features come from the top-k inner products of one search (top score, its margin over the
+second, ...). Two calibrators are fit: logistic regression on the standardised features, and
+isotonic regression on the logistic model's linear index (isotonic is one-dimensional; the
+index orders the questions, isotonic fixes the shape). The kind is chosen by grouped
+cross-validation on the validation split. Both serialise to plain JSON arrays: no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import BundleError
+
+CALIBRATION_FILE = "calibration.json"
+KINDS = ("isotonic", "logistic")
+FEATURES = ("top", "margin")  # the shipped feature set; "gap10" (top minus the mean of the top 10) is also known
+KNOWN_FEATURES = ("top", "margin", "gap10")
+
+
+def features(scores: np.ndarray, names: Sequence[str] = FEATURES) -> np.ndarray:
+    """(N, k) descending search scores -> (N, F) features named by `names`."""
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise ValueError(f"scores must be (N, k) with k >= 2, got {scores.shape}")
+    columns = {
+        "top": lambda: scores[:, 0],
+        "margin": lambda: scores[:, 0] - scores[:, 1],
+        "gap10": lambda: scores[:, 0] - scores[:, :10].mean(1),
+    }
+    unknown = [n for n in names if n not in columns]
+    if unknown:
+        raise ValueError(f"unknown calibration features {unknown}; known: {list(columns)}")
+    return np.stack([columns[n]() for n in names], axis=1)
+
+
+def needed_k(names: Sequence[str]) -> int:
+    """How many top scores a search must return for these features."""
+    return 10 if "gap10" in names else 2
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """A fitted score -> probability map; `predict` takes the (N, k) top search scores."""
+
+    kind: str  # "isotonic" or "logistic"
+    feature_names: tuple[str, ...]
+    mean: np.ndarray  # (F,) standardisation of the features
+    scale: np.ndarray  # (F,)
+    coef: np.ndarray  # (F,) logistic weights on the standardised features
+    intercept: float
+    thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))  # isotonic: linear index knots, increasing
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))  # isotonic: probability at each knot
+
+    def index(self, scores: np.ndarray) -> np.ndarray:
+        """The logistic model's linear index (log-odds for the logistic kind)."""
+        x = (features(scores, self.feature_names) - self.mean) / self.scale
+        return x @ self.coef + self.intercept
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        """(N, k) descending search scores -> (N,) probabilities in [0, 1]."""
+        z = self.index(scores)
+        if self.kind == "logistic":
+            return 1.0 / (1.0 + np.exp(-z))
+        return np.interp(z, self.thresholds, self.values)  # constant beyond the end knots, like clip
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind, "features": list(self.feature_names), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(), "intercept": self.intercept, "thresholds": self.thresholds.tolist(), "values": self.values.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, object]) -> Calibrator:
+        def array(name: str) -> np.ndarray:
+            return np.asarray(record.get(name, []), np.float64)
+
+        kind = str(record["kind"])
+        if kind not in KINDS:
+            raise ValueError(f"calibrator kind must be one of {KINDS}, got {kind!r}")
+        names = tuple(str(n) for n in record["features"])  # type: ignore[union-attr]
+        cal = cls(kind, names, array("mean"), array("scale"), array("coef"), float(record["intercept"]), array("thresholds"), array("values"))  # type: ignore[arg-type]
+        if len(cal.coef) != len(names) or (kind == "isotonic" and (len(cal.thresholds) == 0 or len(cal.thresholds) != len(cal.values))):
+            raise ValueError("calibrator record has arrays of inconsistent length")
+        return cal
+
+
+def fit(scores: np.ndarray, correct: np.ndarray, kind: str, names: Sequence[str] = FEATURES) -> Calibrator:
+    """Fits a calibrator of `kind` to (N, k) search scores and (N,) 0/1 correctness."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    if kind not in KINDS:
+        raise ValueError(f"calibrator kind must be one of {KINDS}, got {kind!r}")
+    y = np.asarray(correct, np.float64)
+    if len(np.unique(y)) < 2:
+        raise ValueError("calibration needs both correct and wrong answers")
+    x = features(scores, names)
+    mean, scale = x.mean(0), np.clip(x.std(0), 1e-9, None)
+    model = LogisticRegression(C=1.0).fit((x - mean) / scale, y)
+    base = Calibrator("logistic", tuple(names), mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]))
+    if kind == "logistic":
+        return base
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True).fit(base.index(scores), y)
+    return Calibrator("isotonic", tuple(names), mean, scale, base.coef, base.intercept,
+                      np.asarray(iso.X_thresholds_, np.float64), np.asarray(iso.y_thresholds_, np.float64))
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15, equal_mass: bool = False) -> float:
+    """Σ_b (n_b / N)·|mean confidence_b − accuracy_b| over equal-width (or equal-count) bins of confidence."""
+    confidence, correct = np.asarray(confidence, np.float64), np.asarray(correct, np.float64)
+    if equal_mass:
+        order = np.argsort(confidence, kind="stable")
+        groups = [g for g in np.array_split(order, bins) if len(g)]
+    else:
+        edges = np.clip(np.floor(confidence * bins).astype(int), 0, bins - 1)  # confidence 1.0 falls in the last bin
+        groups = [np.flatnonzero(edges == b) for b in range(bins)]
+    total = len(confidence)
+    return float(sum(len(g) / total * abs(confidence[g].mean() - correct[g].mean()) for g in groups if len(g)))
+
+
+def log_loss(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """Mean negative log-likelihood of 0/1 outcomes, probabilities clipped to [1e-6, 1 − 1e-6]."""
+    p = np.clip(np.asarray(confidence, np.float64), 1e-6, 1 - 1e-6)
+    y = np.asarray(correct, np.float64)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def grouped_folds(groups: np.ndarray, folds: int) -> list[np.ndarray]:
+    """Row indices of each held-out fold: whole groups, assigned in order of first appearance to
+    `folds` contiguous runs of about equal size, so no group straddles two folds."""
+    groups = np.asarray(groups)
+    order = list(dict.fromkeys(groups.tolist()))
+    if len(order) < folds:
+        raise ValueError(f"{len(order)} groups cannot make {folds} folds")
+    sizes = np.array([np.sum(groups == g) for g in order])
+    cut = np.searchsorted(np.cumsum(sizes), np.linspace(0, sizes.sum(), folds + 1)[1:-1], side="left")
+    fold_of = np.zeros(len(order), int)
+    for boundary in cut:
+        fold_of[boundary + 1 :] += 1
+    fold_of = np.minimum(fold_of, folds - 1)
+    group_fold = dict(zip(order, fold_of))
+    assignment = np.array([group_fold[g] for g in groups.tolist()])
+    return [np.flatnonzero(assignment == f) for f in range(folds) if np.any(assignment == f)]
+
+
+@dataclass(frozen=True)
+class CVResult:
+    """Out-of-fold confidences of one calibrator kind and their pooled figures."""
+
+    kind: str
+    feature_names: tuple[str, ...]
+    confidence: np.ndarray  # (N,) each predicted by a calibrator that never saw its fold
+    ece: float
+    ece_equal_mass: float
+    log_loss: float
+
+
+def cross_validate(scores: np.ndarray, correct: np.ndarray, groups: np.ndarray, kind: str, names: Sequence[str] = FEATURES, folds: int = 6) -> CVResult:
+    """Out-of-fold confidences with whole groups (articles) held out together."""
+    confidence = np.empty(len(correct))
+    for held in grouped_folds(groups, folds):
+        train = np.setdiff1d(np.arange(len(correct)), held)
+        confidence[held] = fit(scores[train], correct[train], kind, names).predict(scores[held])
+    return CVResult(kind, tuple(names), confidence, expected_calibration_error(confidence, correct),
+                    expected_calibration_error(confidence, correct, equal_mass=True), log_loss(confidence, correct))
+
+
+def choose(results: Sequence[CVResult]) -> CVResult:
+    """The kind with the lowest cross-validated log-loss (a proper score: rewards calibration and sharpness)."""
+    return min(results, key=lambda r: r.log_loss)
+
+
+def save_calibration(bundle_dir: Path, cal: Calibrator, record: dict[str, object] | None = None) -> Path:
+    """Writes `calibration.json` in the bundle: the calibrator plus what it was fit on (`record`)."""
+    path = Path(bundle_dir) / CALIBRATION_FILE
+    path.write_text(json.dumps({**(record or {}), "calibrator": cal.to_dict()}, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_calibration(bundle_dir: Path) -> dict[str, object] | None:
+    """The bundle's whole calibration record, or None when it ships none."""
+    path = Path(bundle_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("calibrator"), dict):
+        raise BundleError(f"{path}: no 'calibrator' object")
+    return record
+
+
+def load_calibration(bundle_dir: Path) -> Calibrator | None:
+    """The bundle's calibrator, or None when it ships none."""
+    record = read_calibration(bundle_dir)
+    if record is None:
+        return None
+    try:
+        return Calibrator.from_dict(record["calibrator"])  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{Path(bundle_dir) / CALIBRATION_FILE}: bad calibrator ({exc})") from exc
+
+
+def default_min_confidence(bundle_dir: Path) -> float | None:
+    """The min_confidence the bundle's calibration chose on validation, or None."""
+    record = read_calibration(bundle_dir)
+    value = None if record is None else record.get("min_confidence")
+    return None if value is None else float(value)  # type: ignore[arg-type]

@@ -1,0 +1,110 @@
+"""Reading a batch back: progress counts, quality aggregates and throughput, one batch or a page of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage.models import DONE, STATUSES, Batch, Job
+
+METRIC_NAMES = ("cube_cos", "identity_cos", "e2e_cos", "decode_fidelity", "echo")
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """Progress and quality of one batch."""
+
+    id: str
+    key: str | None
+    source: str | None
+    total: int
+    counts: dict[str, int]
+    done: int
+    failed: int
+    created_at: datetime
+    finished_at: datetime | None
+    metrics: dict[str, dict[str, float]]  # name -> mean, p50, p90, n
+    jobs_per_second: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.done + self.failed >= self.total
+
+    @property
+    def success_rate(self) -> float | None:
+        final = self.done + self.failed
+        return self.done / final if final else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "key": self.key,
+            "source": self.source,
+            "total": self.total,
+            "counts": self.counts,
+            "done": self.done,
+            "failed": self.failed,
+            "finished": self.finished,
+            "success_rate": self.success_rate,
+            "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "jobs_per_second": self.jobs_per_second,
+            "metrics": self.metrics,
+        }
+
+
+def batch_summary(*, session: Session, batch_id: str) -> BatchSummary | None:
+    """Counts by status, success rate, metric mean/p50/p90 and throughput of one batch; None if unknown."""
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        return None
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update(session.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status)).all())
+    metric_rows = session.scalars(select(Job.metrics).where(Job.batch_id == batch_id, Job.status == DONE)).all()
+    last = session.scalar(select(func.max(Job.finished_at)).where(Job.batch_id == batch_id))
+    metrics = summarise_metrics(metric_rows)
+    final = batch.done_count + batch.failed_count
+    elapsed = (as_utc(last) - as_utc(batch.created_at)).total_seconds() if last else 0.0
+    return BatchSummary(
+        id=batch.id, key=batch.key, source=batch.source, total=batch.total, counts=counts, done=batch.done_count,
+        failed=batch.failed_count, created_at=as_utc(batch.created_at), finished_at=as_utc(batch.finished_at) if batch.finished_at else None,
+        metrics=metrics, jobs_per_second=final / elapsed if elapsed > 0 else None,
+    )
+
+
+def summarise_metrics(rows: Sequence[dict[str, Any] | None]) -> dict[str, dict[str, float]]:
+    """Mean, p50, p90 and count of each quality metric over the rows that have it."""
+    out: dict[str, dict[str, float]] = {}
+    for name in METRIC_NAMES:
+        values = sorted(float(r[name]) for r in rows if r and name in r)
+        if values:
+            out[name] = {"mean": sum(values) / len(values), "p50": percentile(values, 50), "p90": percentile(values, 90), "n": len(values)}
+    return out
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile of an ascending list."""
+    position = (len(sorted_values) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def list_batches(*, session: Session, offset: int = 0, limit: int = 50) -> list[BatchSummary]:
+    """Batches newest first (a page of them), each summarised as `batch_summary` does."""
+    ids = session.scalars(select(Batch.id).order_by(Batch.created_at.desc(), Batch.id).offset(offset).limit(limit)).all()
+    return [summary for batch_id in ids if (summary := batch_summary(session=session, batch_id=batch_id)) is not None]
+
+
+def count_batches(*, session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Batch)) or 0
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes; they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
