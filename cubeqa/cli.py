@@ -7,28 +7,30 @@ import errno
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local directories only
 
 import typer
+from rich.markup import escape
+from rich.progress import TaskID
 
-from cubeqa.cli_base import app, console, embed_progress, errors, fail
+from cubeqa import bank_cli, decoder_cli, jobs_cli, services_cli  # noqa: F401 - importing them registers their commands on `app`
+from cubeqa.cli_base import app, build_encoder, build_encoder_config, console, embed_progress, errors, fail
+from cubeqa.intake import check_text
 from cubeqa.render import decoder_tables, eval_table, progress_bar
 from cubeqa.settings import Settings
-from cubeqa.wiring import bank_config, encoder_config, generative_options
+from cubeqa.wiring import bank_config, generative_options
 from pipeline import CubeConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from pipeline.production import AnswerResult, ProductionPipeline
 
 SHIPPED_CUBE, SHIPPED_TRAIN = CubeConfig(), TrainConfig()  # train's defaults: the shipped bundle's configuration
 
 DATA_DIR = Path("data")
-
-def build_encoder(settings: Settings):  # noqa: ANN201 - the type lives in pipeline, imported lazily
-    """The teacher encoder the settings describe."""
-    from pipeline import TeacherEncoder
-
-    return TeacherEncoder(build_encoder_config(settings))
 
 
 @app.command()
@@ -55,24 +57,29 @@ def train(
 ) -> None:
     """Train a cube on Q→A pairs with a fixed schedule and write a checkpoint bundle."""
     from pipeline import CubeConfig, CubeQAError, TrainConfig, train_bundle
+    from pipeline.training.cube_trainer import EpochReport
 
     settings: Settings = ctx.obj
     try:
-        lattice = tuple(int(s) for s in size.split(","))
+        x, y, z = (int(s) for s in size.split(","))
     except ValueError as exc:
         raise fail(ValueError(f"--size must be three comma-separated integers such as 8,8,2, got {size!r}")) from exc
+    if boundary not in ("walls", "periodic"):
+        raise fail(ValueError(f"--boundary must be walls or periodic, got {boundary!r}"))
+    if injection not in ("projection", "exact"):
+        raise fail(ValueError(f"--injection must be projection or exact, got {injection!r}"))
     if out.exists() and not out.is_dir():
         raise fail(ValueError(f"--out {out} exists and is not a directory"))
     try:
         encoder = build_encoder(settings)
         cube_config = CubeConfig(
             dim=encoder.dim,
-            size=lattice,  # type: ignore[arg-type]
+            size=(x, y, z),
             channels=channels,
             hidden=hidden,
             steps=steps,
-            boundary=boundary,  # type: ignore[arg-type]
-            injection=injection,  # type: ignore[arg-type]
+            boundary=boundary,
+            injection=injection,
             reinject=reinject,
         )
         train_config = TrainConfig(
@@ -90,8 +97,8 @@ def train(
 
             epoch_task = bar.add_task("train", total=epochs, start=False)
 
-            def on_epoch(report) -> None:  # noqa: ANN001
-                bar.start_task(epoch_task)
+            def on_epoch(report: EpochReport) -> None:
+                bar.start_task(epoch_task, started_ago=report.seconds)  # the clock of the epochs starts with the first
                 bar.update(
                     epoch_task,
                     completed=report.epoch,
@@ -147,12 +154,12 @@ def evaluate(
             from pipeline import save_threshold as store_threshold
 
             with progress_bar(console, transient=True) as bar:
-                tasks: dict[str, object] = {}
+                tasks: dict[str, TaskID] = {}
 
                 def on_decode(label: str, n: int) -> None:
                     if label not in tasks:
                         tasks[label] = bar.add_task(f"decode {label}", total=None)
-                    bar.advance(tasks[label], n)  # type: ignore[arg-type]
+                    bar.advance(tasks[label], n)
 
                 decoders = evaluate_decoders(
                     settings.bundle_dir, data, train_file, encoder=encoder, cache_dir=settings.cache_dir,
@@ -193,45 +200,118 @@ def evaluate(
 @app.command()
 def ask(
     ctx: typer.Context,
-    question: Annotated[str, typer.Argument(help="the question to answer")],
-    reference: Annotated[str | None, typer.Option(help="a reference answer, to score the answer against")] = None,
+    questions: Annotated[
+        list[str] | None,
+        typer.Argument(help="questions to answer, all with one model load; none: --file, else lines of standard input, else a prompt"),
+    ] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="UTF-8 text file, one question per line (- for standard input)")] = None,
+    reference: Annotated[str | None, typer.Option(help="a reference answer, to score the answer of one question against")] = None,
     decoder: Annotated[str | None, typer.Option(help="bank, generative or hybrid (default CUBEQA_DECODER)")] = None,
 ) -> None:
-    """Answer one question: prints the answer, its score and the decoder path."""
-    from pipeline import CubeQAError, ProductionPipeline
+    """Answer questions, loading the models once: prints each answer, its score and the decoder path."""
+    from pipeline import CubeQAError
     from pipeline.encoder import check_texts
 
     settings: Settings = ctx.obj
+    if decoder not in (None, "bank", "generative", "hybrid"):
+        raise fail(ValueError(f"--decoder must be bank, generative or hybrid, got {decoder!r}"))
+    given = list(questions or [])
+    interactive = not given and file is None and sys.stdin.isatty()
     try:
-        check_texts([question] if reference is None else [question, reference])  # before the model loads
-        pipe = ProductionPipeline.from_bundle(
-            settings.bundle_dir,
-            encoder_config=build_encoder_config(settings),
-            bank_config=bank_config(settings),
-            cache_dir=settings.cache_dir,
-            top_k=settings.top_k,
-            decoder=decoder or settings.decoder,
-            generative_options=generative_options(settings),
-        )
-        result = pipe.process_batch([question], None if reference is None else [reference])[0]
+        check_texts(given if reference is None else [*given, reference])  # before the model loads
+        if file is not None or not (given or interactive):
+            given += question_lines(file, settings.max_question_chars)
+        if reference is not None and (len(given) != 1 or interactive):
+            raise ValueError(f"--reference scores one answer: give exactly one question with it ({len(given)} given)")
+        if interactive:
+            with errors.status("loading the models"):
+                pipe = answering_pipeline(settings, decoder)
+            for question in prompted_questions():
+                show_answer(pipe.process_batch([question])[0])
+            return
+        pipe = answering_pipeline(settings, decoder)
+        for start in range(0, len(given), ASK_BATCH):
+            chunk = given[start : start + ASK_BATCH]
+            for result in pipe.process_batch(chunk, None if reference is None else [reference]):
+                show_answer(result, heading=len(given) > 1)
     except (CubeQAError, OSError, ValueError) as exc:
         raise fail(exc) from exc
-    console.print(f"[bold]answer:[/bold] {result.answer}")
+
+
+ASK_BATCH = 32  # questions encoded together: answers print as they come, memory stays flat
+
+
+def answering_pipeline(settings: Settings, decoder: str | None) -> ProductionPipeline:
+    """The bundle's ProductionPipeline as the settings describe it (10-30 s: the encoder, cube and decoders load)."""
+    from pipeline.production import ProductionPipeline
+
+    return ProductionPipeline.from_bundle(
+        settings.bundle_dir,
+        encoder_config=build_encoder_config(settings),
+        bank_config=bank_config(settings),
+        cache_dir=settings.cache_dir,
+        top_k=settings.top_k,
+        decoder=decoder or settings.decoder,
+        generative_options=generative_options(settings),
+    )
+
+
+def question_lines(file: Path | None, max_chars: int) -> list[str]:
+    """The questions of a file (standard input for None or `-`), one a line; a bad line is reported on stderr with
+    its number and skipped, blank lines are passed over; no question at all is an error."""
+    if file is None or str(file) == "-":
+        name, data = "standard input", sys.stdin.buffer.read()
+    else:
+        name, data = str(file), file.read_bytes()
+    found: list[str] = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte-order mark may open the file
+            if text.strip():
+                check_text(text, "question", max_chars, required=True)
+                found.append(text)
+        except UnicodeDecodeError as exc:
+            errors.print(f"[yellow]skipped[/yellow] {escape(f'{name}:{number}: not UTF-8 ({exc.reason} at byte {exc.start})')}", soft_wrap=True)
+        except ValueError as exc:
+            errors.print(f"[yellow]skipped[/yellow] {escape(f'{name}:{number}: {exc}')}", soft_wrap=True)
+    if not found:
+        raise ValueError(f"{name}: no questions (one a line)")
+    return found
+
+
+def prompted_questions() -> Iterator[str]:
+    """Questions typed at a prompt until an empty line, Ctrl-D or Ctrl-C; a bad one is refused and the prompt returns."""
+    from pipeline.encoder import check_texts
+    from pipeline.errors import InputError
+
+    errors.print("one question a line; an empty line or Ctrl-D ends", style="dim")
+    while True:
+        try:
+            line = console.input("[bold]question>[/bold] ")
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return
+        if not line.strip():
+            return
+        try:
+            check_texts([line])
+        except InputError as exc:
+            errors.print(f"[red]error:[/red] {escape(str(exc))}")
+            continue
+        yield line
+
+
+def show_answer(result: AnswerResult, heading: bool = False) -> None:
+    """One question's answer, score, decoder path, other candidates and metrics (headed by the question among several)."""
+    if heading:
+        console.print(f"[bold]question:[/bold] {escape(result.question)}")
+    console.print(f"[bold]answer:[/bold] {escape(result.answer)}")
     console.print(f"score {result.score:.4f}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
     shown = result.candidates[1:] if result.path == "bank" else [c for c in result.candidates if c[0] != result.answer]
     label = {"bank": "also", "generative": "beam candidate"}.get(result.path, "nearest")
     for text, score in shown:
-        console.print(f"  {label} {score:.4f}: {text}", style="dim")
+        console.print(f"  {label} {score:.4f}: {escape(text)}", style="dim")
     for name, value in result.metrics.items():
         console.print(f"  {name} {value:.4f}", style="dim")
-
-
-def build_encoder_config(settings: Settings):  # noqa: ANN201
-    """EncoderConfig from settings, with the thread cap applied to this process."""
-    from pipeline import set_threads
-
-    set_threads(settings.threads)
-    return encoder_config(settings)
-
-
-from cubeqa import bank_cli, decoder_cli, jobs_cli, services_cli  # noqa: E402,F401 - registers their commands on `app`
+    if heading:
+        console.print()

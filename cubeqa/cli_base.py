@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local directories only
 
@@ -14,6 +15,10 @@ from rich.markup import escape
 from rich.progress import Progress, TaskID
 
 from cubeqa.settings import Settings
+from cubeqa.wiring import encoder_config
+
+if TYPE_CHECKING:
+    from pipeline.encoder import EncoderConfig, TeacherEncoder
 
 app = typer.Typer(help="Question answering through a trained 3D lattice of cells.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -34,7 +39,7 @@ def main(ctx: typer.Context) -> None:
 def fail(exc: Exception) -> typer.Exit:
     """A domain error as one line on stderr, exit status 1 (its text is never read as console markup:
     file names, keys and ids come from the user)."""
-    errors.print(f"[red]error:[/red] {escape(str(exc))}")
+    errors.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # one line, however narrow the terminal
     return typer.Exit(1)
 
 
@@ -43,8 +48,23 @@ def embed_progress(bar: Progress) -> Callable[[str, int, int], None]:
     tasks: dict[tuple[str, int], TaskID] = {}
 
     def on_embed(label: str, done: int, total: int) -> None:
-        if (label, total) not in tasks:
-            tasks[(label, total)] = bar.add_task(f"embed {label} ({total} texts)", total=total)
+        if (label, total) not in tasks:  # at the first report: its texts' time is unknown, the rate counts from here
+            tasks[(label, total)] = bar.add_task(f"embed {label} ({total} texts)", total=total, completed=done)
         bar.update(tasks[(label, total)], completed=done)
 
     return on_embed
+
+
+def build_encoder_config(settings: Settings) -> EncoderConfig:
+    """EncoderConfig from settings, with the thread cap applied to this process."""
+    from pipeline.production import set_threads
+
+    set_threads(settings.threads)
+    return encoder_config(settings)
+
+
+def build_encoder(settings: Settings) -> TeacherEncoder:
+    """The teacher encoder the settings describe (pipeline is imported here: `--help` stays quick)."""
+    from pipeline.encoder import TeacherEncoder
+
+    return TeacherEncoder(build_encoder_config(settings))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cubeqa.cli_base import app, console, embed_progress, fail
+from cubeqa.cli_base import app, build_encoder, console, embed_progress, fail
 from cubeqa.render import progress_bar
 from cubeqa.settings import Settings
 
@@ -31,18 +31,19 @@ def train_decoder_command(
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast where the device runs it natively), bf16 or fp32")] = "auto",
 ) -> None:
     """Train the generative decoder to reconstruct sentences from their embeddings, and save it in the bundle."""
-    from cubeqa.cli import build_encoder
     from pipeline import CubeQAError, DecoderTrainConfig, GenerativeConfig, train_decoder_bundle
     from pipeline.encoder import resolve_device
 
     settings: Settings = ctx.obj
     if init not in ("teacher", "scratch"):
         raise fail(ValueError(f"--init must be teacher or scratch, got {init!r}"))
+    if precision not in ("auto", "bf16", "fp32"):
+        raise fail(ValueError(f"--precision must be auto, bf16 or fp32, got {precision!r}"))
     try:
         base = GenerativeConfig() if init == "teacher" else GenerativeConfig.scratch()
         config = GenerativeConfig.from_dict({**base.to_dict(), **({"layers": layers} if layers else {})})
         train_config = DecoderTrainConfig(
-            minutes=minutes, max_epochs=max_epochs, batch_size=batch_size, noise=noise, seed=seed, threads=settings.threads or 2, precision=precision,  # type: ignore[arg-type]
+            minutes=minutes, max_epochs=max_epochs, batch_size=batch_size, noise=noise, seed=seed, threads=settings.threads or 2, precision=precision,
             device=str(resolve_device(settings.device)),
         )
         encoder = build_encoder(settings)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
 from rich.console import Console, Group
 from rich.progress import (
     BarColumn,
@@ -9,14 +15,17 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
 from pipeline import EvalReport
+
+if TYPE_CHECKING:
+    from pipeline.decoder_workflows import DecoderReport
 
 MAP_LABELS = {
     "cube": "cube",
@@ -29,25 +38,144 @@ MAP_LABELS = {
 }
 
 
+HEARTBEAT_SECONDS = 60.0  # a log line at least this often while a task moves, however slowly
+STARTED_AT = "started_at"  # task field: `completed` when the clock started, so a resumed count is not read as speed
+
+
+def task_rate(task: Task) -> float | None:
+    """Items per second: the recent rate while the task runs (its average when rich's 30 s window holds
+    fewer than two samples, as with slow epochs or one jump), the average over the run once it is finished."""
+    elapsed = task.finished_time if task.finished and task.finished_time is not None else task.elapsed
+    done = task.completed - task.fields.get(STARTED_AT, 0)
+    average = done / elapsed if elapsed and done > 0 else None
+    return average if task.finished else task.speed or average
+
+
+def task_eta(task: Task) -> float | None:
+    """Seconds left at the current rate; 0 once finished, None while unknown."""
+    if task.finished:
+        return 0.0
+    rate = task_rate(task)
+    return None if task.remaining is None or not rate else task.remaining / rate
+
+
+def format_rate(rate: float | None) -> str:
+    """`12.3/s`, or seconds per item below one a second (epochs), or `-/s` while unknown."""
+    if not rate:
+        return "-/s"
+    return f"{rate:,.1f}/s" if rate >= 1 else f"{1 / rate:,.1f} s/it"
+
+
+def format_seconds(seconds: float | None) -> str:
+    """H:MM:SS, or -:--:-- while unknown."""
+    return "-:--:--" if seconds is None else str(timedelta(seconds=math.ceil(seconds)))
+
+
 class RateColumn(ProgressColumn):
-    """Items per second over rich's recent-speed window."""
+    """Items per second (see `task_rate`)."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.1f}/s" if speed else "-/s", style="progress.data.speed")
+        return Text(format_rate(task_rate(task)), style="progress.data.speed")
 
 
-def progress_bar(console: Console, transient: bool = False) -> Progress:
-    """A progress display with count, rate, elapsed time and ETA."""
-    return Progress(
+class EtaColumn(ProgressColumn):
+    """Time left at the rate `RateColumn` shows."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"ETA {format_seconds(task_eta(task))}", style="progress.remaining")
+
+
+@dataclass
+class LogState:
+    """What the last log line of a task showed."""
+
+    total: float | None
+    mark: int
+    completed: float
+    time: float
+
+
+class ProgressBar(Progress):
+    """A live rich bar on a terminal; elsewhere (a pipe, a log file, CI) the live display is off and a plain
+    line per tenth of each task is printed instead (per step for ten steps or fewer, at least once a minute
+    while it moves, and when it finishes), each with its count, rate, elapsed time and ETA."""
+
+    def __init__(self, *columns: ProgressColumn, console: Console, log_lines: bool, **options: Any) -> None:
+        super().__init__(*columns, console=console, disable=log_lines, **options)
+        self.log_lines = log_lines
+        self.logged: dict[TaskID, LogState] = {}
+
+    def add_task(self, description: str, start: bool = True, total: float | None = 100.0, completed: int = 0,
+                 visible: bool = True, **fields: Any) -> TaskID:
+        task_id = super().add_task(description, start=start, total=total, completed=completed, visible=visible, **fields)
+        self.logged[task_id] = LogState(total, self.mark(total, completed), completed, self.get_time())
+        return task_id
+
+    def start_task(self, task_id: TaskID, started_ago: float = 0.0) -> None:
+        """Starts the task's clock, `started_ago` seconds back when its work began before its first report."""
+        with self._lock:
+            task = self._tasks[task_id]
+            if task.start_time is None:
+                task.start_time = self.get_time() - started_ago
+                task.fields[STARTED_AT] = task.completed
+
+    def update(self, task_id: TaskID, **changes: Any) -> None:
+        super().update(task_id, **changes)
+        self.log_if_due(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self.log_if_due(task_id)
+
+    @staticmethod
+    def mark(total: float | None, completed: float) -> int:
+        """Which step (ten or fewer) or tenth of the task `completed` reaches."""
+        if not total or total <= 0:
+            return 0
+        return int(completed) if total <= 10 else int(10 * completed // total)
+
+    def log_if_due(self, task_id: TaskID) -> None:
+        """Prints the task's line when it reached a new step or tenth, finished, or moved after a minute's silence."""
+        if not self.log_lines:
+            return
+        with self._lock:
+            task = self._tasks[task_id]
+            state = self.logged[task_id]
+            now = self.get_time()
+            mark = self.mark(task.total, task.completed)
+            if task.total != state.total:  # the total became known or changed: marks count from here
+                state.total, state.mark = task.total, mark
+            moved = task.completed > state.completed
+            finished = task.finished and moved
+            due = mark > state.mark or (moved and now - state.time >= HEARTBEAT_SECONDS)
+            if not (finished or due):
+                return
+            state.mark, state.completed, state.time = mark, task.completed, now
+            line = self.line(task)
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    @staticmethod
+    def line(task: Task) -> str:
+        """`description  done/total (pct%)  rate  elapsed H:MM:SS  ETA H:MM:SS` (`done` in place of the ETA at the end)."""
+        count = f"{int(task.completed)}/{int(task.total)} ({task.percentage:.0f}%)" if task.total else f"{int(task.completed)}/?"
+        elapsed = task.finished_time if task.finished and task.finished_time is not None else task.elapsed
+        end = "done" if task.finished else f"ETA {format_seconds(task_eta(task))}"
+        return f"{task.description}  {count}  {format_rate(task_rate(task))}  elapsed {format_seconds(elapsed)}  {end}"
+
+
+def progress_bar(console: Console, transient: bool = False, get_time: Callable[[], float] | None = None) -> ProgressBar:
+    """Progress with count, rate, elapsed time and ETA: a live bar on a terminal, log lines elsewhere."""
+    return ProgressBar(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        EtaColumn(),
         console=console,
+        log_lines=not console.is_terminal or console.is_dumb_terminal,
         transient=transient,
+        get_time=get_time,
     )
 
 
@@ -85,7 +213,7 @@ def eval_table(report: EvalReport, title: str) -> Group:
     return Group(cos, bank, diffs)
 
 
-def decoder_tables(report, split: str) -> Group:  # noqa: ANN001 - pipeline.decoder_workflows.DecoderReport
+def decoder_tables(report: DecoderReport, split: str) -> Group:
     """Round trip per decoding mode beside the nearest-training-sentence reference; then the Q→A figures."""
     trip = Table(title=f"round trip on {report.round_trip[0].sentences} held-out sentences of {split}", title_justify="left")
     for column in ("decoder", "fidelity", "BLEU", "length ratio", "exact", "real words", "ms median", "ms p90"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,9 @@ from tests.conftest import ROOT, read_jsonl
 pytestmark = pytest.mark.slow
 
 
-def cubeqa(*args: str | bytes, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def cubeqa(*args: str | bytes, env: dict[str, str] | None = None, cwd: Path = ROOT, stdin: str = "") -> subprocess.CompletedProcess:
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "cubeqa", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600)
+    return subprocess.run([sys.executable, "-m", "cubeqa", *args], input=stdin, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,68 @@ def test_ask_gives_the_library_answer_from_the_trained_bank(trained, small_data)
     assert expected.answer in {r["answer"] for r in read_jsonl(small_data["train"])} | {"no confident answer"}
     assert "answer: " + " ".join(expected.answer.split()) in " ".join(run.stdout.split())
     assert f"score {expected.score:.4f}  path {expected.path}" in run.stdout
+
+
+def test_train_logs_a_line_per_epoch_with_rate_and_eta_when_stdout_is_not_a_terminal(trained) -> None:
+    epochs = [line for line in trained["output"].splitlines() if line.startswith("train loss")]
+    assert len(epochs) == 2, trained["output"]
+    assert re.fullmatch(r"train loss -?\d\.\d{4} val cos -?\d\.\d{4}  1/2 \(50%\)  [\d.,]+(/s| s/it)  elapsed \d:\d\d:\d\d  ETA \d:\d\d:\d\d", epochs[0])
+    assert re.fullmatch(r"train loss .*  2/2 \(100%\)  [\d.,]+(/s| s/it)  elapsed \d:\d\d:\d\d  done", epochs[1])
+    assert not re.search(r"━ +\d+/\d+", trained["output"])  # no bar frames in a log
+
+
+def answers(stdout: str) -> list[tuple[str, str]]:
+    """(question, answer) pairs from `cubeqa ask` output, rich's line wrapping undone."""
+    blocks = " ".join(stdout.split()).split("question: ")[1:]
+    return [(block.split(" answer: ")[0], block.split(" answer: ")[1].split(" score ")[0]) for block in blocks]
+
+
+def test_ask_answers_questions_from_arguments_and_a_file_with_one_load(trained, small_data, tmp_path: Path) -> None:
+    from pipeline.production import ProductionPipeline
+
+    questions = [row["question"] for row in read_jsonl(small_data["val"])[:5]]
+    listed = tmp_path / "questions.txt"
+    listed.write_bytes(("\n".join(questions[2:4]) + "\n\n   \n").encode() + b"caf\xe9?\n" + questions[4].encode() + b"\n")
+    run = cubeqa("ask", questions[0], questions[1], "--file", str(listed), env=trained["env"], stdin="never read\n")
+    assert run.returncode == 0, run.stderr
+    assert f"skipped {listed}:5: not UTF-8" in run.stderr
+    expected = ProductionPipeline.from_bundle(trained["bundle"]).process_batch(questions)
+    assert answers(run.stdout) == [(" ".join(r.question.split()), " ".join(r.answer.split())) for r in expected]
+    assert all(f"score {r.score:.4f}  path {r.path}" in run.stdout for r in expected)
+
+
+def test_ask_reads_standard_input_when_no_question_is_given(trained, small_data) -> None:
+    from pipeline.production import ProductionPipeline
+
+    questions = [row["question"] for row in read_jsonl(small_data["val"])[5:8]]
+    run = cubeqa("ask", env=trained["env"], stdin="\n".join(questions) + "\n")
+    assert run.returncode == 0, run.stderr
+    expected = ProductionPipeline.from_bundle(trained["bundle"]).process_batch(questions)
+    assert [answer for _, answer in answers(run.stdout)] == [" ".join(r.answer.split()) for r in expected]
+
+
+def test_ask_prompts_for_questions_at_a_terminal(trained, small_data) -> None:
+    import pty
+
+    from pipeline.production import ProductionPipeline
+
+    questions = [row["question"] for row in read_jsonl(small_data["val"])[8:9]]
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cubeqa", "ask"], stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **trained["env"]},
+    )
+    os.close(terminal)
+    try:
+        os.write(controller, f"{questions[0]}\n   \n".encode())  # an empty line ends the session
+        out, err = process.communicate(timeout=600)
+    finally:
+        os.close(controller)
+    assert process.returncode == 0, err.decode()
+    expected = ProductionPipeline.from_bundle(trained["bundle"]).process_batch(questions[:1])[0]
+    assert out.decode().count("question> ") == 2 and out.decode().count("answer: ") == 1
+    assert "answer: " + " ".join(expected.answer.split()) in " ".join(out.decode().split())
+    assert "an empty line or Ctrl-D ends" in err.decode()
 
 
 def test_eval_writes_the_figures_as_json(trained, small_data) -> None:
