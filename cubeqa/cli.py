@@ -20,12 +20,13 @@ from rich.progress import TaskID
 from cubeqa import bank_cli, decoder_cli, jobs_cli, services_cli  # noqa: F401 - importing them registers their commands on `app`
 from cubeqa.cli_base import app, build_encoder, build_encoder_config, console, embed_progress, errors, fail
 from cubeqa.intake import check_text
-from cubeqa.render import decoder_tables, eval_table, progress_bar
+from cubeqa.render import bank_eval_table, decoder_tables, eval_table, progress_bar
 from cubeqa.settings import Settings
-from cubeqa.wiring import bank_config, generative_options
+from cubeqa.wiring import bank_config, bank_store, generative_options
 from pipeline import CubeConfig, TrainConfig
 
 if TYPE_CHECKING:
+    from pipeline import BankRef
     from pipeline.production import AnswerResult, ProductionPipeline
 
 SHIPPED_CUBE, SHIPPED_TRAIN = CubeConfig(), TrainConfig()  # train's defaults: the shipped bundle's configuration
@@ -135,12 +136,17 @@ def evaluate(
     decoder: Annotated[str | None, typer.Option(help="also measure the decoders: all (bank, generative, hybrid)")] = None,
     sentences: Annotated[int, typer.Option(min=1, help="held-out sentences for the decoders' round trip")] = 500,
     save_threshold: Annotated[bool, typer.Option(help="store the hybrid threshold chosen on --data in the bundle")] = False,
+    bank: Annotated[str | None, typer.Option(help="answer --data's questions from this knowledge bank instead: P@1, MRR@10, precision at the confidence threshold")] = None,
 ) -> None:
     """Cube vs baselines on a split: cosines, open-bank retrieval, e2e, paired 95% intervals; with --decoder,
-    the decoders' round trip, BLEU, real words and speed, and bank/generative/hybrid on the Q→A pairs."""
+    the decoders' round trip, BLEU, real words and speed, and bank/generative/hybrid on the Q→A pairs; with --bank,
+    the cube and identity answering from a knowledge bank."""
     from pipeline import CubeQAError, evaluate_bundle
 
     settings: Settings = ctx.obj
+    if bank is not None:
+        evaluate_bank(settings, bank, data, json_path, resamples)
+        return
     if decoder not in (None, "all", "bank", "generative", "hybrid"):
         raise fail(ValueError(f"--decoder must be bank, generative, hybrid or all, got {decoder!r}"))
     for path in (data, train_file):  # before minutes of embedding, not after
@@ -197,6 +203,34 @@ def evaluate(
         console.print(f"figures written to {json_path}")
 
 
+def evaluate_bank(settings: Settings, name: str, data: Path, json_path: Path | None, resamples: int) -> None:
+    """`eval --bank`: P@1, MRR@10 and precision at the confidence threshold of the cube and identity on a knowledge bank."""
+    from pipeline import CubeQAError
+    from pipeline.bank_eval import SearchBank, evaluate_on_bank
+
+    if not data.is_file():
+        raise fail(FileNotFoundError(errno.ENOENT, "No such file", str(data)))
+    try:
+        encoder = build_encoder(settings)
+        store = bank_store(settings)
+        loaded = store.load(name, store.resolve(name), encoder_identity=encoder.identity)
+        with progress_bar(console, transient=True) as bar:
+            report = evaluate_on_bank(
+                settings.bundle_dir, SearchBank(loaded.texts, loaded.vectors, loaded.search), data, encoder=encoder,
+                cache_dir=settings.cache_dir, resamples=resamples, min_confidence=settings.min_confidence, on_embed=embed_progress(bar),
+            )
+        report = {"bank": {"name": name, "version": loaded.version, "sentences": len(loaded.texts)}, **report}
+        if json_path:
+            from cubeqa.provenance import run_record
+
+            json_path.write_text(json.dumps({"machine": run_record("cubeqa", sys.argv[1:]), **report}, indent=2) + "\n")
+    except (CubeQAError, OSError, ValueError) as exc:
+        raise fail(exc) from exc
+    console.print(bank_eval_table(report, title=f"{data.name}: {report['questions']} questions, bank {name}@{loaded.version}"))
+    if json_path:
+        console.print(f"figures written to {json_path}")
+
+
 @app.command()
 def ask(
     ctx: typer.Context,
@@ -207,8 +241,12 @@ def ask(
     file: Annotated[Path | None, typer.Option("--file", help="UTF-8 text file, one question per line (- for standard input)")] = None,
     reference: Annotated[str | None, typer.Option(help="a reference answer, to score the answer of one question against")] = None,
     decoder: Annotated[str | None, typer.Option(help="bank, generative or hybrid (default CUBEQA_DECODER)")] = None,
+    bank: Annotated[str | None, typer.Option(help="knowledge bank to answer from (`cubeqa bank list`); default: the bundle's own bank")] = None,
+    min_confidence: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="refuse answers below this calibrated confidence (default CUBEQA_MIN_CONFIDENCE, else the bundle's)")
+    ] = None,
 ) -> None:
-    """Answer questions, loading the models once: prints each answer, its score and the decoder path."""
+    """Answer questions, loading the models once: prints each answer, its confidence, the evidence and the decoder path."""
     from pipeline import CubeQAError
     from pipeline.encoder import check_texts
 
@@ -223,16 +261,17 @@ def ask(
             given += question_lines(file, settings.max_question_chars)
         if reference is not None and (len(given) != 1 or interactive):
             raise ValueError(f"--reference scores one answer: give exactly one question with it ({len(given)} given)")
+        threshold = settings.min_confidence if min_confidence is None else min_confidence
         if interactive:
             with errors.status("loading the models"):
-                pipe = answering_pipeline(settings, decoder)
+                pipe, ref = answering_pipeline(settings, decoder, bank)
             for question in prompted_questions():
-                show_answer(pipe.process_batch([question])[0])
+                show_answer(pipe.process_batch([question], bank=ref, min_confidence=threshold)[0])
             return
-        pipe = answering_pipeline(settings, decoder)
+        pipe, ref = answering_pipeline(settings, decoder, bank)
         for start in range(0, len(given), ASK_BATCH):
             chunk = given[start : start + ASK_BATCH]
-            for result in pipe.process_batch(chunk, None if reference is None else [reference]):
+            for result in pipe.process_batch(chunk, None if reference is None else [reference], bank=ref, min_confidence=threshold):
                 show_answer(result, heading=len(given) > 1)
     except (CubeQAError, OSError, ValueError) as exc:
         raise fail(exc) from exc
@@ -241,11 +280,18 @@ def ask(
 ASK_BATCH = 32  # questions encoded together: answers print as they come, memory stays flat
 
 
-def answering_pipeline(settings: Settings, decoder: str | None) -> ProductionPipeline:
-    """The bundle's ProductionPipeline as the settings describe it (10-30 s: the encoder, cube and decoders load)."""
+def answering_pipeline(settings: Settings, decoder: str | None, bank: str | None = None) -> tuple[ProductionPipeline, BankRef | None]:
+    """The bundle's ProductionPipeline as the settings describe it (10-30 s: the encoder, cube and decoders load), and the
+    current version of `bank` (found before anything loads; checked against the bundle's encoder)."""
+    from pipeline import BankCache, BankRef, read_manifest
     from pipeline.production import ProductionPipeline
 
-    return ProductionPipeline.from_bundle(
+    store = bank_store(settings)
+    ref = None if bank is None else BankRef(bank, store.resolve(bank))
+    banks = BankCache(store, settings.bank_cache_mb * 2**20, read_manifest(settings.bundle_dir).encoder)
+    if ref is not None:
+        banks.get(ref)  # a bank of another encoder is refused here, naming both
+    pipe = ProductionPipeline.from_bundle(
         settings.bundle_dir,
         encoder_config=build_encoder_config(settings),
         bank_config=bank_config(settings),
@@ -253,7 +299,10 @@ def answering_pipeline(settings: Settings, decoder: str | None) -> ProductionPip
         top_k=settings.top_k,
         decoder=decoder or settings.decoder,
         generative_options=generative_options(settings),
+        banks=banks,
+        min_confidence=settings.min_confidence,
     )
+    return pipe, ref
 
 
 def question_lines(file: Path | None, max_chars: int) -> list[str]:
@@ -306,7 +355,17 @@ def show_answer(result: AnswerResult, heading: bool = False) -> None:
     if heading:
         console.print(f"[bold]question:[/bold] {escape(result.question)}")
     console.print(f"[bold]answer:[/bold] {escape(result.answer)}")
-    console.print(f"score {result.score:.4f}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
+    confidence = "" if result.confidence is None else f"confidence {result.confidence:.2f}  "
+    kind = "fidelity" if result.path == "generative" else "score"  # a generated answer's score measures fidelity to the vector, not correctness
+    console.print(f"{confidence}{kind} {result.score:.4f}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
+    if result.evidence is not None and result.evidence.get("doc_id") is not None:
+        where = result.evidence.get("title") or result.evidence.get("source") or result.evidence["doc_id"]
+        console.print(f"  from {escape(str(where))}, sentence {result.evidence['position'] + 1}"
+                      + (f" (best match: {escape(result.evidence['sentence'])})" if result.path == "none" else ""), style="dim")
+        for text in result.evidence.get("before", [])[-1:]:
+            console.print(f"  before: {escape(text)}", style="dim")
+        for text in result.evidence.get("after", [])[:1]:
+            console.print(f"  after: {escape(text)}", style="dim")
     shown = result.candidates[1:] if result.path == "bank" else [c for c in result.candidates if c[0] != result.answer]
     label = {"bank": "also", "generative": "beam candidate"}.get(result.path, "nearest")
     for text, score in shown:

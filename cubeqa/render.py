@@ -233,3 +233,22 @@ def decoder_tables(report: DecoderReport, split: str) -> Group:
     note = Text(f"hybrid threshold {t['threshold']:.4f} (bank score below it → generative), chosen on {t['chosen_on']}: "
                 "best e2e_cos with an echo rate no higher than the bank's")
     return Group(trip, qa, note)
+
+
+def bank_eval_table(report: dict[str, Any], title: str) -> Table:
+    """Cube beside identity on a knowledge bank, and the paired differences with their 95% intervals."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for name in ("cube", "identity"):
+        table.add_column(name, justify="right")
+    table.add_column("cube − identity [95% interval]", justify="right")
+    differences = report["differences"]
+    threshold = report.get("min_confidence")
+    rows = [("P@1", "P@1"), ("MRR@10", "MRR@10")]
+    if threshold is not None:
+        rows += [("precision", f"precision at confidence ≥ {threshold:.2f}"), ("coverage", "coverage at that threshold")]
+    for key, label in rows:
+        difference = differences.get(f"cube − identity: {'precision at threshold' if key == 'precision' else key}")
+        interval = "" if difference is None else f"{difference['mean']:+.4f} [{difference['low']:+.4f}, {difference['high']:+.4f}]"
+        table.add_row(label, f"{report['cube'][key]:.4f}", f"{report['identity'][key]:.4f}", interval)
+    return table
