@@ -60,13 +60,13 @@ class Generator:
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def real_data(seed: int, queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Real answer vectors (unique), `queries` real question vectors and each question's answer row."""
+def real_data(paths: list[Path], seed: int, queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Real answer vectors (unique) of the Q→A files, `queries` of their real question vectors and each one's answer row."""
     from pipeline.encoder import TeacherEncoder
     from pipeline.workflows import load_embedded
 
     encoder = TeacherEncoder()
-    splits = [load_embedded(path, encoder, common.settings().cache_dir) for path in (common.DATA, common.VAL)]
+    splits = [load_embedded(path, encoder, common.settings().cache_dir) for path in paths]
     pairs = [pair for split in splits for pair in split.pairs]
     first: dict[str, int] = {}  # answer text -> its first pair
     for i, pair in enumerate(pairs):
@@ -87,7 +87,8 @@ def set_statistics(vectors: np.ndarray, rng: np.random.Generator) -> dict[str, d
     a, b = rng.integers(len(vectors), size=(2, 200_000))
     keep = a != b
     pairs = np.sum(vectors[a[keep]] * vectors[b[keep]], axis=1)
-    nearest = (vectors[:PROBES] @ vectors[PROBES:].T).max(axis=1)
+    probes = min(PROBES, len(vectors) // 4)
+    nearest = (vectors[:probes] @ vectors[probes:].T).max(axis=1)
     return {"pair_cosine": quantiles(pairs), "nearest_score": quantiles(nearest)}
 
 
@@ -100,7 +101,7 @@ def calibrate(real: np.ndarray, seed: int) -> tuple[float, list[dict[str, Any]]]
     rows = [{"s": None, **target}]
     best, best_gap = 1.0, np.inf
     for s in GRID:
-        stats = set_statistics(Generator(real, s, seed).chunk(len(real), key=-1), rng)
+        stats = set_statistics(Generator(real, s, seed).chunk(len(real), key=2**62), rng)  # a key no bank chunk uses
         gap = max(abs(stats["nearest_score"][k] - target["nearest_score"][k]) for k in ("p10", "p50", "p90"))
         rows.append({"s": s, "nearest_gap": gap, **stats})
         if gap < best_gap:
@@ -148,13 +149,26 @@ def rss_mb() -> float:
     return common.memory_of(os.getpid())["rss_mb"]
 
 
+class Progress:
+    """Prints the share of vectors added and the time so far, every tenth of the bank."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.done, self.started, self.next = n, 0, time.perf_counter(), n / 10
+
+    def __call__(self, added: int) -> None:
+        self.done += added
+        if self.done >= self.next:
+            print(f"  added {self.done}/{self.n} in {time.perf_counter() - self.started:.0f} s", flush=True)
+            self.next += self.n / 10
+
+
 def build(bank: Bank, vectors: np.ndarray | None, spec) -> Any:  # noqa: ANN001 - IndexSpec
     """The index of `spec` over the bank: by `build_index` when the bank is held, else trained on a strided
     sample and filled chunk by chunk."""
     from pipeline.knowledge.index import apply_search_params, build_index, empty_index, training_sample
 
     if vectors is not None:
-        return build_index(vectors, spec)
+        return build_index(vectors, spec, progress=Progress(bank.n))
     index = empty_index(bank.real.shape[1], spec, bank.n)
     sample_size = len(training_sample(np.empty((bank.n, 0), np.float32), spec, index))
     sample = np.concatenate([block[:: max(1, bank.n // sample_size)] for _, block in bank.chunks()])[:sample_size]
@@ -175,6 +189,7 @@ def measure(index, queries: np.ndarray, timed: int) -> dict[str, Any]:  # noqa: 
         started = time.perf_counter()
         index.search(queries[i : i + 1], 1)
         single.append(1000 * (time.perf_counter() - started))
+    index.search(queries[:64], 1)  # warm-up: OpenMP and BLAS start their threads
     found = np.zeros(len(queries), dtype=np.int64)
     started = time.perf_counter()
     for start in range(0, len(queries), 64):
@@ -184,11 +199,11 @@ def measure(index, queries: np.ndarray, timed: int) -> dict[str, Any]:  # noqa: 
             "batch64_ms_per_query": batch_ms, "found": found}
 
 
-def run(bank: Bank, vectors: np.ndarray | None, kind: str, queries: np.ndarray, truth: tuple, answer_rows: np.ndarray, timed: int) -> dict[str, Any]:
-    """One kind over one bank: every figure of the table."""
+def run(bank: Bank, vectors: np.ndarray | None, kind: str, queries: np.ndarray, truth: tuple, answer_rows: np.ndarray, args) -> list[dict[str, Any]]:  # noqa: ANN001
+    """One kind over one bank: every figure of the table, at the default search parameter and at each of `--sweep`."""
     import faiss
 
-    from pipeline.knowledge.index import choose_index
+    from pipeline.knowledge.index import apply_search_params, choose_index
 
     spec = choose_index(bank.n, kind=None if kind == "auto" else kind)
     gc.collect()
@@ -201,18 +216,23 @@ def run(bank: Bank, vectors: np.ndarray | None, kind: str, queries: np.ndarray, 
     with tempfile.TemporaryDirectory() as folder:
         faiss.write_index(index, str(Path(folder) / "index.faiss"))
         file_mb = (Path(folder) / "index.faiss").stat().st_size / 2**20
-    figures = measure(index, queries, timed)
-    del index
-    found = figures.pop("found")
+    knob = {"hnsw": "ef_search", "hnsw_sq8": "ef_search", "ivfpq": "nprobe"}.get(spec.kind)
+    values = [spec.params[knob], *(v for v in args.sweep if v != spec.params[knob])] if knob else [None]
     rows, best = truth
-    found_scores = found_scores_of(bank, vectors, found, queries)
-    return {
-        "kind": spec.kind, "params": spec.params, "auto": kind == "auto", "build_s": build_s, "index_file_mb": file_mb,
-        "rss_growth_mb": grown, **figures,
-        "recall_at_1": float(np.mean(found_scores >= best - 1e-5)),
-        "answer_at_1": float(np.mean(found == bank.planted[answer_rows])),
-        "exact_answer_at_1": float(np.mean(rows == bank.planted[answer_rows])),
-    }
+    out = []
+    for value in values:
+        searched = spec if value is None else type(spec)(spec.kind, {**spec.params, knob: value})
+        apply_search_params(index, searched)
+        figures = measure(index, queries, args.timed)
+        found = figures.pop("found")
+        out.append({
+            "kind": spec.kind, "params": searched.params, "auto": kind == "auto" and searched == spec, "build_s": build_s,
+            "index_file_mb": file_mb, "rss_growth_mb": grown, **figures,
+            "recall_at_1": float(np.mean(found_scores_of(bank, vectors, found, queries) >= best - 1e-5)),
+            "answer_at_1": float(np.mean(found == bank.planted[answer_rows])),
+            "exact_answer_at_1": float(np.mean(rows == bank.planted[answer_rows])),
+        })
+    return out
 
 
 def found_scores_of(bank: Bank, vectors: np.ndarray | None, found: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -234,8 +254,10 @@ def main() -> None:
     p.add_argument("--kinds", default="auto,flat", help="index kinds per size: auto (choose_index's pick), flat, hnsw, hnsw_sq8, ivfpq")
     p.add_argument("--queries", type=int, default=1000, help="real questions searched (recall, batch 64)")
     p.add_argument("--timed", type=int, default=300, help="of them, searched one a call for the batch-1 times")
+    p.add_argument("--sweep", type=common.sizes, default=[32, 128], help="other ef_search (HNSW) or nprobe (IVF) values searched on the same index")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="FAISS OpenMP threads")
     p.add_argument("--max-gb", type=float, default=4.0, help="largest bank held as float32; larger ones are streamed (ivfpq only)")
+    p.add_argument("--real", type=lambda v: [Path(x) for x in v.split(",")], default=[common.DATA, common.VAL], help="Q→A files of the real vectors")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON to this path")
     args = p.parse_args()
@@ -243,11 +265,12 @@ def main() -> None:
 
     faiss.omp_set_num_threads(args.threads)
     load_before = list(os.getloadavg())
-    real, queries, answer_rows = real_data(args.seed, args.queries)
+    real, queries, answer_rows = real_data(args.real, args.seed, args.queries)
+    print(f"{len(real)} real answers, {len(queries)} real questions from {', '.join(p.name for p in args.real)}", flush=True)
     s, checks = calibrate(real, args.seed)
     generator = Generator(real, s, args.seed)
     common.table(
-        f"generator check at the real size ({len(real)} answers; {PROBES} probes): chosen s = {s}",
+        f"generator check at the real size ({len(real)} answers; {min(PROBES, len(real) // 4)} probes): chosen s = {s}",
         ["set", "s", "pair cos p1", "p50", "p99", "nearest p10", "p50", "p90", "gap"],
         [["real" if c["s"] is None else "generated", "" if c["s"] is None else c["s"], *(c["pair_cosine"][k] for k in ("p1", "p50", "p99")),
           *(c["nearest_score"][k] for k in ("p10", "p50", "p90")), c.get("nearest_gap", "")] for c in checks],
@@ -267,7 +290,7 @@ def main() -> None:
         truth = exact_top1(bank, queries)
         for kind in kinds:
             print(f"size {n}: {kind} ...", flush=True)
-            results.append({"size": n, **run(bank, vectors, kind, queries, truth, answer_rows, args.timed)})
+            results += [{"size": n, **row} for row in run(bank, vectors, kind, queries, truth, answer_rows, args)]
         del vectors
     common.table(
         f"{len(queries)} real questions, k=1, {args.threads} FAISS threads; recall@1 against exact search on the same bank",
