@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import faiss
 
 IndexKind = Literal["flat", "hnsw", "hnsw_sq8", "ivfpq"]
-EXACT_MAX = 50_000  # below this, exact search is fast enough (a few milliseconds a query on 2 cores)
+EXACT_MAX = 50_000  # below this, exact search is fast enough (main's threshold; not re-measured in docs/bank-scale.md)
 HNSW_MAX = 2_000_000  # above this, building the graph takes too long and its ~0.66 KB a vector too much memory
 DEFAULTS: dict[str, dict[str, Any]] = {
     "flat": {},
