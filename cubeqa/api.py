@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import text
 
+from cubeqa.dashboard import dashboard_router, offline_docs
 from cubeqa.intake import check_characters, check_key
 from cubeqa.metrics import StoreCollector
 from cubeqa.settings import Settings
@@ -83,7 +84,10 @@ def create_app(settings: Settings) -> FastAPI:
         if not hmac.compare_digest(given, token):
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    app = FastAPI(title="cubeqa", version="1", description="Question answering jobs through encode → cube → decode workers.")
+    app = FastAPI(title="cubeqa", version="1", description="Question answering jobs through encode → cube → decode workers.",
+                  docs_url=None, redoc_url=None)
+    offline_docs(app)
+    app.include_router(dashboard_router(sessions, settings))
     guarded = [Depends(authorised)]
 
     @app.exception_handler(RequestValidationError)
