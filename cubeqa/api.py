@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import text
 
-from cubeqa.dashboard import dashboard_router, offline_docs
+from cubeqa.dashboard import add_dashboard, offline_docs
 from cubeqa.intake import check_characters, check_key
 from cubeqa.metrics import StoreCollector
 from cubeqa.settings import Settings
@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="cubeqa", version="1", description="Question answering jobs through encode → cube → decode workers.",
                   docs_url=None, redoc_url=None)
     offline_docs(app)
-    app.include_router(dashboard_router(sessions, settings))
+    add_dashboard(app, sessions, settings)
     guarded = [Depends(authorised)]
 
     @app.exception_handler(RequestValidationError)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,14 +68,20 @@ def batch_charts(session: Session, batch_id: str) -> dict[str, Any]:
     }
 
 
-def dashboard_router(sessions: sessionmaker[Session], settings: Settings) -> APIRouter:
-    """The /dashboard pages on this store; they need the API token when one is set."""
+def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Settings) -> None:
+    """Adds the /dashboard pages on this store to the app; they need the API token when one is set.
+
+    Routes go on the app itself, not an included APIRouter: FastAPI's included routers are not plain routes
+    (no `.path`), which code listing `app.routes` expects."""
     auth = DashboardAuth(settings.api_token.get_secret_value().encode() if settings.api_token else None)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters.update(when=when, number=number)
     templates.env.globals.update(auth_enabled=auth.enabled, labels=METRIC_LABELS, path_labels=charts.PATH_LABELS)
     files = dashboard_files()
-    router = APIRouter(prefix="/dashboard", include_in_schema=False)
+
+    def route(method: str, path: str, **options: Any) -> Any:
+        return getattr(app, method)("/dashboard" + path, include_in_schema=False, **options)
+
     page = [Depends(auth.page)]
     data = [Depends(auth.data)]
 
@@ -92,11 +98,11 @@ def dashboard_router(sessions: sessionmaker[Session], settings: Settings) -> API
             raise HTTPException(404, "no such batch")
         return rows[0]
 
-    @router.get("/static/{name}")
+    @route("get", "/static/{name}")
     def asset(name: str) -> FileResponse:
         return asset_response(files, name)
 
-    @router.get("", dependencies=page, response_class=HTMLResponse)
+    @route("get", "", dependencies=page, response_class=HTMLResponse)
     def batches(request: Request, page_number: Annotated[int, Query(alias="page", ge=1)] = 1) -> HTMLResponse:
         """Batches newest first."""
         with sessions() as session:
@@ -104,7 +110,7 @@ def dashboard_router(sessions: sessionmaker[Session], settings: Settings) -> API
             total = q.batch_count(session)
         return render(request, "batches.html", rows=rows, page=page_number, pages=max(1, math.ceil(total / PER_PAGE)), total=total)
 
-    @router.get("/batches/{batch_id}", dependencies=page, response_class=HTMLResponse)
+    @route("get", "/batches/{batch_id}", dependencies=page, response_class=HTMLResponse)
     def batch(
         request: Request,
         batch_id: str,
@@ -126,13 +132,13 @@ def dashboard_router(sessions: sessionmaker[Session], settings: Settings) -> API
             statuses=STATUSES, query=lambda **extra: urlencode({**filters, **extra}),
         )
 
-    @router.get("/batches/{batch_id}/progress.json", dependencies=data)
+    @route("get", "/batches/{batch_id}/progress.json", dependencies=data)
     def progress(batch_id: str) -> JSONResponse:
         """Counts by status and throughput (polled every second by a running batch's page)."""
         with sessions() as session:
             return JSONResponse(one_batch(session, batch_id).progress(), headers={"Cache-Control": "no-store"})
 
-    @router.get("/batches/{batch_id}/charts.json", dependencies=data)
+    @route("get", "/batches/{batch_id}/charts.json", dependencies=data)
     def batch_chart_data(batch_id: str) -> JSONResponse:
         """The batch page's charts and figures, for its live refresh."""
         with sessions() as session:
@@ -140,7 +146,7 @@ def dashboard_router(sessions: sessionmaker[Session], settings: Settings) -> API
             figures = batch_charts(session, batch_id)
         return JSONResponse(json.loads(json.dumps(figures, default=str)), headers={"Cache-Control": "no-store"})
 
-    @router.get("/jobs/{job_id}", dependencies=page, response_class=HTMLResponse)
+    @route("get", "/jobs/{job_id}", dependencies=page, response_class=HTMLResponse)
     def job(request: Request, job_id: str) -> HTMLResponse:
         """A job's full record."""
         with sessions() as session:
@@ -149,7 +155,7 @@ def dashboard_router(sessions: sessionmaker[Session], settings: Settings) -> API
             raise HTTPException(404, "no such job")
         return render(request, "job.html", record=record, record_json=json.dumps(record, indent=2, ensure_ascii=False))
 
-    @router.get("/compare", dependencies=page, response_class=HTMLResponse)
+    @route("get", "/compare", dependencies=page, response_class=HTMLResponse)
     def compare_page(
         request: Request,
         a: Annotated[str | None, Query(max_length=300, description="batch id, or v:MODEL_VERSION")] = None,
@@ -178,13 +184,13 @@ def dashboard_router(sessions: sessionmaker[Session], settings: Settings) -> API
             sizes={k: len(v) for k, v in sides.items()}, shared=shared, diffs=diffs, charts_json=embed({"diff": chart}),
         )
 
-    @router.get("/login", response_class=HTMLResponse)
+    @route("get", "/login", response_class=HTMLResponse)
     def login_form(request: Request, next_page: Annotated[str | None, Query(alias="next")] = None) -> Response:
         if not auth.enabled:
             return RedirectResponse(safe_next(next_page), status_code=303)
         return render(request, "login.html", next_page=safe_next(next_page), error=None)
 
-    @router.post("/login", response_class=HTMLResponse)
+    @route("post", "/login", response_class=HTMLResponse)
     async def login(request: Request) -> Response:
         """Checks the token from the form; sets the session cookie (the form's values are never echoed)."""
         form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
@@ -200,10 +206,8 @@ def dashboard_router(sessions: sessionmaker[Session], settings: Settings) -> API
         )
         return response
 
-    @router.post("/logout")
+    @route("post", "/logout")
     def logout() -> Response:
         response = RedirectResponse("/dashboard/login", status_code=303)
         response.delete_cookie(COOKIE, path="/dashboard")
         return response
-
-    return router
