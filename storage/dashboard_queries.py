@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import json
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import accumulate
 from typing import Any
 
-from sqlalchemy import Float, Integer, case, cast, func, literal, or_, select
+from sqlalchemy import Float, Integer, Text, case, cast, func, literal, or_, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -74,11 +77,6 @@ def json_number(session: Session, column: Any, key: str) -> ColumnElement[float]
     return source[key].as_float()
 
 
-def json_text(session: Session, column: Any, key: str) -> ColumnElement[str]:
-    source = cast(column, JSONB) if is_postgres(session) else column
-    return source[key].as_string()
-
-
 def floor_int(session: Session, value: ColumnElement[float]) -> ColumnElement[int]:
     """floor() for values >= 0 (SQLite's CAST truncates; PostgreSQL's CAST rounds)."""
     return cast(func.floor(value), Integer) if is_postgres(session) else cast(value, Integer)
@@ -95,28 +93,8 @@ def bank_column() -> Any | None:
     return getattr(Job, "bank", None)
 
 
-def _counts(session: Session, batch_ids: list[str]) -> dict[str, dict[str, int]]:
-    rows = session.execute(
-        select(Job.batch_id, Job.status, func.count()).where(Job.batch_id.in_(batch_ids)).group_by(Job.batch_id, Job.status)
-    ).all()
-    out = {batch_id: dict.fromkeys(STATUSES, 0) for batch_id in batch_ids}
-    for batch_id, status, count in rows:
-        out[batch_id][status] = count
-    return out
-
-
-def _labels(session: Session, column: Any, batch_ids: list[str]) -> dict[str, list[str]]:
-    rows = session.execute(
-        select(Job.batch_id, column).where(Job.batch_id.in_(batch_ids), column.is_not(None)).group_by(Job.batch_id, column)
-    ).all()
-    out: dict[str, list[str]] = {batch_id: [] for batch_id in batch_ids}
-    for batch_id, label in rows:
-        out[batch_id].append(str(label))
-    return {k: sorted(v) for k, v in out.items()}
-
-
 def batch_rows(session: Session, *, limit: int = 50, offset: int = 0, batch_id: str | None = None) -> list[BatchRow]:
-    """Batches newest first (or the one named) with status counts, model versions and banks."""
+    """Batches newest first (or the one named) with status counts, model versions and banks: one scan of their jobs."""
     query = select(Batch).order_by(Batch.created_at.desc(), Batch.id).limit(limit).offset(offset)
     if batch_id is not None:
         query = select(Batch).where(Batch.id == batch_id)
@@ -124,28 +102,35 @@ def batch_rows(session: Session, *, limit: int = 50, offset: int = 0, batch_id: 
     ids = [b.id for b in batches]
     if not ids:
         return []
-    counts = _counts(session, ids)
-    times = {
-        row[0]: row[1:]
-        for row in session.execute(
-            select(Job.batch_id, func.min(Job.started_at), func.max(Job.finished_at)).where(Job.batch_id.in_(ids)).group_by(Job.batch_id)
-        ).all()
-    }
-    versions = _labels(session, Job.model_version, ids)
     bank = bank_column()
-    banks = _labels(session, bank, ids) if bank is not None else {}
-    rows = []
-    for b in batches:
-        started, last = times.get(b.id, (None, None))
-        rows.append(
-            BatchRow(
-                id=b.id, source=b.source, total=b.total, counts=counts[b.id], created_at=as_utc(b.created_at),
-                finished_at=as_utc(b.finished_at) if b.finished_at else None,
-                first_started=as_utc(started) if started else None, last_finished=as_utc(last) if last else None,
-                versions=versions[b.id], banks=banks.get(b.id, []),
-            )
+    labels = [Job.model_version, bank if bank is not None else literal(None)]
+    grouped = session.execute(
+        select(Job.batch_id, Job.status, *labels, func.count(), func.min(Job.started_at), func.max(Job.finished_at))
+        .where(Job.batch_id.in_(ids)).group_by(Job.batch_id, Job.status, *labels[: 1 + (bank is not None)])
+    ).all()
+    counts = {i: dict.fromkeys(STATUSES, 0) for i in ids}
+    versions: dict[str, set[str]] = {i: set() for i in ids}
+    banks: dict[str, set[str]] = {i: set() for i in ids}
+    first: dict[str, datetime] = {}
+    last: dict[str, datetime] = {}
+    for batch, status, version, bank_name, count, started, finished in grouped:
+        counts[batch][status] += count
+        if version is not None:
+            versions[batch].add(str(version))
+        if bank_name is not None:
+            banks[batch].add(str(bank_name))
+        if started is not None and (batch not in first or as_utc(started) < first[batch]):
+            first[batch] = as_utc(started)
+        if finished is not None and (batch not in last or as_utc(finished) > last[batch]):
+            last[batch] = as_utc(finished)
+    return [
+        BatchRow(
+            id=b.id, source=b.source, total=b.total, counts=counts[b.id], created_at=as_utc(b.created_at),
+            finished_at=as_utc(b.finished_at) if b.finished_at else None, first_started=first.get(b.id),
+            last_finished=last.get(b.id), versions=sorted(versions[b.id]), banks=sorted(banks[b.id]),
         )
-    return rows
+        for b in batches
+    ]
 
 
 def batch_count(session: Session) -> int:
@@ -158,72 +143,130 @@ def batch_progress(session: Session, batch_id: str) -> dict[str, Any] | None:
     return rows[0].progress() if rows else None
 
 
-def histogram(session: Session, batch_id: str, value: ColumnElement[float], bins: int = 30) -> dict[str, Any]:
-    """Equal-width bins over the value's range in the batch's done jobs: edges, counts, n and mean."""
-    where = (Job.batch_id == batch_id, Job.status == DONE, value.is_not(None))
-    lo, hi, n, mean = session.execute(select(func.min(value), func.max(value), func.count(value), func.avg(value)).where(*where)).one()
-    if not n:
-        return {"edges": [], "counts": [], "n": 0, "mean": None}
-    lo, hi = float(lo), float(hi)
-    width = (hi - lo) / bins if hi > lo else 1.0
-    bins = bins if hi > lo else 1
-    raw = floor_int(session, (value - lo) / width)
-    bucket = case((raw >= bins, bins - 1), else_=raw)
-    counts = [0] * bins
-    for index, count in session.execute(select(bucket.label("b"), func.count()).where(*where).group_by("b")).all():
-        counts[min(max(int(index), 0), bins - 1)] += count
-    return {"edges": [lo + i * width for i in range(bins + 1)], "counts": counts, "n": int(n), "mean": float(mean)}
+TIMINGS = tuple(key for stage in STAGES for key in (stage, f"wait_{stage}"))
+# Fine bins per unit of each histogram (0.01 of a cosine, 0.001 of the cube's gain): SQL counts jobs in these
+# in one pass, without first finding the range; the page merges them into at most `bins` bars.
+FINE = {"score": 100, "e2e_cos": 100, "cube_gain": 1000}
+
+PG_QUALITY = text("""
+SELECT GROUPING(sb, eb, gb) AS g, sb, eb, gb, count(score), sum(score), count(e2e_cos), sum(e2e_cos),
+       count(gain), sum(gain), count(echo), sum(echo)
+FROM (
+    SELECT floor(j.score * 100)::int AS sb, floor(m.e2e_cos * 100)::int AS eb,
+           floor((m.cube_cos - m.identity_cos) * 1000)::int AS gb,
+           j.score, m.e2e_cos, m.cube_cos - m.identity_cos AS gain, m.echo
+    FROM job AS j, json_to_record(j.metrics) AS m(e2e_cos float8, cube_cos float8, identity_cos float8, echo float8)
+    WHERE j.batch_id = :batch_id AND j.status = 'done'
+) AS v
+GROUP BY GROUPING SETS ((sb), (eb), (gb), ())
+""")
+
+SQLITE_QUALITY = text("""
+WITH v AS (
+    SELECT score, json_extract(metrics, '$.e2e_cos') AS e2e_cos,
+           json_extract(metrics, '$.cube_cos') - json_extract(metrics, '$.identity_cos') AS gain,
+           json_extract(metrics, '$.echo') AS echo
+    FROM job WHERE batch_id = :batch_id AND status = 'done'
+)
+SELECT 'score', CAST(score * 100 + 1000000 AS INTEGER) - 1000000 AS b, count(*), sum(score) FROM v WHERE score IS NOT NULL GROUP BY b
+UNION ALL
+SELECT 'e2e_cos', CAST(e2e_cos * 100 + 1000000 AS INTEGER) - 1000000 AS b, count(*), sum(e2e_cos) FROM v WHERE e2e_cos IS NOT NULL GROUP BY b
+UNION ALL
+SELECT 'cube_gain', CAST(gain * 1000 + 1000000 AS INTEGER) - 1000000 AS b, count(*), sum(gain) FROM v WHERE gain IS NOT NULL GROUP BY b
+UNION ALL
+SELECT 'echo', 0, count(echo), sum(echo) FROM v
+""")
 
 
-def quality(session: Session, batch_id: str) -> dict[str, Any]:
-    """Distributions of the answer score and, where jobs carry references, e2e_cos, cube_cos − identity_cos;
-    the echo share; the split of decoder paths ("none" is "no confident answer")."""
-    e2e = json_number(session, Job.metrics, "e2e_cos")
-    gain = json_number(session, Job.metrics, "cube_cos") - json_number(session, Job.metrics, "identity_cos")
-    echo = json_number(session, Job.metrics, "echo")
-    echo_mean, echo_n = session.execute(
-        select(func.avg(echo), func.count(echo)).where(Job.batch_id == batch_id, Job.status == DONE)
-    ).one()
-    paths = session.execute(
-        select(func.coalesce(Job.decoder_path, "-"), func.count()).where(Job.batch_id == batch_id, Job.status == DONE).group_by(Job.decoder_path)
-    ).all()
-    return {
-        "score": histogram(session, batch_id, Job.score),
-        "e2e_cos": histogram(session, batch_id, e2e),
-        "cube_gain": histogram(session, batch_id, gain),
-        "echo": {"share": float(echo_mean) if echo_n else None, "n": int(echo_n)},
-        "paths": dict(sorted((str(p), int(c)) for p, c in paths)),
-    }
-
-
-def quantiles(session: Session, batch_id: str, value: ColumnElement[float], qs: tuple[float, ...] = (0.5, 0.9)) -> list[float | None]:
-    """Linear-interpolated quantiles of a value over the batch's done jobs (PostgreSQL's percentile_cont;
-    on SQLite the two order statistics around each quantile, one sort)."""
-    where = (Job.batch_id == batch_id, Job.status == DONE, value.is_not(None))
+def quality_bins(session: Session, batch_id: str) -> tuple[dict[str, dict[int, int]], dict[str, tuple[int, float]]]:
+    """Jobs per fine bin of each histogram, and (count, sum) of each value, over the batch's done jobs; on
+    PostgreSQL one pass that parses each job's metrics once (json_to_record) under grouping sets."""
+    bins: dict[str, dict[int, int]] = {name: {} for name in FINE}
+    totals: dict[str, tuple[int, float]] = {}
     if is_postgres(session):
-        row = session.execute(select(*(func.percentile_cont(q).within_group(value) for q in qs)).where(*where)).one()
-        return [None if v is None else float(v) for v in row]
-    n = session.scalar(select(func.count(value)).where(*where)) or 0
-    if not n:
+        for g, sb, eb, gb, *sums in session.execute(PG_QUALITY, {"batch_id": batch_id}).all():
+            if g == 7:  # the () set: every job
+                for i, name in enumerate(("score", "e2e_cos", "cube_gain", "echo")):
+                    totals[name] = (int(sums[2 * i]), float(sums[2 * i + 1] or 0.0))
+                continue
+            name, index, count = {3: ("score", sb, sums[0]), 5: ("e2e_cos", eb, sums[2]), 6: ("cube_gain", gb, sums[4])}[g]
+            if index is not None:
+                bins[name][int(index)] = int(count)
+        return bins, totals
+    sums: dict[str, list[float]] = {name: [0, 0.0] for name in (*FINE, "echo")}
+    for name, index, count, total in session.execute(SQLITE_QUALITY, {"batch_id": batch_id}).all():
+        sums[name][0] += count
+        sums[name][1] += float(total or 0.0)
+        if name in bins:
+            bins[name][int(index)] = int(count)
+    return bins, {name: (int(n), total) for name, (n, total) in sums.items()}
+
+
+def histogram(fine: dict[int, int], per_unit: int, count: int, total: float, bars: int = 30) -> dict[str, Any]:
+    """Equal-width bars (at most `bars`) over the occupied range of fine bins: edges, counts, n and mean."""
+    if not fine:
+        return {"edges": [], "counts": [], "n": 0, "mean": None}
+    lo, hi = min(fine), max(fine) + 1
+    step = max(1, -(-(hi - lo) // bars))  # fine bins per bar
+    counts = [0] * (-(-(hi - lo) // step))
+    for index, n in fine.items():
+        counts[(index - lo) // step] += n
+    edges = [(lo + i * step) / per_unit for i in range(len(counts) + 1)]
+    return {"edges": edges, "counts": counts, "n": count, "mean": total / count if count else None}
+
+
+def weighted_quantiles(pairs: list[tuple[float, int]], qs: tuple[float, ...] = (0.5, 0.9)) -> list[float | None]:
+    """Linear-interpolated quantiles of values given with their multiplicities (value, count)."""
+    pairs = sorted(pairs)
+    cumulative = list(accumulate(count for _, count in pairs))
+    if not cumulative or not cumulative[-1]:
         return [None for _ in qs]
-    wanted = {}
+    n = cumulative[-1]
+
+    def at(rank: int) -> float:  # the value of the rank-th smallest job (0-based)
+        return pairs[bisect_right(cumulative, rank)][0]
+
+    out = []
     for q in qs:
         position = (n - 1) * q
-        wanted[q] = (int(position), min(int(position) + 1, n - 1), position - int(position))
-    ranks = sorted({r for low, high, _ in wanted.values() for r in (low, high)})
-    ranked = select(value.label("v"), (func.row_number().over(order_by=value) - 1).label("r")).where(*where).subquery()
-    at = dict(session.execute(select(ranked.c.r, ranked.c.v).where(ranked.c.r.in_(ranks))).all())
-    return [float(at[low]) + (float(at[high]) - float(at[low])) * frac for low, high, frac in wanted.values()]
-
-
-def stage_times(session: Session, batch_id: str) -> dict[str, dict[str, float | None]]:
-    """Per stage: compute time per job and wait time in the queue before it, median and p90, in ms."""
-    out: dict[str, dict[str, float | None]] = {}
-    for stage in STAGES:
-        compute = quantiles(session, batch_id, json_number(session, Job.timings_ms, stage))
-        wait = quantiles(session, batch_id, json_number(session, Job.timings_ms, f"wait_{stage}"))
-        out[stage] = {"compute_p50": compute[0], "compute_p90": compute[1], "wait_p50": wait[0], "wait_p90": wait[1]}
+        low = int(position)
+        out.append(at(low) + (at(min(low + 1, n - 1)) - at(low)) * (position - low))
     return out
+
+
+def grouped_json(session: Session, column: Any, batch_id: str, *, done_only: bool) -> list[tuple[dict[str, Any], int]]:
+    """Distinct values of a JSON column over the batch's jobs with their counts. The stages stamp one timings
+    and hosts object per micro-batch, so a 100,000-job batch has a few thousand distinct ones: SQL groups
+    their text and only those are parsed."""
+    as_text = cast(column, Text) if is_postgres(session) else column
+    where = [Job.batch_id == batch_id, column.is_not(None)] + ([Job.status == DONE] if done_only else [])
+    rows = session.execute(select(as_text, func.count()).where(*where).group_by(as_text)).all()
+    return [(json.loads(raw) if isinstance(raw, str) else raw, int(count)) for raw, count in rows if raw]
+
+
+def batch_stats(session: Session, batch_id: str) -> dict[str, Any]:
+    """Histograms of the score, e2e_cos and cube_cos − identity_cos, the echo share, and per-stage compute
+    and wait time (median, p90, ms per job) of the batch's done jobs."""
+    fine, totals = quality_bins(session, batch_id)
+    out: dict[str, Any] = {name: histogram(fine[name], FINE[name], *totals.get(name, (0, 0.0))) for name in FINE}
+    echo_n, echo_sum = totals.get("echo", (0, 0.0))
+    out["echo"] = {"share": echo_sum / echo_n if echo_n else None, "n": echo_n}
+    timings = grouped_json(session, Job.timings_ms, batch_id, done_only=True)
+    quantile = {key: weighted_quantiles([(float(t[key]), n) for t, n in timings if key in t]) for key in TIMINGS}
+    out["times"] = {
+        stage: {"compute_p50": quantile[stage][0], "compute_p90": quantile[stage][1],
+                "wait_p50": quantile[f"wait_{stage}"][0], "wait_p90": quantile[f"wait_{stage}"][1]}
+        for stage in STAGES
+    }
+    return out
+
+
+def decoder_paths(session: Session, batch_id: str) -> dict[str, int]:
+    """Done jobs per decoder path ("none" is "no confident answer")."""
+    rows = session.execute(
+        select(func.coalesce(Job.decoder_path, "-"), func.count()).where(Job.batch_id == batch_id, Job.status == DONE).group_by(Job.decoder_path)
+    ).all()
+    return dict(sorted((str(p), int(c)) for p, c in rows))
 
 
 def throughput(session: Session, batch_id: str, buckets: int = 40) -> dict[str, Any]:
@@ -235,8 +278,7 @@ def throughput(session: Session, batch_id: str, buckets: int = 40) -> dict[str, 
     if batch is None or last is None:
         return {"seconds": [], "jobs_per_second": [], "width": None}
     start = as_utc(batch.created_at).timestamp()
-    span = max(float(last) - start, 1e-3)
-    width = span / buckets
+    width = max(float(last) - start, 1e-3) / buckets
     # Clamped at the submission time so the bucket index is never negative (clocks of hosts differ).
     offset = (func.greatest(finished, start) if is_postgres(session) else func.max(finished, literal(start))) - start
     bucket = floor_int(session, offset / width)
@@ -244,23 +286,17 @@ def throughput(session: Session, batch_id: str, buckets: int = 40) -> dict[str, 
     counts = [0] * buckets
     for index, count in session.execute(select(bucket.label("b"), func.count()).where(*where).group_by("b")).all():
         counts[min(max(int(index), 0), buckets - 1)] += count
-    return {
-        "seconds": [round((i + 0.5) * width, 3) for i in range(buckets)],
-        "jobs_per_second": [c / width for c in counts],
-        "width": width,
-    }
+    return {"seconds": [round((i + 0.5) * width, 3) for i in range(buckets)], "jobs_per_second": [c / width for c in counts], "width": width}
 
 
 def workers(session: Session, batch_id: str) -> list[tuple[str, str, int]]:
     """(stage, worker host name, jobs served) for each worker that served the batch."""
-    out = []
-    for stage in STAGES:
-        host = json_text(session, Job.hosts, stage)
-        rows = session.execute(
-            select(host, func.count()).where(Job.batch_id == batch_id, host.is_not(None)).group_by(host).order_by(host)
-        ).all()
-        out += [(stage, str(name), int(count)) for name, count in rows]
-    return out
+    served: dict[tuple[str, str], int] = {}
+    for hosts, count in grouped_json(session, Job.hosts, batch_id, done_only=False):
+        for stage in STAGES:
+            if hosts.get(stage):
+                served[(stage, str(hosts[stage]))] = served.get((stage, str(hosts[stage])), 0) + count
+    return [(stage, host, served[(stage, host)]) for stage, host in sorted(served, key=lambda k: (STAGES.index(k[0]), k[1]))]
 
 
 def job_page(

@@ -4,6 +4,8 @@
 
 import json
 import math
+import threading
+from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,23 +49,49 @@ def embed(value: Any) -> str:
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+class FinishedFigures:
+    """The charts of finished batches, computed once: a batch whose every job is final no longer changes, so a
+    100,000-job batch costs its SQL passes on the first view only. Running batches are always recomputed."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.figures: OrderedDict[tuple[str, int, str], dict[str, Any]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, session: Session, row: q.BatchRow) -> dict[str, Any]:
+        if row.running:
+            return batch_charts(session, row.id)
+        key = (row.id, row.final, str(row.finished_at))
+        with self.lock:
+            if key in self.figures:
+                self.figures.move_to_end(key)
+                return self.figures[key]
+        figures = batch_charts(session, row.id)
+        with self.lock:
+            self.figures[key] = figures
+            while len(self.figures) > self.size:
+                self.figures.popitem(last=False)
+        return figures
+
+
 def batch_charts(session: Session, batch_id: str) -> dict[str, Any]:
     """Every chart of the batch page, plus the figures shown beside them."""
-    quality = q.quality(session, batch_id)
-    times = q.stage_times(session, batch_id)
+    quality = q.batch_stats(session, batch_id)
+    times = quality["times"]
+    paths = q.decoder_paths(session, batch_id)
     return {
         "charts": {
             "score": charts.histogram_chart(quality["score"], "answer score (cosine of answer to bank sentence)"),
             "e2e_cos": charts.histogram_chart(quality["e2e_cos"], "e2e_cos (cosine of answer to reference)", charts.COLOURS["green"]),
             "cube_gain": charts.histogram_chart(quality["cube_gain"], "cube_cos − identity_cos (cosine difference)", charts.COLOURS["b"]),
-            "paths": charts.paths_chart(quality["paths"]),
+            "paths": charts.paths_chart(paths),
             "stages": charts.stage_chart(times),
             "throughput": charts.throughput_chart(q.throughput(session, batch_id)),
         },
         "means": {name: quality[name]["mean"] for name in ("score", "e2e_cos", "cube_gain")},
         "counts": {name: quality[name]["n"] for name in ("score", "e2e_cos", "cube_gain")},
         "echo": quality["echo"],
-        "paths": quality["paths"],
+        "paths": paths,
         "times": times,
     }
 
@@ -78,6 +106,7 @@ def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Setti
     templates.env.filters.update(when=when, number=number)
     templates.env.globals.update(auth_enabled=auth.enabled, labels=METRIC_LABELS, path_labels=charts.PATH_LABELS)
     files = dashboard_files()
+    cache = FinishedFigures()
 
     def route(method: str, path: str, **options: Any) -> Any:
         return getattr(app, method)("/dashboard" + path, include_in_schema=False, **options)
@@ -122,7 +151,7 @@ def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Setti
         status = status if status in STATUSES else None
         with sessions() as session:
             row = one_batch(session, batch_id)
-            figures = batch_charts(session, batch_id)
+            figures = cache.get(session, row)
             workers = q.workers(session, batch_id)
             jobs, matching = q.job_page(session, batch_id, status=status, text=text, page=page_number, per_page=PER_PAGE)
         filters = {k: v for k, v in (("status", status), ("text", text)) if v}
@@ -142,8 +171,7 @@ def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Setti
     def batch_chart_data(batch_id: str) -> JSONResponse:
         """The batch page's charts and figures, for its live refresh."""
         with sessions() as session:
-            one_batch(session, batch_id)
-            figures = batch_charts(session, batch_id)
+            figures = cache.get(session, one_batch(session, batch_id))
         return JSONResponse(json.loads(json.dumps(figures, default=str)), headers={"Cache-Control": "no-store"})
 
     @route("get", "/jobs/{job_id}", dependencies=page, response_class=HTMLResponse)
