@@ -37,8 +37,9 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> Iterator[Stack]:
-    """Batches answered by real workers: `a` by the shipped bundle, `b` (the same questions) by a copy of it
-    named default-b with a higher no-confident-answer threshold (another model version); two APIs on it."""
+    """Batches answered by real workers: `a` by the shipped bundle with the phrase-bank decoder, `b` (the same
+    questions) by a copy of it named default-b (another model version) with the hybrid decoder, which answers
+    generatively below a bank score of 0.5; two APIs on the store."""
     from jobsystem import redis_database, service_env, start, stop, wait_for_batch
 
     from cubeqa.settings import default_bundle_dir
@@ -67,7 +68,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> Itera
         stack.stop_workers()
         bundle_b = root / "default-b"
         shutil.copytree(default_bundle_dir(), bundle_b)
-        stack.start_workers("b", CUBEQA_BUNDLE_DIR=str(bundle_b), CUBEQA_MIN_SCORE="0.5")
+        stack.start_workers("b", CUBEQA_BUNDLE_DIR=str(bundle_b), CUBEQA_DECODER="hybrid", CUBEQA_MIN_SCORE="0.5")
         stack.batches["b"] = stack.submit(items, 16, "browser-test:b")
         wait_for_batch(sessions, stack.batches["b"], timeout=600)
         for name, batch_id in stack.batches.items():
@@ -111,7 +112,7 @@ def visit(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[callabl
         page = context.new_page()
         errors: list[str] = []
         outside: list[str] = []
-        page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("console", lambda m: errors.append(f"console {m.type}: {m.text} at {m.location.get('url')}") if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
 
         def offline(route, request) -> None:  # noqa: ANN001 - the network here is closed: any other host is a bug

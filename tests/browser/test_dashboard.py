@@ -76,7 +76,7 @@ def test_batch_page_charts_hold_what_the_store_holds(stack, visit, shoot) -> Non
         paths[job["decoder_path"]] = paths.get(job["decoder_path"], 0) + 1
     drawn = chart(page, "paths")
     assert sorted(drawn["ys"][0]) == sorted(paths.values()) and drawn["drawn"] == len(paths)
-    assert "none" in paths, "the higher threshold of version b leaves some questions with no confident answer"
+    assert set(paths) == {"bank", "generative"}, "version b's hybrid decoder answers by both paths"
     drawn = chart(page, "stages")
     assert len(drawn["ys"]) == 4 and all(len(ys) == 3 for ys in drawn["ys"])  # compute/wait x median/p90, 3 stages
     assert drawn["drawn"] == sum(y > 0 for ys in drawn["ys"] for y in ys)
@@ -151,9 +151,9 @@ def test_compare_shows_two_versions_with_intervals(stack, visit, shoot) -> None:
         assert low <= diff <= high, names[i]
     drawn = chart(page, "diff")
     assert drawn["drawn"] == rows.count() == len(drawn["ys"][0])
-    # Same weights, a higher threshold: the score of every answer is the same, e2e_cos is not.
-    by_name = {names[i]: rows.nth(i).locator("td").nth(4).inner_text() for i in range(rows.count())}
-    assert float(by_name["answer score"]) == 0
+    # Same cube, another decoder: the cube's cosines are the same, the answers' are not.
+    by_name = {names[i]: float(rows.nth(i).locator("td").nth(4).inner_text()) for i in range(rows.count())}
+    assert by_name["cube_cos − identity_cos"] == 0 and by_name["e2e_cos"] != 0
     shoot(page, "dashboard-compare")
     clean(v)
 

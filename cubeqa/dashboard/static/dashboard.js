@@ -42,6 +42,7 @@
     set("rate", fixed(p.jobs_per_second, 1));
     if (p.finished_at) { set("finished", p.finished_at.replace("T", " ").slice(0, 19) + " UTC"); }
     root.querySelectorAll(".bar").forEach(function (bar) {
+      if (!bar.querySelector(".ok")) { return; }
       bar.setAttribute("aria-valuenow", p.final);
       bar.querySelector(".ok").style.width = percent(p.counts.done, p.total);
       bar.querySelector(".bad").style.width = percent(p.counts.failed, p.total);
@@ -66,20 +67,31 @@
       });
       var echo = figures.echo.share;
       document.querySelectorAll('[data-field="echo"]').forEach(function (el) { el.textContent = echo === null ? "–" : fixed(100 * echo, 1) + " %"; });
+      document.querySelectorAll('[data-n="echo"]').forEach(function (el) { el.textContent = figures.echo.n; });
+    });
+  }
+
+  // Re-renders the job table (same filters and page) from the server's page, so statuses move live too.
+  function refreshJobs() {
+    return fetch(location.href, { credentials: "same-origin", cache: "no-store" }).then(function (r) { return r.text(); }).then(function (html) {
+      var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("jobs-section");
+      var current = document.getElementById("jobs-section");
+      if (fresh && current && !current.contains(document.activeElement)) { current.replaceWith(fresh); }
     });
   }
 
   // Polls one batch until it is final; `root` holds its [data-field] elements and progress bar.
-  function follow(root, withCharts) {
-    var batchId = root.dataset.batch;
+  function follow(source, withCharts, root) {
+    var batchId = source.dataset.batch;
+    root = root || source;
     var ticks = 0;
     var timer = setInterval(function () {
       ticks += 1;
       fetchJson("/dashboard/batches/" + batchId + "/progress.json").then(function (p) {
         showProgress(root, p);
         var done = !p.running;
-        if (withCharts && (done || ticks % 5 === 0)) { refreshCharts(batchId); }
-        if (done) { clearInterval(timer); root.removeAttribute("data-live"); }
+        if (withCharts && (done || ticks % 5 === 0)) { refreshCharts(batchId); refreshJobs(); }
+        if (done) { clearInterval(timer); source.removeAttribute("data-live"); }
       }).catch(function (err) { console.warn(String(err)); });
     }, 1000);
   }
@@ -88,7 +100,8 @@
     var data = document.getElementById("charts-data");
     if (data) { draw(JSON.parse(data.textContent)); }
     var progress = document.getElementById("progress");
-    if (progress && progress.dataset.live) { follow(progress, true); }
+    // The whole page is the root: the header's finish time is outside the progress card.
+    if (progress && progress.dataset.live) { follow(progress, true, document); }
     document.querySelectorAll("#batches tr[data-live]").forEach(function (row) { follow(row, false); });
   });
 })();
