@@ -75,6 +75,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from cubeqa.settings import default_bundle_dir
+    from pipeline.decoder_workflows import save_threshold
     from storage.db import make_engine, session_factory, upgrade
     from storage.repository import NewJob, iter_results
 
@@ -113,6 +114,8 @@ def main() -> None:
         print(f"version a: {args.questions} questions in {time.perf_counter() - started:.0f} s", flush=True)
         bundle_b = root / "default-b"
         shutil.copytree(default_bundle_dir(), bundle_b)
+        # Version b answers generatively below a bank score of 0.5 (the shipped bundle's threshold, -1, never does).
+        save_threshold(bundle_b, {"threshold": 0.5, "chosen_on": "dashboard screenshots"})
 
         def during_b(batch_id: str) -> None:
             servers.append(serve(["flower", "--port", str(flower_port)], env, root / "flower.log", f"http://127.0.0.1:{flower_port}/healthcheck"))
@@ -123,7 +126,7 @@ def main() -> None:
             shot(flower + "/broker", "flower-broker", full=False)
 
         started = time.perf_counter()
-        batch_b = run_batch(env | {"CUBEQA_BUNDLE_DIR": str(bundle_b), "CUBEQA_DECODER": "hybrid", "CUBEQA_MIN_SCORE": "0.5"},
+        batch_b = run_batch(env | {"CUBEQA_BUNDLE_DIR": str(bundle_b), "CUBEQA_DECODER": "hybrid"},
                             root / "workers-b", sessions, items, args.broker, during_b)
         print(f"version b: {args.questions} questions in {time.perf_counter() - started:.0f} s", flush=True)
         versions = {name: next(iter_results(sessions, batch))["model_version"] for name, batch in (("a", batch_a), ("b", batch_b))}

@@ -172,7 +172,7 @@ def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Setti
         """The batch page's charts and figures, for its live refresh."""
         with sessions() as session:
             figures = cache.get(session, one_batch(session, batch_id))
-        return JSONResponse(json.loads(json.dumps(figures, default=str)), headers={"Cache-Control": "no-store"})
+        return JSONResponse(figures, headers={"Cache-Control": "no-store"})
 
     @route("get", "/jobs/{job_id}", dependencies=page, response_class=HTMLResponse)
     def job(request: Request, job_id: str) -> HTMLResponse:

@@ -43,6 +43,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> Itera
     from jobsystem import redis_database, service_env, start, stop, wait_for_batch
 
     from cubeqa.settings import default_bundle_dir
+    from pipeline.decoder_workflows import save_threshold
     from storage.db import make_engine, session_factory, upgrade
     from storage.repository import iter_results
     from tasks.app import configure
@@ -68,7 +69,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> Itera
         stack.stop_workers()
         bundle_b = root / "default-b"
         shutil.copytree(default_bundle_dir(), bundle_b)
-        stack.start_workers("b", CUBEQA_BUNDLE_DIR=str(bundle_b), CUBEQA_DECODER="hybrid", CUBEQA_MIN_SCORE="0.5")
+        # Version b answers generatively below a bank score of 0.5 (the shipped bundle's threshold, -1, never does).
+        save_threshold(bundle_b, {"threshold": 0.5, "chosen_on": "browser tests"})
+        stack.start_workers("b", CUBEQA_BUNDLE_DIR=str(bundle_b), CUBEQA_DECODER="hybrid")
         stack.batches["b"] = stack.submit(items, 16, "browser-test:b")
         wait_for_batch(sessions, stack.batches["b"], timeout=600)
         for name, batch_id in stack.batches.items():
