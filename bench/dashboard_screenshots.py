@@ -132,7 +132,7 @@ def main() -> None:
         versions = {name: next(iter_results(sessions, batch))["model_version"] for name, batch in (("a", batch_a), ("b", batch_b))}
         shot(f"{api}/dashboard", "dashboard-batches")
         shot(f"{api}/dashboard/batches/{batch_a}", "dashboard-batch", full=False, height=1250)
-        shot(f"{api}/dashboard/batches/{batch_b}?text=kenya#jobs-section", "dashboard-batch-filtered")
+        shot(f"{api}/dashboard/batches/{batch_b}?text=kenya#jobs-section", "dashboard-batch-filtered", full=False)
         job = next(r for r in iter_results(sessions, batch_b) if r["decoder_path"] == "generative")
         shot(f"{api}/dashboard/jobs/{job['id']}", "dashboard-job")
         shot(f"{api}/dashboard/compare?a=v:{versions['a']}&b=v:{versions['b']}", "dashboard-compare")

@@ -93,5 +93,6 @@ def diff_chart(diffs: list[MetricDiff], labels: dict[str, str]) -> dict[str, Any
     shapes = [{"type": "line", "x0": 0, "x1": 0, "y0": 0, "y1": 1, "yref": "paper", "line": {"color": "#0f172a", "width": 1}}]
     chart = layout("difference of means, B − A (metric units; 95% bootstrap interval)", "metric", shapes=shapes,
                    height=60 + 40 * len(diffs))
-    chart["yaxis"] = {"title": {"text": "metric"}, "automargin": True, "autorange": "reversed"}
+    chart["yaxis"] = {"title": {"text": "metric", "standoff": 16}, "automargin": True, "autorange": "reversed"}
+    chart["margin"]["l"] = 200  # room for the metric names and the axis title beside them
     return {"data": [trace], "layout": chart}

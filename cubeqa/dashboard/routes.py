@@ -81,7 +81,7 @@ def batch_charts(session: Session, batch_id: str) -> dict[str, Any]:
     paths = q.decoder_paths(session, batch_id)
     return {
         "charts": {
-            "score": charts.histogram_chart(quality["score"], "answer score (cosine of answer to bank sentence)"),
+            "score": charts.histogram_chart(quality["score"], "answer score (the decoder's score, a cosine)"),
             "e2e_cos": charts.histogram_chart(quality["e2e_cos"], "e2e_cos (cosine of answer to reference)", charts.COLOURS["green"]),
             "cube_gain": charts.histogram_chart(quality["cube_gain"], "cube_cos − identity_cos (cosine difference)", charts.COLOURS["b"]),
             "paths": charts.paths_chart(paths),
