@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import accumulate
@@ -34,7 +35,6 @@ class BatchRow:
     counts: dict[str, int]
     created_at: datetime
     finished_at: datetime | None
-    first_started: datetime | None
     last_finished: datetime | None
     versions: list[str] = field(default_factory=list)
     banks: list[str] = field(default_factory=list)
@@ -93,41 +93,47 @@ def bank_column() -> Any | None:
     return getattr(Job, "bank", None)
 
 
-def batch_rows(session: Session, *, limit: int = 50, offset: int = 0, batch_id: str | None = None) -> list[BatchRow]:
-    """Batches newest first (or the one named) with status counts, model versions and banks: one scan of their jobs."""
+def batch_rows(
+    session: Session, *, limit: int = 50, offset: int = 0, batch_id: str | None = None, known: Mapping[str, BatchRow] | None = None
+) -> list[BatchRow]:
+    """Batches newest first (or the one named) with status counts, model versions and banks, from one scan of
+    their jobs. `known` holds rows read before by batch id; a finished batch among them (same finish time)
+    cannot have changed and is not scanned again."""
     query = select(Batch).order_by(Batch.created_at.desc(), Batch.id).limit(limit).offset(offset)
     if batch_id is not None:
         query = select(Batch).where(Batch.id == batch_id)
     batches = session.scalars(query).all()
-    ids = [b.id for b in batches]
-    if not ids:
-        return []
-    bank = bank_column()
-    labels = [Job.model_version, bank if bank is not None else literal(None)]
-    grouped = session.execute(
-        select(Job.batch_id, Job.status, *labels, func.count(), func.min(Job.started_at), func.max(Job.finished_at))
-        .where(Job.batch_id.in_(ids)).group_by(Job.batch_id, Job.status, *labels[: 1 + (bank is not None)])
-    ).all()
+    known = known or {}
+
+    def unchanged(b: Batch) -> bool:
+        row = known.get(b.id)
+        return row is not None and b.finished_at is not None and row.finished_at == as_utc(b.finished_at)
+
+    ids = [b.id for b in batches if not unchanged(b)]
     counts = {i: dict.fromkeys(STATUSES, 0) for i in ids}
     versions: dict[str, set[str]] = {i: set() for i in ids}
     banks: dict[str, set[str]] = {i: set() for i in ids}
-    first: dict[str, datetime] = {}
     last: dict[str, datetime] = {}
-    for batch, status, version, bank_name, count, started, finished in grouped:
-        counts[batch][status] += count
-        if version is not None:
-            versions[batch].add(str(version))
-        if bank_name is not None:
-            banks[batch].add(str(bank_name))
-        if started is not None and (batch not in first or as_utc(started) < first[batch]):
-            first[batch] = as_utc(started)
-        if finished is not None and (batch not in last or as_utc(finished) > last[batch]):
-            last[batch] = as_utc(finished)
+    if ids:
+        bank = bank_column()
+        labels = [Job.model_version, bank if bank is not None else literal(None)]
+        grouped = session.execute(
+            select(Job.batch_id, Job.status, *labels, func.count(), func.max(Job.finished_at))
+            .where(Job.batch_id.in_(ids)).group_by(Job.batch_id, Job.status, *labels[: 1 + (bank is not None)])
+        ).all()
+        for batch, status, version, bank_name, count, finished in grouped:
+            counts[batch][status] += count
+            if version is not None:
+                versions[batch].add(str(version))
+            if bank_name is not None:
+                banks[batch].add(str(bank_name))
+            if finished is not None and (batch not in last or as_utc(finished) > last[batch]):
+                last[batch] = as_utc(finished)
     return [
-        BatchRow(
+        known[b.id] if unchanged(b) else BatchRow(
             id=b.id, source=b.source, total=b.total, counts=counts[b.id], created_at=as_utc(b.created_at),
-            finished_at=as_utc(b.finished_at) if b.finished_at else None, first_started=first.get(b.id),
-            last_finished=last.get(b.id), versions=sorted(versions[b.id]), banks=sorted(banks[b.id]),
+            finished_at=as_utc(b.finished_at) if b.finished_at else None, last_finished=last.get(b.id),
+            versions=sorted(versions[b.id]), banks=sorted(banks[b.id]),
         )
         for b in batches
     ]
@@ -135,12 +141,6 @@ def batch_rows(session: Session, *, limit: int = 50, offset: int = 0, batch_id: 
 
 def batch_count(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Batch)) or 0
-
-
-def batch_progress(session: Session, batch_id: str) -> dict[str, Any] | None:
-    """Counts by status and throughput: the cheap figure the live page polls."""
-    rows = batch_rows(session, batch_id=batch_id)
-    return rows[0].progress() if rows else None
 
 
 TIMINGS = tuple(key for stage in STAGES for key in (stage, f"wait_{stage}"))

@@ -4,8 +4,6 @@
 
 import json
 import math
-import threading
-from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cubeqa.dashboard import charts
 from cubeqa.dashboard.assets import asset_response, dashboard_files
 from cubeqa.dashboard.auth import COOKIE, SESSION_DAYS, DashboardAuth, safe_next
+from cubeqa.dashboard.cache import FinishedBatches
 from cubeqa.dashboard.compare import compare
 from cubeqa.settings import Settings
 from storage import dashboard_queries as q
@@ -49,31 +48,6 @@ def embed(value: Any) -> str:
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-class FinishedFigures:
-    """The charts of finished batches, computed once: a batch whose every job is final no longer changes, so a
-    100,000-job batch costs its SQL passes on the first view only. Running batches are always recomputed."""
-
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self.figures: OrderedDict[tuple[str, int, str], dict[str, Any]] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, session: Session, row: q.BatchRow) -> dict[str, Any]:
-        if row.running:
-            return batch_charts(session, row.id)
-        key = (row.id, row.final, str(row.finished_at))
-        with self.lock:
-            if key in self.figures:
-                self.figures.move_to_end(key)
-                return self.figures[key]
-        figures = batch_charts(session, row.id)
-        with self.lock:
-            self.figures[key] = figures
-            while len(self.figures) > self.size:
-                self.figures.popitem(last=False)
-        return figures
-
-
 def batch_charts(session: Session, batch_id: str) -> dict[str, Any]:
     """Every chart of the batch page, plus the figures shown beside them."""
     quality = q.batch_stats(session, batch_id)
@@ -93,6 +67,7 @@ def batch_charts(session: Session, batch_id: str) -> dict[str, Any]:
         "echo": quality["echo"],
         "paths": paths,
         "times": times,
+        "workers": q.workers(session, batch_id),
     }
 
 
@@ -106,7 +81,7 @@ def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Setti
     templates.env.filters.update(when=when, number=number)
     templates.env.globals.update(auth_enabled=auth.enabled, labels=METRIC_LABELS, path_labels=charts.PATH_LABELS)
     files = dashboard_files()
-    cache = FinishedFigures()
+    cache = FinishedBatches(batch_charts)
 
     def route(method: str, path: str, **options: Any) -> Any:
         return getattr(app, method)("/dashboard" + path, include_in_schema=False, **options)
@@ -122,7 +97,7 @@ def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Setti
         return response
 
     def one_batch(session: Session, batch_id: str) -> q.BatchRow:
-        rows = q.batch_rows(session, batch_id=batch_id) if is_id(batch_id) else []
+        rows = cache.batch_rows(session, batch_id=batch_id) if is_id(batch_id) else []
         if not rows:
             raise HTTPException(404, "no such batch")
         return rows[0]
@@ -135,7 +110,7 @@ def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Setti
     def batches(request: Request, page_number: Annotated[int, Query(alias="page", ge=1)] = 1) -> HTMLResponse:
         """Batches newest first."""
         with sessions() as session:
-            rows = q.batch_rows(session, limit=PER_PAGE, offset=(page_number - 1) * PER_PAGE)
+            rows = cache.batch_rows(session, limit=PER_PAGE, offset=(page_number - 1) * PER_PAGE)
             total = q.batch_count(session)
         return render(request, "batches.html", rows=rows, page=page_number, pages=max(1, math.ceil(total / PER_PAGE)), total=total)
 
@@ -151,12 +126,11 @@ def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Setti
         status = status if status in STATUSES else None
         with sessions() as session:
             row = one_batch(session, batch_id)
-            figures = cache.get(session, row)
-            workers = q.workers(session, batch_id)
+            figures = cache.batch_figures(session, row)
             jobs, matching = q.job_page(session, batch_id, status=status, text=text, page=page_number, per_page=PER_PAGE)
         filters = {k: v for k, v in (("status", status), ("text", text)) if v}
         return render(
-            request, "batch.html", row=row, figures=figures, charts_json=embed(figures["charts"]), workers=workers, jobs=jobs,
+            request, "batch.html", row=row, figures=figures, charts_json=embed(figures["charts"]), workers=figures["workers"], jobs=jobs,
             matching=matching, page=page_number, pages=max(1, math.ceil(matching / PER_PAGE)), status=status, text=text or "",
             statuses=STATUSES, query=lambda **extra: urlencode({**filters, **extra}),
         )
@@ -171,7 +145,7 @@ def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Setti
     def batch_chart_data(batch_id: str) -> JSONResponse:
         """The batch page's charts and figures, for its live refresh."""
         with sessions() as session:
-            figures = cache.get(session, one_batch(session, batch_id))
+            figures = cache.batch_figures(session, one_batch(session, batch_id))
         return JSONResponse(figures, headers={"Cache-Control": "no-store"})
 
     @route("get", "/jobs/{job_id}", dependencies=page, response_class=HTMLResponse)
@@ -191,7 +165,7 @@ def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Setti
     ) -> HTMLResponse:
         """Two batches or two model versions on the questions they share: paired differences with intervals."""
         with sessions() as session:
-            options = q.batch_rows(session, limit=200)
+            options = cache.batch_rows(session, limit=200)
             versions = q.model_versions(session)
             sides = {}
             for name, value in (("a", a), ("b", b)):
