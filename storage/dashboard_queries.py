@@ -341,13 +341,23 @@ def model_versions(session: Session) -> list[tuple[str, int]]:
     ).all()]
 
 
-PG_PER_QUESTION = """
+# One statement per side kind (batch or model version): each job's metrics parsed once.
+PG_PER_QUESTION = {
+    "batch_id": text("""
 SELECT j.question, avg(j.score), avg(m.e2e_cos), avg(m.cube_cos - m.identity_cos), avg(m.cube_cos), avg(m.identity_cos),
        avg(m.decode_fidelity), avg(m.echo)
 FROM job AS j, json_to_record(j.metrics) AS m(e2e_cos float8, cube_cos float8, identity_cos float8, decode_fidelity float8, echo float8)
-WHERE j.status = 'done' AND j.{column} = :value
+WHERE j.status = 'done' AND j.batch_id = :value
 GROUP BY j.question
-"""
+"""),
+    "model_version": text("""
+SELECT j.question, avg(j.score), avg(m.e2e_cos), avg(m.cube_cos - m.identity_cos), avg(m.cube_cos), avg(m.identity_cos),
+       avg(m.decode_fidelity), avg(m.echo)
+FROM job AS j, json_to_record(j.metrics) AS m(e2e_cos float8, cube_cos float8, identity_cos float8, decode_fidelity float8, echo float8)
+WHERE j.status = 'done' AND j.model_version = :value
+GROUP BY j.question
+"""),
+}
 
 
 def per_question(session: Session, *, batch_id: str | None = None, version: str | None = None) -> dict[str, dict[str, float | None]]:
@@ -355,7 +365,7 @@ def per_question(session: Session, *, batch_id: str | None = None, version: str 
     (on PostgreSQL each job's metrics parsed once)."""
     column, value = ("batch_id", batch_id) if batch_id is not None else ("model_version", version)
     if is_postgres(session):
-        rows = session.execute(text(PG_PER_QUESTION.format(column=column)), {"value": value}).all()
+        rows = session.execute(PG_PER_QUESTION[column], {"value": value}).all()
     else:
         metrics = {
             "score": Job.score,
