@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -82,13 +81,17 @@ def health_command(
 
 
 @app.command("api")
-def api_command(ctx: typer.Context) -> None:
-    """Serve the HTTP API (FastAPI) on CUBEQA_API_HOST:CUBEQA_API_PORT; OpenAPI schema at /docs."""
+def api_command(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="address to listen on (default CUBEQA_API_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="port to listen on (default CUBEQA_API_PORT)")] = None,
+) -> None:
+    """Serve the HTTP API (FastAPI) and the dashboard at /dashboard; OpenAPI docs at /docs (served offline)."""
     import uvicorn
 
     from cubeqa.api import create_app
 
-    settings: Settings = ctx.obj
+    settings: Settings = with_address(ctx.obj, "api", host, port)
     try:
         application = create_app(settings)
     except StorageError as exc:
@@ -96,10 +99,17 @@ def api_command(ctx: typer.Context) -> None:
     uvicorn.run(application, host=settings.api_host, port=settings.api_port, log_level="info")
 
 
+def with_address(settings: Settings, service: str, host: str | None, port: int | None) -> Settings:
+    """Settings with the service's listen address replaced by the command-line options given."""
+    update = {f"{service}_{name}": value for name, value in (("host", host), ("port", port)) if value is not None}
+    return settings.model_copy(update=update) if update else settings
+
+
 def flower_command_line(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """The Flower command and environment; the broker URL and the basic-auth secret go in the environment,
     not argv (any user on the host can read a process's command line)."""
-    argv = [sys.executable, "-m", "celery", "flower", f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
+    # -A: an app that accepts the workers' msgpack replies and knows the stage queues (cubeqa/flower_app.py).
+    argv = [sys.executable, "-m", "celery", "-A", "cubeqa.flower_app", "flower", f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
     # Flower reads FLOWER_* as options and Celery's --broker reads BROKER_URL: no inherited ones.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_") and k != "BROKER_URL"}
     env["CELERY_BROKER_URL"] = settings.broker_url
@@ -109,11 +119,18 @@ def flower_command_line(settings: Settings) -> tuple[list[str], dict[str, str]]:
 
 
 @app.command("flower")
-def flower_command(ctx: typer.Context) -> None:
+def flower_command(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="address to listen on (default CUBEQA_FLOWER_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="port to listen on (default CUBEQA_FLOWER_PORT)")] = None,
+) -> None:
     """Start Flower on the configured broker (basic auth from CUBEQA_FLOWER_BASIC_AUTH when set)."""
-    argv, env = flower_command_line(ctx.obj)
-    console.print(f"Flower on port {ctx.obj.flower_port}" + (" with basic auth" if ctx.obj.flower_basic_auth else " without auth"))
-    raise typer.Exit(subprocess.call(argv, env=env))
+    settings = with_address(ctx.obj, "flower", host, port)
+    argv, env = flower_command_line(settings)
+    console.print(f"Flower on {settings.flower_host}:{settings.flower_port}" + (" with basic auth" if settings.flower_basic_auth else " without auth"))
+    sys.stdout.flush()
+    # This process becomes Flower: a signal to `cubeqa flower` (kill -TERM, a container stop) reaches Flower itself.
+    os.execve(sys.executable, argv, env)
 
 
 @app.command("demo")

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from cubeqa.api.deps import Services
 from cubeqa.api.routes import batches, jobs, ops
+from cubeqa.dashboard import add_dashboard, offline_docs
 from cubeqa.metrics import StoreCollector
 from cubeqa.settings import Settings
 from cubeqa.wiring import celery_app, open_store, redis_client
@@ -25,7 +26,8 @@ def create_app(settings: Settings) -> FastAPI:
     broker = redis_client(settings.broker_url)
     registry = CollectorRegistry()
     registry.register(StoreCollector(sessions, broker))
-    app = FastAPI(title="cubeqa", version="1", description="Question answering jobs through encode → cube → decode workers.")
+    app = FastAPI(title="cubeqa", version="1", description="Question answering jobs through encode → cube → decode workers.",
+                  docs_url=None, redoc_url=None)  # served from installed files by offline_docs: no CDN
     app.state.services = Services(
         sessions=sessions, broker=broker, registry=registry,
         token=settings.api_token.get_secret_value().encode() if settings.api_token else None,
@@ -52,4 +54,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     for router in (jobs.router, batches.router, ops.router):
         app.include_router(router)
+    offline_docs(app)
+    add_dashboard(app, sessions, settings)
     return app

@@ -1,0 +1,145 @@
+"""The dashboard's SQL aggregates on SQLite and PostgreSQL against the same figures computed in Python from
+the rows, and the paired bootstrap of the compare view."""
+
+from __future__ import annotations
+
+import random
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from jobsystem import postgres_database
+from sqlalchemy import insert
+
+from storage import dashboard_queries as q
+from storage.db import make_engine, session_factory, upgrade
+from storage.models import Batch, Job, ModelVersion
+
+pytestmark = pytest.mark.services
+STAGES = ("encode", "cube", "decode")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201 - (sessions, batch id, rows)
+    """A store with one batch of 300 jobs in the shape the workers write: micro-batches of 16 share timings and hosts."""
+    with ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else stack.enter_context(postgres_database())
+        upgrade(url)
+        sessions = session_factory(make_engine(url))
+        rng = random.Random(7)
+        created = datetime(2026, 1, 1, tzinfo=UTC)
+        rows = []
+        for i in range(300):
+            if i % 16 == 0:
+                timings = {s: rng.uniform(1, 50) for s in STAGES} | {f"wait_{s}": rng.uniform(0, 900) for s in STAGES}
+                hosts = {s: f"{s}-{rng.randrange(2)}@h" for s in STAGES}
+            status = "failed" if i % 37 == 5 else "done"
+            path = "none" if i % 9 == 0 else "bank"
+            metrics = {"cube_cos": rng.uniform(-0.2, 0.9), "identity_cos": rng.uniform(-0.2, 0.9), "decode_fidelity": rng.random()}
+            if path != "none":
+                metrics |= {"e2e_cos": rng.uniform(-0.3, 0.95), "echo": float(rng.random() < 0.3)}
+            rows.append({
+                "id": f"{i:032x}", "batch_id": "b" * 32, "position": i, "question": f"question {i % 250}", "status": status,
+                "attempts": 1, "dispatches": 1, "score": rng.uniform(0.1, 0.9) if status == "done" else None,
+                "decoder_path": path if status == "done" else None, "metrics": metrics if status == "done" else None,
+                "timings_ms": timings, "hosts": hosts, "model_version": "m@1" if status == "done" else None,
+                "created_at": created, "finished_at": created + timedelta(seconds=i / 10), "error": None if status == "done" else "bad input",
+                "answer": "an answer" if status == "done" and path != "none" else None,
+            })
+        with sessions.begin() as session:
+            session.add(ModelVersion(id="m@1", first_seen_at=created))
+            session.add(Batch(id="b" * 32, total=len(rows), done_count=0, failed_count=0, created_at=created))
+            session.flush()
+            session.execute(insert(Job.__table__), rows)
+        yield sessions, "b" * 32, rows
+
+
+def done(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["status"] == "done"]
+
+
+def test_histograms_count_every_value_in_its_bar(store) -> None:  # noqa: ANN001
+    sessions, batch_id, rows = store
+    with sessions() as session:
+        stats = q.batch_stats(session, batch_id)
+    values = {
+        "score": [r["score"] for r in done(rows)],
+        "e2e_cos": [r["metrics"]["e2e_cos"] for r in done(rows) if "e2e_cos" in r["metrics"]],
+        "cube_gain": [r["metrics"]["cube_cos"] - r["metrics"]["identity_cos"] for r in done(rows)],
+    }
+    for name, xs in values.items():
+        hist = stats[name]
+        assert hist["n"] == len(xs) == sum(hist["counts"]), name
+        assert hist["mean"] == pytest.approx(np.mean(xs)), name
+        assert len(hist["counts"]) <= 30 and len(hist["edges"]) == len(hist["counts"]) + 1
+        expected = np.histogram(xs, bins=hist["edges"])[0]
+        # Fine-bin edges are exact multiples of 1/FINE; a value on an inner edge counts in the bar above it either way.
+        assert list(expected) == hist["counts"], name
+    echo = [r["metrics"]["echo"] for r in done(rows) if "echo" in r["metrics"]]
+    assert stats["echo"] == {"share": pytest.approx(np.mean(echo)), "n": len(echo)}
+
+
+def test_stage_quantiles_and_workers_match_the_rows(store) -> None:  # noqa: ANN001
+    sessions, batch_id, rows = store
+    with sessions() as session:
+        stats = q.batch_stats(session, batch_id)
+        workers = q.workers(session, batch_id)
+        paths = q.decoder_paths(session, batch_id)
+    for stage in STAGES:
+        compute = [r["timings_ms"][stage] for r in done(rows)]
+        wait = [r["timings_ms"][f"wait_{stage}"] for r in done(rows)]
+        figures = stats["times"][stage]
+        assert figures["compute_p50"] == pytest.approx(np.percentile(compute, 50))
+        assert figures["compute_p90"] == pytest.approx(np.percentile(compute, 90))
+        assert figures["wait_p90"] == pytest.approx(np.percentile(wait, 90))
+    expected: dict[tuple[str, str], int] = {}
+    for r in rows:
+        for stage in STAGES:
+            expected[(stage, r["hosts"][stage])] = expected.get((stage, r["hosts"][stage]), 0) + 1
+    assert {(s, h): n for s, h, n in workers} == expected
+    assert paths == {"bank": sum(r["decoder_path"] == "bank" for r in done(rows)), "none": sum(r["decoder_path"] == "none" for r in done(rows))}
+
+
+def test_throughput_counts_every_final_job(store) -> None:  # noqa: ANN001
+    sessions, batch_id, rows = store
+    with sessions() as session:
+        series = q.throughput(session, batch_id)
+    assert len(series["seconds"]) == 40
+    assert sum(series["jobs_per_second"]) * series["width"] == pytest.approx(len(rows))
+
+
+def test_job_page_filters_and_paginates(store) -> None:  # noqa: ANN001
+    sessions, batch_id, rows = store
+    with sessions() as session:
+        failed, n_failed = q.job_page(session, batch_id, status="failed")
+        texts, n_text = q.job_page(session, batch_id, text="QUESTION 24", per_page=5, page=2)
+        literal, n_literal = q.job_page(session, batch_id, text="100%_")
+    assert n_failed == len(failed) == sum(r["status"] == "failed" for r in rows)
+    matching = [r for r in rows if "question 24" in r["question"]]
+    assert n_text == len(matching) and [t["position"] for t in texts] == [r["position"] for r in matching][5:10]
+    assert n_literal == 0 and literal == []  # % and _ are matched literally
+
+
+def test_per_question_means_and_versions(store) -> None:  # noqa: ANN001
+    sessions, batch_id, rows = store
+    with sessions() as session:
+        by_batch = q.per_question(session, batch_id=batch_id)
+        by_version = q.per_question(session, version="m@1")
+        versions = q.model_versions(session)
+    assert by_batch == by_version and versions == [("m@1", len(done(rows)))]
+    asked = [r for r in done(rows) if r["question"] == "question 10"]
+    assert by_batch["question 10"]["score"] == pytest.approx(np.mean([r["score"] for r in asked]))
+
+
+def test_paired_bootstrap_interval_holds_the_difference() -> None:
+    from cubeqa.dashboard.compare import compare, paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(0.5, 0.1, 400)
+    b = a + 0.02 + rng.normal(0, 0.01, 400)
+    diff, low, high = paired_bootstrap(a, b)
+    assert diff == pytest.approx(0.02, abs=0.002) and low < diff < high and low > 0
+    shared, diffs = compare({"x": {"m": 1.0}, "y": {"m": 2.0}, "z": {"m": None}}, {"x": {"m": 1.0}, "y": {"m": 2.0}}, ("m",))
+    assert shared == 2 and diffs[0].diff == 0 and (diffs[0].low, diffs[0].high) == (0, 0) and not diffs[0].significant
