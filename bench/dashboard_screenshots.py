@@ -50,8 +50,7 @@ def serve(args: list[str], env: dict[str, str], log: Path, probe: str) -> subpro
 
 def run_batch(env: dict[str, str], logdir: Path, sessions, items: list, broker_url: str, during=None) -> str:  # noqa: ANN001
     """Answers `items` with one worker per stage started with `env`; `during(batch_id)` runs while they work."""
-    from cubeqa import demo
-    from storage.repository import batch_summary
+    from cubeqa import supervise as demo
     from tasks.app import configure
     from tasks.producer import submit
 
@@ -61,7 +60,7 @@ def run_batch(env: dict[str, str], logdir: Path, sessions, items: list, broker_u
         batch_id = submit(sessions, items, micro_batch=32, source=f"{len(items)} SQuAD questions").batch_id
         if during is not None:
             during(batch_id)
-        while not batch_summary(sessions, batch_id).finished:
+        while not finished(sessions, batch_id):
             time.sleep(1)
     return batch_id
 
@@ -129,11 +128,13 @@ def main() -> None:
         batch_b = run_batch(env | {"CUBEQA_BUNDLE_DIR": str(bundle_b), "CUBEQA_DECODER": "hybrid"},
                             root / "workers-b", sessions, items, args.broker, during_b)
         print(f"version b: {args.questions} questions in {time.perf_counter() - started:.0f} s", flush=True)
-        versions = {name: next(iter_results(sessions, batch))["model_version"] for name, batch in (("a", batch_a), ("b", batch_b))}
+        with sessions() as session:
+            versions = {name: next(iter_results(session=session, batch_id=batch))["model_version"] for name, batch in (("a", batch_a), ("b", batch_b))}
         shot(f"{api}/dashboard", "dashboard-batches")
         shot(f"{api}/dashboard/batches/{batch_a}", "dashboard-batch", full=False, height=1250)
         shot(f"{api}/dashboard/batches/{batch_b}?text=kenya#jobs-section", "dashboard-batch-filtered", full=False)
-        job = next(r for r in iter_results(sessions, batch_b) if r["decoder_path"] == "generative")
+        with sessions() as session:
+            job = next(r for r in iter_results(session=session, batch_id=batch_b) if r["decoder_path"] == "generative")
         shot(f"{api}/dashboard/jobs/{job['id']}", "dashboard-job")
         shot(f"{api}/dashboard/compare?a=v:{versions['a']}&b=v:{versions['b']}", "dashboard-compare")
         shot(f"http://127.0.0.1:{token_port}/dashboard", "dashboard-login")
@@ -149,3 +150,11 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def finished(sessions, batch_id: str) -> bool:  # noqa: ANN001
+    """Whether every job of the batch is final."""
+    from storage.repository import batch_summary
+
+    with sessions() as session:
+        return batch_summary(session=session, batch_id=batch_id).finished

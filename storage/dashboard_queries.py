@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from storage.models import DONE, FAILED, QUEUED, RUNNING, STATUSES, Batch, Job
-from storage.repository import as_utc, job_dict
+from storage.repository import job_dict
+from storage.summary import as_utc
 
 STAGES = ("encode", "cube", "decode")
 NO_ANSWER_PATH = "none"  # the decoder path of "no confident answer" (pipeline.decoders.phrase_bank)

@@ -65,7 +65,7 @@ class Stack:
     worker_contexts: list = field(default_factory=list)  # the open demo.stage_workers contexts
 
     def start_workers(self, name: str, **env: str) -> list[subprocess.Popen]:
-        from cubeqa import demo
+        from cubeqa import supervise as demo
         from tasks.app import configure
 
         logdir = self.root / f"workers-{name}"

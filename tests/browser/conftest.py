@@ -75,7 +75,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> Itera
         stack.batches["b"] = stack.submit(items, 16, "browser-test:b")
         wait_for_batch(sessions, stack.batches["b"], timeout=600)
         for name, batch_id in stack.batches.items():
-            (version,) = {row["model_version"] for row in iter_results(sessions, batch_id)}
+            with sessions() as session:
+                (version,) = {row["model_version"] for row in iter_results(session=session, batch_id=batch_id)}
             stack.versions[name] = version
         wait_http(stack.api + "/livez", servers[0], root / "api.log")
         wait_http(stack.api_token + "/livez", servers[1], root / "api-token.log")

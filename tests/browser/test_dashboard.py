@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow, pytes
 def done_jobs(stack, batch_id: str) -> list[dict]:  # noqa: ANN001
     from storage.repository import iter_results
 
-    return [row for row in iter_results(stack.sessions, batch_id) if row["status"] == "done"]
+    with stack.sessions() as session:
+        return [row for row in iter_results(session=session, batch_id=batch_id) if row["status"] == "done"]
 
 
 def load(visit, url: str):  # noqa: ANN001, ANN201
