@@ -115,8 +115,8 @@ def submit_command(
         raise fail(exc) from exc
     if result.created:
         console.print(
-            f"batch [bold]{result.batch_id}[/bold]: {result.sent} jobs queued for bank {escape(f'{pin.bank}@{pin.bank_version}')}, "
-            f"{len(intake.rejected)} lines skipped"
+            f"batch [bold]{result.batch_id}[/bold]: {result.sent} jobs queued, {len(intake.rejected)} lines skipped "
+            f"(bank {escape(f'{pin.bank}@{pin.bank_version}')})"
         )
     else:
         console.print(f"batch [bold]{result.batch_id}[/bold] already exists for key {escape(repr(key))}: nothing submitted")
