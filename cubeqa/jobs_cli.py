@@ -163,6 +163,7 @@ def summary_table(summary: BatchSummary) -> Table:
     table.add_column("value", justify="right")
     for status, count in summary.counts.items():
         table.add_row(f"jobs {status}", str(count))
+    table.add_row("bank", escape(", ".join(summary.banks) or "bundle"))
     table.add_row("success rate", "-" if summary.success_rate is None else f"{summary.success_rate:.1%}")
     table.add_row("jobs/s", "-" if summary.jobs_per_second is None else f"{summary.jobs_per_second:.1f}")
     for name, stats in summary.metrics.items():
@@ -218,11 +219,12 @@ def batches_command(
         print(json.dumps({"batches": [s.to_dict() for s in page], "total": total, "offset": offset, "limit": limit}, indent=2))
         return
     table = Table(title=f"batches {offset + 1 if page else offset}-{offset + len(page)} of {total}, newest first", title_justify="left")
-    for column in ("id", "created", "source", "jobs", "done", "failed", "finished"):
+    for column in ("id", "created", "source", "bank", "jobs", "done", "failed", "finished"):
         table.add_column(column, justify="right" if column in ("jobs", "done", "failed") else "left")
     for s in page:
         table.add_row(
-            s.id, s.created_at.strftime("%Y-%m-%d %H:%M:%S"), escape(s.source or ""), str(s.total), str(s.done), str(s.failed),
+            s.id, s.created_at.strftime("%Y-%m-%d %H:%M:%S"), escape(s.source or ""), escape(", ".join(s.banks) or "bundle"),
+        str(s.total), str(s.done), str(s.failed),
             s.finished_at.strftime("%Y-%m-%d %H:%M:%S") if s.finished_at else "-",
         )
     console.print(table)

@@ -95,6 +95,7 @@ class BatchPublic(BaseModel):
     finished_at: str | None
     jobs_per_second: float | None
     metrics: dict[str, dict[str, float | int]]  # name -> mean, p50, p90, n
+    banks: list[str] = Field(description="the knowledge bank versions its jobs are pinned to, as name@version")
 
     @classmethod
     def of(cls, summary: BatchSummary) -> BatchPublic:

@@ -163,6 +163,8 @@ def test_cli_answers_carry_evidence_and_confidence_in_jsonl_and_csv(kb: KB, work
     assert sent.returncode == 0, sent.stderr
     batch_id = sent.stdout.split("batch ")[1].split(":")[0].strip()
     assert f"bank house@{kb.banks.resolve('house')}" in sent.stdout
+    status = json.loads(cubeqa(kb, "status", batch_id, "--json").stdout)
+    assert status["banks"] == [f"house@{kb.banks.resolve('house')}"] and status["done"] == len(QUESTIONS)
 
     jsonl = cubeqa(kb, "results", batch_id)
     rows = [json.loads(line) for line in jsonl.stdout.splitlines()]
