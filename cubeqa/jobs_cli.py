@@ -21,7 +21,8 @@ from cubeqa.cli_base import app, console, errors, fail
 from cubeqa.intake import MAX_MICRO_BATCH, IntakeError, check_key, read_bulk
 from cubeqa.render import progress_bar
 from cubeqa.settings import Settings
-from cubeqa.wiring import celery_app, open_store
+from cubeqa.wiring import celery_app, open_store, pin_bank
+from pipeline.errors import BankError, InputError
 from storage.db import StorageError, upgrade
 from storage.models import SOURCE_LENGTH, is_id
 from storage.repository import iter_results
@@ -81,13 +82,18 @@ def submit_command(
     wait: Annotated[bool, typer.Option(help="show progress until every job is final")] = False,
     batch_size: Annotated[int | None, typer.Option(min=1, max=MAX_MICRO_BATCH, help="jobs per micro-batch task (default CUBEQA_MICRO_BATCH)")] = None,
     key: Annotated[str | None, typer.Option(help="idempotency key: resubmitting with the same key is a no-op")] = None,
+    bank: Annotated[str | None, typer.Option(help="knowledge bank to answer from (default CUBEQA_BANK); its current version is pinned")] = None,
+    min_confidence: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="answers less likely right than this become 'no confident answer' (default CUBEQA_MIN_CONFIDENCE)")
+    ] = None,
 ) -> None:
     """Submit a bulk file: bad lines are reported with their line numbers; the good ones are queued."""
     settings: Settings = ctx.obj
     try:
         key = None if key is None else check_key(key)
+        pin = pin_bank(settings, bank, min_confidence)  # an unknown bank is refused before anything is read or stored
         intake = read_bulk(file, max_chars=settings.max_question_chars, max_items=settings.max_batch_items)
-    except (ValueError, IntakeError) as exc:
+    except (ValueError, IntakeError, BankError, InputError) as exc:
         raise fail(exc) from exc
     for line, reason in intake.rejected[:MAX_SHOWN_REJECTS]:
         errors.print(f"[yellow]skipped[/yellow] {escape(f'{file}:{line}: {reason}')}")
@@ -102,13 +108,16 @@ def submit_command(
         with progress_bar(console, transient=True) as bar:
             sending = bar.add_task("send", total=len(intake.jobs))
             result = submit(
-                sessions, intake.jobs, micro_batch=batch_size or settings.micro_batch, key=key, source=source,
+                sessions, intake.jobs, micro_batch=batch_size or settings.micro_batch, key=key, source=source, pin=pin,
                 on_sent=lambda n: bar.advance(sending, n),
             )
     except (StorageError, BrokerUnavailable) as exc:
         raise fail(exc) from exc
     if result.created:
-        console.print(f"batch [bold]{result.batch_id}[/bold]: {result.sent} jobs queued, {len(intake.rejected)} lines skipped")
+        console.print(
+            f"batch [bold]{result.batch_id}[/bold]: {result.sent} jobs queued, {len(intake.rejected)} lines skipped "
+            f"(bank {escape(f'{pin.bank}@{pin.bank_version}')})"
+        )
     else:
         console.print(f"batch [bold]{result.batch_id}[/bold] already exists for key {escape(repr(key))}: nothing submitted")
         existing = summary_of(sessions, result.batch_id)
@@ -154,6 +163,7 @@ def summary_table(summary: BatchSummary) -> Table:
     table.add_column("value", justify="right")
     for status, count in summary.counts.items():
         table.add_row(f"jobs {status}", str(count))
+    table.add_row("bank", escape(", ".join(summary.banks) or "bundle"))
     table.add_row("success rate", "-" if summary.success_rate is None else f"{summary.success_rate:.1%}")
     table.add_row("jobs/s", "-" if summary.jobs_per_second is None else f"{summary.jobs_per_second:.1f}")
     for name, stats in summary.metrics.items():
@@ -209,11 +219,12 @@ def batches_command(
         print(json.dumps({"batches": [s.to_dict() for s in page], "total": total, "offset": offset, "limit": limit}, indent=2))
         return
     table = Table(title=f"batches {offset + 1 if page else offset}-{offset + len(page)} of {total}, newest first", title_justify="left")
-    for column in ("id", "created", "source", "jobs", "done", "failed", "finished"):
+    for column in ("id", "created", "source", "bank", "jobs", "done", "failed", "finished"):
         table.add_column(column, justify="right" if column in ("jobs", "done", "failed") else "left")
     for s in page:
         table.add_row(
-            s.id, s.created_at.strftime("%Y-%m-%d %H:%M:%S"), escape(s.source or ""), str(s.total), str(s.done), str(s.failed),
+            s.id, s.created_at.strftime("%Y-%m-%d %H:%M:%S"), escape(s.source or ""), escape(", ".join(s.banks) or "bundle"),
+        str(s.total), str(s.done), str(s.failed),
             s.finished_at.strftime("%Y-%m-%d %H:%M:%S") if s.finished_at else "-",
         )
     console.print(table)
@@ -224,8 +235,12 @@ class ResultFormat(StrEnum):
     csv = "csv"
 
 
-CSV_FIELDS = ("line", "question", "reference", "status", "answer", "decoder_path", "score", "error", "model_version", "id")
+CSV_FIELDS = (
+    "line", "question", "reference", "status", "answer", "confidence", "decoder_path", "score", "error", "model_version",
+    "bank", "bank_version", "min_confidence", "id",
+)
 NESTED = ("metrics", "timings_ms", "hosts")  # one CSV column per key: metrics.e2e_cos, timings_ms.encode, hosts.decode
+EVIDENCE = ("sentence", "doc_id", "title", "source", "position", "context")  # evidence.<name> columns; context: before + after
 
 
 def csv_columns(sessions: sessionmaker[Session], batch_id: str) -> list[str]:
@@ -235,17 +250,29 @@ def csv_columns(sessions: sessionmaker[Session], batch_id: str) -> list[str]:
         for row in iter_results(session=session, batch_id=batch_id):
             for name in NESTED:
                 keys[name].update(dict.fromkeys(row[name]))
-    return [*CSV_FIELDS[:-1], *(f"{name}.{key}" for name in NESTED for key in keys[name]), CSV_FIELDS[-1]]
+    evidence = [f"evidence.{name}" for name in EVIDENCE]
+    return [*CSV_FIELDS[:-1], *evidence, *(f"{name}.{key}" for name in NESTED for key in keys[name]), CSV_FIELDS[-1]]
 
 
 def flat(row: dict[str, object]) -> dict[str, object]:
-    """A result row with its metrics, timings and hosts as columns of their own."""
-    out = {k: v for k, v in row.items() if k not in NESTED}
+    """A result row with its evidence, metrics, timings and hosts as columns of their own (alternatives stay in the JSONL)."""
+    out = {k: v for k, v in row.items() if k not in NESTED and k != "evidence"}
     for name in NESTED:
         nested = row[name]
         assert isinstance(nested, dict)
         out.update({f"{name}.{key}": value for key, value in nested.items()})
+    evidence = row.get("evidence")
+    if isinstance(evidence, dict):
+        out.update({f"evidence.{name}": evidence.get(name) for name in EVIDENCE[:-1]})
+        out["evidence.context"] = " ".join(str(part) for part in (*listed(evidence.get("before")), *listed(evidence.get("after"))))
     return out
+
+
+def listed(value: object) -> list[object]:
+    """Neighbouring sentences as a list, whether stored as one string or several."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
 
 
 @app.command("results")

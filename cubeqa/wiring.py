@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from pipeline import EncoderConfig, PhraseBankConfig
     from pipeline.knowledge.store import BankStore
+    from storage.repository import Pin
     from workers.main import WorkerOptions
 
 
@@ -53,11 +54,25 @@ def bank_root(settings: Settings) -> Path:
     return settings.cache_dir / "banks"
 
 
+BUILTIN_BANKS = {"default": PACKAGE_DIR / "banks" / "default"}  # shipped in the package, read-only
+
+
 def bank_store(settings: Settings) -> BankStore:
     """The bank store the settings name, with the banks shipped in the package (`default`) built in."""
     from pipeline.knowledge.store import BankStore
 
-    return BankStore(bank_root(settings), builtin={"default": PACKAGE_DIR / "banks" / "default"})
+    return BankStore(bank_root(settings), builtin=BUILTIN_BANKS)
+
+
+def pin_bank(settings: Settings, name: str | None, min_confidence: float | None = None) -> Pin:
+    """The submission's pin: bank `name` (None: CUBEQA_BANK) resolved to its current version, and the threshold.
+
+    Raises BankNotFound (naming the bank) for an unknown bank, InputError for a malformed name: both before anything is stored.
+    """
+    from storage.repository import Pin
+
+    bank = name or settings.bank
+    return Pin(bank=bank, bank_version=bank_store(settings).resolve(bank), min_confidence=min_confidence)
 
 
 def open_store(settings: Settings) -> sessionmaker[Session]:
@@ -101,4 +116,8 @@ def worker_options(settings: Settings, stage: str, concurrency: int | None, logl
         task_time_limit=settings.task_time_limit,
         visibility_timeout=settings.visibility_timeout,
         loglevel=loglevel,
+        bank_root=bank_root(settings),
+        builtin_banks=dict(BUILTIN_BANKS),
+        bank_cache_bytes=settings.bank_cache_mb * 2**20,
+        min_confidence=settings.min_confidence,
     )

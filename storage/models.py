@@ -14,6 +14,7 @@ FINAL = (DONE, FAILED)
 ID_LENGTH = 32  # uuid4 hex (repository.new_id)
 KEY_LENGTH = 200  # longest idempotency key
 SOURCE_LENGTH = 500  # longest batch source label
+BANK_LENGTH = 64  # longest bank name (pipeline.knowledge.store.check_name) and version
 
 
 def is_id(value: str) -> bool:
@@ -88,6 +89,11 @@ class Job(Base):
     timings_ms: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     hosts: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     model_version: Mapped[str | None] = mapped_column(ForeignKey("model_version.id"))
+    bank: Mapped[str | None] = mapped_column(String(BANK_LENGTH))  # knowledge bank (None: the bundle's own, rows before 0003)
+    bank_version: Mapped[str | None] = mapped_column(String(BANK_LENGTH))  # pinned when the job was stored
+    min_confidence: Mapped[float | None] = mapped_column(Float)  # the submission's threshold (None: the worker's)
+    confidence: Mapped[float | None] = mapped_column(Float)  # calibrated probability the answer sentence is right
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # pipeline.confidence.evidence
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -35,6 +35,18 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """The knowledge bank a batch's jobs decode against, pinned to one version, and their confidence threshold.
+
+    An empty pin (no bank) decodes against the bundle's own bank; a None threshold is the worker's.
+    """
+
+    bank: str | None = None
+    bank_version: str | None = None
+    min_confidence: float | None = None
+
+
+@dataclass(frozen=True)
 class QueuedJob:
     """What a stage chain needs to run one job."""
 
@@ -42,6 +54,7 @@ class QueuedJob:
     batch_id: str
     question: str
     reference: str | None
+    pin: Pin = Pin()
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,8 @@ class JobOutcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
     hosts: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    confidence: float | None = None
+    evidence: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +86,10 @@ class CreatedBatch:
         return [job.id for job in self.jobs]
 
 
-def create_batch(*, session: Session, items: Sequence[NewJob], key: str | None = None, source: str | None = None) -> CreatedBatch:
-    """Adds a batch and its queued jobs to the caller's transaction; returns its id and jobs.
+def create_batch(
+    *, session: Session, items: Sequence[NewJob], key: str | None = None, source: str | None = None, pin: Pin = Pin()
+) -> CreatedBatch:
+    """Adds a batch and its queued jobs, each recording `pin`, to the caller's transaction; returns its id and jobs.
 
     With a key that already names a batch, nothing is written and that batch comes back (created False). A concurrent insert of the same key makes the caller's commit raise IntegrityError.
     """
@@ -82,7 +99,7 @@ def create_batch(*, session: Session, items: Sequence[NewJob], key: str | None =
             return CreatedBatch(existing, False, jobs_of(session=session, batch_id=existing))
     batch_id = new_id()
     created_at = now()
-    jobs = [QueuedJob(new_id(), batch_id, item.question, item.reference) for item in items]
+    jobs = [QueuedJob(new_id(), batch_id, item.question, item.reference, pin) for item in items]
     session.add(Batch(id=batch_id, key=key, source=source, total=len(items), done_count=0, failed_count=0, created_at=created_at))
     session.flush()
     if items:  # one executemany, not an ORM object per job
@@ -92,6 +109,7 @@ def create_batch(*, session: Session, items: Sequence[NewJob], key: str | None =
                 {
                     "id": job.id, "batch_id": batch_id, "position": i, "line": item.line, "question": item.question,
                     "reference": item.reference, "status": QUEUED, "attempts": 0, "dispatches": 0, "created_at": created_at,
+                    "bank": pin.bank, "bank_version": pin.bank_version, "min_confidence": pin.min_confidence,
                 }
                 for i, (job, item) in enumerate(zip(jobs, items))
             ],
@@ -110,10 +128,18 @@ def unfinished_jobs(*, session: Session, batch_id: str) -> list[QueuedJob]:
 
 def jobs_of(*, session: Session, batch_id: str, unfinished: bool = False) -> list[QueuedJob]:
     """A batch's jobs (only those not yet final, if `unfinished`) in input order."""
-    query = select(Job.id, Job.batch_id, Job.question, Job.reference).where(Job.batch_id == batch_id)
+    query = select(*QUEUED_COLUMNS).where(Job.batch_id == batch_id)
     if unfinished:
         query = query.where(Job.status.in_((QUEUED, RUNNING)))
-    return [QueuedJob(*row) for row in session.execute(query.order_by(Job.position)).all()]
+    return [queued_job(row) for row in session.execute(query.order_by(Job.position)).all()]
+
+
+QUEUED_COLUMNS = (Job.id, Job.batch_id, Job.question, Job.reference, Job.bank, Job.bank_version, Job.min_confidence)
+
+
+def queued_job(row: Sequence[Any]) -> QueuedJob:
+    """A QueuedJob from a row of QUEUED_COLUMNS: the pin stored with the job travels with every (re-)send."""
+    return QueuedJob(row[0], row[1], row[2], row[3], Pin(row[4], row[5], row[6]))
 
 
 def mark_dispatched(*, session: Session, job_ids: Sequence[str]) -> None:
@@ -172,7 +198,9 @@ def record_outcomes(*, session: Session, outcomes: Sequence[JobOutcome], model_v
     return len(claimed)
 
 
-OUTCOME_COLUMNS = ("status", "error", "answer", "decoder_path", "score", "metrics", "timings_ms", "hosts", "model_version")
+OUTCOME_COLUMNS = (
+    "status", "error", "answer", "decoder_path", "score", "metrics", "timings_ms", "hosts", "model_version", "confidence", "evidence",
+)
 OUTCOME_UPDATE = (
     update(Job.__table__)
     .where(Job.__table__.c.id == bindparam("job_id"))
@@ -193,6 +221,8 @@ def outcome_row(outcome: JobOutcome, model_version: str | None) -> dict[str, Any
         "timings_ms": outcome.timings_ms if done else outcome.timings_ms or None,
         "hosts": outcome.hosts if done else outcome.hosts or None,
         "model_version": model_version if done else None,
+        "confidence": outcome.confidence if done else None,
+        "evidence": outcome.evidence if done else None,
     }
     return {"job_id": outcome.job_id, **{f"new_{name}": value for name, value in values.items()}}
 
@@ -222,12 +252,12 @@ def stale_jobs(
         never_sent = Job.dispatched_at.is_(None)
         conditions.append(never_sent if frontier is None else or_(never_sent, Job.dispatched_at < frontier))
     rows = session.execute(
-        select(Job.id, Job.batch_id, Job.question, Job.reference, Job.attempts)
+        select(*QUEUED_COLUMNS, Job.attempts)
         .where(*conditions)
         .order_by(Job.batch_id, Job.position)
         .limit(limit)
     ).all()
-    return [(QueuedJob(*row[:4]), row[4]) for row in rows]
+    return [(queued_job(row), row[-1]) for row in rows]
 
 
 def job_view(*, session: Session, job_id: str) -> dict[str, Any] | None:
@@ -260,6 +290,11 @@ def job_dict(job: Job) -> dict[str, Any]:
         "timings_ms": job.timings_ms or {},
         "hosts": job.hosts or {},
         "model_version": job.model_version,
+        "bank": job.bank,
+        "bank_version": job.bank_version,
+        "min_confidence": job.min_confidence,
+        "confidence": job.confidence,
+        "evidence": job.evidence,
     }
 
 
@@ -286,6 +321,7 @@ __all__ = [
     "CreatedBatch",
     "JobOutcome",
     "NewJob",
+    "Pin",
     "QueuedJob",
     "batch_summary",
     "count_batches",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ class BatchSummary:
     finished_at: datetime | None
     metrics: dict[str, dict[str, float]]  # name -> mean, p50, p90, n
     jobs_per_second: float | None
+    banks: list[str] = field(default_factory=list)  # "name@version" its jobs are pinned to (empty: the bundle's own bank)
 
     @property
     def finished(self) -> bool:
@@ -55,6 +56,7 @@ class BatchSummary:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "jobs_per_second": self.jobs_per_second,
             "metrics": self.metrics,
+            "banks": self.banks,
         }
 
 
@@ -67,13 +69,14 @@ def batch_summary(*, session: Session, batch_id: str) -> BatchSummary | None:
     counts.update(session.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status)).all())
     metric_rows = session.scalars(select(Job.metrics).where(Job.batch_id == batch_id, Job.status == DONE)).all()
     last = session.scalar(select(func.max(Job.finished_at)).where(Job.batch_id == batch_id))
+    pins = session.execute(select(Job.bank, Job.bank_version).where(Job.batch_id == batch_id, Job.bank.is_not(None)).distinct()).all()
     metrics = summarise_metrics(metric_rows)
     final = batch.done_count + batch.failed_count
     elapsed = (as_utc(last) - as_utc(batch.created_at)).total_seconds() if last else 0.0
     return BatchSummary(
         id=batch.id, key=batch.key, source=batch.source, total=batch.total, counts=counts, done=batch.done_count,
         failed=batch.failed_count, created_at=as_utc(batch.created_at), finished_at=as_utc(batch.finished_at) if batch.finished_at else None,
-        metrics=metrics, jobs_per_second=final / elapsed if elapsed > 0 else None,
+        metrics=metrics, jobs_per_second=final / elapsed if elapsed > 0 else None, banks=sorted(f"{bank}@{version}" for bank, version in pins),
     )
 
 

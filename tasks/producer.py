@@ -16,6 +16,7 @@ from storage.repository import (
     CreatedBatch,
     JobOutcome,
     NewJob,
+    Pin,
     QueuedJob,
     chunks,
     create_batch,
@@ -46,9 +47,12 @@ class Submission:
     job_ids: list[str] = field(default_factory=list)  # in input order
 
 
-def first_message(batch_id: str, jobs: Sequence[QueuedJob]) -> MicroBatch:
-    """The message the encode stage receives for one micro-batch."""
-    return MicroBatch(batch=batch_id, jobs=[job.id for job in jobs], texts=[job.question for job in jobs], refs=[job.reference for job in jobs])
+def first_message(batch_id: str, jobs: Sequence[QueuedJob], pin: Pin = Pin()) -> MicroBatch:
+    """The message the encode stage receives for one micro-batch (its jobs share `pin`)."""
+    return MicroBatch(
+        batch=batch_id, jobs=[job.id for job in jobs], texts=[job.question for job in jobs], refs=[job.reference for job in jobs],
+        bank=pin.bank, bank_version=pin.bank_version, min_confidence=pin.min_confidence,
+    )
 
 
 def word_count(job: QueuedJob) -> int:
@@ -72,19 +76,19 @@ def dispatch(
     micro_batch: int,
     on_sent: Callable[[int], None] | None = None,
 ) -> int:
-    """Sends jobs (grouped by batch) in micro-batches, then records every send in one transaction; returns jobs sent.
+    """Sends jobs (grouped by batch and pin) in micro-batches, then records every send in one transaction; returns jobs sent.
 
     Raises BrokerUnavailable when the broker refuses; the jobs sent before are recorded, the rest stay queued in SQL.
     """
     sent: list[str] = []
-    by_batch: dict[str, list[QueuedJob]] = {}
+    by_batch: dict[tuple[str, Pin], list[QueuedJob]] = {}
     for job in jobs:
-        by_batch.setdefault(job.batch_id, []).append(job)
+        by_batch.setdefault((job.batch_id, job.pin), []).append(job)
     try:
-        for batch_id, batch_jobs in by_batch.items():
+        for (batch_id, pin), batch_jobs in by_batch.items():
             for group in chunks(sorted(batch_jobs, key=word_count), micro_batch):
                 try:
-                    stage_chain(first_message(batch_id, group)).apply_async()
+                    stage_chain(first_message(batch_id, group, pin)).apply_async()
                 except BROKER_DOWN as exc:
                     raise BrokerUnavailable(
                         f"broker unreachable after {len(sent)} of {len(jobs)} jobs were sent ({exc}); the rest are stored "
@@ -100,11 +104,13 @@ def dispatch(
     return len(sent)
 
 
-def store(sessions: sessionmaker[Session], items: Sequence[NewJob], *, key: str | None, source: str | None) -> CreatedBatch:
+def store(
+    sessions: sessionmaker[Session], items: Sequence[NewJob], *, key: str | None, source: str | None, pin: Pin = Pin()
+) -> CreatedBatch:
     """The batch and its jobs in one transaction; the existing batch when `key` names one (also after losing a race)."""
     try:
         with sessions.begin() as session:
-            return create_batch(session=session, items=items, key=key, source=source)
+            return create_batch(session=session, items=items, key=key, source=source, pin=pin)
     except IntegrityError:
         if key is None:
             raise
@@ -122,10 +128,15 @@ def submit(
     micro_batch: int,
     key: str | None = None,
     source: str | None = None,
+    pin: Pin = Pin(),
     on_sent: Callable[[int], None] | None = None,
 ) -> Submission:
-    """Stores a batch (a no-op when `key` names an existing one) and sends its jobs."""
-    batch = store(sessions, items, key=key, source=source)
+    """Stores a batch (a no-op when `key` names an existing one) and sends its jobs, pinned to `pin`'s bank version.
+
+    The caller resolves the bank name to its current version (`BankStore.resolve`) before calling: every job of
+    the batch records that version, so a bank rebuilt while the batch runs never mixes versions in it.
+    """
+    batch = store(sessions, items, key=key, source=source, pin=pin)
     if not batch.created:
         return Submission(batch.id, False, len(items), 0, batch.job_ids)
     sent = dispatch(sessions, batch.jobs, micro_batch, on_sent)

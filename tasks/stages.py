@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.repository import JobOutcome, mark_running, record_outcomes
-from tasks.runner import in_background, isolate, stage_task
+from tasks.runner import describe, in_background, isolate, stage_task
 from tasks.runtime import Runtime
 from tasks.wire import MicroBatch, pack, unpack
 
@@ -59,11 +59,21 @@ def cube(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]) 
 
 @stage_task("decode")
 def decode(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]) -> dict[str, Any]:
-    """Answer vectors to text, per-item quality metrics, and one idempotent SQL write of every outcome."""
+    """Answer vectors to text from the micro-batch's pinned bank version, with confidence, evidence and per-item
+    quality metrics, and one idempotent SQL write of every outcome.
+
+    A pinned version this worker cannot load (removed, or built with another encoder) fails the micro-batch's jobs
+    with the error naming the bank: retrying would find the same files.
+    """
     answers: list[Any] = []
     if batch.jobs:
+        ref = bank_ref(batch)
         rows = list(zip(unpack(batch.q, batch.dim), unpack(batch.a, batch.dim), batch.refs_by_row()))
-        answers, errors = isolate(lambda part: decode_rows(stage, part), rows)
+        unusable = bank_problem(stage, ref)
+        if unusable is None:
+            answers, errors = isolate(lambda part: decode_rows(stage, part, ref, batch.min_confidence), rows)
+        else:
+            answers, errors = [None] * len(rows), dict.fromkeys(range(len(rows)), unusable)
         kept = batch.drop_failed(errors, {"answers": answers, "truncated": batch.truncated})
         answers, batch.truncated = kept["answers"], kept["truncated"]
     stamp()
@@ -87,21 +97,48 @@ def encode_rows(stage: Any, rows: list[tuple[str, str | None]]) -> list[Row]:
     return [(questions.vectors[i], bool(questions.truncated[i]), next(refs) if r is not None else None) for i, (_, r) in enumerate(rows)]
 
 
-def decode_rows(stage: Any, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> list[tuple[Any, dict[str, float]]]:
+def bank_ref(batch: MicroBatch) -> Any:
+    """The micro-batch's pinned bank version as a BankRef, or None for the bundle's own bank."""
+    if not batch.bank:
+        return None
+    from pipeline.knowledge.bank_cache import BankRef  # here: producers import this module and need no pipeline
+
+    return BankRef(batch.bank, batch.bank_version or "")
+
+
+def bank_problem(stage: Any, ref: Any) -> str | None:
+    """Why the pinned bank version cannot serve (removed, another encoder, no banks served), or None when it can."""
+    if ref is None:
+        return None
+    from pipeline.errors import BankError
+
+    try:
+        stage.decoder_for(ref)
+    except (BankError, ValueError) as exc:  # input-class: the same message on every retry
+        return describe(exc) if isinstance(exc, BankError) else f"bank {ref}: {exc}"
+    return None
+
+
+def decode_rows(
+    stage: Any, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], bank: Any = None, min_confidence: float | None = None
+) -> list[tuple[Any, dict[str, float]]]:
     """Decoded answers with their quality metrics (against the reference where there is one)."""
     questions = np.stack([q for q, _, _ in rows])
     outputs = np.stack([a for _, a, _ in rows])
-    decoded = stage.decode(outputs)
+    decoded = stage.decode(outputs, bank, min_confidence)
     return list(zip(decoded, stage.score(questions, outputs, decoded, [r for _, _, r in rows])))
 
 
 def outcomes_of(batch: MicroBatch, answers: list[Any]) -> list[JobOutcome]:
     """Each live job's answer and metrics (timings and hosts of every stage), then each failed job's error."""
+    from pipeline.confidence import evidence
+
     timings = {name: round(value, 3) for name, value in batch.timings.items()}
     outcomes = [
         JobOutcome(
             job_id=job_id, answer=answer.text, decoder_path=answer.path, score=answer.score,
             metrics=metrics | ({"truncated": 1.0} if cut else {}), timings_ms=timings, hosts=dict(batch.hosts),
+            confidence=answer.confidence, evidence=evidence(answer),
         )
         for job_id, (answer, metrics), cut in zip(batch.jobs, answers, batch.truncated)
     ]

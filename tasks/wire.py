@@ -54,6 +54,7 @@ class MicroBatch:
     has_ref: list[bool] = field(default_factory=list)
     bank: str | None = None  # knowledge bank to decode against (None: the bundle's)
     bank_version: str | None = None
+    min_confidence: float | None = None  # below it an answer becomes "no confident answer" (None: the worker's setting)
     version: int = VERSION
 
     def to_wire(self) -> dict[str, Any]:

@@ -9,12 +9,15 @@ import math
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery.signals import after_setup_logger, task_prerun, worker_init, worker_process_init
 
 from pipeline import CubeStage, DecodeStage, EncoderConfig, EncodeStage, PhraseBankConfig, set_threads
+from pipeline.checkpoint import load_bundle
+from pipeline.knowledge.bank_cache import BankCache
+from pipeline.knowledge.store import BankStore
 from storage.db import check_schema, make_engine
 from tasks import runtime
 from tasks.app import STAGES, configure
@@ -42,6 +45,10 @@ class WorkerOptions:
     task_time_limit: int
     visibility_timeout: int
     loglevel: str = "INFO"
+    bank_root: Path | None = None  # knowledge banks the decode stage serves (None: only the bundle's own)
+    builtin_banks: dict[str, Path] = field(default_factory=dict)  # read-only banks shipped with the package
+    bank_cache_bytes: int = 256 * 2**20  # loaded bank versions kept, least recently used dropped first
+    min_confidence: float | None = None  # None: the bundle's threshold
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -100,9 +107,15 @@ def build_runtime(options: WorkerOptions) -> runtime.Runtime:
         return CubeStage(options.bundle_dir)
 
     def load_decode() -> DecodeStage:
+        bundle = load_bundle(options.bundle_dir)
+        banks = None
+        if options.bank_root is not None:  # bank versions are checked against the encoder the bundle was trained with
+            store = BankStore(options.bank_root, builtin=options.builtin_banks)
+            banks = BankCache(store, options.bank_cache_bytes, bundle.manifest.encoder)
         return DecodeStage(
-            options.bundle_dir, bank_config=options.bank_config, top_k=options.top_k, encoder_config=options.encoder_config,
-            cache_dir=options.cache_dir, decoder=options.decoder, generative_options=options.generative_options,
+            options.bundle_dir, bundle=bundle, bank_config=options.bank_config, top_k=options.top_k,
+            encoder_config=options.encoder_config, cache_dir=options.cache_dir, decoder=options.decoder,
+            generative_options=options.generative_options, banks=banks, min_confidence=options.min_confidence,
         )
 
     loaders = {"encode": load_encode, "cube": load_cube, "decode": load_decode}

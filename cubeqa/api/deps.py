@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,6 +12,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
+
+from storage.repository import Pin
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Services:
     micro_batch: int
     max_question_chars: int
     max_batch_items: int
+    pin: Callable[[str | None, float | None], Pin]  # (bank name or None, threshold) -> pinned version; raises for an unknown bank
 
 
 def get_services(request: Request) -> Services:

@@ -16,7 +16,7 @@ from cubeqa.api.routes import batches, jobs, ops
 from cubeqa.dashboard import add_dashboard, offline_docs
 from cubeqa.metrics import StoreCollector
 from cubeqa.settings import Settings
-from cubeqa.wiring import celery_app, open_store, redis_client
+from cubeqa.wiring import celery_app, open_store, pin_bank, redis_client
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -32,6 +32,7 @@ def create_app(settings: Settings) -> FastAPI:
         sessions=sessions, broker=broker, registry=registry,
         token=settings.api_token.get_secret_value().encode() if settings.api_token else None,
         micro_batch=settings.micro_batch, max_question_chars=settings.max_question_chars, max_batch_items=settings.max_batch_items,
+        pin=lambda bank, min_confidence: pin_bank(settings, bank, min_confidence),
     )
     max_bytes = settings.max_request_bytes
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field, field_validator
 
 from cubeqa.intake import MAX_MICRO_BATCH, check_key
@@ -16,8 +18,21 @@ class QuestionIn(BaseModel):
     reference: str | None = Field(None, description="a reference answer; adds quality metrics to the result")
 
 
+BANK = Field(None, description="knowledge bank to answer from (default: CUBEQA_BANK); its current version is pinned for every job")
+MIN_CONFIDENCE = Field(None, ge=0.0, le=1.0, description="answers less likely right than this become 'no confident answer'")
+
+
+class JobIn(QuestionIn):
+    """One question, with the bank to answer it from and the confidence threshold."""
+
+    bank: str | None = BANK
+    min_confidence: float | None = MIN_CONFIDENCE
+
+
 class BatchIn(BaseModel):
     items: list[QuestionIn] = Field(min_length=1, description="the questions")
+    bank: str | None = BANK
+    min_confidence: float | None = MIN_CONFIDENCE
     key: str | None = Field(None, max_length=KEY_LENGTH, description="idempotency key: resubmitting with it is a no-op")
     micro_batch: int | None = Field(None, ge=1, le=MAX_MICRO_BATCH, description="jobs per stage task")
 
@@ -37,7 +52,7 @@ class Accepted(BaseModel):
 
 
 class JobPublic(BaseModel):
-    """One job: status, answer, decoder path, score, metrics, per-stage timings and hosts."""
+    """One job: status, answer with its confidence and evidence, decoder path, score, metrics, per-stage timings and hosts."""
 
     id: str
     batch_id: str
@@ -54,6 +69,14 @@ class JobPublic(BaseModel):
     timings_ms: dict[str, float]
     hosts: dict[str, str]
     model_version: str | None
+    bank: str | None  # None: the bundle's own bank (jobs stored before banks)
+    bank_version: str | None
+    min_confidence: float | None
+    confidence: float | None = Field(description="calibrated probability that the answer sentence is right; None for generated text")
+    evidence: dict[str, Any] | None = Field(
+        description="the answer sentence, its document (doc_id, title, source), position, neighbours (before, after), score "
+        "and the alternatives with theirs"
+    )
 
 
 class BatchPublic(BaseModel):
@@ -72,6 +95,7 @@ class BatchPublic(BaseModel):
     finished_at: str | None
     jobs_per_second: float | None
     metrics: dict[str, dict[str, float | int]]  # name -> mean, p50, p90, n
+    banks: list[str] = Field(description="the knowledge bank versions its jobs are pinned to, as name@version")
 
     @classmethod
     def of(cls, summary: BatchSummary) -> BatchPublic:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
+from datetime import timedelta
 
 import pytest
 from conftest import migrated
@@ -13,6 +14,7 @@ from storage.repository import (
     CreatedBatch,
     JobOutcome,
     NewJob,
+    Pin,
     create_batch,
     iter_results,
     mark_running,
@@ -111,6 +113,29 @@ def test_a_repeated_result_write_changes_nothing(sessions) -> None:
     assert [r["status"] for r in rows] == ["done", "failed", "done"]
     assert rows[1]["error"] == "bad input" and rows[1]["answer"] is None
     assert rows[0]["attempts"] == 1 and rows[0]["model_version"] == "default@x"
+
+
+def test_jobs_keep_their_pinned_bank_for_re_sends_and_their_evidence(sessions) -> None:
+    pin = Pin(bank="house", bank_version="ab12cd34ef56ab78", min_confidence=0.4)
+    with sessions.begin() as session:
+        batch = create_batch(session=session, items=[NewJob("q1"), NewJob("q2")], pin=pin)
+    old = new_batch(sessions, [NewJob("q3")])  # as stored before banks: no pin, the bundle's own bank
+    assert {job.pin for job in queued(sessions, batch.id)} == {pin} and queued(sessions, old.id)[0].pin == Pin()
+    with sessions() as session:
+        stale = stale_jobs(session=session, older_than=timedelta(seconds=-1), queues_idle=True)  # what the reconciler re-sends
+    assert {job.id: job.pin for job, _ in stale} == {**dict.fromkeys(batch.job_ids, pin), old.job_ids[0]: Pin()}
+    evidence = {"sentence": "A.", "score": 0.9, "doc_id": "d.md", "title": "Doc", "position": 2, "before": ["Z."], "after": [],
+                "alternatives": [{"sentence": "B.", "score": 0.3, "doc_id": "d.md", "position": 0}]}
+    first, second = batch.job_ids
+    outcomes = [JobOutcome(job_id=first, answer="A.", decoder_path="bank", score=0.9, confidence=0.8, evidence=evidence),
+                JobOutcome(job_id=second, error="bank 'house' (version ab12cd34ef56ab78) no longer exists", confidence=0.1, evidence=evidence)]
+    assert write(sessions, outcomes, "default@x") == 2
+    with sessions() as session:
+        rows = list(iter_results(session=session, batch_id=batch.id))
+    assert (rows[0]["bank"], rows[0]["bank_version"], rows[0]["min_confidence"]) == ("house", "ab12cd34ef56ab78", 0.4)
+    assert rows[0]["confidence"] == 0.8 and rows[0]["evidence"] == evidence
+    assert rows[1]["status"] == "failed" and rows[1]["confidence"] is None and rows[1]["evidence"] is None
+    assert summary(sessions, batch.id).banks == ["house@ab12cd34ef56ab78"] and summary(sessions, old.id).banks == []
 
 
 def test_an_idempotency_key_names_one_batch(sessions) -> None:

@@ -367,7 +367,7 @@ def test_batches_are_listed_and_csv_results_have_a_column_per_figure(stack: Stac
 
     path = tmp_path / "q.jsonl"
     path.write_text('{"question": "Where is Kenya?", "reference": "In Africa."}\n{"question": "What is rain?"}\n', encoding="utf-8")
-    run = cli(stack, "submit", str(path), "--wait")
+    run = cli(stack, "submit", str(path), "--wait", "--min-confidence", "0")  # a bank answer, hence an e2e_cos, for each
     assert run.exit_code == 0, run.output
     batch_id = flat(run.stdout).split("batch ")[1].split(":")[0]
     listed = cli(stack, "batches", "--json", "--limit", "1")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
 from cubeqa.api.deps import ServicesDep, SessionDep, guarded
-from cubeqa.api.routes.intake import checked_jobs, enqueue
+from cubeqa.api.routes.intake import checked_jobs, enqueue, pinned
 from cubeqa.api.schemas import Accepted, BatchIn, BatchList, BatchPublic
 from storage.models import is_id
 from storage.repository import iter_results
@@ -24,8 +24,9 @@ MAX_OFFSET = 2**31 - 1  # within every backend's integer
 
 @router.post("", status_code=202, response_model=Accepted)
 def create_batch(batch: BatchIn, services: ServicesDep) -> Accepted:
-    """Submit many questions as one batch; a repeated idempotency key returns the existing batch."""
-    return enqueue(services, checked_jobs(batch.items, services, ("items",)), batch.key, batch.micro_batch, "api:batch")
+    """Submit many questions as one batch, answered from one pinned bank version; a repeated idempotency key returns the existing batch."""
+    jobs = checked_jobs(batch.items, services, ("items",))
+    return enqueue(services, jobs, batch.key, batch.micro_batch, "api:batch", pinned(services, batch.bank, batch.min_confidence))
 
 
 @router.get("", response_model=BatchList)

@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from cubeqa.api.deps import Services
 from cubeqa.api.schemas import Accepted, QuestionIn
 from cubeqa.intake import TooManyItems, check_count, item_problems
-from storage.repository import NewJob
+from pipeline.errors import BankNotFound, InputError
+from storage.repository import NewJob, Pin
 from tasks.producer import BrokerUnavailable, submit
 
 
@@ -34,10 +35,21 @@ def checked_jobs(items: Sequence[QuestionIn], services: Services, where: tuple[s
     return jobs
 
 
-def enqueue(services: Services, jobs: list[NewJob], key: str | None, micro_batch: int | None, source: str) -> Accepted:
-    """Stores and sends the jobs; 503 when the broker is down (they stay stored for the reconciler)."""
+def pinned(services: Services, bank: str | None, min_confidence: float | None) -> Pin:
+    """The bank named (None: the configured one) at its current version, or a 422 naming it when there is no such bank."""
     try:
-        result = submit(services.sessions, jobs, micro_batch=micro_batch or services.micro_batch, key=key, source=source)
+        return services.pin(bank, min_confidence)
+    except BankNotFound as exc:  # the message names the server's bank directory: not for clients
+        shown = bank if bank is not None else "(the configured default)"
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", "bank"), "msg": f"no knowledge bank named {shown!r}"}]) from exc
+    except InputError as exc:
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", "bank"), "msg": str(exc)}]) from exc
+
+
+def enqueue(services: Services, jobs: list[NewJob], key: str | None, micro_batch: int | None, source: str, pin: Pin) -> Accepted:
+    """Stores and sends the jobs pinned to `pin`; 503 when the broker is down (they stay stored for the reconciler)."""
+    try:
+        result = submit(services.sessions, jobs, micro_batch=micro_batch or services.micro_batch, key=key, source=source, pin=pin)
     except BrokerUnavailable as exc:
         raise HTTPException(503, "queue unavailable; the jobs are stored and will be sent by the reconciler") from exc
     return Accepted(batch_id=result.batch_id, job_ids=result.job_ids, created=result.created, jobs=result.jobs)

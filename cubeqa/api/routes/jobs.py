@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from cubeqa.api.deps import ServicesDep, SessionDep, guarded
-from cubeqa.api.routes.intake import checked_jobs, enqueue
-from cubeqa.api.schemas import JobPublic, QuestionIn
+from cubeqa.api.routes.intake import checked_jobs, enqueue, pinned
+from cubeqa.api.schemas import JobIn, JobPublic
 from storage.models import FINAL, is_id
 from storage.repository import job_view
 
@@ -19,13 +19,14 @@ POLL = 0.02  # seconds between reads while waiting for an answer
 
 @router.post("", status_code=202, response_model=JobPublic, responses={200: {"model": JobPublic, "description": "the job is final"}})
 def create_job(
-    item: QuestionIn,
+    item: JobIn,
     services: ServicesDep,
     response: Response,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the answer")] = 0,
 ) -> JobPublic:
     """Submit one question; with `wait`, return its answer if it is ready within that many seconds (200 once final)."""
-    accepted = enqueue(services, checked_jobs([item], services, ()), None, 1, "api:job")
+    jobs = checked_jobs([item], services, ())
+    accepted = enqueue(services, jobs, None, 1, "api:job", pinned(services, item.bank, item.min_confidence))
     job_id = accepted.job_ids[0]
     deadline = time.monotonic() + wait
     while True:
@@ -42,7 +43,7 @@ def create_job(
 
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job(job_id: str, session: SessionDep) -> JobPublic:
-    """One job: status, answer, decoder path, score, metrics, per-stage timings and hosts."""
+    """One job: status, answer with its confidence and evidence, decoder path, score, metrics, per-stage timings and hosts."""
     view = job_view(session=session, job_id=job_id) if is_id(job_id) else None
     if view is None:
         raise HTTPException(404, f"no job {job_id!r}")
