@@ -60,6 +60,16 @@ class Generator:
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def extra_answers(path: Path, answers: np.ndarray) -> np.ndarray:
+    """Unit answer vectors read from a safetensors file (key `vectors`, e.g. a bundle's bank), minus exact copies of `answers`."""
+    from safetensors.numpy import load_file
+
+    extra = load_file(str(path))["vectors"].astype(np.float32)
+    seen = {row.tobytes() for row in answers}
+    keep = [i for i, row in enumerate(extra) if row.tobytes() not in seen and not seen.add(row.tobytes())]
+    return extra[keep]
+
+
 def real_data(paths: list[Path], seed: int, queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Real answer vectors (unique) of the Q→A files, `queries` of their real question vectors and each one's answer row."""
     from pipeline.encoder import TeacherEncoder
@@ -258,6 +268,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="FAISS OpenMP threads")
     p.add_argument("--max-gb", type=float, default=4.0, help="largest bank held as float32; larger ones are streamed (ivfpq only)")
     p.add_argument("--real", type=lambda v: [Path(x) for x in v.split(",")], default=[common.DATA, common.VAL], help="Q→A files of the real vectors")
+    p.add_argument("--extra-answers", type=Path, default=None,
+                   help="safetensors of more real answer vectors (key vectors, same teacher) planted as real parents, read instead of embedded")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON to this path")
     args = p.parse_args()
@@ -267,6 +279,11 @@ def main() -> None:
     load_before = list(os.getloadavg())
     real, queries, answer_rows = real_data(args.real, args.seed, args.queries)
     print(f"{len(real)} real answers, {len(queries)} real questions from {', '.join(p.name for p in args.real)}", flush=True)
+    extra = 0
+    if args.extra_answers:
+        more = extra_answers(args.extra_answers, real)
+        real, extra = np.concatenate([real, more]), len(more)  # appended: answer_rows still index the question files' answers
+        print(f"{extra} more real answers read from {args.extra_answers}", flush=True)
     s, checks = calibrate(real, args.seed)
     generator = Generator(real, s, args.seed)
     common.table(
@@ -302,7 +319,7 @@ def main() -> None:
     for item in skipped:
         print(f"skipped {item['kind']} at {item['size']}: {item['why']}")
     common.write_json(args.json, {
-        "real_answers": len(real), "queries": len(queries), "threads": args.threads, "load_average_before": load_before,
+        "real_answers": len(real), "extra_answers": extra, "extra_answers_file": str(args.extra_answers or ""), "queries": len(queries), "threads": args.threads, "load_average_before": load_before,
         "load_average_after": list(os.getloadavg()), "generator": {"s": s, "checks": checks}, "results": results, "skipped": skipped,
     })
 
