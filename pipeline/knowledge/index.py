@@ -26,7 +26,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "flat": {},
     "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 128},
     # ef_search 128: recall@1 0.990 at 100k, 0.861 at 1M, median 0.19 / 0.46 ms a query (docs/bank-scale.md)
-    "hnsw_sq8": {"m": 32, "ef_construction": 40, "ef_search": 128},
+    "hnsw_sq8": {"m": 32, "ef_construction": 64, "ef_search": 128},
     "ivfpq": {"nlist": 4096, "m": 48, "nbits": 8, "nprobe": 32},
 }
 POSITIVE_INT_PARAMS = {"m", "ef_construction", "ef_search", "nlist", "nprobe"}
