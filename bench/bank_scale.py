@@ -3,7 +3,8 @@
     .venv/bin/python bench/bank_scale.py [--sizes 100000,1000000] [--kinds auto,flat] [--queries 1000] [--json PATH]
 
 Vectors. The real ones are teacher embeddings of the SQuAD sentences in data/ (train and validation
-answers, de-duplicated; cached by `load_embedded`). A bank of `n` sentences is those real answers,
+answers, de-duplicated; cached by `load_embedded`), plus, with `--extra-answers`, answer vectors read from a
+safetensors file (a bundle's bank.safetensors holds the training answers' teacher embeddings). A bank of `n` sentences is those real answers,
 planted at random rows, plus `n - answers` generated vectors: each is a real answer pulled toward
 the real mean and mixed with Gaussian noise of the real covariance,
 x = normalise(mean + sqrt(1 - s^2) (a - mean) + s L z), L L^T = covariance, z ~ N(0, I), so the mean
