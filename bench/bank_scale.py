@@ -3,7 +3,8 @@
     .venv/bin/python bench/bank_scale.py [--sizes 100000,1000000] [--kinds auto,flat] [--queries 1000] [--json PATH]
 
 Vectors. The real ones are teacher embeddings of the SQuAD sentences in data/ (train and validation
-answers, de-duplicated; cached by `load_embedded`). A bank of `n` sentences is those real answers,
+answers, de-duplicated; cached by `load_embedded`), plus, with `--extra-answers`, answer vectors read from a
+safetensors file (a bundle's bank.safetensors holds the training answers' teacher embeddings). A bank of `n` sentences is those real answers,
 planted at random rows, plus `n - answers` generated vectors: each is a real answer pulled toward
 the real mean and mixed with Gaussian noise of the real covariance,
 x = normalise(mean + sqrt(1 - s^2) (a - mean) + s L z), L L^T = covariance, z ~ N(0, I), so the mean
@@ -58,6 +59,16 @@ class Generator:
         noise = rng.standard_normal((count, self.real.shape[1])) @ self.chol.T
         x = self.mean + np.sqrt(1 - self.s**2) * (parents - self.mean) + self.s * noise
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def extra_answers(path: Path, answers: np.ndarray) -> np.ndarray:
+    """Unit answer vectors read from a safetensors file (key `vectors`, e.g. a bundle's bank), minus exact copies of `answers`."""
+    from safetensors.numpy import load_file
+
+    extra = load_file(str(path))["vectors"].astype(np.float32)
+    seen = {row.tobytes() for row in answers}
+    keep = [i for i, row in enumerate(extra) if row.tobytes() not in seen and not seen.add(row.tobytes())]
+    return extra[keep]
 
 
 def real_data(paths: list[Path], seed: int, queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -258,6 +269,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="FAISS OpenMP threads")
     p.add_argument("--max-gb", type=float, default=4.0, help="largest bank held as float32; larger ones are streamed (ivfpq only)")
     p.add_argument("--real", type=lambda v: [Path(x) for x in v.split(",")], default=[common.DATA, common.VAL], help="Q→A files of the real vectors")
+    p.add_argument("--extra-answers", type=Path, default=None,
+                   help="safetensors of more real answer vectors (key vectors, same teacher) planted as real parents, read instead of embedded")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON to this path")
     args = p.parse_args()
@@ -267,6 +280,11 @@ def main() -> None:
     load_before = list(os.getloadavg())
     real, queries, answer_rows = real_data(args.real, args.seed, args.queries)
     print(f"{len(real)} real answers, {len(queries)} real questions from {', '.join(p.name for p in args.real)}", flush=True)
+    extra = 0
+    if args.extra_answers:
+        more = extra_answers(args.extra_answers, real)
+        real, extra = np.concatenate([real, more]), len(more)  # appended: answer_rows still index the question files' answers
+        print(f"{extra} more real answers read from {args.extra_answers}", flush=True)
     s, checks = calibrate(real, args.seed)
     generator = Generator(real, s, args.seed)
     common.table(
@@ -302,7 +320,7 @@ def main() -> None:
     for item in skipped:
         print(f"skipped {item['kind']} at {item['size']}: {item['why']}")
     common.write_json(args.json, {
-        "real_answers": len(real), "queries": len(queries), "threads": args.threads, "load_average_before": load_before,
+        "real_answers": len(real), "extra_answers": extra, "extra_answers_file": str(args.extra_answers or ""), "queries": len(queries), "threads": args.threads, "load_average_before": load_before,
         "load_average_after": list(os.getloadavg()), "generator": {"s": s, "checks": checks}, "results": results, "skipped": skipped,
     })
 
