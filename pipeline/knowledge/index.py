@@ -25,9 +25,9 @@ HNSW_MAX = 2_000_000  # above this, building the graph takes too long and its ~0
 DEFAULTS: dict[str, dict[str, Any]] = {
     "flat": {},
     "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 128},
-    # ef_construction 64 = 2m, the level-0 link budget. ef_search 64, the smallest measured with recall@1 >= 0.95 at 1M:
-    # 0.958 at 1M, 0.990 at 100k, median 0.24 / 0.16 ms a query; 128 gives 0.974 at 0.41 ms (docs/bank-scale.md)
-    "hnsw_sq8": {"m": 32, "ef_construction": 64, "ef_search": 64},
+    # ef_construction 64 = 2m, the level-0 link budget. ef_search 128: recall@1 0.974 at 1M, median 0.41 ms a query;
+    # 64 gave 0.958, within two standard errors of the 0.95 target (docs/bank-scale.md)
+    "hnsw_sq8": {"m": 32, "ef_construction": 64, "ef_search": 128},
     "ivfpq": {"nlist": 4096, "m": 48, "nbits": 8, "nprobe": 32},
 }
 POSITIVE_INT_PARAMS = {"m", "ef_construction", "ef_search", "nlist", "nprobe"}
