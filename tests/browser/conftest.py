@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from browser_stack import (
+from browser.browser_stack import (
     CHROMIUM,
     CHROMIUM_ARGS,
     QUESTIONS,

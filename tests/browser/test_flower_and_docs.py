@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from browser_stack import free_port, wait_http
+from browser.browser_stack import free_port, wait_http
 
 pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(1200)]
 STAGES = ("encode", "cube", "decode")
