@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from browser.browser_stack import (
     CHROMIUM,
     CHROMIUM_ARGS,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from browser.browser_stack import QUESTIONS, TOKEN, reference_items
 
 pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(1800)]
