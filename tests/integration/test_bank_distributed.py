@@ -128,3 +128,23 @@ def test_questions_complete_while_a_build_runs(workers, encoder, tmp_path) -> No
     assert (summary.done, summary.failed) == (len(items), 0)
     assert during < total  # the questions went through between chunks, not after the corpus
     assert report.chunks == total == len(shards(cache, encoder))
+
+
+def test_a_worker_refuses_chunks_it_must_not_embed_and_skips_written_ones(encoder, tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from tasks.corpus import ChunkRefused, CorpusChunk, embed_chunk
+
+    calls: list[int] = []
+    stage = SimpleNamespace(encoder=encoder, encode=lambda texts: calls.append(len(texts)) or encoder.encode(texts))
+    texts = ["The grotto is a replica.", "It was built in 1858."]
+    other = {**encoder.identity.to_dict(), "weights_hash": "0" * len(encoder.identity.weights_hash)}
+    with pytest.raises(ChunkRefused, match="this worker runs"):
+        embed_chunk(CorpusChunk("b", 0, other, str(tmp_path), texts), stage)
+    with pytest.raises(ChunkRefused, match="not visible on this worker"):
+        embed_chunk(CorpusChunk("b", 0, encoder.identity.to_dict(), str(tmp_path / "elsewhere"), texts), stage)
+    with pytest.raises(ChunkRefused, match="unknown fields"):
+        CorpusChunk.from_wire({**CorpusChunk("b", 0, {}, "", texts).to_wire(), "pickle": b""})
+    chunk = CorpusChunk("b", 0, encoder.identity.to_dict(), str(tmp_path), texts)
+    assert (embed_chunk(chunk, stage), embed_chunk(chunk, stage)) == (True, False)  # a redelivery writes nothing
+    assert calls == [2] and len(shards(tmp_path, encoder)) == 1
