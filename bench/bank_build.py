@@ -118,6 +118,7 @@ def main() -> None:
     common.service_options(p, redis_db=7, backends="sqlite")
     p.add_argument("--sentences", type=int, default=6000, help="unique sentences in the bank (answers of --data)")
     p.add_argument("--chunk", type=int, default=512, help="sentences per task on the embed queue")
+    p.add_argument("--latency-only", action="store_true", help="only the question latency, idle and during a build (no throughput set-ups)")
     args = p.parse_args()
     args.micro_batch = 1
     from cubeqa.wiring import encoder_config
@@ -130,18 +131,20 @@ def main() -> None:
     asked = common.questions(common.VAL, args.questions)
     setups: dict[str, dict[str, Any]] = {}
     latency: dict[str, Any] = {}
-    for label, worker_args in (("concurrency 1", "--concurrency 1"), ("default concurrency", "")):
+    plans = [("default concurrency", "")] if args.latency_only else [("concurrency 1", "--concurrency 1"), ("default concurrency", "")]
+    for label, worker_args in plans:
         args.worker_args = worker_args
         with common.job_stack("sqlite", args, warm_up=4) as stack:
-            for workers in (1, 2):
+            for workers in (1,) if args.latency_only else (1, 2):
                 name = f"{workers} encode worker{'s' if workers > 1 else ''}, {label}"
                 extra = common.extra_worker(stack, "encode", asked[:4]) if workers == 2 else None
                 with extra or nullcontext():
                     warm(stack.app, encoder, workdir, workers)
                     runs = []
-                    for _ in range(args.runs):
+                    for _ in range(0 if args.latency_only else args.runs):
                         runs.append({"in_process": builds.local(), "distributed": builds.distributed(stack.app, args.chunk), "load": load()})
-                    setups[name] = {"workers": workers, "worker_args": worker_args, "runs": runs}
+                    if runs:
+                        setups[name] = {"workers": workers, "worker_args": worker_args, "runs": runs}
                     print(f"{name}: " + ", ".join(f"in-process {r['in_process']['sentences_per_s']:.0f}/s, distributed "
                                                  f"{r['distributed']['sentences_per_s']:.0f}/s" for r in runs), flush=True)
                 if workers == 1 and not worker_args:
