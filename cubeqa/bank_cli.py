@@ -61,7 +61,7 @@ def index_overrides(params: str | None) -> dict[str, Any] | None:
 
 def run_build(
     settings: Settings, name: str, paths: list[Path], *, add: bool, replace: bool, kind: str | None, params: str | None, split: bool,
-    distributed: bool = False, chunk: int = 512, wait: float = 180.0,
+    distributed: bool = False, chunk: int = 128, wait: float = 180.0,
 ) -> None:
     """Builds (or extends) a bank with the teacher encoder, showing progress; domain errors end as one line."""
     from pipeline import CubeQAError, TeacherEncoder
@@ -100,7 +100,7 @@ def build_command(
     index_params: ParamsOption = None,
     split: SplitOption = True,
     distributed: DistributedOption = False,
-    chunk: ChunkOption = 512,
+    chunk: ChunkOption = 128,
     wait: WaitOption = 180.0,
 ) -> None:
     """Build a bank from documents: sentences with their provenance, teacher embeddings, a FAISS index."""
@@ -117,7 +117,7 @@ def add_command(
     index_params: ParamsOption = None,
     split: SplitOption = True,
     distributed: DistributedOption = False,
-    chunk: ChunkOption = 512,
+    chunk: ChunkOption = 128,
     wait: WaitOption = 180.0,
 ) -> None:
     """Add documents to a bank as a new version (only new sentences are embedded)."""

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tasks.corpus")
 
 VERSION = 1  # of the chunk message; workers refuse versions they do not know
-CHUNK = 512  # sentences per task: a few seconds of one core, so question tasks never wait long behind one
+CHUNK = 128  # sentences per task: a question waits behind at most one chunk per worker slot (docs/bank-build.md)
 STALL_TIMEOUT = 180.0  # seconds without a new chunk file before the build gives up on the workers
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total), as BankStore reports it
