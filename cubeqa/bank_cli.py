@@ -14,7 +14,7 @@ from rich.table import Table
 from cubeqa.cli_base import app, console, fail
 from cubeqa.render import progress_bar
 from cubeqa.settings import Settings
-from cubeqa.wiring import bank_store, encoder_config
+from cubeqa.wiring import bank_root, bank_store, celery_app, encoder_config
 
 bank_app = typer.Typer(help="Knowledge banks: the user's documents, split into sentences, embedded and indexed.", no_args_is_help=True)
 app.add_typer(bank_app, name="bank")
@@ -23,6 +23,15 @@ PathsArg = Annotated[list[Path], typer.Argument(help="files (.txt .md .jsonl .cs
 KindOption = Annotated[str | None, typer.Option("--index", help="flat, hnsw or ivfpq; default: chosen by the number of sentences")]
 ParamsOption = Annotated[str | None, typer.Option("--index-params", help='JSON object overriding index parameters, e.g. \'{"ef_search": 256}\'')]
 SplitOption = Annotated[bool, typer.Option("--split/--no-split", help="split texts into sentences (--no-split: each line or row is one sentence)")]
+DistributedOption = Annotated[bool, typer.Option("--distributed", help="embed on the encode workers (the bank root must be on a volume they share)")]
+ChunkOption = Annotated[int, typer.Option("--chunk", min=1, help="sentences per task sent to the encode workers (with --distributed)")]
+WaitOption = Annotated[float, typer.Option("--wait", min=1, help="seconds without a finished chunk before --distributed gives up on the workers")]
+
+
+def embedding_cache(settings: Settings) -> Path:
+    """The embedding cache every build uses: under the bank root, so the encode workers of a distributed build
+    write where a local build reads, and a rerun of either kind reuses what the other embedded."""
+    return bank_root(settings) / ".embeddings"
 
 
 def stage_progress(bar: Progress) -> Callable[[str, int, int], None]:
@@ -50,21 +59,30 @@ def index_overrides(params: str | None) -> dict[str, Any] | None:
     return value
 
 
-def run_build(settings: Settings, name: str, paths: list[Path], *, add: bool, replace: bool, kind: str | None, params: str | None, split: bool) -> None:
+def run_build(
+    settings: Settings, name: str, paths: list[Path], *, add: bool, replace: bool, kind: str | None, params: str | None, split: bool,
+    distributed: bool = False, chunk: int = 128, wait: float = 180.0,
+) -> None:
     """Builds (or extends) a bank with the teacher encoder, showing progress; domain errors end as one line."""
     from pipeline import CubeQAError, TeacherEncoder
+    from tasks.corpus import WorkersUnavailable, embed_sources
+    from tasks.errors import BROKER_DOWN
 
     try:
         store = bank_store(settings)
         encoder = TeacherEncoder(encoder_config(settings))
+        cache_dir = embedding_cache(settings)
         options: dict[str, Any] = dict(
             embed=lambda texts: encoder.encode(texts).vectors, encoder_identity=encoder.identity, kind=kind,
-            index_params=index_overrides(params), split=split, cache_dir=settings.cache_dir / "embeddings",
+            index_params=index_overrides(params), split=split, cache_dir=cache_dir,
         )
         with progress_bar(console) as bar:
             options["progress"] = stage_progress(bar)
+            if distributed:
+                embed_sources(celery_app(settings), store, name, paths, encoder.identity, cache_dir, add=add, replace=replace, split=split,
+                              chunk=chunk, progress=options["progress"], stall_timeout=wait)
             info = store.add(name, paths, **options) if add else store.build(name, paths, replace=replace, **options)
-    except (CubeQAError, ValueError, OSError) as exc:
+    except (CubeQAError, ValueError, OSError, WorkersUnavailable, *BROKER_DOWN) as exc:
         raise fail(exc) from exc
     console.print(
         f"bank [bold]{info.name}[/bold] version {info.version}: {info.sentences:,} sentences from {info.documents:,} documents, "
@@ -81,9 +99,13 @@ def build_command(
     index: KindOption = None,
     index_params: ParamsOption = None,
     split: SplitOption = True,
+    distributed: DistributedOption = False,
+    chunk: ChunkOption = 128,
+    wait: WaitOption = 180.0,
 ) -> None:
     """Build a bank from documents: sentences with their provenance, teacher embeddings, a FAISS index."""
-    run_build(ctx.obj, name, paths, add=False, replace=replace, kind=index, params=index_params, split=split)
+    run_build(ctx.obj, name, paths, add=False, replace=replace, kind=index, params=index_params, split=split,
+              distributed=distributed, chunk=chunk, wait=wait)
 
 
 @bank_app.command("add")
@@ -94,9 +116,13 @@ def add_command(
     index: KindOption = None,
     index_params: ParamsOption = None,
     split: SplitOption = True,
+    distributed: DistributedOption = False,
+    chunk: ChunkOption = 128,
+    wait: WaitOption = 180.0,
 ) -> None:
     """Add documents to a bank as a new version (only new sentences are embedded)."""
-    run_build(ctx.obj, name, paths, add=True, replace=False, kind=index, params=index_params, split=split)
+    run_build(ctx.obj, name, paths, add=True, replace=False, kind=index, params=index_params, split=split,
+              distributed=distributed, chunk=chunk, wait=wait)
 
 
 @bank_app.command("list")

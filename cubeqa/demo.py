@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from cubeqa.bank_cli import stage_progress
+from cubeqa.bank_cli import embedding_cache, stage_progress
 from cubeqa.intake import IntakeError, read_bulk
 from cubeqa.jobs_cli import safe_url, summary_table, watch
 from cubeqa.render import progress_bar
@@ -111,7 +111,7 @@ def demo_bank(settings: Settings, console: Console) -> BankInfo:
         with progress_bar(console, transient=True) as bar:
             return bank_store(settings).build(
                 DEMO_BANK, [SAMPLE_DOCUMENTS], embed=lambda texts: encoder.encode(texts).vectors, encoder_identity=encoder.identity,
-                replace=True, split=False, cache_dir=settings.cache_dir / "embeddings", progress=stage_progress(bar),
+                replace=True, split=False, cache_dir=embedding_cache(settings), progress=stage_progress(bar),
             )
     except (CubeQAError, OSError) as exc:
         raise DemoError(f"could not build the demo bank: {exc}") from exc

@@ -20,7 +20,7 @@ from pipeline.knowledge.bank_cache import BankCache
 from pipeline.knowledge.store import BankStore
 from storage.db import check_schema, make_engine
 from tasks import runtime
-from tasks.app import STAGES, configure
+from tasks.app import EMBED_QUEUE, STAGES, configure
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,11 @@ class WorkerOptions:
     @property
     def stages(self) -> tuple[str, ...]:
         return STAGES if self.stage == "all" else (self.stage,)
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The stages' queues; an encoder also takes corpus chunks of distributed bank builds (tasks.corpus)."""
+        return (*self.stages, EMBED_QUEUE) if "encode" in self.stages else self.stages
 
 
 WORKER_THREADS = 1  # intra-op threads per running task when CUBEQA_THREADS is 0
@@ -184,7 +189,7 @@ def run_worker(options: WorkerOptions) -> None:
     app.worker_main(
         [
             "worker",
-            f"--queues={','.join(options.stages)}",
+            f"--queues={','.join(options.queues)}",
             f"--hostname={options.stage}-{os.getpid()}@{socket.gethostname()}",
             f"--concurrency={options.concurrency}",
             f"--pool={options.pool}",

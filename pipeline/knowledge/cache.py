@@ -29,12 +29,39 @@ def text_digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
+def encoder_dir(directory: Path, encoder: EncoderIdentity) -> Path:
+    """The cache's sub-directory for one encoder's vectors."""
+    return Path(directory) / f"enc-{encoder.weights_hash}-{encoder.dim}"
+
+
+def chunk_name(digests: Sequence[bytes]) -> str:
+    """The file name of the chunk holding exactly these digests, in this order (a distributed build waits for it)."""
+    return f"chunk-{hashlib.sha256(b''.join(digests)).hexdigest()[:20]}.safetensors"
+
+
+def write_chunk(directory: Path, digests: Sequence[bytes], vectors: np.ndarray) -> Path:
+    """Writes one chunk file into an encoder's directory, atomically (any process on the volume may add chunks)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    packed = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
+    path = directory / chunk_name(digests)
+    handle, temp = tempfile.mkstemp(dir=directory, prefix=".chunk-", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file({"digests": packed, "vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, temp)
+        os.chmod(temp, 0o644)  # mkstemp makes it private; every worker on the shared volume reads it
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return path
+
+
 class EmbeddingCache:
     """Vectors by text digest for one encoder; a None directory caches nothing."""
 
     def __init__(self, directory: Path | None, encoder: EncoderIdentity) -> None:
         self.dim = encoder.dim
-        self.dir = Path(directory) / f"enc-{encoder.weights_hash}-{encoder.dim}" if directory else None
+        self.dir = encoder_dir(directory, encoder) if directory else None
         self._where: dict[bytes, tuple[Path, int]] = {}
         if self.dir is not None and self.dir.is_dir():
             for chunk in sorted(self.dir.glob("chunk-*.safetensors")):
@@ -45,6 +72,9 @@ class EmbeddingCache:
                     continue  # a damaged chunk is a miss; its sentences are embedded again
                 for row, digest in enumerate(digests):
                     self._where.setdefault(digest.tobytes(), (chunk, row))
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._where
 
     def __len__(self) -> int:
         return len(self._where)
@@ -73,17 +103,6 @@ class EmbeddingCache:
         """Stores one batch as a chunk file, atomically."""
         if self.dir is None or not len(digests):
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        packed = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
-        name = f"chunk-{hashlib.sha256(packed.tobytes()).hexdigest()[:20]}.safetensors"
-        handle, temp = tempfile.mkstemp(dir=self.dir, prefix=".chunk-", suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file({"digests": packed, "vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, temp)
-            os.chmod(temp, 0o644)  # mkstemp makes it private; every worker on the shared volume reads it
-            os.replace(temp, self.dir / name)
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
+        path = write_chunk(self.dir, digests, vectors)
         for row, digest in enumerate(digests):
-            self._where.setdefault(digest, (self.dir / name, row))
+            self._where.setdefault(digest, (path, row))

@@ -216,6 +216,12 @@ class BankStore:
             return self._commit(name, old_sentences + new, embed, encoder_identity, request, sources, split, cache_dir, progress,
                                 reuse=previous, parent=manifest["version"])
 
+    def texts_to_embed(self, name: str, paths: Sequence[Path | str], *, encoder_identity: EncoderIdentity, split: bool = True) -> list[str]:
+        """Texts a build or add of `paths` into bank `name` must embed: its sentences minus those the current version holds."""
+        previous = self._previous(name, encoder_identity) if self._has_current(name) else None
+        seen = {json.loads(line)["text"] for line in previous[2]} if previous else None
+        return [s.text for s in self._read(paths, split, None, seen=seen)]
+
     def remove(self, name: str) -> None:
         """Removes bank `name` and all its versions (a built-in bank cannot be removed)."""
         directory = self.root / check_name(name)
