@@ -390,6 +390,37 @@ def test_postgres_has_a_volume_and_a_healthcheck() -> None:
     assert named <= set(compose()["volumes"])
 
 
+BANK_READERS = ("api", "worker-encode", "worker-decode")  # intake resolves bank names; decode loads versions; builds embed
+
+
+def test_compose_bank_readers_share_one_bank_volume_at_the_bank_root() -> None:
+    mounts = set()
+    for name in BANK_READERS:
+        root = compose_env(services()[name])["CUBEQA_BANK_ROOT"]
+        (volume,) = [v.split(":")[0] for v in services()[name].get("volumes", []) if v.split(":")[1] == root]
+        mounts.add((volume, root))
+    ((volume, root),) = mounts  # one named volume, one path: a version pinned at intake is the one decode loads
+    assert volume in compose()["volumes"]
+    assert f"chown 10001:10001 {root}" in DOCKERFILE.read_text(), "a fresh named volume takes its owner from the image"
+
+
+def test_k8s_bank_readers_mount_one_read_write_many_claim_at_the_bank_root() -> None:
+    claims = k8s("PersistentVolumeClaim")
+    deployments = k8s("Deployment")
+    mounts = set()
+    for name in BANK_READERS:
+        spec = deployments[name]["spec"]["template"]["spec"]
+        container = only_container(deployments[name])
+        root = container_env(container)["CUBEQA_BANK_ROOT"]
+        (mount,) = [m for m in container.get("volumeMounts", []) if m["mountPath"] == root]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        claim = volume["persistentVolumeClaim"]["claimName"]
+        assert claims[claim]["spec"]["accessModes"] == ["ReadWriteMany"], "pods on several nodes share it"
+        assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"], name
+        mounts.add((claim, root))
+    assert len(mounts) == 1
+
+
 # ---------------------------------------------------------------- Dockerfile
 
 
