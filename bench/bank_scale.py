@@ -173,7 +173,7 @@ class Progress:
             self.next += self.n / 10
 
 
-def build(bank: Bank, vectors: np.ndarray | None, spec) -> Any:  # noqa: ANN001 - IndexSpec
+def build(bank: Bank, vectors: np.ndarray | None, spec) -> Any:  # IndexSpec
     """The index of `spec` over the bank: by `build_index` when the bank is held, else trained on a strided
     sample and filled chunk by chunk."""
     from pipeline.knowledge.index import apply_search_params, build_index, empty_index, training_sample
@@ -191,7 +191,7 @@ def build(bank: Bank, vectors: np.ndarray | None, spec) -> Any:  # noqa: ANN001 
     return index
 
 
-def measure(index, queries: np.ndarray, timed: int) -> dict[str, Any]:  # noqa: ANN001 - faiss.Index
+def measure(index, queries: np.ndarray, timed: int) -> dict[str, Any]:  # faiss.Index
     """Search times at batch 1 and 64 (ms a query) and the top-1 row of every query."""
     for i in range(min(20, len(queries))):
         index.search(queries[i : i + 1], 1)
@@ -210,7 +210,7 @@ def measure(index, queries: np.ndarray, timed: int) -> dict[str, Any]:  # noqa: 
             "batch64_ms_per_query": batch_ms, "found": found}
 
 
-def run(bank: Bank, vectors: np.ndarray | None, kind: str, queries: np.ndarray, truth: tuple, answer_rows: np.ndarray, args) -> list[dict[str, Any]]:  # noqa: ANN001
+def run(bank: Bank, vectors: np.ndarray | None, kind: str, queries: np.ndarray, truth: tuple, answer_rows: np.ndarray, args) -> list[dict[str, Any]]:
     """One kind over one bank: every figure of the table, at the default search parameter and at each of `--sweep`."""
     import faiss
 

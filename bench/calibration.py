@@ -97,7 +97,7 @@ def plot(path: Path, curves: dict[str, dict[str, object]], reliability: list[dic
     fig.savefig(path, dpi=110)
 
 
-def hybrid_figures(bundle, encoder, val, outputs, calibrator, printer) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def hybrid_figures(bundle, encoder, val, outputs, calibrator, printer) -> dict[str, object]:
     """Bank-only vs routing by top score vs routing by confidence, on the shipped (closed) bank."""
     from pipeline.decoders.generative import load_generative
     from pipeline.decoders.hybrid import choose_threshold as hybrid_threshold
@@ -122,12 +122,12 @@ def hybrid_figures(bundle, encoder, val, outputs, calibrator, printer) -> dict[s
         result[name] = {"threshold": choice.threshold, "e2e_cos": choice.e2e_cos, "echo_rate": choice.echo_rate,
                         "generative_share": choice.generative_share, "table": choice.table}
     printer("\nhybrid on validation, shipped bank (train answers only): mean e2e_cos / echo rate / share generative")
-    printer(f"  bank only          {result['bank_only']['e2e_cos']:.4f} / {result['bank_only']['echo_rate']:.4f} / 0.00")  # type: ignore[index]
-    printer(f"  generative only    {result['generative_only']['e2e_cos']:.4f} / {result['generative_only']['echo_rate']:.4f} / 1.00")  # type: ignore[index]
+    printer(f"  bank only          {result['bank_only']['e2e_cos']:.4f} / {result['bank_only']['echo_rate']:.4f} / 0.00")
+    printer(f"  generative only    {result['generative_only']['e2e_cos']:.4f} / {result['generative_only']['echo_rate']:.4f} / 1.00")
     for name in ("by_top_score", "by_confidence"):
         r = result[name]
-        printer(f"  routed {name:<13} t={r['threshold']:+.4f}: {r['e2e_cos']:.4f} / {r['echo_rate']:.4f} / {r['generative_share']:.2f}")  # type: ignore[index]
-        for row in r["table"]:  # type: ignore[index]
+        printer(f"  routed {name:<13} t={r['threshold']:+.4f}: {r['e2e_cos']:.4f} / {r['echo_rate']:.4f} / {r['generative_share']:.2f}")
+        for row in r["table"]:
             printer(f"      t={row['threshold']:+.4f} e2e {row['e2e_cos']:.4f} echo {row['echo_rate']:.4f} generative {row['generative_share']:.2f}")
     return result
 
@@ -210,15 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     say(f"ECE of the chosen calibrator, cross-validated: {cv_report['ece_equal_width']:.4f} (equal-mass {cv_report['ece_equal_mass']:.4f}); "
         f"in-sample (fit on all validation): {in_sample['ece_equal_width']:.4f}")
     say("\nprecision–coverage (cube, cross-validated confidence): coverage / answered / precision / confidence threshold")
-    for row in cv_report["precision_coverage"]:  # type: ignore[union-attr]
+    for row in cv_report["precision_coverage"]:
         say(f"  {row['coverage']:>4.0%} {row['answered']:>5} {row['precision']:.4f} {row['threshold']:.4f}")
 
     evaluation = bank_evaluation(bank, val.q, outputs, golds, calibrator, threshold, resamples=args.resamples)
     say("\nopen bank, validation: P@1 / MRR@10 / precision / coverage at the default min_confidence (shipped calibrator)")
     for name in ("cube", "identity"):
         f = evaluation[name]
-        say(f"  {name:<9} {f['P@1']:.4f} / {f['MRR@10']:.4f} / {f['precision']:.4f} / {f['coverage']:.4f}")  # type: ignore[index]
-    for name, d in evaluation["differences"].items():  # type: ignore[union-attr]
+        say(f"  {name:<9} {f['P@1']:.4f} / {f['MRR@10']:.4f} / {f['precision']:.4f} / {f['coverage']:.4f}")
+    for name, d in evaluation["differences"].items():
         say(f"  {name}: {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
 
     offtopic = {}
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.hybrid:
         result["hybrid"] = hybrid_figures(bundle, encoder, val, outputs, calibrator, say)
     if args.plot:
-        plot(args.plot, {"cube": cv_report, "identity (shipped calibrator)": identity_cv}, cv_report["reliability"], cv_report["ece_equal_width"], threshold)  # type: ignore[arg-type]
+        plot(args.plot, {"cube": cv_report, "identity (shipped calibrator)": identity_cv}, cv_report["reliability"], cv_report["ece_equal_width"], threshold)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

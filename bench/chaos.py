@@ -268,7 +268,7 @@ class Rig:
         time.sleep(down)
         self.postgres.start()
 
-    def query(self, fn: Callable, timeout: float = 60):  # noqa: ANN201
+    def query(self, fn: Callable, timeout: float = 60):
         """Runs a read against the store, waiting out a database restart."""
         deadline = time.monotonic() + timeout
         while True:
@@ -302,7 +302,7 @@ class Rig:
     def count(self, scenario: Scenario, batch_id: str, items: list[NewJob], hit: bool | None, recovered: float) -> Row:
         poisoned = {item.line for item in items if item.question == POISON}
 
-        def read(session):  # noqa: ANN001, ANN202
+        def read(session):
             rows = session.execute(select(Job.position, Job.line, Job.status, Job.error, Job.attempts, Job.dispatches).where(Job.batch_id == batch_id)).all()
             return rows, session.get(Batch, batch_id)
 

@@ -150,14 +150,14 @@ def band(figure: dict[str, Any], digits: int = 1) -> str:
 # ---------------------------------------------------------------- the in-process limit
 
 
-def settings():  # noqa: ANN201 - cubeqa.settings.Settings
+def settings():  # cubeqa.settings.Settings
     """Settings from CUBEQA_* variables, as every cubeqa command reads them."""
     from cubeqa.settings import Settings
 
     return Settings()
 
 
-def in_process(settings) -> Any:  # noqa: ANN001
+def in_process(settings) -> Any:
     """The ProductionPipeline `cubeqa ask` builds, from the same settings the workers read."""
     from cubeqa.cli import build_encoder_config
     from cubeqa.wiring import bank_config, generative_options
@@ -177,7 +177,7 @@ def timed_qps(fn: Callable[[list[Any]], Any], items: list[Any], batch: int) -> f
     return len(items) / (time.perf_counter() - started)
 
 
-def limit_qps(pipe, texts: list[str], batch_sizes: Sequence[int], threads: Sequence[int], encode_batches: Sequence[int]) -> tuple[float, int, int, int]:  # noqa: ANN001
+def limit_qps(pipe, texts: list[str], batch_sizes: Sequence[int], threads: Sequence[int], encode_batches: Sequence[int]) -> tuple[float, int, int, int]:
     """Best in-process `process_batch` throughput over call batch sizes, intra-op thread counts and encoder
     sub-batch sizes (questions/s), with the batch size, thread count and encoder sub-batch that gave it."""
     best = (0.0, 0, 0, 0)
@@ -189,7 +189,7 @@ def limit_qps(pipe, texts: list[str], batch_sizes: Sequence[int], threads: Seque
     return best
 
 
-def use_encode_batch(pipe, size: int) -> None:  # noqa: ANN001
+def use_encode_batch(pipe, size: int) -> None:
     """Texts per encoder forward pass in this process's pipeline (CUBEQA_ENCODE_BATCH_SIZE for a run)."""
     from dataclasses import replace
 

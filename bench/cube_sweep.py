@@ -100,8 +100,8 @@ def main() -> None:
             row = run(name, seed, train, val, args.resamples)
             rows.append(row)
             print(
-                f"{name:32} {seed:>4} {row['train_seconds']:>7} {row['cube_cos']:>8.4f}  {cell(row['cos vs identity']):26} "  # type: ignore[arg-type]
-                f"{cell(row['cos vs mean shift']):26} {cell(row['R@1 vs identity']):26} {cell(row['MRR vs identity']):26}",  # type: ignore[arg-type]
+                f"{name:32} {seed:>4} {row['train_seconds']:>7} {row['cube_cos']:>8.4f}  {cell(row['cos vs identity']):26} "
+                f"{cell(row['cos vs mean shift']):26} {cell(row['R@1 vs identity']):26} {cell(row['MRR vs identity']):26}",
                 flush=True,
             )
     if args.json:

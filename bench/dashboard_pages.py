@@ -153,7 +153,7 @@ def browser_times(database_url: str, batch_id: str, runs: int) -> dict:
                 try:
                     page.goto(url)
                     break
-                except Exception:  # noqa: BLE001 - the server is still starting
+                except Exception:  # the server is still starting
                     time.sleep(0.5)
             for _ in range(runs):
                 started = time.perf_counter()

@@ -48,7 +48,7 @@ def serve(args: list[str], env: dict[str, str], log: Path, probe: str) -> subpro
     raise SystemExit(f"{args[0]} did not start; see {log}")
 
 
-def run_batch(env: dict[str, str], logdir: Path, sessions, items: list, broker_url: str, during=None) -> str:  # noqa: ANN001
+def run_batch(env: dict[str, str], logdir: Path, sessions, items: list, broker_url: str, during=None) -> str:
     """Answers `items` with one worker per stage started with `env`; `during(batch_id)` runs while they work."""
     from cubeqa import supervise as demo
     from tasks.app import configure
@@ -152,7 +152,7 @@ if __name__ == "__main__":
     main()
 
 
-def finished(sessions, batch_id: str) -> bool:  # noqa: ANN001
+def finished(sessions, batch_id: str) -> bool:
     """Whether every job of the batch is final."""
     from storage.repository import batch_summary
 

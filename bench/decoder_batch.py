@@ -23,7 +23,7 @@ import common
 import numpy as np
 
 
-def decode_all(decoder, vectors: np.ndarray, batch: int) -> tuple[float, list[str]]:  # noqa: ANN001 - GenerativeDecoder
+def decode_all(decoder, vectors: np.ndarray, batch: int) -> tuple[float, list[str]]:  # GenerativeDecoder
     """Wall milliseconds per vector to decode all of them in batches of `batch`, and the texts."""
     texts: list[str] = []
     started = time.perf_counter()

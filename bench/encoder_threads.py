@@ -20,7 +20,7 @@ from dataclasses import replace
 import common
 
 
-def encode_on_threads(encoder, batches: list[list[str]], threads: int) -> float:  # noqa: ANN001 - TeacherEncoder
+def encode_on_threads(encoder, batches: list[list[str]], threads: int) -> float:  # TeacherEncoder
     """Questions/s of `threads` Python threads encoding `batches` (dealt out round-robin) on one encoder."""
     from pipeline import set_threads
 

@@ -69,7 +69,7 @@ def health_command(
     stages = tuple(s.value for s in stage or [] if s != Stage.all) or ("encode", "cube", "decode")
     try:
         results = probe_stages(timeout, stages)
-    except Exception as exc:  # noqa: BLE001 - broker unreachable: any transport error is one line
+    except Exception as exc:  # broker unreachable: any transport error is one line
         raise fail(ConnectionError(f"broker unreachable: {exc}")) from exc
     for result in results:
         if result.worker:

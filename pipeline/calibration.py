@@ -84,8 +84,8 @@ class Calibrator:
         kind = str(record["kind"])
         if kind not in KINDS:
             raise ValueError(f"calibrator kind must be one of {KINDS}, got {kind!r}")
-        names = tuple(str(n) for n in record["features"])  # type: ignore[union-attr]
-        cal = cls(kind, names, array("mean"), array("scale"), array("coef"), float(record["intercept"]), array("thresholds"), array("values"))  # type: ignore[arg-type]
+        names = tuple(str(n) for n in record["features"])
+        cal = cls(kind, names, array("mean"), array("scale"), array("coef"), float(record["intercept"]), array("thresholds"), array("values"))
         if len(cal.coef) != len(names) or (kind == "isotonic" and (len(cal.thresholds) == 0 or len(cal.thresholds) != len(cal.values))):
             raise ValueError("calibrator record has arrays of inconsistent length")
         return cal
@@ -204,7 +204,7 @@ def load_calibration(bundle_dir: Path) -> Calibrator | None:
     if record is None:
         return None
     try:
-        return Calibrator.from_dict(record["calibrator"])  # type: ignore[arg-type]
+        return Calibrator.from_dict(record["calibrator"])
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{Path(bundle_dir) / CALIBRATION_FILE}: bad calibrator ({exc})") from exc
 
@@ -213,4 +213,4 @@ def default_min_confidence(bundle_dir: Path) -> float | None:
     """The min_confidence the bundle's calibration chose on validation, or None."""
     record = read_calibration(bundle_dir)
     value = None if record is None else record.get("min_confidence")
-    return None if value is None else float(value)  # type: ignore[arg-type]
+    return None if value is None else float(value)

@@ -72,7 +72,7 @@ def in_process():
     return ProductionPipeline.from_bundle(default_bundle_dir(), encoder_config=EncoderConfig(device="cpu"))
 
 
-def migrated(url: str):  # noqa: ANN201
+def migrated(url: str):
     """Sessions on `url` after bringing its schema to head."""
     from storage.db import make_engine, session_factory, upgrade
 

@@ -170,7 +170,7 @@ class LoadedBank:
 
     def __post_init__(self) -> None:
         # kept open: a version removed while this process serves it stays readable (POSIX unlink semantics)
-        self._handle = open(self.path / SENTENCES, "rb")  # noqa: SIM115
+        self._handle = open(self.path / SENTENCES, "rb")
 
     def __len__(self) -> int:
         return len(self.texts)

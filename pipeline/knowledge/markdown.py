@@ -16,13 +16,13 @@ _TEXT_CHILDREN = {"text", "code_inline", "softbreak", "hardbreak"}
 
 
 @functools.lru_cache(maxsize=1)
-def _parser():  # noqa: ANN202 - one parser, built on first use
+def _parser():  # one parser, built on first use
     from markdown_it import MarkdownIt
 
     return MarkdownIt("commonmark").enable("table")
 
 
-def inline_text(token) -> str:  # noqa: ANN001 - a markdown_it Token
+def inline_text(token) -> str:  # a markdown_it Token
     """The words of an inline token: text and inline code; breaks as spaces; images and HTML dropped."""
     parts = []
     for child in token.children or ():

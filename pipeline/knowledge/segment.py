@@ -25,7 +25,7 @@ def has_words(text: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _segmenter():  # noqa: ANN202 - pysbd ships no type hints
+def _segmenter():  # pysbd ships no type hints
     import pysbd
 
     return pysbd.Segmenter(language="en", clean=False)

@@ -107,7 +107,7 @@ class Visit:
 
 
 @pytest.fixture
-def visit(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[callable]:  # noqa: ANN001
+def visit(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[callable]:
     """visit(http_credentials=None) -> Visit in a fresh browser context (its own cookies)."""
     contexts = []
 
@@ -120,7 +120,7 @@ def visit(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[callabl
         page.on("console", lambda m: errors.append(f"console {m.type}: {m.text} at {m.location.get('url')}") if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
 
-        def offline(route, request) -> None:  # noqa: ANN001 - the network here is closed: any other host is a bug
+        def offline(route, request) -> None:  # the network here is closed: any other host is a bug
             if request.url.startswith(("http://127.0.0.1", "data:", "blob:")):
                 route.continue_()
             else:
@@ -142,7 +142,7 @@ def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def shoot(screenshot_dir: Path) -> callable:
-    def save(page, name: str) -> Path:  # noqa: ANN001
+    def save(page, name: str) -> Path:
         path = screenshot_dir / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         SCREENSHOTS.append(path)
@@ -151,6 +151,6 @@ def shoot(screenshot_dir: Path) -> callable:
     return save
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest hook
+def pytest_terminal_summary(terminalreporter) -> None:  # pytest hook
     if SCREENSHOTS:
         terminalreporter.write_line(f"browser screenshots ({len(SCREENSHOTS)}) in {SCREENSHOTS[0].parent}")

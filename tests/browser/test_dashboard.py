@@ -13,14 +13,14 @@ from browser.browser_stack import QUESTIONS, TOKEN, reference_items
 pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-def done_jobs(stack, batch_id: str) -> list[dict]:  # noqa: ANN001
+def done_jobs(stack, batch_id: str) -> list[dict]:
     from storage.repository import iter_results
 
     with stack.sessions() as session:
         return [row for row in iter_results(session=session, batch_id=batch_id) if row["status"] == "done"]
 
 
-def load(visit, url: str):  # noqa: ANN001, ANN201
+def load(visit, url: str):
     """Opens `url` and waits until every chart on it is drawn (or declared empty)."""
     visit.page.goto(url)
     visit.page.wait_for_load_state("networkidle")
@@ -28,7 +28,7 @@ def load(visit, url: str):  # noqa: ANN001, ANN201
     return visit.page
 
 
-def chart(page, name: str) -> dict:  # noqa: ANN001
+def chart(page, name: str) -> dict:
     """What plotly drew in a chart: its traces' y values and the number of bar or marker elements in its SVG."""
     return page.evaluate(
         """name => {
@@ -40,12 +40,12 @@ def chart(page, name: str) -> dict:  # noqa: ANN001
     )
 
 
-def clean(visit) -> None:  # noqa: ANN001
+def clean(visit) -> None:
     assert visit.errors == [], visit.errors
     assert visit.outside == [], f"requests left the machine: {visit.outside}"
 
 
-def test_batches_page_lists_every_batch_newest_first(stack, visit, shoot) -> None:  # noqa: ANN001
+def test_batches_page_lists_every_batch_newest_first(stack, visit, shoot) -> None:
     v = visit()
     page = load(v, stack.api + "/dashboard")
     rows = page.locator("#batches tbody tr[data-batch]")
@@ -58,7 +58,7 @@ def test_batches_page_lists_every_batch_newest_first(stack, visit, shoot) -> Non
     clean(v)
 
 
-def test_batch_page_charts_hold_what_the_store_holds(stack, visit, shoot) -> None:  # noqa: ANN001
+def test_batch_page_charts_hold_what_the_store_holds(stack, visit, shoot) -> None:
     batch_id = stack.batches["b"]
     jobs = done_jobs(stack, batch_id)
     v = visit()
@@ -95,7 +95,7 @@ def test_batch_page_charts_hold_what_the_store_holds(stack, visit, shoot) -> Non
     clean(v)
 
 
-def test_job_table_filters_by_status_and_text(stack, visit, shoot) -> None:  # noqa: ANN001
+def test_job_table_filters_by_status_and_text(stack, visit, shoot) -> None:
     batch_id = stack.batches["a"]
     jobs = done_jobs(stack, batch_id)
     v = visit()
@@ -119,7 +119,7 @@ def test_job_table_filters_by_status_and_text(stack, visit, shoot) -> None:  # n
     clean(v)
 
 
-def test_a_job_opens_its_full_record(stack, visit, shoot) -> None:  # noqa: ANN001
+def test_a_job_opens_its_full_record(stack, visit, shoot) -> None:
     batch_id = stack.batches["a"]
     job = done_jobs(stack, batch_id)[0]
     v = visit()
@@ -134,7 +134,7 @@ def test_a_job_opens_its_full_record(stack, visit, shoot) -> None:  # noqa: ANN0
     clean(v)
 
 
-def test_compare_shows_two_versions_with_intervals(stack, visit, shoot) -> None:  # noqa: ANN001
+def test_compare_shows_two_versions_with_intervals(stack, visit, shoot) -> None:
     v = visit()
     page = load(v, f"{stack.api}/dashboard/compare")
     page.select_option('#compare-form select[name="a"]', f"v:{stack.versions['a']}")
@@ -160,7 +160,7 @@ def test_compare_shows_two_versions_with_intervals(stack, visit, shoot) -> None:
     clean(v)
 
 
-def test_live_progress_advances_without_a_reload(stack, visit, shoot) -> None:  # noqa: ANN001
+def test_live_progress_advances_without_a_reload(stack, visit, shoot) -> None:
     items = reference_items(160, offset=QUESTIONS)
     stack.start_workers("live")
     try:
@@ -190,7 +190,7 @@ def test_live_progress_advances_without_a_reload(stack, visit, shoot) -> None:  
         stack.stop_workers()
 
 
-def test_token_login_refuses_missing_and_wrong_tokens(stack, visit, shoot) -> None:  # noqa: ANN001
+def test_token_login_refuses_missing_and_wrong_tokens(stack, visit, shoot) -> None:
     v = visit()
     page = v.page
     response = page.goto(stack.api_token + f"/dashboard/batches/{stack.batches['a']}")

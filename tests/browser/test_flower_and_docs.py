@@ -19,7 +19,7 @@ STAGES = ("encode", "cube", "decode")
 
 
 @pytest.fixture(scope="module")
-def flower(stack) -> Iterator[tuple[str, subprocess.Popen]]:  # noqa: ANN001
+def flower(stack) -> Iterator[tuple[str, subprocess.Popen]]:
     """`cubeqa flower --port P` beside one live worker per stage; yields its URL and the `cubeqa flower` process."""
     from jobsystem import start, stop
 
@@ -36,7 +36,7 @@ def flower(stack) -> Iterator[tuple[str, subprocess.Popen]]:  # noqa: ANN001
         assert "Refusing to deserialize" not in log.read_text(errors="replace")
 
 
-def worker_names(page) -> list[str]:  # noqa: ANN001
+def worker_names(page) -> list[str]:
     """Names of the workers Flower lists as online (it also lists earlier ones of this broker as offline)."""
     return page.eval_on_selector_all(
         "#workers-table tbody tr",
@@ -44,7 +44,7 @@ def worker_names(page) -> list[str]:  # noqa: ANN001
     )
 
 
-def test_flower_lists_every_stage_worker_with_its_queue(flower, visit, shoot) -> None:  # noqa: ANN001
+def test_flower_lists_every_stage_worker_with_its_queue(flower, visit, shoot) -> None:
     url, _ = flower
     v = visit()
     page = v.page
@@ -68,7 +68,7 @@ def test_flower_lists_every_stage_worker_with_its_queue(flower, visit, shoot) ->
     assert v.errors == [], v.errors
 
 
-def test_stopping_cubeqa_flower_stops_flower(flower) -> None:  # noqa: ANN001
+def test_stopping_cubeqa_flower_stops_flower(flower) -> None:
     url, process = flower
     port = int(url.rsplit(":", 1)[1])
     os.killpg(process.pid, 0)  # alive, in its own group
@@ -78,7 +78,7 @@ def test_stopping_cubeqa_flower_stops_flower(flower) -> None:  # noqa: ANN001
         pass
 
 
-def test_docs_and_redoc_render_offline(stack, visit, shoot) -> None:  # noqa: ANN001
+def test_docs_and_redoc_render_offline(stack, visit, shoot) -> None:
     v = visit()
     page = v.page
     page.goto(stack.api + "/docs")

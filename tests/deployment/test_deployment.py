@@ -169,7 +169,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
     lines = [line.strip() for line in text.splitlines()]
-    return [tuple(line.split(None, 1)) for line in lines if line and not line.startswith("#")]  # type: ignore[misc]
+    return [tuple(line.split(None, 1)) for line in lines if line and not line.startswith("#")]
 
 
 def cubeqa_invocations() -> dict[str, list[str]]:
@@ -668,7 +668,7 @@ def collected(sqlite_url: str, waiting: dict[str, int] | None = None, unacked: t
             # The Redis transport's `unacked` hash: JSON [message, exchange, routing key] per delivery tag.
             return [json.dumps([{}, "", queue]).encode() for queue in unacked] if name == "unacked" else []
 
-    collector = StoreCollector(session_factory(make_engine(sqlite_url)), Broker())  # type: ignore[arg-type]
+    collector = StoreCollector(session_factory(make_engine(sqlite_url)), Broker())
     return {family.name: family for family in collector.collect()}
 
 

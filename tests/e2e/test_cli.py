@@ -36,7 +36,7 @@ def trained(small_data, tmp_path_factory) -> dict[str, object]:
 
 
 def test_train_writes_a_bundle_and_prints_the_validation_table(trained) -> None:
-    bundle: Path = trained["bundle"]  # type: ignore[assignment]
+    bundle: Path = trained["bundle"]
     assert {p.name for p in bundle.iterdir()} == {"manifest.json", "cube.safetensors", "bank.jsonl", "bank.safetensors"}
     assert "cube − mean_shift: cos" in trained["output"]
     assert "bundle written to" in trained["output"]
@@ -46,9 +46,9 @@ def test_ask_gives_the_library_answer_from_the_trained_bank(trained, small_data)
     from pipeline import ProductionPipeline
 
     question = read_jsonl(small_data["val"])[3]["question"]
-    run = cubeqa("ask", question, env=trained["env"])  # type: ignore[arg-type]
+    run = cubeqa("ask", question, env=trained["env"])
     assert run.returncode == 0, run.stderr
-    expected = ProductionPipeline.from_bundle(trained["bundle"]).process_batch([question])[0]  # type: ignore[arg-type]
+    expected = ProductionPipeline.from_bundle(trained["bundle"]).process_batch([question])[0]
     assert expected.answer in {r["answer"] for r in read_jsonl(small_data["train"])} | {"no confident answer"}
     assert "answer: " + " ".join(expected.answer.split()) in " ".join(run.stdout.split())
     assert f"score {expected.score:.4f}  path {expected.path}" in run.stdout
@@ -117,10 +117,10 @@ def test_ask_prompts_for_questions_at_a_terminal(trained, small_data) -> None:
 
 
 def test_eval_writes_the_figures_as_json(trained, small_data) -> None:
-    out = trained["work"] / "eval.json"  # type: ignore[operator]
+    out = trained["work"] / "eval.json"
     run = cubeqa(
         "eval", "--data", str(small_data["val"]), "--train", str(small_data["train"]), "--json", str(out), "--resamples", "200",
-        env=trained["env"],  # type: ignore[arg-type]
+        env=trained["env"],
     )
     assert run.returncode == 0, run.stderr
     figures = json.loads(out.read_text())

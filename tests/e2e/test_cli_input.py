@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from cubeqa.cli import app
 
 
-def run(*args: str, stdin: bytes | str | None = None):  # noqa: ANN201 - click's Result
+def run(*args: str, stdin: bytes | str | None = None):  # click's Result
     return CliRunner().invoke(app, list(args), input=stdin, env={"CUBEQA_BUNDLE_DIR": "/nonexistent/bundle"})
 
 

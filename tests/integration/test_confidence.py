@@ -46,4 +46,4 @@ def test_questions_whose_answers_the_bank_holds_are_mostly_answered(encoder) -> 
     lines = (ROOT / "data" / "squad_sent_train.jsonl").read_text(encoding="utf-8").splitlines()
     questions = [json.loads(line)["question"] for line in lines[::200]]  # 101 spread over the training articles
     conf = confidences(encoder, questions)
-    assert (conf >= default_min_confidence(BUNDLE)).mean() > 0.5  # type: ignore[operator]
+    assert (conf >= default_min_confidence(BUNDLE)).mean() > 0.5

@@ -22,7 +22,7 @@ STAGES = ("encode", "cube", "decode")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201 - (sessions, batch id, rows)
+def store(request: pytest.FixtureRequest, tmp_path: Path):  # (sessions, batch id, rows)
     """A store with one batch of 300 jobs in the shape the workers write: micro-batches of 16 share timings and hosts."""
     with ExitStack() as stack:
         url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else stack.enter_context(postgres_database())
@@ -60,7 +60,7 @@ def done(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["status"] == "done"]
 
 
-def test_histograms_count_every_value_in_its_bar(store) -> None:  # noqa: ANN001
+def test_histograms_count_every_value_in_its_bar(store) -> None:
     sessions, batch_id, rows = store
     with sessions() as session:
         stats = q.batch_stats(session, batch_id)
@@ -81,7 +81,7 @@ def test_histograms_count_every_value_in_its_bar(store) -> None:  # noqa: ANN001
     assert stats["echo"] == {"share": pytest.approx(np.mean(echo)), "n": len(echo)}
 
 
-def test_stage_quantiles_and_workers_match_the_rows(store) -> None:  # noqa: ANN001
+def test_stage_quantiles_and_workers_match_the_rows(store) -> None:
     sessions, batch_id, rows = store
     with sessions() as session:
         stats = q.batch_stats(session, batch_id)
@@ -102,7 +102,7 @@ def test_stage_quantiles_and_workers_match_the_rows(store) -> None:  # noqa: ANN
     assert paths == {"bank": sum(r["decoder_path"] == "bank" for r in done(rows)), "none": sum(r["decoder_path"] == "none" for r in done(rows))}
 
 
-def test_throughput_counts_every_final_job(store) -> None:  # noqa: ANN001
+def test_throughput_counts_every_final_job(store) -> None:
     sessions, batch_id, rows = store
     with sessions() as session:
         series = q.throughput(session, batch_id)
@@ -110,7 +110,7 @@ def test_throughput_counts_every_final_job(store) -> None:  # noqa: ANN001
     assert sum(series["jobs_per_second"]) * series["width"] == pytest.approx(len(rows))
 
 
-def test_job_page_filters_and_paginates(store) -> None:  # noqa: ANN001
+def test_job_page_filters_and_paginates(store) -> None:
     sessions, batch_id, rows = store
     with sessions() as session:
         failed, n_failed = q.job_page(session, batch_id, status="failed")
@@ -122,7 +122,7 @@ def test_job_page_filters_and_paginates(store) -> None:  # noqa: ANN001
     assert n_literal == 0 and literal == []  # % and _ are matched literally
 
 
-def test_per_question_means_and_versions(store) -> None:  # noqa: ANN001
+def test_per_question_means_and_versions(store) -> None:
     sessions, batch_id, rows = store
     with sessions() as session:
         by_batch = q.per_question(session, batch_id=batch_id)

@@ -67,7 +67,7 @@ class CountingEmbed:
     def __init__(self) -> None:
         self.count = 0
 
-    def __call__(self, texts: list[str]):  # noqa: ANN204
+    def __call__(self, texts: list[str]):
         self.count += len(texts)
         return hash_embed(texts)
 

@@ -43,7 +43,7 @@ class KB:
     env: dict[str, str]
     encoder: object
 
-    def embed(self, texts: list[str]):  # noqa: ANN201
+    def embed(self, texts: list[str]):
         return self.encoder.encode(texts).vectors
 
     def build(self, name: str, paths: list[Path], **kw: object) -> str:
@@ -94,7 +94,7 @@ def workers(kb: KB, broker_url: str) -> Iterator[list]:
         yield processes
 
 
-def api(kb: KB, broker_url: str):  # noqa: ANN201
+def api(kb: KB, broker_url: str):
     """The HTTP API on the module's store and banks, in this process."""
     from fastapi.testclient import TestClient
 

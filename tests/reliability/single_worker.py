@@ -33,7 +33,7 @@ def all_stage_worker(broker_url: str, database_url: str, log: Path, timeout: flo
         stop([process])
 
 
-def clean_settings(**values: object):  # noqa: ANN201 - cubeqa.settings.Settings
+def clean_settings(**values: object):  # cubeqa.settings.Settings
     """Settings from `values` alone: the test run's CUBEQA_TEST_* variables would be unknown settings."""
     from cubeqa.settings import Settings
 

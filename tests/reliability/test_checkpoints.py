@@ -30,7 +30,7 @@ def bundle(tmp_path: Path) -> Path:
     return save_bundle(tmp_path / "b", cube, ["one", "two", "three"], ENCODER, bank_vectors=vectors, extra={"bundle_id": weights_id(cube)})
 
 
-def edit_manifest(bundle: Path, change) -> None:  # noqa: ANN001 - a function of the manifest dict
+def edit_manifest(bundle: Path, change) -> None:  # a function of the manifest dict
     manifest = json.loads((bundle / MANIFEST).read_text())
     change(manifest)
     (bundle / MANIFEST).write_text(json.dumps(manifest))
@@ -103,7 +103,7 @@ def test_a_foreign_encoder_is_refused_naming_both_sides(bundle: Path, running: E
     ],
     ids=["channels", "lattice size", "bank size", "vector size"],
 )
-def test_wrong_shapes_are_refused_saying_which(bundle: Path, change, expected: str) -> None:  # noqa: ANN001
+def test_wrong_shapes_are_refused_saying_which(bundle: Path, change, expected: str) -> None:
     edit_manifest(bundle, change)
     assert expected in refusal(bundle, encoder=None)
 
@@ -147,7 +147,7 @@ class Planted:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
 
 

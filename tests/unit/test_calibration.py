@@ -143,11 +143,11 @@ def test_bank_evaluation_figures_on_a_tiny_bank() -> None:
     scores, correct = synthetic(500)
     cal = fit(scores, correct, "logistic")
     report = bank_evaluation(bank, noisy, exact, golds, cal, 0.0, resamples=200)
-    assert report["cube"]["P@1"] == 1.0 and report["cube"]["MRR@10"] == 1.0  # type: ignore[index]
-    assert report["identity"]["P@1"] < 1.0  # type: ignore[index]
-    assert report["cube"]["coverage"] == 1.0  # type: ignore[index]
-    diff = report["differences"]["cube − identity: P@1"]  # type: ignore[index]
-    assert diff["mean"] == pytest.approx(1.0 - report["identity"]["P@1"])  # type: ignore[index]
+    assert report["cube"]["P@1"] == 1.0 and report["cube"]["MRR@10"] == 1.0
+    assert report["identity"]["P@1"] < 1.0
+    assert report["cube"]["coverage"] == 1.0
+    diff = report["differences"]["cube − identity: P@1"]
+    assert diff["mean"] == pytest.approx(1.0 - report["identity"]["P@1"])
 
 
 def test_precision_coverage_answers_the_most_confident_first() -> None:
@@ -158,4 +158,4 @@ def test_precision_coverage_answers_the_most_confident_first() -> None:
     assert table[4]["precision"] == pytest.approx(0.8) and table[4]["threshold"] == 0.5
     assert table[-1]["precision"] == pytest.approx(0.5)
     report = calibration_report(confidence, correct)
-    assert len(report["precision_coverage"]) == 10 and sum(r["count"] for r in report["reliability"]) == 10  # type: ignore[union-attr]
+    assert len(report["precision_coverage"]) == 10 and sum(r["count"] for r in report["reliability"]) == 10

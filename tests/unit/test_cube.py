@@ -160,6 +160,6 @@ def test_config_round_trips_and_rejects_nonsense() -> None:
     config = CubeConfig(dim=18, size=(3, 3, 2), boundary="periodic")
     assert CubeConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="boundary"):
-        CubeConfig(boundary="mirror")  # type: ignore[arg-type]
+        CubeConfig(boundary="mirror")
     with pytest.raises(ValueError, match="tile"):
         CubeConfig(dim=20, size=(3, 3, 2), injection="exact")

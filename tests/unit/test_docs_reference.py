@@ -14,7 +14,7 @@ from cubeqa.settings import Settings
 HOOK = Path(__file__).resolve().parents[2] / "docs" / "hooks" / "reference.py"
 
 
-def hook():  # noqa: ANN201 - a module loaded from its file: the hook is not a package
+def hook():  # a module loaded from its file: the hook is not a package
     spec = importlib.util.spec_from_file_location("docs_reference_hook", HOOK)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -33,7 +33,7 @@ def test_the_setting_reaches_the_encoder_config(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.slow
-def test_half_precision_is_ignored_on_cpu(encoder) -> None:  # noqa: ANN001
+def test_half_precision_is_ignored_on_cpu(encoder) -> None:
     half = TeacherEncoder(EncoderConfig(device="cpu", half_precision=True))
     assert next(half.model.parameters()).dtype == torch.float32
     texts = ["Where is Kenya located?", "What year did building begin?"]

@@ -63,18 +63,18 @@ def test_overrides_replace_defaults_and_bad_ones_are_refused() -> None:
     with pytest.raises(ValueError, match="nbits"):
         choose_index(10_000_000, overrides={"nbits": 20})
     with pytest.raises(ValueError, match="index kind must be one of"):
-        choose_index(10, kind="lsh")  # type: ignore[arg-type]
+        choose_index(10, kind="lsh")
 
 
-def test_ivfpq_refuses_a_code_size_that_does_not_divide_the_dimension(data) -> None:  # noqa: ANN001
+def test_ivfpq_refuses_a_code_size_that_does_not_divide_the_dimension(data) -> None:
     with pytest.raises(ValueError, match="must divide the vector dimension"):
         build_index(data[0], choose_index(3000, kind="ivfpq", overrides={**SMALL["ivfpq"], "m": 5}))
 
 
 @pytest.mark.parametrize("kind", list(SMALL))
-def test_each_kind_finds_the_exact_neighbours(kind: str, data) -> None:  # noqa: ANN001
+def test_each_kind_finds_the_exact_neighbours(kind: str, data) -> None:
     vectors, queries, truth = data
-    spec = choose_index(len(vectors), kind=kind, overrides=SMALL[kind])  # type: ignore[arg-type]
+    spec = choose_index(len(vectors), kind=kind, overrides=SMALL[kind])
     added: list[int] = []
     index = build_index(vectors, spec, progress=added.append)
     assert index.ntotal == len(vectors) and sum(added) == len(vectors)
@@ -84,9 +84,9 @@ def test_each_kind_finds_the_exact_neighbours(kind: str, data) -> None:  # noqa:
 
 
 @pytest.mark.parametrize("kind", ["hnsw_sq8", "ivfpq"])
-def test_save_and_load_keep_the_search_parameters(kind: str, data, tmp_path) -> None:  # noqa: ANN001
+def test_save_and_load_keep_the_search_parameters(kind: str, data, tmp_path) -> None:
     vectors, queries, _ = data
-    spec = choose_index(len(vectors), kind=kind, overrides={**SMALL[kind], **({"ef_search": 77} if "hnsw" in kind else {"nprobe": 3})})  # type: ignore[arg-type]
+    spec = choose_index(len(vectors), kind=kind, overrides={**SMALL[kind], **({"ef_search": 77} if "hnsw" in kind else {"nprobe": 3})})
     index = build_index(vectors, spec)
     save_index(index, tmp_path / "bank.faiss")
     loaded = load_index(tmp_path / "bank.faiss", IndexSpec.from_dict(spec.to_dict()))
@@ -97,7 +97,7 @@ def test_save_and_load_keep_the_search_parameters(kind: str, data, tmp_path) -> 
     assert np.array_equal(loaded.search(queries, 5)[1], index.search(queries, 5)[1])
 
 
-def test_search_parameters_are_applied_to_a_built_index(data) -> None:  # noqa: ANN001
+def test_search_parameters_are_applied_to_a_built_index(data) -> None:
     index = build_index(data[0], choose_index(3000, kind="hnsw", overrides=SMALL["hnsw"]))
     apply_search_params(index, IndexSpec("hnsw", {**SMALL["hnsw"], "ef_search": 9}))
     assert index.hnsw.efSearch == 9

@@ -38,7 +38,7 @@ def docs(tmp_path: Path) -> Path:
     return folder
 
 
-def build(store: BankStore, name: str, paths: list, **kwargs):  # noqa: ANN201
+def build(store: BankStore, name: str, paths: list, **kwargs):
     kwargs.setdefault("embed", hash_embed)
     kwargs.setdefault("encoder_identity", IDENTITY)
     return store.build(name, paths, **kwargs)

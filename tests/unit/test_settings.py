@@ -31,7 +31,7 @@ def test_invalid_and_unknown_values_are_refused(monkeypatch: pytest.MonkeyPatch)
         Settings()
     monkeypatch.delenv("CUBEQA_BANK_INDEX")
     with pytest.raises(ValidationError, match="extra"):
-        Settings(no_such_setting=1)  # type: ignore[call-arg]
+        Settings(no_such_setting=1)
     monkeypatch.setenv("CUBEQA_DEVICE", "gpu")
     with pytest.raises(ValidationError, match="device"):
         Settings()
