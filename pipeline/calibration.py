@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.checkpoint import CALIBRATION as CALIBRATION_FILE
 from pipeline.errors import BundleError
 
-CALIBRATION_FILE = "calibration.json"
 KINDS = ("isotonic", "logistic")
 FEATURES = ("top", "margin")  # the shipped feature set; "gap10" (top minus the mean of the top 10) is also known
 KNOWN_FEATURES = ("top", "margin", "gap10")

@@ -7,6 +7,7 @@
       bank.jsonl         phrase-bank sentences, one JSON string per line
       bank.safetensors   optional: their embeddings by the manifest's encoder, so loading skips re-encoding
       decoder.safetensors, decoder.json, decoder_words.json
+      calibration.json   optional: the confidence calibrator (pipeline.calibration)
                          optional: the generative decoder's weights, its config and record (with the
                          hybrid threshold), its real-word constraint
 
@@ -43,6 +44,7 @@ BANK_VECTORS = "bank.safetensors"
 DECODER_WEIGHTS = "decoder.safetensors"  # optional: the generative decoder (pipeline.decoders.generative.io)
 DECODER_CONFIG = "decoder.json"  # its config, training record and the chosen hybrid threshold
 WORDS_FILE = "decoder_words.json"  # its real-word constraint
+CALIBRATION = "calibration.json"  # optional: the confidence calibrator and its default threshold (pipeline.calibration)
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib"}
 PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # a pickle's first two bytes
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format: a zip holding a pickle
