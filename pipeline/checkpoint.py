@@ -7,9 +7,9 @@
       bank.jsonl         phrase-bank sentences, one JSON string per line
       bank.safetensors   optional: their embeddings by the manifest's encoder, so loading skips re-encoding
       decoder.safetensors, decoder.json, decoder_words.json
-      calibration.json   optional: the confidence calibrator (pipeline.calibration)
                          optional: the generative decoder's weights, its config and record (with the
                          hybrid threshold), its real-word constraint
+      calibration.json   optional: the confidence calibrator and its default threshold (pipeline.calibration)
 
 No pickle anywhere: a bundle holding a pickle-format file (by its suffix or its first bytes) is refused,
 and weights are read only by safetensors, which cannot run code. When the manifest records a `bundle_id`
