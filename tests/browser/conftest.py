@@ -37,23 +37,20 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, chromium_path: str, broker_url: str) -> Iterator[Stack]:
     """Batches answered by real workers: `a` by the shipped bundle with the phrase-bank decoder, `b` (the same
     questions) by a copy of it named default-b (another model version) with the hybrid decoder, which answers
     generatively below a bank score of 0.5; two APIs on the store."""
-    from jobsystem import redis_database, service_env, start, stop, wait_for_batch
+    from jobsystem import service_env, start, stop, wait_for_batch
 
     from cubeqa.settings import default_bundle_dir
     from pipeline.decoder_workflows import save_threshold
     from storage.db import make_engine, session_factory, upgrade
     from storage.repository import iter_results
-    from tasks.app import configure
 
     root = tmp_path_factory.mktemp("browser-stack")
-    broker_url = redis_database()
-    database_url = f"sqlite:///{root / 'store.db'}"
+    database_url = f"sqlite:///{root / 'store.db'}"  # the session's Redis database (one Celery app per process: see tests/conftest.py)
     upgrade(database_url)
-    configure(broker_url)
     sessions = session_factory(make_engine(database_url))
     stack = Stack(root=root, broker_url=broker_url, database_url=database_url, sessions=sessions, api="", api_token="",
                   env=service_env(broker_url, database_url))
