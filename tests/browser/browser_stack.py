@@ -81,8 +81,11 @@ class Stack:
             self.worker_contexts.pop().__exit__(None, None, None)
 
     def submit(self, items: list, micro_batch: int, source: str) -> str:
+        """Sends `items` with no confidence threshold, so every job is answered by a decoder path and the two
+        versions' e2e_cos pair up on every question (refusals have their own tests)."""
+        from storage.repository import Pin
         from tasks.producer import submit
 
-        return submit(self.sessions, items, micro_batch=micro_batch, source=source).batch_id
+        return submit(self.sessions, items, micro_batch=micro_batch, source=source, pin=Pin(min_confidence=0.0)).batch_id
 
 
