@@ -291,6 +291,9 @@ def answering_pipeline(settings: Settings, decoder: str | None, bank: str | None
     banks = BankCache(store, settings.bank_cache_mb * 2**20, read_manifest(settings.bundle_dir).encoder)
     if ref is not None:
         banks.get(ref)  # a bank of another encoder is refused here, naming both
+    if (decoder or settings.decoder) == "hybrid" and hybrid_is_bank_only(settings):
+        errors.print("note: this bundle's hybrid threshold is -1 (chosen on validation: routing to the generative decoder "
+                     "raised the echo rate at every threshold), so --decoder hybrid answers from the bank alone", soft_wrap=True)
     pipe = ProductionPipeline.from_bundle(
         settings.bundle_dir,
         encoder_config=build_encoder_config(settings),
@@ -303,6 +306,15 @@ def answering_pipeline(settings: Settings, decoder: str | None, bank: str | None
         min_confidence=settings.min_confidence,
     )
     return pipe, ref
+
+
+def hybrid_is_bank_only(settings: Settings) -> bool:
+    """Whether the bundle's hybrid threshold routes nothing to the generative decoder."""
+    from pipeline.checkpoint import read_hybrid_threshold
+    from pipeline.decoders.hybrid import BANK_ONLY
+
+    threshold = read_hybrid_threshold(settings.bundle_dir)
+    return threshold is not None and threshold <= BANK_ONLY
 
 
 def question_lines(file: Path | None, max_chars: int) -> list[str]:
