@@ -32,17 +32,35 @@ from pipeline.encoder import EncoderConfig, TeacherEncoder  # noqa: E402
 from pipeline.evaluation import paired_bootstrap  # noqa: E402
 from pipeline.tower import QuestionTower, TowerConfig  # noqa: E402
 from pipeline.tower_io import save_tower  # noqa: E402
+from pipeline.training.data import EmbeddedPairs, embed_cached, load_pairs, texts_hash  # noqa: E402
 from pipeline.training.tower_trainer import (  # noqa: E402
+    LowerStates,
     TowerTrainConfig,
     lower_states,
     tower_vectors,
     train_tower,
     validation_figures,
 )
-from pipeline.workflows import load_embedded  # noqa: E402
 
 TRAIN = ROOT / "data" / "squad_sent_train.jsonl"
 VAL = ROOT / "data" / "squad_sent_val.jsonl"
+
+
+def embed_split(path: Path, tower: QuestionTower, cache_dir: Path | None) -> tuple[EmbeddedPairs, LowerStates]:
+    """A split's pairs embedded as `load_embedded` embeds them, and its questions' lower states.
+
+    The teacher's question vectors come from the cached lower states through the frozen top (the same
+    vectors to ~1e-7), so the full teacher never runs on the questions.
+    """
+    pairs = load_pairs(path)
+    states = lower_states(tower, [pair.question for pair in pairs], cache_dir=cache_dir)
+    unique = sorted({pair.answer for pair in pairs})
+    encoder = tower.encoder
+    bank = embed_cached(unique, lambda texts: encoder.encode(texts).vectors, cache_dir, f"enc-{encoder.identity.weights_hash}")
+    row = {text: i for i, text in enumerate(unique)}
+    q = tower_vectors(tower, states, tuned=False)
+    a = bank[[row[pair.answer] for pair in pairs]]
+    return EmbeddedPairs(pairs, q, a, texts_hash([f"{p.question}\t{p.answer}" for p in pairs])), states
 
 
 def per_sample(vectors: np.ndarray, train, split) -> dict[str, np.ndarray]:  # noqa: ANN001 - EmbeddedPairs
@@ -92,7 +110,7 @@ def main() -> None:
     p.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: tune the layers fully)")
     p.add_argument("--train", type=Path, default=TRAIN)
     p.add_argument("--val", type=Path, default=VAL)
-    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "cubeqa", help="embedding and lower-state cache")
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "cubeqa", help="embedding and lower-state cache (the `cubeqa` cache layout)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "tower", help="each seed's tower goes to OUT/seed-<n>")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--questions", type=int, default=2000, help="questions timed for throughput")
@@ -108,16 +126,14 @@ def main() -> None:
     encoder = TeacherEncoder(EncoderConfig(device="cpu"))
     tower_config = TowerConfig(layers=args.layers, lora_rank=args.lora_rank)
     figures: dict[str, object] = {"command": " ".join(["bench/tower.py", *sys.argv[1:]]), "tower_config": tower_config.to_dict(), "threads": args.threads, "seeds": []}
-    train = load_embedded(args.train, encoder, args.cache_dir)
-    val = load_embedded(args.val, encoder, args.cache_dir)
 
     if not args.skip_train:
         probe = QuestionTower(encoder, tower_config)
         started = time.perf_counter()
-        states = lower_states(probe, [pair.question for pair in train.pairs], cache_dir=args.cache_dir)
-        val_states = lower_states(probe, [pair.question for pair in val.pairs], cache_dir=args.cache_dir)
-        figures["lower_states_seconds"] = time.perf_counter() - started
-        print(f"lower states of {len(states)} train + {len(val_states)} validation questions: {figures['lower_states_seconds']:.0f} s", flush=True)
+        train, states = embed_split(args.train, probe, args.cache_dir)
+        val, val_states = embed_split(args.val, probe, args.cache_dir)
+        figures["data_seconds"] = time.perf_counter() - started
+        print(f"answers and lower states of {len(states)} train + {len(val_states)} validation questions: {figures['data_seconds']:.0f} s", flush=True)
         identity = per_sample(val.q, train, val)
         figures["identity"] = {name: float(values.mean()) for name, values in identity.items()}
         for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
@@ -144,7 +160,7 @@ def main() -> None:
             write(args.json, figures)
 
     if not args.skip_throughput:
-        texts = [pair.question for pair in train.pairs[: args.questions]]
+        texts = [pair.question for pair in load_pairs(args.train)[: args.questions]]
         figures["throughput"] = throughput(
             encoder, QuestionTower(encoder, tower_config), texts,
             [int(s) for s in args.batch_sizes.split(",")], [int(s) for s in args.throughput_threads.split(",")], args.runs,

@@ -141,8 +141,8 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def tower_vectors(tower: QuestionTower, states: LowerStates, batch_size: int = 256) -> np.ndarray:
-    """Tuned question vectors (N, D) of texts from their cached lower states."""
+def tower_vectors(tower: QuestionTower, states: LowerStates, batch_size: int = 256, *, tuned: bool = True) -> np.ndarray:
+    """Tuned (or, with tuned=False, the teacher's) question vectors (N, D) of texts from their cached lower states."""
     was_training = tower.training
     tower.eval()
     parts = []
@@ -151,7 +151,7 @@ def tower_vectors(tower: QuestionTower, states: LowerStates, batch_size: int = 2
         for start in range(0, len(states), batch_size):
             rows = order[start : start + batch_size]
             hidden, mask = states.batch(rows)
-            parts.append((rows, tower(hidden, mask).numpy()))
+            parts.append((rows, tower.run_top(hidden, mask, tuned=tuned).numpy()))
     tower.train(was_training)
     out = np.empty((len(states), tower.identity.dim), np.float32)
     for rows, vectors in parts:
