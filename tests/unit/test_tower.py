@@ -157,7 +157,7 @@ def test_tiny_training_run_lowers_the_loss() -> None:
 
 @pytest.fixture(scope="module")
 def questions() -> list[str]:
-    return [pair.question for pair in load_pairs(DATA / "squad_sent_val.jsonl")[:48]]
+    return [pair.question for pair in load_pairs(DATA / "squad_sent_val.jsonl")[:24]]
 
 
 @pytest.mark.slow
@@ -183,11 +183,11 @@ def test_shared_layer_split_equals_the_full_forward_pass(encoder, questions: lis
 def test_tiny_run_on_real_pairs_lowers_the_loss_and_survives_save_load(encoder, tmp_path: Path) -> None:  # noqa: ANN001
     from pipeline.training.data import embed_pairs
 
-    pairs = load_pairs(DATA / "squad_sent_val.jsonl")[:64]
+    pairs = load_pairs(DATA / "squad_sent_val.jsonl")[:32]
     data = embed_pairs(pairs, lambda texts: encoder.encode(texts).vectors, cache_dir=None, encoder_hash=encoder.identity.weights_hash)
     tower = QuestionTower(encoder, TowerConfig(layers=1))
     states = lower_states(tower, [p.question for p in pairs])
-    epochs = train_tower(tower, data, states, TowerTrainConfig(epochs=3, batch_size=32, lr=2e-4, threads=1))
+    epochs = train_tower(tower, data, states, TowerTrainConfig(epochs=3, batch_size=16, lr=2e-4, threads=1))
     assert epochs[-1].train_loss < epochs[0].train_loss
     save_tower(tmp_path / "t", tower)
     loaded = load_tower(tmp_path / "t", encoder)
