@@ -3,6 +3,7 @@ on the validation split, per seed, with paired 95% bootstrap intervals; and enco
 
     .venv/bin/python bench/tower.py [--seeds 0,1,2] [--epochs 1] [--threads 2] [--layers 2]
         [--lora-rank R] [--out runs/tower] [--json PATH] [--skip-throughput] [--skip-train]
+    .venv/bin/python bench/tower.py --merge A.json B.json --json docs/results/tower-seeds.json
 
 Retrieval is over the open bank (unique answers of train + validation), as `cubeqa eval`
 reports it. The lower-layer token states of the questions are computed once and shared by
@@ -120,7 +121,16 @@ def main() -> None:
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON", help="only merge the --json files of earlier runs (seeds run in separate processes) into --json, and --json with .txt")
     args = p.parse_args()
+    if args.merge:
+        merged = merge([json.loads(path.read_text(encoding="utf-8")) for path in args.merge])
+        write(args.json, merged)
+        text = "\n".join(["commands: " + "; ".join(merged["commands"]), table(merged)]) + "\n"
+        if args.json is not None:
+            args.json.with_suffix(".txt").write_text(text, encoding="utf-8")
+        print(text, end="")
+        return
 
     torch.set_num_threads(args.threads)
     encoder = TeacherEncoder(EncoderConfig(device="cpu"))
@@ -169,6 +179,19 @@ def main() -> None:
     print(table(figures))
 
 
+def merge(parts: list[dict[str, object]]) -> dict[str, object]:
+    """One figures dict from several runs: every seed row, every command, the first of each other field."""
+    merged: dict[str, object] = {"commands": [part["command"] for part in parts], "seeds": []}
+    for part in parts:
+        for key, value in part.items():
+            if key == "seeds":
+                merged["seeds"].extend(value)  # type: ignore[union-attr]
+            elif key != "command":
+                merged.setdefault(key, value)
+    merged["seeds"].sort(key=lambda row: row["seed"])  # type: ignore[union-attr]
+    return merged
+
+
 def table(figures: dict[str, object]) -> str:
     """The per-seed figures and throughput as plain-text tables."""
     lines = []
@@ -183,7 +206,7 @@ def table(figures: dict[str, object]) -> str:
                 cells.append(f"{row[name]:7.4f} {d['mean']:+8.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
             cells.append(f"{row['train_seconds']:8.0f}")
             lines.append(" ".join(cells))
-    for row in figures.get("throughput", []):
+    for row in figures.get("throughput", []):  # type: ignore[union-attr]
         lines.append(
             f"throughput threads {row['threads']} batch {row['batch_size']:>3}: teacher {row['teacher_qps']:7.1f} q/s, "
             f"tower (both tops) {row['tower_qps']:7.1f} q/s, ratio {row['tower_over_teacher']:.3f}"
