@@ -28,12 +28,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from pipeline.training.data import EmbeddedPairs, embed_cached, load_pairs, texts_hash  # noqa: E402
 
 from pipeline.encoder import EncoderConfig, TeacherEncoder  # noqa: E402
 from pipeline.evaluation import paired_bootstrap  # noqa: E402
 from pipeline.tower import QuestionTower, TowerConfig  # noqa: E402
 from pipeline.tower_io import save_tower  # noqa: E402
-from pipeline.training.data import EmbeddedPairs, embed_cached, load_pairs, texts_hash  # noqa: E402
 from pipeline.training.tower_trainer import (  # noqa: E402
     LowerStates,
     TowerTrainConfig,
@@ -64,7 +64,7 @@ def embed_split(path: Path, tower: QuestionTower, cache_dir: Path | None) -> tup
     return EmbeddedPairs(pairs, q, a, texts_hash([f"{p.question}\t{p.answer}" for p in pairs])), states
 
 
-def per_sample(vectors: np.ndarray, train, split) -> dict[str, np.ndarray]:  # noqa: ANN001 - EmbeddedPairs
+def per_sample(vectors: np.ndarray, train, split) -> dict[str, np.ndarray]:  # EmbeddedPairs
     """Per-question hit@1, reciprocal rank and cos against the open bank."""
     from pipeline.evaluation import Bank, retrieval_ranks
 
@@ -166,7 +166,7 @@ def main() -> None:
             }
             row["saved"] = str(args.out / f"seed-{seed}")
             save_tower(args.out / f"seed-{seed}", tower, {"train_config": config.to_dict(), "validation": validation_figures(vectors, train, val)})
-            figures["seeds"].append(row)  # type: ignore[union-attr]
+            figures["seeds"].append(row)
             write(args.json, figures)
 
     if not args.skip_throughput:
@@ -185,10 +185,10 @@ def merge(parts: list[dict[str, object]]) -> dict[str, object]:
     for part in parts:
         for key, value in part.items():
             if key == "seeds":
-                merged["seeds"].extend(value)  # type: ignore[union-attr]
+                merged["seeds"].extend(value)
             elif key != "command":
                 merged.setdefault(key, value)
-    merged["seeds"].sort(key=lambda row: row["seed"])  # type: ignore[union-attr]
+    merged["seeds"].sort(key=lambda row: row["seed"])
     return merged
 
 
@@ -206,7 +206,7 @@ def table(figures: dict[str, object]) -> str:
                 cells.append(f"{row[name]:7.4f} {d['mean']:+8.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
             cells.append(f"{row['train_seconds']:8.0f}")
             lines.append(" ".join(cells))
-    for row in figures.get("throughput", []):  # type: ignore[union-attr]
+    for row in figures.get("throughput", []):
         lines.append(
             f"throughput threads {row['threads']} batch {row['batch_size']:>3}: teacher {row['teacher_qps']:7.1f} q/s, "
             f"tower (both tops) {row['tower_qps']:7.1f} q/s, ratio {row['tower_over_teacher']:.3f}"

@@ -44,7 +44,7 @@ class TowerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> TowerConfig:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        return cls(**known)  # type: ignore[arg-type]
+        return cls(**known)
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ def lower_states(
         try:
             saved = load_file(str(path))
             cached = LowerStates(saved["states"], saved["offsets"])
-        except Exception:  # noqa: BLE001 - a damaged cache file is a miss; it is rewritten below
+        except Exception:  # a damaged cache file is a miss; it is rewritten below
             cached = None
         if cached is not None and len(cached) == len(texts):
             return cached

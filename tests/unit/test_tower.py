@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from pipeline.training.data import EmbeddedPairs, QAPair, load_pairs
 
 from pipeline.encoder import EncoderIdentity
 from pipeline.errors import BundleError, IncompatibleBundle
 from pipeline.tower import LoRALinear, QuestionTower, TowerConfig
 from pipeline.tower_io import CONFIG, load_tower, save_tower
-from pipeline.training.data import EmbeddedPairs, QAPair, load_pairs
 from pipeline.training.tower_trainer import (
     LowerStates,
     TowerTrainConfig,
@@ -161,7 +161,7 @@ def questions() -> list[str]:
 
 
 @pytest.mark.slow
-def test_tower_at_step_zero_is_exactly_the_teacher(encoder, questions: list[str]) -> None:  # noqa: ANN001 - TeacherEncoder
+def test_tower_at_step_zero_is_exactly_the_teacher(encoder, questions: list[str]) -> None:  # TeacherEncoder
     tower = QuestionTower(encoder, TowerConfig(layers=2))
     both = tower.encode_both(questions, batch_size=16)
     expected = torch.from_numpy(encoder.encode(questions).vectors)
@@ -170,7 +170,7 @@ def test_tower_at_step_zero_is_exactly_the_teacher(encoder, questions: list[str]
 
 
 @pytest.mark.slow
-def test_shared_layer_split_equals_the_full_forward_pass(encoder, questions: list[str], tmp_path: Path) -> None:  # noqa: ANN001
+def test_shared_layer_split_equals_the_full_forward_pass(encoder, questions: list[str], tmp_path: Path) -> None:
     tower = QuestionTower(encoder, TowerConfig(layers=2))
     states = lower_states(tower, questions, cache_dir=tmp_path)
     again = lower_states(tower, questions, cache_dir=tmp_path)  # read back from the safetensors cache
@@ -180,7 +180,7 @@ def test_shared_layer_split_equals_the_full_forward_pass(encoder, questions: lis
 
 
 @pytest.mark.slow
-def test_tiny_run_on_real_pairs_lowers_the_loss_and_survives_save_load(encoder, tmp_path: Path) -> None:  # noqa: ANN001
+def test_tiny_run_on_real_pairs_lowers_the_loss_and_survives_save_load(encoder, tmp_path: Path) -> None:
     from pipeline.training.data import embed_pairs
 
     pairs = load_pairs(DATA / "squad_sent_val.jsonl")[:32]
