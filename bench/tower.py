@@ -28,8 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from pipeline.training.data import EmbeddedPairs, embed_cached, load_pairs, texts_hash  # noqa: E402
 
+from pipeline.data import EmbeddedPairs, embed_cached, load_pairs, texts_hash  # noqa: E402
 from pipeline.encoder import EncoderConfig, TeacherEncoder  # noqa: E402
 from pipeline.evaluation import paired_bootstrap  # noqa: E402
 from pipeline.tower import QuestionTower, TowerConfig  # noqa: E402

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from pipeline.data import EmbeddedPairs, texts_hash
 from pipeline.evaluation import Bank, retrieval_metrics, retrieval_ranks
 from pipeline.tower import QuestionTower
 from pipeline.training.cube_trainer import answer_labels, infonce
-from pipeline.training.data import EmbeddedPairs, texts_hash
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from pipeline.training.data import EmbeddedPairs, QAPair, load_pairs
 
+from pipeline.data import EmbeddedPairs, QAPair, load_pairs
 from pipeline.encoder import EncoderIdentity
 from pipeline.errors import BundleError, IncompatibleBundle
 from pipeline.tower import LoRALinear, QuestionTower, TowerConfig
@@ -181,7 +181,7 @@ def test_shared_layer_split_equals_the_full_forward_pass(encoder, questions: lis
 
 @pytest.mark.slow
 def test_tiny_run_on_real_pairs_lowers_the_loss_and_survives_save_load(encoder, tmp_path: Path) -> None:
-    from pipeline.training.data import embed_pairs
+    from pipeline.data import embed_pairs
 
     pairs = load_pairs(DATA / "squad_sent_val.jsonl")[:32]
     data = embed_pairs(pairs, lambda texts: encoder.encode(texts).vectors, cache_dir=None, encoder_hash=encoder.identity.weights_hash)
