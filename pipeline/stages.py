@@ -124,7 +124,8 @@ class DecodeStage:
         if held is None or held[0] is not loaded:
             bank = PhraseBankDecoder.from_source(loaded, self.bank_config, top_k=self.top_k)
             held = (loaded, make_decoder(self.kind, replace(self.parts, bank=bank)))
-            self._by_bank = {r: d for r, d in self._by_bank.items() if r in set(self.banks.loaded())} | {ref: held}
+            still_loaded = set(self.banks.loaded())  # drop decoders of versions the cache has let go
+            self._by_bank = {r: d for r, d in self._by_bank.items() if r in still_loaded} | {ref: held}
         return held[1]
 
     def score(

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from pipeline.knowledge.cache import EmbeddingCache, chunk_name, encoder_dir, te
 from tasks import runtime
 from tasks.app import EMBED_QUEUE, EMBED_TASK, app
 from tasks.runner import RETRY, describe
+from tasks.wire import checked_fields
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -69,14 +70,7 @@ class CorpusChunk:
         """Reads a message; refuses an unknown version or fields."""
         if message.get("version") != VERSION:
             raise ChunkRefused(f"corpus chunk version {message.get('version')!r} is unknown to this worker (it reads {VERSION})")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(message) - known)
-        if unknown:
-            raise ChunkRefused(f"corpus chunk has unknown fields {unknown}")
-        try:
-            return cls(**message)
-        except TypeError as exc:
-            raise ChunkRefused(f"corpus chunk is incomplete: {exc}") from exc
+        return checked_fields(cls, message, ChunkRefused, "corpus chunk")
 
 
 @app.task(name=EMBED_TASK, bind=True, acks_late=True, **RETRY)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 VERSION = 1  # bump when a field changes meaning; workers refuse versions they do not know
 MAX_MICRO_BATCH = 1024  # jobs one stage task carries at most
@@ -68,14 +70,7 @@ class MicroBatch:
         version = message.get("version", 1)
         if version != VERSION:
             raise WireError(f"stage message version {version!r} is unknown to this worker (it reads {VERSION}): upgrade the workers")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(message) - known)
-        if unknown:
-            raise WireError(f"stage message has unknown fields {unknown}")
-        try:
-            return cls(**message)
-        except TypeError as exc:
-            raise WireError(f"stage message is incomplete: {exc}") from exc
+        return checked_fields(cls, message, WireError, "stage message")
 
     def drop_failed(self, errors: dict[int, str], keep: dict[str, list[Any]]) -> dict[str, list[Any]]:
         """Moves failed rows into `failed` and filters the per-row lists in `keep` to the survivors."""
@@ -102,3 +97,14 @@ class MicroBatch:
         self.timings[stage] = 1000 * (finished - started) / max(1, n)
         self.timings[f"wait_{stage}"] = 1000 * max(0.0, started - self.handed_at)
         self.handed_at = finished
+
+
+def checked_fields(cls: type[T], message: dict[str, Any], error: type[Exception], what: str) -> T:
+    """`cls(**message)` for a message dataclass, refusing unknown or missing fields with `error` naming `what`."""
+    unknown = sorted(set(message) - {f.name for f in fields(cls)})
+    if unknown:
+        raise error(f"{what} has unknown fields {unknown}")
+    try:
+        return cls(**message)
+    except TypeError as exc:
+        raise error(f"{what} is incomplete: {exc}") from exc
