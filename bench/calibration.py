@@ -30,9 +30,9 @@ from cubeqa.settings import default_cache_dir
 from pipeline.bank_eval import bank_evaluation, calibration_report, flat_bank, gold_answers, search_map, unique_bank
 from pipeline.calibration import KINDS, cross_validate, fit, log_loss, save_calibration
 from pipeline.checkpoint import load_bundle
-from pipeline.cube import apply_map
 from pipeline.data import file_hash
 from pipeline.encoder import TeacherEncoder
+from pipeline.stages import answer_vectors
 from pipeline.workflows import load_embedded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if trained.get("sha256_16") != file_hash(args.train):
         raise SystemExit(f"the bundle's bank is not the answers of {args.train}: the open bank would be wrong")
     val = load_embedded(args.val, encoder, default_cache_dir())
-    outputs = apply_map(bundle.cube, val.q)
+    outputs = answer_vectors(bundle, encoder, [pair.question for pair in val.pairs], val.q)
     # The bundle's bank is the training answers embedded by this encoder (train_bank in workflows.py),
     # the same vectors `cubeqa eval` embeds for them, so the training split is not re-embedded here.
     texts, vectors = unique_bank(list(bundle.bank_texts) + [pq.answer for pq in val.pairs], np.concatenate([bundle.bank_vectors, val.a]))
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     shipped = flat_bank(bundle.bank_texts, bundle.bank_vectors)
     dev_questions = read_lines(args.dev_list)
-    dev_conf = calibrator.predict(shipped.search(apply_map(bundle.cube, encoder.encode(dev_questions).vectors), 10)[0])
+    dev_conf = calibrator.predict(shipped.search(answer_vectors(bundle, encoder, dev_questions), 10)[0])
     by_precision = choose_threshold(chosen.confidence, correct, PRECISION_TARGET)
     by_dev = float(np.ceil(dev_conf.max() * 100 + 1e-9) / 100)  # the 0.01 grid step above the most confident dev question
     threshold = max(by_precision, by_dev)
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     offtopic = {}
     for label, path in (("dev", args.dev_list), ("test", args.test_list)):
         questions = read_lines(path)
-        conf = calibrator.predict(shipped.search(apply_map(bundle.cube, encoder.encode(questions).vectors), 10)[0])
+        conf = calibrator.predict(shipped.search(answer_vectors(bundle, encoder, questions), 10)[0])
         offtopic[label] = {"file": path.name, "questions": len(questions), "refused": int((conf < threshold).sum()),
                            "max_confidence": float(conf.max()), "max_question": questions[int(conf.argmax())]}
         say(f"off-topic {label} list ({path.name}, shipped bank): {offtopic[label]['refused']}/{len(questions)} refused, "

@@ -23,13 +23,14 @@ from cubeqa.intake import check_text
 from cubeqa.render import bank_eval_table, decoder_tables, eval_table, progress_bar
 from cubeqa.settings import Settings
 from cubeqa.wiring import bank_config, bank_store, generative_options
-from pipeline import CubeConfig, TrainConfig
+from pipeline import CubeConfig, TowerConfig, TowerTrainConfig, TrainConfig
 
 if TYPE_CHECKING:
     from pipeline import BankRef
     from pipeline.production import AnswerResult, ProductionPipeline
 
 SHIPPED_CUBE, SHIPPED_TRAIN = CubeConfig(), TrainConfig()  # train's defaults: the shipped bundle's configuration
+SHIPPED_TOWER, SHIPPED_TOWER_TRAIN = TowerConfig(), TowerTrainConfig()
 
 DATA_DIR = Path("data")
 
@@ -54,11 +55,16 @@ def train(
     infonce_weight: Annotated[float, typer.Option(help="weight of the InfoNCE term")] = SHIPPED_TRAIN.infonce_weight,
     residual_l2: Annotated[float, typer.Option(help="L2 penalty on the residual")] = SHIPPED_TRAIN.residual_l2,
     bank_negatives: Annotated[bool, typer.Option(help="InfoNCE over the whole train answer bank")] = SHIPPED_TRAIN.bank_negatives,
-    seed: Annotated[int, typer.Option(help="random seed")] = SHIPPED_TRAIN.seed,
+    seed: Annotated[int, typer.Option(help="random seed (the tower's and the cube's)")] = SHIPPED_TRAIN.seed,
+    tower_layers: Annotated[int, typer.Option(min=0, help="top teacher layers the question tower tunes (0: no tower, the cube takes the teacher's vector)")] = SHIPPED_TOWER.layers,
+    tower_lora_rank: Annotated[int | None, typer.Option(min=1, help="tune the tower through LoRA adapters of this rank instead of fully")] = SHIPPED_TOWER.lora_rank,
+    tower_epochs: Annotated[int, typer.Option(min=1, help="the tower's fixed number of epochs")] = SHIPPED_TOWER_TRAIN.epochs,
+    tower_lr: Annotated[float, typer.Option(help="the tower's AdamW peak learning rate")] = SHIPPED_TOWER_TRAIN.lr,
 ) -> None:
-    """Train a cube on Q→A pairs with a fixed schedule and write a checkpoint bundle."""
-    from pipeline import CubeConfig, CubeQAError, TrainConfig, train_bundle
+    """Train the question tower, then the cube on its vectors, with fixed schedules, and write a checkpoint bundle."""
+    from pipeline import CubeQAError, TowerStage, train_bundle
     from pipeline.training.cube_trainer import EpochReport
+    from pipeline.training.tower_trainer import TowerEpochReport
 
     settings: Settings = ctx.obj
     try:
@@ -95,6 +101,20 @@ def train(
         )
         with progress_bar(console) as bar:
             on_embed = embed_progress(bar)
+            tower = None
+            if tower_layers:
+                tower_train = TowerTrainConfig(epochs=tower_epochs, lr=tower_lr, seed=seed, threads=settings.threads or 2)
+                tower_task = bar.add_task("tower", total=None, start=False)
+
+                def on_tower_step(step: int, loss: float) -> None:
+                    bar.start_task(tower_task)
+                    bar.update(tower_task, completed=step, description=f"tower step {step} loss {loss:.4f}")
+
+                def on_tower_epoch(report: TowerEpochReport) -> None:
+                    figures = report.validation or {}
+                    bar.update(tower_task, description=f"tower epoch {report.epoch} loss {report.train_loss:.4f} val R@1 {figures.get('R@1', float('nan')):.4f}")
+
+                tower = TowerStage(TowerConfig(layers=tower_layers, lora_rank=tower_lora_rank), tower_train, on_tower_step, on_tower_epoch)
 
             epoch_task = bar.add_task("train", total=epochs, start=False)
 
@@ -114,6 +134,7 @@ def train(
                 cube_config=cube_config,
                 train_config=train_config,
                 cache_dir=settings.cache_dir,
+                tower=tower,
                 extra_bank=bank or [],
                 on_embed=on_embed,
                 on_epoch=on_epoch,

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from pipeline.decoder_workflows import DecoderReport
 
 MAP_LABELS = {
-    "cube": "cube",
+    "cube": "model (tower → cube, or cube alone)",
+    "tower": "question tower alone",
+    "cube_only": "cube without the tower",
     "identity": "identity (q as answer)",
     "mean_shift": "mean shift",
     "ridge": "ridge (linear q→a)",
@@ -186,7 +188,8 @@ def eval_table(report: EvalReport, title: str) -> Group:
     cos.add_column("metric")
     cos.add_column("mean", justify="right")
     for name, label in MAP_LABELS.items():
-        cos.add_row(label, f"{name}_cos", f"{report.cos[f'{name}_cos']:.4f}")
+        if f"{name}_cos" in report.cos:  # the tower rows exist only for a bundle with a tower
+            cos.add_row(label, f"{name}_cos", f"{report.cos[f'{name}_cos']:.4f}")
 
     bank = Table(
         title=f"phrase bank: open = {report.bank_sizes['open']} train + split answers, closed = {report.bank_sizes['closed']} train answers",

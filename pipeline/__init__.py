@@ -22,6 +22,8 @@ EXPORTS: dict[str, str] = {  # public name -> the module defining it
     # configs
     "CubeConfig": "pipeline.config",
     "TrainConfig": "pipeline.config",
+    "TowerConfig": "pipeline.config",
+    "TowerTrainConfig": "pipeline.config",
     "EncoderConfig": "pipeline.encoder",
     "EncoderIdentity": "pipeline.encoder",
     "PhraseBankConfig": "pipeline.decoders.phrase_bank",
@@ -30,6 +32,7 @@ EXPORTS: dict[str, str] = {  # public name -> the module defining it
     # model parts
     "TeacherEncoder": "pipeline.encoder",
     "Cube": "pipeline.cube",
+    "QuestionTower": "pipeline.tower",
     "apply_map": "pipeline.cube",
     # decoders
     "Answer": "pipeline.decoders.base",
@@ -69,6 +72,7 @@ EXPORTS: dict[str, str] = {  # public name -> the module defining it
     "load_pairs": "pipeline.data",
     "load_embedded": "pipeline.workflows",
     "train_bundle": "pipeline.workflows",
+    "TowerStage": "pipeline.workflows",
     "evaluate_bundle": "pipeline.workflows",
     "evaluate": "pipeline.evaluation",
     "EvalReport": "pipeline.evaluation",

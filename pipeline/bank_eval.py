@@ -206,12 +206,13 @@ def evaluate_on_bank(
     """`cubeqa eval --bank`: the bundle's cube and identity answering `data`'s questions from `bank`, scored against its
     gold sentences (P@1, MRR@10, precision at the coverage of the bundle's confidence threshold), paired intervals."""
     from pipeline.checkpoint import load_bundle
-    from pipeline.cube import apply_map
+    from pipeline.stages import answer_vectors
     from pipeline.workflows import load_embedded
 
     bundle = load_bundle(bundle_dir, encoder.identity)
     pairs = load_embedded(data, encoder, cache_dir, on_embed)
     golds = gold_answers(data)
     threshold = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
-    report = bank_evaluation(bank, pairs.q, apply_map(bundle.cube, pairs.q), golds, load_calibration(bundle_dir), threshold, resamples=resamples)
+    outputs = answer_vectors(bundle, encoder, [pair.question for pair in pairs.pairs], pairs.q)
+    report = bank_evaluation(bank, pairs.q, outputs, golds, load_calibration(bundle_dir), threshold, resamples=resamples)
     return {"data": str(data), "bundle": str(bundle_dir), **report}

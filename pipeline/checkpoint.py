@@ -10,6 +10,12 @@
                          optional: the generative decoder's weights, its config and record (with the
                          hybrid threshold), its real-word constraint
       calibration.json   optional: the confidence calibrator and its default threshold (pipeline.calibration)
+      tower.safetensors, tower.json
+                         optional: the question tower's tuned layers and its record (pipeline.tower_io);
+                         with it the cube takes the tower's question vector
+      reference_cube.safetensors
+                         optional, beside a tower: a cube trained the same way on the teacher's vectors,
+                         read only by evaluation (the "cube without the tower" row)
 
 No pickle anywhere: a bundle holding a pickle-format file (by its suffix or its first bytes) is refused,
 and weights are read only by safetensors, which cannot run code. When the manifest records a `bundle_id`
@@ -45,6 +51,7 @@ DECODER_WEIGHTS = "decoder.safetensors"  # optional: the generative decoder (pip
 DECODER_CONFIG = "decoder.json"  # its config, training record and the chosen hybrid threshold
 WORDS_FILE = "decoder_words.json"  # its real-word constraint
 CALIBRATION = "calibration.json"  # optional: the confidence calibrator and its default threshold (pipeline.calibration)
+REFERENCE_CUBE = "reference_cube.safetensors"  # optional: the cube without the tower, for evaluation only
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib"}
 PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # a pickle's first two bytes
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format: a zip holding a pickle
@@ -113,13 +120,17 @@ def save_bundle(
     encoder: EncoderIdentity,
     *,
     bank_vectors: np.ndarray | None = None,
+    reference_cube: Cube | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Writes a bundle directory (created if needed) and returns its path."""
+    """Writes a bundle directory (created if needed) and returns its path; a stale reference cube is removed."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in cube.state_dict().items()}
-    save_file(state, str(path / CUBE_WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+    save_cube(cube, path / CUBE_WEIGHTS)
+    if reference_cube is not None:
+        save_cube(reference_cube, path / REFERENCE_CUBE)
+    else:
+        (path / REFERENCE_CUBE).unlink(missing_ok=True)
     with (path / BANK).open("w", encoding="utf-8") as handle:
         for text in bank_texts:
             handle.write(json.dumps(text, ensure_ascii=False) + "\n")
@@ -130,6 +141,24 @@ def save_bundle(
     manifest = Manifest(cube_config=cube.config, encoder=encoder, bank_size=len(bank_texts), extra=dict(extra or {}))
     (path / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def save_cube(cube: Cube, path: Path) -> None:
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in cube.state_dict().items()}
+    save_file(state, str(path), metadata={"format_version": str(FORMAT_VERSION)})
+
+
+def load_reference_cube(path: Path, config: CubeConfig) -> Cube | None:
+    """The bundle's cube trained without the tower (evaluation only), or None when it ships none."""
+    weights = Path(path) / REFERENCE_CUBE
+    if not weights.is_file():
+        return None
+    cube = Cube(config)
+    try:
+        cube.load_state_dict(load_file(str(weights)), strict=True)
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise BundleError(f"cannot read {weights}: {exc}") from exc
+    return cube.eval()
 
 
 def read_manifest(path: Path) -> Manifest:

@@ -1,4 +1,4 @@
-"""The cube's shape and its training schedule; the defaults are what the shipped bundle
+"""The cube's and the question tower's shapes and training schedules; the defaults are what the shipped bundle
 (cubeqa/bundles/default) was trained with. Torch-free, so the CLI can show them without loading torch."""
 
 from __future__ import annotations
@@ -79,6 +79,56 @@ class TrainConfig:
             raise ValueError("lr and temperature must be positive")
         if not 0 <= self.ema < 1:
             raise ValueError("ema must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    """Which layers are tuned and how; stored beside the tower's weights."""
+
+    layers: int = 2  # top transformer layers copied and tuned
+    lora_rank: int | None = None  # None: tune the copied layers fully; r: LoRA adapters of rank r on their linear maps
+    lora_alpha: float = 16.0  # LoRA scale is alpha / rank
+    batch_size: int = 16  # inference batch size
+
+    def __post_init__(self) -> None:
+        if self.layers < 1:
+            raise ValueError("layers must be at least 1")
+        if self.lora_rank is not None and self.lora_rank < 1:
+            raise ValueError("lora_rank must be None or at least 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> TowerConfig:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class TowerTrainConfig:
+    """Optimiser, loss and schedule of `train_tower`."""
+
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    temperature: float = 0.05
+    cos_weight: float = 0.25
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.threads < 1:
+            raise ValueError("epochs, batch_size and threads must be at least 1")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise ValueError("lr and temperature must be positive")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -237,10 +237,10 @@ def evaluate_decoders(
     import sacrebleu
 
     from pipeline.checkpoint import load_bundle
-    from pipeline.cube import apply_map
     from pipeline.decoders.generative import load_generative
     from pipeline.decoders.hybrid import choose_threshold
     from pipeline.decoders.phrase_bank import PhraseBankDecoder
+    from pipeline.stages import answer_vectors
 
     bundle = load_bundle(bundle_dir, encoder.identity)
     base, _ = load_generative(bundle_dir, encoder)
@@ -271,7 +271,7 @@ def evaluate_decoders(
     for name, options in modes.items():
         trips.append(round_trip(base.with_options(**options), encoder, held_texts, held_vecs, name, (lambda n, name=name: progress(name, n)) if progress else None))
 
-    outputs = apply_map(bundle.cube, val.q)
+    outputs = answer_vectors(bundle, encoder, [pair.question for pair in val.pairs], val.q)
     bank = PhraseBankDecoder(bundle.bank_texts, bundle.bank_vectors if bundle.bank_vectors is not None else encoder.encode(bundle.bank_texts).vectors)
     scores, rows = bank.search(outputs, 1)
     bank_vecs = bank.vectors[rows[:, 0]]

@@ -154,8 +154,7 @@ class TeacherEncoder:
         check_texts(texts)
         if not texts:
             return Encoded(np.zeros((0, self.dim), np.float32), np.zeros(0, bool))
-        with self._tokenizer_lock:  # a fast tokenizer's padding/truncation state is shared: one call at a time
-            features, truncated = self._tokenize(texts)
+        features, truncated = self.tokenize(texts)
         order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")
         vectors = np.empty((len(texts), self.dim), np.float32)
         size = self.config.batch_size
@@ -171,8 +170,12 @@ class TeacherEncoder:
         """Vectors of decoded texts, where an empty output (which `encode` refuses as input) counts as "."."""
         return self.encode([t if t.strip() else "." for t in texts]).vectors
 
-    def _tokenize(self, texts: list[str]) -> tuple[dict[str, list[list[int]]], np.ndarray]:
+    def tokenize(self, texts: list[str]) -> tuple[dict[str, list[list[int]]], np.ndarray]:
         """Token ids of every text, cut to max_length, in one pass, and which texts were cut."""
+        with self._tokenizer_lock:  # a fast tokenizer's padding/truncation state is shared: one call at a time
+            return self._tokenize(texts)
+
+    def _tokenize(self, texts: list[str]) -> tuple[dict[str, list[list[int]]], np.ndarray]:
         if not self.tokenizer.is_fast:  # slow tokenizers have no overflow mapping: tokenize twice
             full = self.tokenizer(texts, truncation=False)["input_ids"]
             return dict(self.tokenizer(texts, truncation=True, max_length=self.max_length)), np.array([len(ids) > self.max_length for ids in full])
@@ -189,10 +192,14 @@ class TeacherEncoder:
         """Mean-pooled unit vectors (B, D) of one batch of token ids, padded to the batch's longest."""
         tokens = to_device(self.tokenizer.pad(features, padding=True, return_tensors="pt"), self.device)
         hidden = self.model(**tokens).last_hidden_state  # (B, L, D)
-        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)  # (B, D)
-        pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        return pooled.cpu().numpy()
+        return mean_pool(hidden, tokens["attention_mask"]).cpu().numpy()
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mask-weighted mean over tokens, L2-normalised: hidden (B, L, D), mask (B, L) -> (B, D) float32."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)  # (B, D)
+    return torch.nn.functional.normalize(pooled.float(), dim=-1)
 
 
 def to_device(tokens: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

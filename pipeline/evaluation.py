@@ -109,11 +109,23 @@ class EvalReport:
         }
 
 
-def evaluate(cube: VectorMap, train: EmbeddedPairs, split: EmbeddedPairs, *, resamples: int = 2000, seed: int = 0) -> EvalReport:
-    """Cube against every baseline on `split`; baselines and the closed bank come from `train`."""
+def evaluate(
+    cube: VectorMap,
+    train: EmbeddedPairs,
+    split: EmbeddedPairs,
+    *,
+    inputs: np.ndarray | None = None,
+    rows: dict[str, np.ndarray] | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> EvalReport:
+    """The model ("cube": `cube` applied to `inputs`, by default the split's teacher vectors; with a question tower, the
+    tower's vectors) against every baseline on `split`; baselines and the closed bank come from `train`. `rows` adds
+    other models' outputs on the split (the tower alone, the cube without a tower), each paired against identity and
+    the model."""
     q, a = split.q, split.a
     maps: dict[str, VectorMap] = {
-        "cube": cube,
+        "cube": lambda x: cube(x if inputs is None else inputs),
         "identity": lambda x: x,
         "mean_shift": MeanShift.fit(train.q, train.a),
         "ridge": Ridge.fit(train.q, train.a),
@@ -121,7 +133,7 @@ def evaluate(cube: VectorMap, train: EmbeddedPairs, split: EmbeddedPairs, *, res
         "mean_answer": MeanAnswer.fit(train.q, train.a),
         "nearest_question": NearestQuestion.fit(train.q, train.a),
     }
-    outputs = {name: fn(q) for name, fn in maps.items()}
+    outputs = {name: fn(q) for name, fn in maps.items()} | dict(rows or {})
     per_sample = {name: cube_cos(out, a) for name, out in outputs.items()}
     report = EvalReport(split_size=len(q), train_size=len(train.q))
     seen = {pair.question for pair in train.pairs}
@@ -134,7 +146,8 @@ def evaluate(cube: VectorMap, train: EmbeddedPairs, split: EmbeddedPairs, *, res
     closed_bank = Bank.from_pairs(train)
     report.bank_sizes = {"open": len(open_bank.ids), "closed": len(closed_bank.ids)}
     targets = open_bank.rows_of(split.answer_ids)
-    ranks = {name: retrieval_ranks(outputs[name], open_bank.vectors, targets) for name in ("cube", *COMPARED)}
+    extra = list(rows or {})
+    ranks = {name: retrieval_ranks(outputs[name], open_bank.vectors, targets) for name in ("cube", *COMPARED, *extra)}
     report.retrieval = {name: retrieval_metrics(r) for name, r in ranks.items()}
 
     for bank_name, bank in (("closed", closed_bank), ("open", open_bank)):
@@ -144,10 +157,11 @@ def evaluate(cube: VectorMap, train: EmbeddedPairs, split: EmbeddedPairs, *, res
             report.e2e[f"{prefix}decode_fidelity_{bank_name}"] = float(decode_fidelity(decoded, outputs[name]).mean())
             report.e2e[f"{prefix}echo_rate_{bank_name}"] = echo_rate(decoded, q, a)
 
-    for base in COMPARED:
-        label = f"cube − {base}"
-        report.differences[f"{label}: cos"] = paired_bootstrap(per_sample["cube"] - per_sample[base], resamples, seed)
-        hit = (ranks["cube"] == 1).astype(float) - (ranks[base] == 1).astype(float)
+    pairs = [("cube", base) for base in (*COMPARED, *extra)] + [(name, "identity") for name in extra]
+    for model, base in pairs:
+        label = f"{model} − {base}"
+        report.differences[f"{label}: cos"] = paired_bootstrap(per_sample[model] - per_sample[base], resamples, seed)
+        hit = (ranks[model] == 1).astype(float) - (ranks[base] == 1).astype(float)
         report.differences[f"{label}: R@1"] = paired_bootstrap(hit, resamples, seed)
-        report.differences[f"{label}: MRR"] = paired_bootstrap(1.0 / ranks["cube"] - 1.0 / ranks[base], resamples, seed)
+        report.differences[f"{label}: MRR"] = paired_bootstrap(1.0 / ranks[model] - 1.0 / ranks[base], resamples, seed)
     return report

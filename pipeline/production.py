@@ -105,9 +105,9 @@ class ProductionPipeline:
             check_texts(references)
         n = max(1, len(texts))
         started = time.perf_counter()
-        encoded = self.encode(texts)
+        encoded = self.encode_stage.encode_questions(texts)
         encoded_at = time.perf_counter()
-        answer_vectors = self.map(encoded.vectors)
+        answer_vectors = self.map(encoded.tower)
         mapped_at = time.perf_counter()
         answers = self.decode(answer_vectors, bank, min_confidence)
         decoded_at = time.perf_counter()
@@ -117,7 +117,7 @@ class ProductionPipeline:
             "decode": 1000 * (decoded_at - mapped_at) / n,
         }
         refs = None if references is None else list(self.encode(references).vectors)
-        metrics = self.decode_stage.score(encoded.vectors, answer_vectors, answers, refs)
+        metrics = self.decode_stage.score(encoded.teacher, answer_vectors, answers, refs)
         return [
             AnswerResult(
                 question=text,

@@ -24,6 +24,8 @@ from pipeline.decoders.registry import DecoderParts, make_decoder
 from pipeline.encoder import Encoded, EncoderConfig, TeacherEncoder
 from pipeline.knowledge.bank_cache import BankCache, BankRef
 from pipeline.metrics import item_metrics
+from pipeline.tower import TowerEncoded
+from pipeline.tower_io import load_tower_if_any
 
 
 def model_version(bundle_dir: Path, manifest: Manifest) -> str:
@@ -31,18 +33,38 @@ def model_version(bundle_dir: Path, manifest: Manifest) -> str:
     return f"{Path(bundle_dir).name}@{manifest.extra.get('bundle_id', 'unversioned')}"
 
 
+def answer_vectors(bundle: Bundle, encoder: TeacherEncoder, questions: list[str], teacher: np.ndarray | None = None) -> np.ndarray:
+    """The bundle's answer vectors (N, D) for questions, as the stages compute them: its tower (if any), then its cube.
+    `teacher`, the questions' teacher vectors when already at hand, spares encoding them for a bundle without a tower."""
+    tower = load_tower_if_any(bundle.path, encoder)
+    if tower is not None:
+        inputs = tower.encode_both(questions, batch_size=encoder.config.batch_size).tower
+    else:
+        inputs = encoder.encode(questions).vectors if teacher is None else teacher
+    return apply_map(bundle.cube, np.ascontiguousarray(inputs, dtype=np.float32))
+
+
 class EncodeStage:
-    """Stage 1: the teacher encoder, checked against the bundle it serves."""
+    """Stage 1: the teacher encoder, checked against the bundle it serves, and the bundle's question tower if it has one."""
 
     def __init__(self, bundle_dir: Path, encoder_config: EncoderConfig | None = None) -> None:
         manifest = read_manifest(bundle_dir)
         self.encoder = TeacherEncoder(encoder_config)
         check_encoder(manifest, self.encoder.identity, Path(bundle_dir))
+        self.tower = load_tower_if_any(bundle_dir, self.encoder)
         self.model_version = model_version(bundle_dir, manifest)
 
     def encode(self, texts: list[str]) -> Encoded:
-        """Unit vectors (N, D) in input order; raises InputError on empty text."""
+        """The teacher's unit vectors (N, D) in input order (references, bank sentences); raises InputError on empty text."""
         return self.encoder.encode(texts)
+
+    def encode_questions(self, texts: list[str]) -> TowerEncoded:
+        """Questions' teacher vectors (for the identity metrics) and the cube's input: the tower's vectors, from one pass of
+        the shared layers, or the teacher's again when the bundle has no tower."""
+        if self.tower is None:
+            encoded = self.encoder.encode(texts)
+            return TowerEncoded(encoded.vectors, encoded.vectors, encoded.truncated)
+        return self.tower.encode_both(texts, batch_size=self.encoder.config.batch_size)
 
 
 class CubeStage:

@@ -10,41 +10,15 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pipeline.encoder import EncoderIdentity, TeacherEncoder, check_texts, to_device
+from pipeline.config import TowerConfig
+from pipeline.encoder import EncoderIdentity, TeacherEncoder, check_texts, mean_pool, to_device
 from pipeline.errors import InputError
-
-
-@dataclass(frozen=True)
-class TowerConfig:
-    """Which layers are tuned and how; stored beside the tower's weights."""
-
-    layers: int = 2  # top transformer layers copied and tuned
-    lora_rank: int | None = None  # None: tune the copied layers fully; r: LoRA adapters of rank r on their linear maps
-    lora_alpha: float = 16.0  # LoRA scale is alpha / rank
-    batch_size: int = 16  # inference batch size
-
-    def __post_init__(self) -> None:
-        if self.layers < 1:
-            raise ValueError("layers must be at least 1")
-        if self.lora_rank is not None and self.lora_rank < 1:
-            raise ValueError("lora_rank must be None or at least 1")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> TowerConfig:
-        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        return cls(**known)
 
 
 @dataclass(frozen=True)
@@ -87,13 +61,6 @@ def without_dropout(module: nn.Module) -> nn.Module:
         if isinstance(child, nn.Dropout):
             child.p = 0.0
     return module
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mask-weighted mean over tokens, L2-normalised: hidden (B, L, D), mask (B, L) -> (B, D) float32."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
-    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)  # (B, D)
-    return F.normalize(pooled.float(), dim=-1)
 
 
 class QuestionTower(nn.Module):
@@ -155,8 +122,7 @@ class QuestionTower(nn.Module):
     def tokenize(self, texts: list[str]) -> tuple[dict[str, list[list[int]]], np.ndarray]:
         """Token ids as the teacher cuts them, and which texts were cut."""
         check_texts(texts)
-        with self.encoder._tokenizer_lock:  # the teacher's tokenizer state is shared: one call at a time
-            return self.encoder._tokenize(texts)
+        return self.encoder.tokenize(texts)
 
     def pad(self, features: dict[str, list[list[int]]], rows: np.ndarray) -> dict[str, torch.Tensor]:
         """One padded token batch of the given rows, on the teacher's device."""

@@ -6,6 +6,7 @@ because its layers expect that encoder's lower-layer states.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,11 +21,17 @@ CONFIG = "tower.json"
 FORMAT = 1
 
 
+def tower_weights_id(tower: QuestionTower) -> str:
+    """A short hash of the tuned layers' weights, recorded in tower.json and checked on load."""
+    return hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in tower.state_dict().values())).hexdigest()[:12]
+
+
 def tower_record(tower: QuestionTower, extra: dict[str, object] | None = None) -> dict[str, object]:
     """The JSON config of a tower (what a bundle manifest records about it)."""
     return {
         "format": FORMAT,
         "weights": WEIGHTS,
+        "weights_id": tower_weights_id(tower),
         "config": tower.config.to_dict(),
         "encoder": tower.identity.to_dict(),
         "split": tower.split,
@@ -77,5 +84,25 @@ def load_tower(directory: Path, encoder: TeacherEncoder) -> QuestionTower:
         tower.load_state_dict(state, strict=True)
     except (RuntimeError, OSError) as exc:
         raise BundleError(f"{weights} does not fit the tower its config describes: {exc}") from exc
+    recorded = record.get("weights_id")
+    if recorded is not None and tower_weights_id(tower) != recorded:
+        raise BundleError(f"{weights} hashes to {tower_weights_id(tower)}, not to its tower.json's weights_id {recorded}: corrupted or from another tower")
     tower.eval()
     return tower
+
+
+def remove_tower(directory: Path) -> None:
+    """Deletes a tower's files from a directory (a bundle retrained without a tower)."""
+    for name in (WEIGHTS, CONFIG):
+        (Path(directory) / name).unlink(missing_ok=True)
+
+
+def has_tower(directory: Path) -> bool:
+    """Whether a bundle (or tower directory) holds a question tower."""
+    return (Path(directory) / CONFIG).is_file()
+
+
+def load_tower_if_any(directory: Path, encoder: TeacherEncoder) -> QuestionTower | None:
+    """The bundle's tower on top of the running teacher, or None for a bundle without one (the cube takes the teacher's vector)."""
+    return load_tower(directory, encoder) if has_tower(directory) else None
+

@@ -19,7 +19,7 @@ from tasks.runner import describe, in_background, isolate, stage_task
 from tasks.runtime import Runtime
 from tasks.wire import MicroBatch, pack, unpack
 
-Row = tuple[np.ndarray, bool, np.ndarray | None]  # question vector, truncated, reference vector
+Row = tuple[np.ndarray, np.ndarray | None, bool, np.ndarray | None]  # teacher question vector, tower vector (None: no tower), truncated, reference vector
 
 
 @stage_task("encode")
@@ -34,9 +34,10 @@ def encode(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]
         raise marked  # the jobs are marked running before their vectors move on; a transient error retries the task
     ok: list[Row] = batch.drop_failed(errors, {"results": results})["results"]
     batch.dim = int(ok[0][0].shape[0]) if ok else 0
-    batch.q = pack(np.stack([q for q, _, _ in ok])) if ok else b""
-    batch.truncated = [cut for _, cut, _ in ok]
-    batch.set_refs([r for _, _, r in ok])
+    batch.q = pack(np.stack([q for q, _, _, _ in ok])) if ok else b""
+    batch.tower = pack(np.stack([x for _, x, _, _ in ok])) if ok and ok[0][1] is not None else b""
+    batch.truncated = [cut for _, _, cut, _ in ok]
+    batch.set_refs([r for _, _, _, r in ok])
     batch.texts, batch.refs = [], []
     stamp()
     return batch.to_wire()
@@ -44,12 +45,14 @@ def encode(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]
 
 @stage_task("cube")
 def cube(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]) -> dict[str, Any]:
-    """Question vectors to answer vectors through the lattice."""
+    """Question vectors (the tower's, when the encode stage sent them) to answer vectors through the lattice."""
     if batch.jobs:
         questions = list(unpack(batch.q, batch.dim))
-        results, errors = isolate(lambda rows: list(stage.map(np.stack(rows))), questions)
+        inputs = list(unpack(batch.tower, batch.dim)) if batch.tower else questions
+        results, errors = isolate(lambda rows: list(stage.map(np.stack(rows))), inputs)
         kept = batch.drop_failed(errors, {"a": results, "q": questions, "truncated": batch.truncated, "r": batch.refs_by_row()})
         batch.q = pack(np.stack(kept["q"])) if kept["q"] else b""
+        batch.tower = b""
         batch.a = pack(np.stack(kept["a"])) if kept["a"] else b""
         batch.truncated = kept["truncated"]
         batch.set_refs(kept["r"])
@@ -90,11 +93,15 @@ def mark_jobs_running(sessions: sessionmaker[Session], job_ids: list[str]) -> No
 
 
 def encode_rows(stage: Any, rows: list[tuple[str, str | None]]) -> list[Row]:
-    """Encodes questions and the references present, aligned per row."""
-    questions = stage.encode([q for q, _ in rows])
+    """Encodes questions (teacher and, with a tower, tower vectors) and the references present, aligned per row."""
+    questions = stage.encode_questions([q for q, _ in rows])
+    towered = stage.tower is not None
     with_refs = [r for _, r in rows if r is not None]
     refs = iter(stage.encode(with_refs).vectors) if with_refs else iter(())
-    return [(questions.vectors[i], bool(questions.truncated[i]), next(refs) if r is not None else None) for i, (_, r) in enumerate(rows)]
+    return [
+        (questions.teacher[i], questions.tower[i] if towered else None, bool(questions.truncated[i]), next(refs) if r is not None else None)
+        for i, (_, r) in enumerate(rows)
+    ]
 
 
 def bank_ref(batch: MicroBatch) -> Any:

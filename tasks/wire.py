@@ -35,8 +35,8 @@ class MicroBatch:
     """Jobs of one batch travelling encode -> cube -> decode; each stage fills its part and stamps itself.
 
     `jobs` are the live jobs (a job whose input makes a stage raise moves to `failed`); per-job lists and
-    the packed vectors (`q` questions, `a` answers, `r` references of the rows whose `has_ref` is set)
-    are aligned with `jobs`.
+    the packed vectors (`q` the teacher's question vectors, `tower` the cube's inputs when the bundle has a
+    question tower, `a` answers, `r` references of the rows whose `has_ref` is set) are aligned with `jobs`.
     """
 
     batch: str
@@ -50,6 +50,7 @@ class MicroBatch:
     handed_at: float = field(default_factory=time.time)  # when the previous stage (or the producer) let go
     dim: int = 0
     q: bytes = b""
+    tower: bytes = b""  # the question tower's vectors, the cube's input (empty: the cube takes q); dropped after the cube
     a: bytes = b""
     r: bytes = b""
     truncated: list[bool] = field(default_factory=list)
