@@ -13,7 +13,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from pipeline.config import ScheduleChecks
 from pipeline.data import EmbeddedPairs, texts_hash
 from pipeline.evaluation import Bank, retrieval_metrics, retrieval_ranks
 from pipeline.tower import QuestionTower
@@ -28,7 +29,7 @@ from pipeline.training.cube_trainer import answer_labels, infonce
 
 
 @dataclass(frozen=True)
-class TowerTrainConfig:
+class TowerTrainConfig(ScheduleChecks):
     """Optimiser, loss and schedule of `train_tower`."""
 
     epochs: int = 1
@@ -40,15 +41,6 @@ class TowerTrainConfig:
     cos_weight: float = 0.25
     seed: int = 0
     threads: int = 2
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.threads < 1:
-            raise ValueError("epochs, batch_size and threads must be at least 1")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise ValueError("lr and temperature must be positive")
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
