@@ -38,7 +38,7 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
 from pipeline.cube import Cube, CubeConfig
-from pipeline.data import numbered_lines
+from pipeline.data import json_value, numbered_lines
 from pipeline.encoder import EncoderIdentity
 from pipeline.errors import BundleError, IncompatibleBundle
 
@@ -255,15 +255,7 @@ def read_bank(path: Path, expected: int) -> list[str]:
     bank_path = Path(path) / BANK
     if not bank_path.is_file():
         raise BundleError(f"bundle {path} has no {BANK}")
-    texts = []
-    for number, line in numbered_lines(bank_path, BundleError):
-        try:
-            text = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BundleError(f"{bank_path}:{number}: not a JSON string ({exc})") from exc
-        if not isinstance(text, str):
-            raise BundleError(f"{bank_path}:{number}: not a JSON string")
-        texts.append(text)
+    texts = [json_value(line, f"{bank_path}:{number}", str, "a string", BundleError) for number, line in numbered_lines(bank_path, BundleError)]
     if len(texts) != expected:
         raise BundleError(f"{bank_path} has {len(texts)} sentences; the manifest says {expected} (truncated?)")
     return texts

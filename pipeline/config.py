@@ -54,8 +54,27 @@ class CubeConfig:
         return cls(**data)
 
 
+class ScheduleChecks:
+    """Checks and serialisation shared by the InfoNCE training configs (`TrainConfig`, the tower's): mix into a frozen dataclass."""
+
+    epochs: int
+    batch_size: int
+    threads: int
+    lr: float
+    temperature: float
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.threads < 1:
+            raise ValueError("epochs, batch_size and threads must be at least 1")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise ValueError("lr and temperature must be positive")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)  # every subclass is a dataclass
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ScheduleChecks):
     """Optimiser, loss and schedule of `train_cube`; stored in the bundle manifest."""
 
     epochs: int = 4
@@ -73,15 +92,9 @@ class TrainConfig:
     threads: int = 2
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.threads < 1:
-            raise ValueError("epochs, batch_size and threads must be at least 1")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise ValueError("lr and temperature must be positive")
+        super().__post_init__()
         if not 0 <= self.ema < 1:
             raise ValueError("ema must be in [0, 1)")
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -111,7 +124,7 @@ class TowerConfig:
 
 
 @dataclass(frozen=True)
-class TowerTrainConfig:
+class TowerTrainConfig(ScheduleChecks):
     """Optimiser, loss and schedule of `train_tower`."""
 
     epochs: int = 1
@@ -123,12 +136,3 @@ class TowerTrainConfig:
     cos_weight: float = 0.25
     seed: int = 0
     threads: int = 2
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.threads < 1:
-            raise ValueError("epochs, batch_size and threads must be at least 1")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise ValueError("lr and temperature must be positive")
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)

@@ -8,10 +8,13 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from pipeline.errors import InputError
+
+J = TypeVar("J")
 
 Embed = Callable[[list[str]], np.ndarray]
 
@@ -68,6 +71,17 @@ def numbered_lines(path: Path, error: type[Exception] = InputError) -> Iterator[
     except UnicodeDecodeError as exc:
         raise error(f"{path} is not UTF-8 text: {exc}") from exc
     return ((number, line) for number, line in enumerate(lines, start=1) if line.strip())
+
+
+def json_value(line: str, where: str, kind: type[J], expected: str, error: type[Exception] = InputError) -> J:
+    """One JSONL line's value, which must be a JSON `kind`; anything else raises `error` naming `where` (file:line)."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise error(f"{where}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(value, kind):
+        raise error(f"{where}: a JSON {type(value).__name__}, expected {expected}")
+    return value
 
 
 def load_pairs(path: Path) -> list[QAPair]:

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import DONE, STATUSES, Batch, Job
 
 METRIC_NAMES = ("cube_cos", "identity_cos", "e2e_cos", "decode_fidelity", "echo")
+IsoDatetime = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")]  # "+00:00", not pydantic's "Z"
 
 
-@dataclass(frozen=True)
-class BatchSummary:
-    """Progress and quality of one batch."""
+class BatchSummary(BaseModel):
+    """Progress and quality of one batch; `to_dict` is its JSON, the fields the CLI prints and the API serves."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: str
     key: str | None
@@ -26,38 +28,25 @@ class BatchSummary:
     counts: dict[str, int]
     done: int
     failed: int
-    created_at: datetime
-    finished_at: datetime | None
-    metrics: dict[str, dict[str, float]]  # name -> mean, p50, p90, n
+    created_at: IsoDatetime
+    finished_at: IsoDatetime | None
+    metrics: dict[str, dict[str, float | int]]  # name -> mean, p50, p90, n
     jobs_per_second: float | None
-    banks: list[str] = field(default_factory=list)  # "name@version" its jobs are pinned to (empty: the bundle's own bank)
+    banks: list[str] = Field(description="the knowledge bank versions its jobs are pinned to, as name@version")
 
+    @computed_field
     @property
     def finished(self) -> bool:
         return self.done + self.failed >= self.total
 
+    @computed_field
     @property
     def success_rate(self) -> float | None:
         final = self.done + self.failed
         return self.done / final if final else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "key": self.key,
-            "source": self.source,
-            "total": self.total,
-            "counts": self.counts,
-            "done": self.done,
-            "failed": self.failed,
-            "finished": self.finished,
-            "success_rate": self.success_rate,
-            "created_at": self.created_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "jobs_per_second": self.jobs_per_second,
-            "metrics": self.metrics,
-            "banks": self.banks,
-        }
+        return self.model_dump(mode="json")
 
 
 def batch_summary(*, session: Session, batch_id: str) -> BatchSummary | None:

@@ -79,27 +79,12 @@ class JobPublic(BaseModel):
     )
 
 
-class BatchPublic(BaseModel):
+class BatchPublic(BatchSummary):
     """Progress (counts by status) and quality aggregates of a batch."""
-
-    id: str
-    key: str | None
-    source: str | None
-    total: int
-    counts: dict[str, int]
-    done: int
-    failed: int
-    finished: bool
-    success_rate: float | None
-    created_at: str  # ISO 8601 with its UTC offset
-    finished_at: str | None
-    jobs_per_second: float | None
-    metrics: dict[str, dict[str, float | int]]  # name -> mean, p50, p90, n
-    banks: list[str] = Field(description="the knowledge bank versions its jobs are pinned to, as name@version")
 
     @classmethod
     def of(cls, summary: BatchSummary) -> BatchPublic:
-        return cls(**summary.to_dict())
+        return cls.model_validate(summary.model_dump())
 
 
 class BatchList(BaseModel):

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RESAMPLES = 2000
-SEED = 0  # fixed: the same two batches always show the same interval
+from pipeline.evaluation import paired_bootstrap
 
 
 @dataclass(frozen=True)
@@ -29,19 +28,6 @@ class MetricDiff:
         return self.low > 0 or self.high < 0
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float, float]:
-    """Mean of b − a and the 2.5th/97.5th percentiles of that mean over question resamples; a, b: (N,) paired."""
-    diffs = b - a
-    rng = np.random.default_rng(seed)
-    n = len(diffs)
-    step = max(1, 4_000_000 // n)  # resamples drawn at a time: memory stays near 32 MB for any n
-    means = np.concatenate(
-        [diffs[rng.integers(0, n, size=(min(step, resamples - start), n))].mean(axis=1) for start in range(0, resamples, step)]
-    )
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(diffs.mean()), float(low), float(high)
-
-
 def compare(
     side_a: dict[str, dict[str, float | None]], side_b: dict[str, dict[str, float | None]], names: tuple[str, ...]
 ) -> tuple[int, list[MetricDiff]]:
@@ -54,6 +40,6 @@ def compare(
             continue
         a = np.array([p[0] for p in pairs], dtype=np.float64)
         b = np.array([p[1] for p in pairs], dtype=np.float64)
-        diff, low, high = paired_bootstrap(a, b)
-        out.append(MetricDiff(name=name, n=len(pairs), mean_a=float(a.mean()), mean_b=float(b.mean()), diff=diff, low=low, high=high))
+        interval = paired_bootstrap(b - a)  # its fixed seed: the same two batches always show the same interval
+        out.append(MetricDiff(name, len(pairs), float(a.mean()), float(b.mean()), interval.mean, interval.low, interval.high))
     return len(shared), out

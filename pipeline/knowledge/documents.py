@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data import json_value
 from pipeline.errors import InputError
 from pipeline.knowledge.markdown import markdown_paragraphs
 from pipeline.knowledge.provenance import Provenance
@@ -160,15 +160,8 @@ def _paragraphs(lines: Iterable[str]) -> Iterator[str]:
 def read_jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) of a JSONL file's non-blank lines."""
     for number, line in enumerate(text_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict):
-            raise InputError(f"{path}:{number}: a JSON {type(record).__name__}, expected an object with a 'text' field")
-        yield number, record
+        if line.strip():
+            yield number, json_value(line, f"{path}:{number}", dict, "an object with a 'text' field")
 
 
 def read_csv_rows(path: Path) -> Iterator[tuple[int, dict]]:

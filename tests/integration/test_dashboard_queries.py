@@ -133,13 +133,13 @@ def test_per_question_means_and_versions(store) -> None:
     assert by_batch["question 10"]["score"] == pytest.approx(np.mean([r["score"] for r in asked]))
 
 
-def test_paired_bootstrap_interval_holds_the_difference() -> None:
-    from cubeqa.dashboard.compare import compare, paired_bootstrap
+def test_compare_gives_each_metric_its_paired_interval() -> None:
+    from cubeqa.dashboard.compare import compare
 
     rng = np.random.default_rng(1)
     a = rng.normal(0.5, 0.1, 400)
     b = a + 0.02 + rng.normal(0, 0.01, 400)
-    diff, low, high = paired_bootstrap(a, b)
-    assert diff == pytest.approx(0.02, abs=0.002) and low < diff < high and low > 0
+    _, [diff] = compare({str(i): {"m": x} for i, x in enumerate(a)}, {str(i): {"m": x} for i, x in enumerate(b)}, ("m",))
+    assert diff.n == 400 and diff.diff == pytest.approx(0.02, abs=0.002) and 0 < diff.low < diff.diff < diff.high and diff.significant
     shared, diffs = compare({"x": {"m": 1.0}, "y": {"m": 2.0}, "z": {"m": None}}, {"x": {"m": 1.0}, "y": {"m": 2.0}}, ("m",))
     assert shared == 2 and diffs[0].diff == 0 and (diffs[0].low, diffs[0].high) == (0, 0) and not diffs[0].significant

@@ -10,7 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import CubeConfig, EncoderConfig, ProductionPipeline, TowerConfig, TowerStage, TowerTrainConfig, TrainConfig, train_bundle
+from pipeline import (
+    CubeConfig,
+    EncoderConfig,
+    ProductionPipeline,
+    TowerConfig,
+    TowerStage,
+    TowerTrainConfig,
+    TrainConfig,
+    train_bundle,
+)
 from pipeline.checkpoint import load_bundle, read_manifest
 from pipeline.cube import apply_map
 from pipeline.errors import BundleError, IncompatibleBundle

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline import InputError, load_pairs
-from pipeline.data import answer_key, embed_cached
+from pipeline.data import answer_key, embed_cached, json_value
+from pipeline.errors import BundleError
 from pipeline.workflows import read_bank_file
 
 
@@ -47,6 +48,14 @@ def test_bank_files_in_text_and_jsonl(tmp_path: Path) -> None:
     jsonl.write_text(json.dumps({"other": "C."}) + "\n", encoding="utf-8")
     with pytest.raises(InputError, match="bank.jsonl:1"):
         read_bank_file(jsonl)
+
+
+def test_a_json_line_must_parse_and_be_of_the_asked_kind() -> None:
+    assert json_value('{"text": "a"}', "f:1", dict, "an object") == {"text": "a"}
+    with pytest.raises(InputError, match=r"^f:2: not valid JSON \("):
+        json_value("{not json", "f:2", dict, "an object")
+    with pytest.raises(BundleError, match=r"^bank.jsonl:3: a JSON int, expected a string$"):
+        json_value("7", "bank.jsonl:3", str, "a string", BundleError)
 
 
 def test_embedding_cache_is_keyed_by_texts_and_survives_damage(tmp_path: Path) -> None:
