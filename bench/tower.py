@@ -153,7 +153,7 @@ def main() -> None:
             started = time.perf_counter()
             epochs = train_tower(
                 tower, train, states, config, val=val, val_states=val_states,
-                on_step=lambda step, loss, seed=seed: print(f"  seed {seed} step {step} loss {loss:.4f}", flush=True) if step % 20 == 0 else None,
+                on_step=lambda step, total, loss, seed=seed: print(f"  seed {seed} step {step} loss {loss:.4f}", flush=True) if step % 20 == 0 else None,
                 on_epoch=lambda r, seed=seed: print(f"  seed {seed} epoch {r.epoch}: loss {r.train_loss:.4f}, {r.seconds:.0f} s, validation {r.validation}", flush=True),
             )
             seconds = time.perf_counter() - started

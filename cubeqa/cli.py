@@ -106,9 +106,9 @@ def train(
                 tower_train = TowerTrainConfig(epochs=tower_epochs, lr=tower_lr, seed=seed, threads=settings.threads or 2)
                 tower_task = bar.add_task("tower", total=None, start=False)
 
-                def on_tower_step(step: int, loss: float) -> None:
+                def on_tower_step(step: int, total: int, loss: float) -> None:
                     bar.start_task(tower_task)
-                    bar.update(tower_task, completed=step, description=f"tower step {step} loss {loss:.4f}")
+                    bar.update(tower_task, completed=step, total=total, description=f"tower loss {loss:.4f}")
 
                 def on_tower_epoch(report: TowerEpochReport) -> None:
                     figures = report.validation or {}

@@ -64,7 +64,7 @@ class TowerEpochReport:
     validation: dict[str, float] | None
 
 
-StepCallback = Callable[[int, float], None]  # (step, loss)
+StepCallback = Callable[[int, int, float], None]  # (step, total steps, loss)
 EpochCallback = Callable[[TowerEpochReport], None]
 
 
@@ -128,7 +128,8 @@ def tower_vectors(tower: QuestionTower, states: LowerStates, batch_size: int = 2
         for start in range(0, len(states), batch_size):
             rows = order[start : start + batch_size]
             hidden, mask = states.batch(rows)
-            parts.append((rows, tower.run_top(hidden, mask, tuned=tuned).numpy()))
+            device = tower.encoder.device  # states are cached on the host; a CUDA tower runs its batches on the GPU
+            parts.append((rows, tower.run_top(hidden.to(device), mask.to(device), tuned=tuned).cpu().numpy()))
     tower.train(was_training)
     out = np.empty((len(states), tower.identity.dim), np.float32)
     for rows, vectors in parts:
@@ -161,11 +162,12 @@ def train_tower(
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     generator = np.random.default_rng(config.seed)
-    a = torch.from_numpy(train.a)
+    device = tower.encoder.device
+    a = torch.from_numpy(train.a).to(device)
     labels_np, first_rows = answer_labels(train.answer_ids)
-    labels = torch.from_numpy(labels_np)
+    labels = torch.from_numpy(labels_np).to(device)
     bank = a[torch.from_numpy(first_rows)]  # (K, D) every unique train answer
-    bank_ids = torch.arange(len(bank))
+    bank_ids = torch.arange(len(bank), device=device)
 
     params = [p for p in tower.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -184,7 +186,7 @@ def train_tower(
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
             hidden, mask = states.batch(idx)
-            out = tower(hidden, mask)  # (B, D)
+            out = tower(hidden.to(device), mask.to(device))  # (B, D)
             targets = a[torch.from_numpy(idx)]
             loss = infonce(out, bank, labels[torch.from_numpy(idx)], bank_ids, config.temperature)
             loss = loss + config.cos_weight * (1.0 - F.cosine_similarity(out, targets, dim=-1)).mean()
@@ -195,7 +197,7 @@ def train_tower(
             step += 1
             losses.append(loss.item())
             if on_step:
-                on_step(step, losses[-1])
+                on_step(step, total, losses[-1])
         seconds = time.perf_counter() - started
         figures = None
         if val is not None and val_states is not None:

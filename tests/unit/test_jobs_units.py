@@ -26,16 +26,17 @@ def test_a_micro_batch_survives_msgpack_and_an_unknown_version_is_refused() -> N
     from kombu.serialization import dumps, loads
 
     vectors = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
-    batch = MicroBatch(batch="b" * 32, jobs=["j1", "j2"], dim=4, q=pack(vectors), has_ref=[False, True], bank="squad", bank_version="v3",
-                       min_confidence=0.25)
+    batch = MicroBatch(batch="b" * 32, jobs=["j1", "j2"], dim=4, q=pack(vectors), tower=pack(-vectors), has_ref=[False, True], bank="squad",
+                       bank_version="v3", min_confidence=0.25)
     content_type, encoding, body = dumps(((batch.to_wire(),), {}, {}), serializer="msgpack")
     (message,), _, _ = loads(body, content_type, encoding, accept=["application/x-msgpack"])
     back = MicroBatch.from_wire(message)
     assert back == batch and (back.bank, back.bank_version, back.min_confidence, back.version) == ("squad", "v3", 0.25, 1)
     np.testing.assert_array_equal(unpack(back.q, 4), vectors)
-    legacy = {k: v for k, v in batch.to_wire().items() if k not in ("version", "bank", "bank_version", "min_confidence")}
-    old = MicroBatch.from_wire(legacy)  # a message sent before `version` and the bank fields existed
-    assert old.jobs == ["j1", "j2"] and (old.bank, old.bank_version, old.min_confidence) == (None, None, None)
+    np.testing.assert_array_equal(unpack(back.tower, 4), -vectors)
+    legacy = {k: v for k, v in batch.to_wire().items() if k not in ("version", "bank", "bank_version", "min_confidence", "tower")}
+    old = MicroBatch.from_wire(legacy)  # a message sent before `version`, the bank fields and the tower existed
+    assert old.jobs == ["j1", "j2"] and (old.bank, old.bank_version, old.min_confidence, old.tower) == (None, None, None, b"")
     with pytest.raises(WireError, match="version 2 is unknown to this worker"):
         MicroBatch.from_wire({**message, "version": 2})
     with pytest.raises(WireError, match="unknown fields"):

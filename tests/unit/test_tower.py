@@ -146,7 +146,7 @@ def test_tiny_training_run_lowers_the_loss() -> None:
     q = tower_vectors(tower, states)
     data = EmbeddedPairs(pairs=pairs, q=q, a=answers[which], data_hash="tiny")
     losses: list[float] = []
-    epochs = train_tower(tower, data, states, TowerTrainConfig(epochs=20, batch_size=16, lr=1e-2, threads=1), val=data, val_states=states, on_step=lambda s, loss: losses.append(loss))
+    epochs = train_tower(tower, data, states, TowerTrainConfig(epochs=20, batch_size=16, lr=1e-2, threads=1), val=data, val_states=states, on_step=lambda s, total, loss: losses.append(loss))
     assert len(losses) == 20 * 4
     assert epochs[-1].train_loss < 0.8 * epochs[0].train_loss
     assert epochs[-1].validation["cos"] > epochs[0].validation["cos"]
