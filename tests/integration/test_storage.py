@@ -154,7 +154,7 @@ def test_migration_0004_fills_the_metric_columns_of_stored_rows_and_reverts(back
         {"cube_cos": 0.61, "identity_cos": 0.52, "e2e_cos": 0.73, "decode_fidelity": 0.84, "echo": 1, "truncated": 1.0},
         {"decode_fidelity": 0.25, "cube_cos": -0.125, "identity_cos": 0.0},
         None,  # SQL NULL: a failed job
-        JSON.NULL,  # JSON null, as stores from before none_as_null hold for failed jobs
+        JSON.NULL,  # JSON null (what a JSON column without none_as_null writes for None)
     ]
     expected = [
         {"cube_cos": 0.61, "identity_cos": 0.52, "e2e_cos": 0.73, "decode_fidelity": 0.84, "echo": 1.0},
