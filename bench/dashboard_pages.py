@@ -36,7 +36,7 @@ def fill(database_url: str, jobs: int, seed: int = 0) -> tuple[str, str]:
     from sqlalchemy import insert
 
     from storage.db import make_engine, session_factory, upgrade
-    from storage.models import Batch, Job, ModelVersion
+    from storage.models import Batch, Job, ModelVersion, metric_columns
     from storage.repository import new_id
 
     upgrade(database_url)
@@ -74,7 +74,7 @@ def fill(database_url: str, jobs: int, seed: int = 0) -> tuple[str, str]:
                 "answer": "an answer sentence from the bank" if ok and path != "none" else None, "decoder_path": path if ok else None,
                 "score": rng.uniform(0.2, 0.8) if ok else None, "metrics": metrics if ok else None, "timings_ms": timings,
                 "hosts": hosts, "model_version": version if ok else None, "created_at": created, "dispatched_at": created,
-                "started_at": created, "finished_at": finished,
+                "started_at": created, "finished_at": finished, **metric_columns(metrics if ok else None),
             })
             if len(rows) == 5000 or i == jobs - 1:
                 with sessions.begin() as session:
@@ -84,8 +84,8 @@ def fill(database_url: str, jobs: int, seed: int = 0) -> tuple[str, str]:
             batch = session.get(Batch, batch_id)
             batch.done_count, batch.failed_count, batch.finished_at = done, failed, created + timedelta(seconds=seconds)
     if database_url.startswith("postgresql"):
-        with make_engine(database_url).connect() as connection:
-            connection.exec_driver_sql("ANALYZE")
+        with make_engine(database_url).connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("ANALYZE")  # committed: in a rolled-back transaction its statistics are lost
     return ids[0], ids[1]
 
 

@@ -1,5 +1,6 @@
-"""Aggregates the quality dashboard shows, computed in SQL so a 100,000-job batch costs a few scans, not a
-100,000-row transfer. Every function takes an open Session; SQLite and PostgreSQL both work."""
+"""Aggregates the quality dashboard shows, computed in SQL from the job's plain columns (its metrics among them,
+storage.models.METRIC_COLUMNS) so a 100,000-job batch's charts cost one or two scans, not a 100,000-row transfer
+or a JSON parse per job. Every function takes an open Session; SQLite and PostgreSQL both work."""
 
 from __future__ import annotations
 
@@ -7,16 +8,14 @@ import json
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any
 
-from sqlalchemy import Float, Integer, Text, case, cast, func, literal, or_, select, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import func, literal, or_, select, text
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
-from storage.models import DONE, FAILED, QUEUED, RUNNING, STATUSES, Batch, Job
+from storage.models import DONE, FAILED, METRIC_COLUMNS, QUEUED, RUNNING, STATUSES, Batch, Job
 from storage.repository import job_dict
 from storage.summary import as_utc
 
@@ -70,23 +69,6 @@ class BatchRow:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
-
-
-def json_number(session: Session, column: Any, key: str) -> ColumnElement[float]:
-    """A float read from a JSON column; on PostgreSQL through jsonb, whose key lookup needs no re-parse."""
-    source = cast(column, JSONB) if is_postgres(session) else column
-    return source[key].as_float()
-
-
-def floor_int(session: Session, value: ColumnElement[float]) -> ColumnElement[int]:
-    """floor() for values >= 0 (SQLite's CAST truncates; PostgreSQL's CAST rounds)."""
-    return cast(func.floor(value), Integer) if is_postgres(session) else cast(value, Integer)
-
-
-def epoch_seconds(session: Session, column: Any) -> ColumnElement[float]:
-    if is_postgres(session):
-        return func.extract("epoch", column)
-    return (func.julianday(column) - 2440587.5) * 86400.0
 
 
 def bank_column() -> Any | None:
@@ -146,28 +128,47 @@ def batch_count(session: Session) -> int:
 
 TIMINGS = tuple(key for stage in STAGES for key in (stage, f"wait_{stage}"))
 # Fine bins per unit of each histogram (0.01 of a cosine, 0.001 of the cube's gain): SQL counts jobs in these
-# in one pass, without first finding the range; the page merges them into at most `bins` bars.
+# in one pass, without first finding the range; the page merges them into at most 30 bars (`histogram`).
 FINE = {"score": 100, "e2e_cos": 100, "cube_gain": 1000}
+BUCKETS = 40  # throughput buckets from submission to the last finished job
 
-PG_QUALITY = text("""
-SELECT GROUPING(sb, eb, gb) AS g, sb, eb, gb, count(score), sum(score), count(e2e_cos), sum(e2e_cos),
-       count(gain), sum(gain), count(echo), sum(echo)
+# The values the sets group, each NULL but for done jobs: decoder path, score, e2e_cos, cube gain and echo flag.
+DONE_VALUES = ", ".join(
+    f"CASE WHEN status = 'done' THEN {value} END AS {name}"
+    for name, value in (("p", "coalesce(decoder_path, '-')"), ("score", "score"), ("e2e_cos", "e2e_cos"),
+                        ("gain", "cube_cos - identity_cos"), ("echo", "echo"))
+)
+# One scan of the batch's jobs under grouping sets: the fine bins and sums of the metric columns and the decoder
+# paths of its done jobs, its final jobs per throughput bucket, and its distinct (done, timings, hosts) stamps.
+# OFFSET 0 keeps the binned values opaque to the planner's group estimates, so it hashes every set in the one
+# pass (MixedAggregate) rather than sorting the rows once per set.
+PG_FIGURES = text(f"""
+SELECT GROUPING(sb, eb, gb, p, tb, done, t, h) AS g, coalesce(sb, eb, gb, tb) AS bin, p, done, t, h, count(*),
+       sum(score), sum(e2e_cos), sum(gain), count(echo), sum(echo)
 FROM (
-    SELECT floor(j.score * 100)::int AS sb, floor(m.e2e_cos * 100)::int AS eb,
-           floor((m.cube_cos - m.identity_cos) * 1000)::int AS gb,
-           j.score, m.e2e_cos, m.cube_cos - m.identity_cos AS gain, m.echo
-    FROM job AS j, json_to_record(j.metrics) AS m(e2e_cos float8, cube_cos float8, identity_cos float8, echo float8)
-    WHERE j.batch_id = :batch_id AND j.status = 'done'
+    SELECT u.*, floor(score * 100)::int AS sb, floor(e2e_cos * 100)::int AS eb, floor(gain * 1000)::int AS gb
+    FROM (
+        SELECT status = 'done' AS done, timings_ms::text AS t, hosts::text AS h,
+               CASE WHEN status IN ('done', 'failed') THEN width_bucket(finished_at, CAST(:edges AS timestamptz[])) END AS tb,
+               {DONE_VALUES}
+        FROM job WHERE batch_id = :batch_id
+    ) AS u
+    OFFSET 0
 ) AS v
-GROUP BY GROUPING SETS ((sb), (eb), (gb), ())
+GROUP BY GROUPING SETS ((sb), (eb), (gb), (p), (tb), (done, t, h), ())
 """)
+# GROUPING(sb, eb, gb, p, tb, done, t, h) of each set (its own columns are its 0 bits) -> what it counts.
+PG_SETS = {0b01111111: "score", 0b10111111: "e2e_cos", 0b11011111: "cube_gain", 0b11101111: "path", 0b11110111: "finished",
+           0b11111000: "stamp", 0b11111111: "echo"}
 
-SQLITE_QUALITY = text("""
+# SQLite has no grouping sets: the batch's jobs are read once into a CTE that each set groups (SQLite 3.35 and
+# later materialise a CTE read more than once).
+SQLITE_FIGURES = text(f"""
 WITH v AS (
-    SELECT score, json_extract(metrics, '$.e2e_cos') AS e2e_cos,
-           json_extract(metrics, '$.cube_cos') - json_extract(metrics, '$.identity_cos') AS gain,
-           json_extract(metrics, '$.echo') AS echo
-    FROM job WHERE batch_id = :batch_id AND status = 'done'
+    SELECT CASE WHEN status IN ('done', 'failed')
+                THEN min(max(CAST(((julianday(finished_at) - 2440587.5) * 86400.0 - :start) / :width AS INTEGER), 0), :last) END AS tb,
+           {DONE_VALUES}
+    FROM job WHERE batch_id = :batch_id
 )
 SELECT 'score', CAST(score * 100 + 1000000 AS INTEGER) - 1000000 AS b, count(*), sum(score) FROM v WHERE score IS NOT NULL GROUP BY b
 UNION ALL
@@ -176,31 +177,70 @@ UNION ALL
 SELECT 'cube_gain', CAST(gain * 1000 + 1000000 AS INTEGER) - 1000000 AS b, count(*), sum(gain) FROM v WHERE gain IS NOT NULL GROUP BY b
 UNION ALL
 SELECT 'echo', 0, count(echo), sum(echo) FROM v
+UNION ALL
+SELECT 'path', p, count(*), NULL FROM v WHERE p IS NOT NULL GROUP BY p
+UNION ALL
+SELECT 'finished', tb, count(*), NULL FROM v WHERE tb IS NOT NULL GROUP BY tb
 """)
+# The stamps grouped apart: read into the CTE above, their text would cost more than this second scan.
+SQLITE_STAMPS = text("SELECT status = 'done', timings_ms, hosts, count(*) FROM job WHERE batch_id = :batch_id GROUP BY 1, 2, 3")
 
 
-def quality_bins(session: Session, batch_id: str) -> tuple[dict[str, dict[int, int]], dict[str, tuple[int, float]]]:
-    """Jobs per fine bin of each histogram, and (count, sum) of each value, over the batch's done jobs; on
-    PostgreSQL one pass that parses each job's metrics once (json_to_record) under grouping sets."""
-    bins: dict[str, dict[int, int]] = {name: {} for name in FINE}
-    totals: dict[str, tuple[int, float]] = {}
+@dataclass
+class JobGroups:
+    """A batch's jobs counted the ways its charts show them."""
+
+    bins: dict[str, dict[int, int]] = field(default_factory=lambda: {name: {} for name in FINE})  # done jobs per fine bin
+    totals: dict[str, tuple[int, float]] = field(default_factory=dict)  # (count, sum) of each histogram's values and of echo
+    paths: dict[str, int] = field(default_factory=dict)  # done jobs per decoder path
+    finished: list[int] = field(default_factory=lambda: [0] * BUCKETS)  # final jobs per throughput bucket
+    stamps: list[tuple[tuple[bool, Any, Any], int]] = field(default_factory=list)  # ((done, timings, hosts), jobs)
+
+    def add(self, kind: str, key: Any, count: int, total: float | None = None) -> None:
+        """Counts the `count` jobs of one group: a fine bin (with the sum of its values), the echo flags (count and
+        sum), a decoder path, a throughput bucket or a stamp."""
+        if kind in FINE:
+            n, s = self.totals.get(kind, (0, 0.0))
+            self.totals[kind] = (n + count, s + float(total or 0.0))
+            self.bins[kind][int(key)] = count
+        elif kind == "echo":
+            self.totals[kind] = (count, float(total or 0.0))
+        elif kind == "path":
+            self.paths[str(key)] = count
+        elif kind == "finished":
+            self.finished[min(max(int(key), 0), BUCKETS - 1)] += count
+        else:
+            self.stamps.append((key, count))
+
+
+def job_groups(session: Session, row: BatchRow) -> tuple[JobGroups, float | None]:
+    """The batch's jobs grouped for its charts, and the width in seconds of its throughput buckets (None before a
+    job finished): on PostgreSQL one scan, on SQLite two."""
+    start = row.created_at.timestamp()
+    width = max(row.last_finished.timestamp() - start, 1e-3) / BUCKETS if row.last_finished else None
+    groups = JobGroups()
     if is_postgres(session):
-        for g, sb, eb, gb, *sums in session.execute(PG_QUALITY, {"batch_id": batch_id}).all():
-            if g == 7:  # the () set: every job
-                for i, name in enumerate(("score", "e2e_cos", "cube_gain", "echo")):
-                    totals[name] = (int(sums[2 * i]), float(sums[2 * i + 1] or 0.0))
-                continue
-            name, index, count = {3: ("score", sb, sums[0]), 5: ("e2e_cos", eb, sums[2]), 6: ("cube_gain", gb, sums[4])}[g]
-            if index is not None:
-                bins[name][int(index)] = int(count)
-        return bins, totals
-    sums: dict[str, list[float]] = {name: [0, 0.0] for name in (*FINE, "echo")}
-    for name, index, count, total in session.execute(SQLITE_QUALITY, {"batch_id": batch_id}).all():
-        sums[name][0] += count
-        sums[name][1] += float(total or 0.0)
-        if name in bins:
-            bins[name][int(index)] = int(count)
-    return bins, {name: (int(n), total) for name, (n, total) in sums.items()}
+        # Bucket i holds the jobs finished in [edge i, edge i + 1); the first and the last are open-ended (clocks of hosts differ).
+        edges = [datetime.fromtimestamp(start + i * (width or 1.0), UTC) for i in range(1, BUCKETS)]
+        rows = session.execute(PG_FIGURES, {"batch_id": row.id, "edges": edges}).all()
+        for g, key, path, done, timings, hosts, count, score, e2e_cos, gain, echo_count, echo_sum in rows:
+            kind = PG_SETS[g]
+            if kind == "stamp":
+                groups.add(kind, (done, timings, hosts), count)
+            elif kind == "echo":
+                groups.add(kind, None, echo_count, echo_sum)
+            elif kind == "path":
+                if path is not None:
+                    groups.add(kind, path, count)
+            elif key is not None:  # the NULL bin holds the jobs without that value
+                groups.add(kind, key, count, {"score": score, "e2e_cos": e2e_cos, "cube_gain": gain}.get(kind))
+        return groups, width
+    values = {"batch_id": row.id, "start": start, "width": width or 1.0, "last": BUCKETS - 1}
+    for kind, key, count, total in session.execute(SQLITE_FIGURES, values).all():
+        groups.add(kind, key, count, total)
+    for done, timings, hosts, count in session.execute(SQLITE_STAMPS, values).all():
+        groups.add("stamp", (done, timings, hosts), count)
+    return groups, width
 
 
 def histogram(fine: dict[int, int], per_unit: int, count: int, total: float, bars: int = 30) -> dict[str, Any]:
@@ -235,83 +275,63 @@ def weighted_quantiles(pairs: list[tuple[float, int]], qs: tuple[float, ...] = (
     return out
 
 
-def grouped_json(session: Session, column: Any, batch_id: str, *, done_only: bool) -> list[tuple[dict[str, Any], int]]:
-    """Distinct values of a JSON column over the batch's jobs with their counts. The stages stamp one timings
-    and hosts object per micro-batch, so a 100,000-job batch has a few thousand distinct ones: SQL groups
-    their text and only those are parsed."""
-    as_text = cast(column, Text) if is_postgres(session) else column
-    where = [Job.batch_id == batch_id, column.is_not(None)] + ([Job.status == DONE] if done_only else [])
-    rows = session.execute(select(as_text, func.count()).where(*where).group_by(as_text)).all()
-    return [(json.loads(raw) if isinstance(raw, str) else raw, int(count)) for raw, count in rows if raw]
+def parsed(stamps: list[tuple[tuple[bool, Any, Any], int]]) -> list[tuple[bool, dict[str, Any], dict[str, Any], int]]:
+    """The stamps with their JSON text parsed; a missing (or JSON null) object is empty. The stages stamp one
+    timings and hosts object per micro-batch, so a 100,000-job batch has a few thousand to parse."""
+
+    def obj(raw: Any) -> dict[str, Any]:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+        return value if isinstance(value, dict) else {}
+
+    return [(bool(done), obj(timings), obj(hosts), count) for (done, timings, hosts), count in stamps]
 
 
-def batch_stats(session: Session, batch_id: str) -> dict[str, Any]:
-    """Histograms of the score, e2e_cos and cube_cos − identity_cos, the echo share, and per-stage compute
-    and wait time (median, p90, ms per job) of the batch's done jobs."""
-    fine, totals = quality_bins(session, batch_id)
-    out: dict[str, Any] = {name: histogram(fine[name], FINE[name], *totals.get(name, (0, 0.0))) for name in FINE}
-    echo_n, echo_sum = totals.get("echo", (0, 0.0))
+def batch_figures(session: Session, row: BatchRow) -> dict[str, Any]:
+    """Everything the batch page draws: histograms of the score, e2e_cos and cube_cos − identity_cos, the echo
+    share, per-stage compute and wait time (median, p90, ms per job) and decoder paths of the done jobs, final jobs
+    per second over time, and (stage, worker host, jobs served) for each worker that served the batch."""
+    groups, width = job_groups(session, row)
+    out: dict[str, Any] = {name: histogram(groups.bins[name], FINE[name], *groups.totals.get(name, (0, 0.0))) for name in FINE}
+    echo_n, echo_sum = groups.totals.get("echo", (0, 0.0))
     out["echo"] = {"share": echo_sum / echo_n if echo_n else None, "n": echo_n}
-    timings = grouped_json(session, Job.timings_ms, batch_id, done_only=True)
-    quantile = {key: weighted_quantiles([(float(t[key]), n) for t, n in timings if key in t]) for key in TIMINGS}
+    stamps = parsed(groups.stamps)
+    quantile = {key: weighted_quantiles([(float(t[key]), n) for done, t, _, n in stamps if done and key in t]) for key in TIMINGS}
     out["times"] = {
         stage: {"compute_p50": quantile[stage][0], "compute_p90": quantile[stage][1],
                 "wait_p50": quantile[f"wait_{stage}"][0], "wait_p90": quantile[f"wait_{stage}"][1]}
         for stage in STAGES
     }
-    return out
-
-
-def decoder_paths(session: Session, batch_id: str) -> dict[str, int]:
-    """Done jobs per decoder path ("none" is "no confident answer")."""
-    rows = session.execute(
-        select(func.coalesce(Job.decoder_path, "-"), func.count()).where(Job.batch_id == batch_id, Job.status == DONE).group_by(Job.decoder_path)
-    ).all()
-    return dict(sorted((str(p), int(c)) for p, c in rows))
-
-
-def throughput(session: Session, batch_id: str, buckets: int = 40) -> dict[str, Any]:
-    """Jobs finished per second in equal time buckets from submission to the last finished job."""
-    batch = session.get(Batch, batch_id)
-    finished = epoch_seconds(session, Job.finished_at)
-    where = (Job.batch_id == batch_id, Job.status.in_((DONE, FAILED)), Job.finished_at.is_not(None))
-    last = session.scalar(select(func.max(finished)).where(*where))
-    if batch is None or last is None:
-        return {"seconds": [], "jobs_per_second": [], "width": None}
-    start = as_utc(batch.created_at).timestamp()
-    width = max(float(last) - start, 1e-3) / buckets
-    # Clamped at the submission time so the bucket index is never negative (clocks of hosts differ).
-    offset = (func.greatest(finished, start) if is_postgres(session) else func.max(finished, literal(start))) - start
-    bucket = floor_int(session, offset / width)
-    bucket = case((bucket >= buckets, buckets - 1), else_=bucket)
-    counts = [0] * buckets
-    for index, count in session.execute(select(bucket.label("b"), func.count()).where(*where).group_by("b")).all():
-        counts[min(max(int(index), 0), buckets - 1)] += count
-    return {"seconds": [round((i + 0.5) * width, 3) for i in range(buckets)], "jobs_per_second": [c / width for c in counts], "width": width}
-
-
-def workers(session: Session, batch_id: str) -> list[tuple[str, str, int]]:
-    """(stage, worker host name, jobs served) for each worker that served the batch."""
+    out["paths"] = dict(sorted(groups.paths.items()))
+    out["throughput"] = (
+        {"seconds": [], "jobs_per_second": [], "width": None} if width is None else
+        {"seconds": [round((i + 0.5) * width, 3) for i in range(BUCKETS)], "jobs_per_second": [c / width for c in groups.finished], "width": width}
+    )
     served: dict[tuple[str, str], int] = {}
-    for hosts, count in grouped_json(session, Job.hosts, batch_id, done_only=False):
+    for _, _, hosts, count in stamps:
         for stage in STAGES:
             if hosts.get(stage):
                 served[(stage, str(hosts[stage]))] = served.get((stage, str(hosts[stage])), 0) + count
-    return [(stage, host, served[(stage, host)]) for stage, host in sorted(served, key=lambda k: (STAGES.index(k[0]), k[1]))]
+    out["workers"] = [(stage, host, served[(stage, host)]) for stage, host in sorted(served, key=lambda k: (STAGES.index(k[0]), k[1]))]
+    return out
 
 
 def job_page(
-    session: Session, batch_id: str, *, status: str | None = None, text: str | None = None, page: int = 1, per_page: int = 50
+    session: Session, batch_id: str, *, status: str | None = None, text: str | None = None, page: int = 1, per_page: int = 50,
+    counts: Mapping[str, int] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of a batch's jobs in input order, filtered by status and by text in question, answer or error;
-    with the number of jobs that match."""
+    with the number of jobs that match. `counts` (the batch's jobs per status, BatchRow.counts) spares counting
+    them again when no text filters the jobs."""
     where = [Job.batch_id == batch_id]
     if status in (QUEUED, RUNNING, DONE, FAILED):
         where.append(Job.status == status)
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where.append(or_(*(column.ilike(pattern, escape="\\") for column in (Job.question, Job.answer, Job.error))))
-    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    if counts is not None and not text:
+        total = counts[status] if status in (QUEUED, RUNNING, DONE, FAILED) else sum(counts.values())
+    else:
+        total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     rows = session.execute(
         select(Job.id, Job.position, Job.question, Job.answer, Job.score, Job.status, Job.error, Job.decoder_path)
         .where(*where).order_by(Job.position).limit(per_page).offset((max(page, 1) - 1) * per_page)
@@ -342,37 +362,10 @@ def model_versions(session: Session) -> list[tuple[str, int]]:
     ).all()]
 
 
-# One statement per side kind (batch or model version): each job's metrics parsed once.
-PG_PER_QUESTION = {
-    "batch_id": text("""
-SELECT j.question, avg(j.score), avg(m.e2e_cos), avg(m.cube_cos - m.identity_cos), avg(m.cube_cos), avg(m.identity_cos),
-       avg(m.decode_fidelity), avg(m.echo)
-FROM job AS j, json_to_record(j.metrics) AS m(e2e_cos float8, cube_cos float8, identity_cos float8, decode_fidelity float8, echo float8)
-WHERE j.status = 'done' AND j.batch_id = :value
-GROUP BY j.question
-"""),
-    "model_version": text("""
-SELECT j.question, avg(j.score), avg(m.e2e_cos), avg(m.cube_cos - m.identity_cos), avg(m.cube_cos), avg(m.identity_cos),
-       avg(m.decode_fidelity), avg(m.echo)
-FROM job AS j, json_to_record(j.metrics) AS m(e2e_cos float8, cube_cos float8, identity_cos float8, decode_fidelity float8, echo float8)
-WHERE j.status = 'done' AND j.model_version = :value
-GROUP BY j.question
-"""),
-}
-
-
 def per_question(session: Session, *, batch_id: str | None = None, version: str | None = None) -> dict[str, dict[str, float | None]]:
-    """Mean of each compared metric per question text over the done jobs of a batch or of a model version
-    (on PostgreSQL each job's metrics parsed once)."""
-    column, value = ("batch_id", batch_id) if batch_id is not None else ("model_version", version)
-    if is_postgres(session):
-        rows = session.execute(PG_PER_QUESTION[column], {"value": value}).all()
-    else:
-        metrics = {
-            "score": Job.score,
-            **{name: json_number(session, Job.metrics, name) for name in ("e2e_cos", "cube_cos", "identity_cos", "decode_fidelity", "echo")},
-        }
-        metrics["cube_gain"] = metrics["cube_cos"] - metrics["identity_cos"]
-        columns = [func.avg(cast(metrics[name], Float)).label(name) for name in COMPARED]
-        rows = session.execute(select(Job.question, *columns).where(Job.status == DONE, getattr(Job, column) == value).group_by(Job.question)).all()
+    """Mean of each compared metric per question text over the done jobs of a batch or of a model version."""
+    column, value = (Job.batch_id, batch_id) if batch_id is not None else (Job.model_version, version)
+    metrics = {"score": Job.score, "cube_gain": Job.cube_cos - Job.identity_cos, **{name: getattr(Job, name) for name in METRIC_COLUMNS}}
+    means = [func.avg(metrics[name]) for name in COMPARED]
+    rows = session.execute(select(Job.question, *means).where(Job.status == DONE, column == value).group_by(Job.question)).all()
     return {row[0]: {name: (None if v is None else float(v)) for name, v in zip(COMPARED, row[1:])} for row in rows}

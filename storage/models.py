@@ -15,6 +15,15 @@ ID_LENGTH = 32  # uuid4 hex (repository.new_id)
 KEY_LENGTH = 200  # longest idempotency key
 SOURCE_LENGTH = 500  # longest batch source label
 BANK_LENGTH = 64  # longest bank name (pipeline.knowledge.store.check_name) and version
+# The per-job quality metrics (pipeline.metrics.item_metrics) a job row also keeps as plain columns, beside its
+# metrics JSON, so that SQL sums and bins them without parsing JSON (storage.dashboard_queries).
+METRIC_COLUMNS = ("cube_cos", "identity_cos", "e2e_cos", "decode_fidelity", "echo")
+
+
+def metric_columns(metrics: dict[str, Any] | None) -> dict[str, float | None]:
+    """The METRIC_COLUMNS values of a metrics dict (None where it has no such metric)."""
+    metrics = metrics or {}
+    return {name: None if metrics.get(name) is None else float(metrics[name]) for name in METRIC_COLUMNS}
 
 
 def is_id(value: str) -> bool:
@@ -94,6 +103,12 @@ class Job(Base):
     min_confidence: Mapped[float | None] = mapped_column(Float)  # the submission's threshold (None: the worker's)
     confidence: Mapped[float | None] = mapped_column(Float)  # calibrated probability the answer sentence is right
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # pipeline.confidence.evidence
+    # METRIC_COLUMNS: copies of `metrics` values (metric_columns), written with them.
+    cube_cos: Mapped[float | None] = mapped_column(Float)
+    identity_cos: Mapped[float | None] = mapped_column(Float)
+    e2e_cos: Mapped[float | None] = mapped_column(Float)
+    decode_fidelity: Mapped[float | None] = mapped_column(Float)
+    echo: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -13,7 +13,19 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from storage.models import DONE, FAILED, FINAL, QUEUED, RUNNING, STATUSES, Batch, Job, ModelVersion
+from storage.models import (
+    DONE,
+    FAILED,
+    FINAL,
+    METRIC_COLUMNS,
+    QUEUED,
+    RUNNING,
+    STATUSES,
+    Batch,
+    Job,
+    ModelVersion,
+    metric_columns,
+)
 from storage.summary import BatchSummary, batch_summary, count_batches, list_batches
 
 
@@ -200,6 +212,7 @@ def record_outcomes(*, session: Session, outcomes: Sequence[JobOutcome], model_v
 
 OUTCOME_COLUMNS = (
     "status", "error", "answer", "decoder_path", "score", "metrics", "timings_ms", "hosts", "model_version", "confidence", "evidence",
+    *METRIC_COLUMNS,
 )
 OUTCOME_UPDATE = (
     update(Job.__table__)
@@ -209,7 +222,7 @@ OUTCOME_UPDATE = (
 
 
 def outcome_row(outcome: JobOutcome, model_version: str | None) -> dict[str, Any]:
-    """The parameters of OUTCOME_UPDATE for one job: its answer and metrics, or its error."""
+    """The parameters of OUTCOME_UPDATE for one job: its answer and metrics (the JSON and its METRIC_COLUMNS), or its error."""
     done = outcome.error is None
     values = {
         "status": DONE if done else FAILED,
@@ -223,6 +236,7 @@ def outcome_row(outcome: JobOutcome, model_version: str | None) -> dict[str, Any
         "model_version": model_version if done else None,
         "confidence": outcome.confidence if done else None,
         "evidence": outcome.evidence if done else None,
+        **metric_columns(outcome.metrics if done else None),
     }
     return {"job_id": outcome.job_id, **{f"new_{name}": value for name, value in values.items()}}
 

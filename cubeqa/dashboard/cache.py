@@ -17,7 +17,7 @@ from storage import dashboard_queries as q
 class FinishedBatches:
     """Rows (counts, versions) of up to `rows` finished batches and the figures of up to `figures` of them."""
 
-    def __init__(self, compute: Callable[[Session, str], dict[str, Any]], rows: int = 1024, figures: int = 32) -> None:
+    def __init__(self, compute: Callable[[Session, q.BatchRow], dict[str, Any]], rows: int = 1024, figures: int = 32) -> None:
         self.compute = compute
         self.sizes = {"rows": rows, "figures": figures}
         self.rows: OrderedDict[str, q.BatchRow] = OrderedDict()
@@ -36,15 +36,15 @@ class FinishedBatches:
         return rows
 
     def batch_figures(self, session: Session, row: q.BatchRow) -> dict[str, Any]:
-        """compute(session, batch id), once per finished batch."""
+        """compute(session, row), once per finished batch."""
         if row.running or row.finished_at is None:
-            return self.compute(session, row.id)
+            return self.compute(session, row)
         key = (row.id, row.finished_at.isoformat())
         with self.lock:
             if key in self.figures:
                 self.figures.move_to_end(key)
                 return self.figures[key]
-        figures = self.compute(session, row.id)
+        figures = self.compute(session, row)
         with self.lock:
             self._keep(self.figures, key, figures, self.sizes["figures"])
         return figures

@@ -48,26 +48,21 @@ def embed(value: Any) -> str:
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def batch_charts(session: Session, batch_id: str) -> dict[str, Any]:
+def batch_charts(session: Session, row: q.BatchRow) -> dict[str, Any]:
     """Every chart of the batch page, plus the figures shown beside them."""
-    quality = q.batch_stats(session, batch_id)
-    times = quality["times"]
-    paths = q.decoder_paths(session, batch_id)
+    figures = q.batch_figures(session, row)
     return {
         "charts": {
-            "score": charts.histogram_chart(quality["score"], "answer score (the decoder's score, a cosine)"),
-            "e2e_cos": charts.histogram_chart(quality["e2e_cos"], "e2e_cos (cosine of answer to reference)", charts.COLOURS["green"]),
-            "cube_gain": charts.histogram_chart(quality["cube_gain"], "cube_cos − identity_cos (cosine difference)", charts.COLOURS["b"]),
-            "paths": charts.paths_chart(paths),
-            "stages": charts.stage_chart(times),
-            "throughput": charts.throughput_chart(q.throughput(session, batch_id)),
+            "score": charts.histogram_chart(figures["score"], "answer score (the decoder's score, a cosine)"),
+            "e2e_cos": charts.histogram_chart(figures["e2e_cos"], "e2e_cos (cosine of answer to reference)", charts.COLOURS["green"]),
+            "cube_gain": charts.histogram_chart(figures["cube_gain"], "cube_cos − identity_cos (cosine difference)", charts.COLOURS["b"]),
+            "paths": charts.paths_chart(figures["paths"]),
+            "stages": charts.stage_chart(figures["times"]),
+            "throughput": charts.throughput_chart(figures["throughput"]),
         },
-        "means": {name: quality[name]["mean"] for name in ("score", "e2e_cos", "cube_gain")},
-        "counts": {name: quality[name]["n"] for name in ("score", "e2e_cos", "cube_gain")},
-        "echo": quality["echo"],
-        "paths": paths,
-        "times": times,
-        "workers": q.workers(session, batch_id),
+        "means": {name: figures[name]["mean"] for name in ("score", "e2e_cos", "cube_gain")},
+        "counts": {name: figures[name]["n"] for name in ("score", "e2e_cos", "cube_gain")},
+        **{name: figures[name] for name in ("echo", "paths", "times", "workers")},
     }
 
 
@@ -127,7 +122,9 @@ def add_dashboard(app: FastAPI, sessions: sessionmaker[Session], settings: Setti
         with sessions() as session:
             row = one_batch(session, batch_id)
             figures = cache.batch_figures(session, row)
-            jobs, matching = q.job_page(session, batch_id, status=status, text=text, page=page_number, per_page=PER_PAGE)
+            jobs, matching = q.job_page(
+                session, batch_id, status=status, text=text, page=page_number, per_page=PER_PAGE, counts=row.counts
+            )
         filters = {k: v for k, v in (("status", status), ("text", text)) if v}
         return render(
             request, "batch.html", row=row, figures=figures, charts_json=embed(figures["charts"]), workers=figures["workers"], jobs=jobs,

@@ -15,7 +15,7 @@ from sqlalchemy import insert
 
 from storage import dashboard_queries as q
 from storage.db import make_engine, session_factory, upgrade
-from storage.models import Batch, Job, ModelVersion
+from storage.models import Batch, Job, ModelVersion, metric_columns
 
 pytestmark = pytest.mark.services
 STAGES = ("encode", "cube", "decode")
@@ -47,6 +47,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):  # (sessions, batch i
                 "timings_ms": timings, "hosts": hosts, "model_version": "m@1" if status == "done" else None,
                 "created_at": created, "finished_at": created + timedelta(seconds=i / 10), "error": None if status == "done" else "bad input",
                 "answer": "an answer" if status == "done" and path != "none" else None,
+                **metric_columns(metrics if status == "done" else None),
             })
         with sessions.begin() as session:
             session.add(ModelVersion(id="m@1", first_seen_at=created))
@@ -60,10 +61,15 @@ def done(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["status"] == "done"]
 
 
+def page_figures(sessions, batch_id: str) -> dict:
+    """The batch page's figures, as the page reads them: from the batch's row."""
+    with sessions() as session:
+        return q.batch_figures(session, q.batch_rows(session, batch_id=batch_id)[0])
+
+
 def test_histograms_count_every_value_in_its_bar(store) -> None:
     sessions, batch_id, rows = store
-    with sessions() as session:
-        stats = q.batch_stats(session, batch_id)
+    stats = page_figures(sessions, batch_id)
     values = {
         "score": [r["score"] for r in done(rows)],
         "e2e_cos": [r["metrics"]["e2e_cos"] for r in done(rows) if "e2e_cos" in r["metrics"]],
@@ -83,10 +89,8 @@ def test_histograms_count_every_value_in_its_bar(store) -> None:
 
 def test_stage_quantiles_and_workers_match_the_rows(store) -> None:
     sessions, batch_id, rows = store
-    with sessions() as session:
-        stats = q.batch_stats(session, batch_id)
-        workers = q.workers(session, batch_id)
-        paths = q.decoder_paths(session, batch_id)
+    stats = page_figures(sessions, batch_id)
+    workers, paths = stats["workers"], stats["paths"]
     for stage in STAGES:
         compute = [r["timings_ms"][stage] for r in done(rows)]
         wait = [r["timings_ms"][f"wait_{stage}"] for r in done(rows)]
@@ -104,16 +108,23 @@ def test_stage_quantiles_and_workers_match_the_rows(store) -> None:
 
 def test_throughput_counts_every_final_job(store) -> None:
     sessions, batch_id, rows = store
-    with sessions() as session:
-        series = q.throughput(session, batch_id)
+    series = page_figures(sessions, batch_id)["throughput"]
     assert len(series["seconds"]) == 40
     assert sum(series["jobs_per_second"]) * series["width"] == pytest.approx(len(rows))
+    expected = [0] * 40  # no job finishes on an inner bucket edge here
+    for r in rows:
+        expected[min(int((r["finished_at"] - r["created_at"]).total_seconds() / series["width"]), 39)] += 1
+    assert [round(n * series["width"]) for n in series["jobs_per_second"]] == expected
 
 
 def test_job_page_filters_and_paginates(store) -> None:
     sessions, batch_id, rows = store
     with sessions() as session:
         failed, n_failed = q.job_page(session, batch_id, status="failed")
+        counts = q.batch_rows(session, batch_id=batch_id)[0].counts
+        assert q.job_page(session, batch_id, status="failed", counts=counts) == (failed, n_failed)
+        assert q.job_page(session, batch_id, page=2, counts=counts) == q.job_page(session, batch_id, page=2)
+        assert q.job_page(session, batch_id, text="QUESTION 24", counts=counts) == q.job_page(session, batch_id, text="QUESTION 24")
         texts, n_text = q.job_page(session, batch_id, text="QUESTION 24", per_page=5, page=2)
         literal, n_literal = q.job_page(session, batch_id, text="100%_")
     assert n_failed == len(failed) == sum(r["status"] == "failed" for r in rows)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import migrated
@@ -113,6 +113,79 @@ def test_a_repeated_result_write_changes_nothing(sessions) -> None:
     assert [r["status"] for r in rows] == ["done", "failed", "done"]
     assert rows[1]["error"] == "bad input" and rows[1]["answer"] is None
     assert rows[0]["attempts"] == 1 and rows[0]["model_version"] == "default@x"
+
+
+def metric_rows(sessions, job_ids: list[str]) -> list[dict]:
+    """The METRIC_COLUMNS of these jobs, in this order."""
+    from sqlalchemy import select
+
+    from storage.models import METRIC_COLUMNS, Job
+
+    with sessions() as session:
+        found = {row.id: row._asdict() for row in session.execute(select(Job.id, *(getattr(Job, name) for name in METRIC_COLUMNS)))}
+    return [{name: found[job_id][name] for name in METRIC_COLUMNS} for job_id in job_ids]
+
+
+def test_a_stored_result_fills_the_metric_columns_from_its_metrics(sessions) -> None:
+    every = {"cube_cos": 0.61, "identity_cos": 0.52, "e2e_cos": 0.73, "decode_fidelity": 0.84, "echo": 1.0}
+    unanswered = {"decode_fidelity": 0.25, "cube_cos": -0.125, "identity_cos": 0.0}  # no decoder answer: no e2e_cos, no echo
+    batch = new_batch(sessions, [NewJob("q1"), NewJob("q2"), NewJob("q3"), NewJob("q4")])
+    outcomes = [
+        JobOutcome(job_id=batch.job_ids[0], answer="a", decoder_path="bank", score=0.5, metrics=every | {"truncated": 1.0}),
+        JobOutcome(job_id=batch.job_ids[1], decoder_path="none", score=0.1, metrics=unanswered),
+        JobOutcome(job_id=batch.job_ids[2], error="bad input", metrics=every),  # a failed job keeps no metrics
+    ]
+    assert write(sessions, outcomes, "default@x") == 3
+    none = dict.fromkeys(every)
+    assert metric_rows(sessions, batch.job_ids) == [every, none | unanswered, none, none]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0004_fills_the_metric_columns_of_stored_rows_and_reverts(backend: str, tmp_path) -> None:
+    """Rows stored at 0003 (metrics JSON only) get their columns from the JSON; the downgrade drops the columns
+    and keeps the JSON, and a second upgrade fills them again."""
+    from alembic import command
+    from sqlalchemy import JSON, insert, inspect
+
+    from storage.db import alembic_config, session_factory, upgrade
+    from storage.models import METRIC_COLUMNS, Batch, Job
+
+    metrics = [
+        {"cube_cos": 0.61, "identity_cos": 0.52, "e2e_cos": 0.73, "decode_fidelity": 0.84, "echo": 1, "truncated": 1.0},
+        {"decode_fidelity": 0.25, "cube_cos": -0.125, "identity_cos": 0.0},
+        None,  # SQL NULL: a failed job
+        JSON.NULL,  # JSON null (what a JSON column without none_as_null writes for None)
+    ]
+    expected = [
+        {"cube_cos": 0.61, "identity_cos": 0.52, "e2e_cos": 0.73, "decode_fidelity": 0.84, "echo": 1.0},
+        {"cube_cos": -0.125, "identity_cos": 0.0, "e2e_cos": None, "decode_fidelity": 0.25, "echo": None},
+        dict.fromkeys(METRIC_COLUMNS),
+        dict.fromkeys(METRIC_COLUMNS),
+    ]
+    ids = [f"{i:032x}" for i in range(len(metrics))]
+    with ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else stack.enter_context(postgres_database())
+        upgrade(url, "0003")
+        engine = make_engine(url)
+        stack.callback(engine.dispose)
+        sessions = session_factory(engine)
+        created = datetime.now(UTC)
+        with engine.begin() as connection:  # only the columns 0003 has
+            connection.execute(insert(Batch.__table__), [{"id": "b" * 32, "total": 4, "done_count": 2, "failed_count": 2, "created_at": created}])
+            connection.execute(insert(Job.__table__), [
+                {"id": job_id, "batch_id": "b" * 32, "position": i, "question": f"q{i}", "status": "done" if i < 2 else "failed",
+                 "attempts": 1, "dispatches": 1, "metrics": m, "created_at": created}
+                for i, (job_id, m) in enumerate(zip(ids, metrics))
+            ])
+        upgrade(url)
+        assert metric_rows(sessions, ids) == expected
+        command.downgrade(alembic_config(url), "0003")
+        engine.dispose()
+        assert not set(METRIC_COLUMNS) & {c["name"] for c in inspect(engine).get_columns("job")}
+        with engine.connect() as connection:
+            assert connection.execute(Job.__table__.select().with_only_columns(Job.metrics).order_by(Job.position)).scalars().all()[:2] == metrics[:2]
+        upgrade(url)
+        assert metric_rows(sessions, ids) == expected
 
 
 def test_jobs_keep_their_pinned_bank_for_re_sends_and_their_evidence(sessions) -> None:
