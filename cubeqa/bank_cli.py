@@ -90,12 +90,11 @@ def run_build(
     )
 
 
-@bank_app.command("build")
-def build_command(
+def build_or_add(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="bank name: letters, digits, '_', '.', '-'")],
+    name: Annotated[str, typer.Argument(help="bank name (letters, digits, '_', '.', '-'); for add, an existing bank")],
     paths: PathsArg,
-    replace: Annotated[bool, typer.Option(help="replace an existing bank of this name with a new version")] = False,
+    replace: Annotated[bool, typer.Option(help="build only: replace an existing bank of this name with a new version")] = False,
     index: KindOption = None,
     index_params: ParamsOption = None,
     split: SplitOption = True,
@@ -103,26 +102,16 @@ def build_command(
     chunk: ChunkOption = 128,
     wait: WaitOption = 180.0,
 ) -> None:
-    """Build a bank from documents: sentences with their provenance, teacher embeddings, a FAISS index."""
-    run_build(ctx.obj, name, paths, add=False, replace=replace, kind=index, params=index_params, split=split,
+    """`bank build` and `bank add`: one set of options, told apart by the command's name."""
+    add = ctx.info_name == "add"
+    if add and replace:
+        raise fail(ValueError("--replace is for `cubeqa bank build`; `bank add` always keeps the bank's sentences and adds a version"))
+    run_build(ctx.obj, name, paths, add=add, replace=replace, kind=index, params=index_params, split=split,
               distributed=distributed, chunk=chunk, wait=wait)
 
 
-@bank_app.command("add")
-def add_command(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="an existing bank")],
-    paths: PathsArg,
-    index: KindOption = None,
-    index_params: ParamsOption = None,
-    split: SplitOption = True,
-    distributed: DistributedOption = False,
-    chunk: ChunkOption = 128,
-    wait: WaitOption = 180.0,
-) -> None:
-    """Add documents to a bank as a new version (only new sentences are embedded)."""
-    run_build(ctx.obj, name, paths, add=True, replace=False, kind=index, params=index_params, split=split,
-              distributed=distributed, chunk=chunk, wait=wait)
+bank_app.command("build", help="Build a bank from documents: sentences with their provenance, teacher embeddings, a FAISS index.")(build_or_add)
+bank_app.command("add", help="Add documents to a bank as a new version (only new sentences are embedded).")(build_or_add)
 
 
 @bank_app.command("list")

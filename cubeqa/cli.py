@@ -60,6 +60,7 @@ def train(
     tower_lora_rank: Annotated[int | None, typer.Option(min=1, help="tune the tower through LoRA adapters of this rank instead of fully")] = SHIPPED_TOWER.lora_rank,
     tower_epochs: Annotated[int, typer.Option(min=1, help="the tower's fixed number of epochs")] = SHIPPED_TOWER_TRAIN.epochs,
     tower_lr: Annotated[float, typer.Option(help="the tower's AdamW peak learning rate")] = SHIPPED_TOWER_TRAIN.lr,
+    reference_cube: Annotated[bool, typer.Option(help="with a tower, also train a cube on the teacher's vectors for eval's comparison row (about a third of the time)")] = True,
 ) -> None:
     """Train the question tower, then the cube on its vectors, with fixed schedules, and write a checkpoint bundle."""
     from pipeline import CubeQAError, TowerStage, train_bundle
@@ -114,7 +115,7 @@ def train(
                     figures = report.validation or {}
                     bar.update(tower_task, description=f"tower epoch {report.epoch} loss {report.train_loss:.4f} val R@1 {figures.get('R@1', float('nan')):.4f}")
 
-                tower = TowerStage(TowerConfig(layers=tower_layers, lora_rank=tower_lora_rank), tower_train, on_tower_step, on_tower_epoch)
+                tower = TowerStage(TowerConfig(layers=tower_layers, lora_rank=tower_lora_rank), tower_train, on_tower_step, on_tower_epoch, reference_cube)
 
             epoch_task = bar.add_task("train", total=epochs, start=False)
 

@@ -132,10 +132,12 @@ def train_bundle(
     rows: dict[str, np.ndarray] = {}
     reference = None
     if tuned is not None:
+        rows["tower"] = tuned.val.q
+    if tuned is not None and tower.reference_cube:
         torch.manual_seed(train_config.seed)
         reference = Cube(cube_config)
         train_cube(reference, train, train_config)
-        rows = {"tower": tuned.val.q, "cube_only": apply_map(reference, val.q)}
+        rows["cube_only"] = apply_map(reference, val.q)
     report = evaluate(lambda q: apply_map(cube, q), train, val, inputs=cube_val.q, rows=rows, resamples=resamples)
 
     bank_texts, bank_vectors = train_bank(train)
@@ -177,6 +179,7 @@ class TowerStage:
     train: TowerTrainConfig
     on_step: StepCallback | None = None
     on_epoch: TowerEpochCallback | None = None
+    reference_cube: bool = True  # also train the cube on the teacher's vectors, for eval's "cube without the tower" row
 
 
 @dataclass(frozen=True)

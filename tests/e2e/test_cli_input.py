@@ -27,6 +27,7 @@ def run(*args: str, stdin: bytes | str | None = None):  # click's Result
         (("train", "--out", "/tmp/never-written", "--injection", "side"), None, "--injection must be projection or exact, got 'side'"),
         (("train", "--out", "/tmp/never-written", "--size", "8,8"), None, "--size must be three comma-separated integers"),
         (("train-decoder", "--precision", "fp8"), None, "--precision must be auto, bf16 or fp32, got 'fp8'"),
+        (("bank", "add", "house", "/tmp", "--replace"), None, "--replace is for `cubeqa bank build`"),
     ],
 )
 def test_bad_input_is_one_line_before_any_model_loads(args, stdin, message) -> None:
