@@ -85,7 +85,7 @@ class TrainConfig(ScheduleChecks):
     infonce_weight: float = 0.25
     temperature: float = 0.05
     residual_l2: float = 0.3
-    bank_negatives: bool = False  # InfoNCE over every unique train answer, not just the batch
+    bank_negatives: bool = True  # InfoNCE over every unique train answer, not just the batch (False until the tower shipped)
     input_noise: float = 0.0  # norm of Gaussian noise added to training questions (then renormalised)
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off, final weights = EMA
     seed: int = 0
@@ -101,7 +101,7 @@ class TrainConfig(ScheduleChecks):
 class TowerConfig:
     """Which layers are tuned and how; stored beside the tower's weights."""
 
-    layers: int = 2  # top transformer layers copied and tuned
+    layers: int = 4  # top transformer layers copied and tuned (of the teacher's six)
     lora_rank: int | None = None  # None: tune the copied layers fully; r: LoRA adapters of rank r on their linear maps
     lora_alpha: float = 16.0  # LoRA scale is alpha / rank
     batch_size: int = 16  # inference batch size

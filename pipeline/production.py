@@ -105,7 +105,7 @@ class ProductionPipeline:
             check_texts(references)
         n = max(1, len(texts))
         started = time.perf_counter()
-        encoded = self.encode_stage.encode_questions(texts)
+        encoded = self.encode_stage.encode_questions(texts, teacher_rows=[references is not None] * len(texts))
         encoded_at = time.perf_counter()
         answer_vectors = self.map(encoded.tower)
         mapped_at = time.perf_counter()

@@ -58,13 +58,14 @@ class EncodeStage:
         """The teacher's unit vectors (N, D) in input order (references, bank sentences); raises InputError on empty text."""
         return self.encoder.encode(texts)
 
-    def encode_questions(self, texts: list[str]) -> TowerEncoded:
+    def encode_questions(self, texts: list[str], teacher_rows: Sequence[bool] | None = None) -> TowerEncoded:
         """Questions' teacher vectors (for the identity metrics) and the cube's input: the tower's vectors, from one pass of
-        the shared layers, or the teacher's again when the bundle has no tower."""
+        the shared layers, or the teacher's again when the bundle has no tower. With a tower, `teacher_rows` names the
+        questions whose teacher vector is needed (those with a reference); the others get zeros (None: all)."""
         if self.tower is None:
             encoded = self.encoder.encode(texts)
             return TowerEncoded(encoded.vectors, encoded.vectors, encoded.truncated)
-        return self.tower.encode_both(texts, batch_size=self.encoder.config.batch_size)
+        return self.tower.encode_both(texts, batch_size=self.encoder.config.batch_size, teacher_rows=teacher_rows)
 
 
 class CubeStage:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,15 +130,22 @@ class QuestionTower(nn.Module):
         chosen = {name: [values[i] for i in rows] for name, values in features.items()}
         return to_device(self.encoder.tokenizer.pad(chosen, padding=True, return_tensors="pt"), self.encoder.device)
 
-    def encode_both(self, texts: list[str], batch_size: int | None = None) -> TowerEncoded:
-        """Teacher and tower vectors of texts from one pass of the shared layers, batched by token count."""
+    def encode_both(self, texts: list[str], batch_size: int | None = None, teacher_rows: Sequence[bool] | None = None) -> TowerEncoded:
+        """Teacher and tower vectors of texts from one pass of the shared layers, batched by token count.
+
+        `teacher_rows` limits the frozen top to the texts whose teacher vector is needed (a job with a reference
+        answer, for its identity metrics); the others get a zero teacher row, and cost what the teacher alone costs.
+        """
         dim = self.identity.dim
         if not texts:
             empty = np.zeros((0, dim), np.float32)
             return TowerEncoded(empty, empty.copy(), np.zeros(0, bool))
         features, truncated = self.tokenize(texts)
         order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")
-        teacher = np.empty((len(texts), dim), np.float32)
+        wanted = np.ones(len(texts), bool) if teacher_rows is None else np.asarray(teacher_rows, bool)
+        if wanted.shape != (len(texts),):
+            raise ValueError(f"teacher_rows has {wanted.shape[0]} entries for {len(texts)} texts")
+        teacher = np.zeros((len(texts), dim), np.float32)
         tower = np.empty((len(texts), dim), np.float32)
         size = batch_size or self.config.batch_size
         was_training = self.training
@@ -147,7 +155,13 @@ class QuestionTower(nn.Module):
                 rows = order[start : start + size]
                 tokens = self.pad(features, rows)
                 hidden = self.lower(tokens)  # (B, L, D)
-                teacher[rows] = self.run_top(hidden, tokens["attention_mask"], tuned=False).cpu().numpy()
-                tower[rows] = self.run_top(hidden, tokens["attention_mask"], tuned=True).cpu().numpy()
+                mask = tokens["attention_mask"]
+                tower[rows] = self.run_top(hidden, mask, tuned=True).cpu().numpy()
+                keep = wanted[rows]
+                if keep.all():
+                    teacher[rows] = self.run_top(hidden, mask, tuned=False).cpu().numpy()
+                elif keep.any():
+                    picked = torch.from_numpy(np.flatnonzero(keep)).to(hidden.device)
+                    teacher[rows[keep]] = self.run_top(hidden[picked], mask[picked], tuned=False).cpu().numpy()
         self.train(was_training)
         return TowerEncoded(teacher, tower, truncated)

@@ -94,7 +94,7 @@ def mark_jobs_running(sessions: sessionmaker[Session], job_ids: list[str]) -> No
 
 def encode_rows(stage: Any, rows: list[tuple[str, str | None]]) -> list[Row]:
     """Encodes questions (teacher and, with a tower, tower vectors) and the references present, aligned per row."""
-    questions = stage.encode_questions([q for q, _ in rows])
+    questions = stage.encode_questions([q for q, _ in rows], teacher_rows=[r is not None for _, r in rows])
     towered = stage.tower is not None
     with_refs = [r for _, r in rows if r is not None]
     refs = iter(stage.encode(with_refs).vectors) if with_refs else iter(())

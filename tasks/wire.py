@@ -37,6 +37,8 @@ class MicroBatch:
     `jobs` are the live jobs (a job whose input makes a stage raise moves to `failed`); per-job lists and
     the packed vectors (`q` the teacher's question vectors, `tower` the cube's inputs when the bundle has a
     question tower, `a` answers, `r` references of the rows whose `has_ref` is set) are aligned with `jobs`.
+    With a tower, `q` is computed only for rows with a reference (the identity metrics need it) and is zero
+    for the others.
     """
 
     batch: str

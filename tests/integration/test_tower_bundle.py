@@ -74,6 +74,10 @@ def test_the_stages_feed_the_cube_the_towers_vector_and_score_against_the_teache
     both = pipe.encode_stage.encode_questions(questions)
     assert np.allclose(both.teacher, encoder.encode(questions).vectors, atol=1e-5)
     assert not np.allclose(both.tower, both.teacher, atol=1e-4)  # the trained tower moved the questions
+    some = pipe.encode_stage.encode_questions(questions, teacher_rows=[i % 3 == 0 for i in range(len(questions))])
+    assert np.allclose(some.tower, both.tower, atol=1e-5)
+    for i in range(len(questions)):  # the frozen top runs only where asked; elsewhere the teacher row is zero
+        assert np.allclose(some.teacher[i], both.teacher[i] if i % 3 == 0 else 0.0, atol=1e-5)
     expected = pipe.map(both.tower)
     bundle = load_bundle(towered.bundle_dir)
     assert np.allclose(answer_vectors(bundle, encoder, questions), expected, atol=1e-5)
