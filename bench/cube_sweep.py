@@ -59,7 +59,8 @@ def run(name: str, seed: int, train: EmbeddedPairs, val: EmbeddedPairs, resample
     torch.manual_seed(seed)
     cube = Cube(CubeConfig(**cube_fields))
     started = time.perf_counter()
-    train_cube(cube, train, TrainConfig(**{**train_fields, "seed": seed, "threads": 2}))
+    # the sweep's configurations are the pre-tower cube's, trained with in-batch negatives
+    train_cube(cube, train, TrainConfig(**{"bank_negatives": False, **train_fields, "seed": seed, "threads": 2}))
     seconds = time.perf_counter() - started
     report = evaluate(lambda q: apply_map(cube, q), train, val, resamples=resamples)
     row: dict[str, object] = {"config": name, "seed": seed, "train_seconds": round(seconds, 1), "cube_cos": report.cos["cube_cos"]}

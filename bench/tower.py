@@ -9,8 +9,8 @@ Retrieval is over the open bank (unique answers of train + validation), as `cube
 reports it. The lower-layer token states of the questions are computed once and shared by
 every seed. Throughput: questions/s of `TeacherEncoder.encode` against the tower's one pass
 (shared lower layers, then both the frozen and the tuned top) on the first --questions
-training questions, per batch size and torch thread count, best of --runs; and of the tower's top alone
-(what the encode stage runs for questions without a reference answer).
+training questions, per batch size and torch thread count, best of --runs: for jobs without a reference
+(the tower's top alone) and with one (both tops, plus the teacher on the reference answers).
 """
 
 from __future__ import annotations
@@ -74,33 +74,44 @@ def per_sample(vectors: np.ndarray, train, split) -> dict[str, np.ndarray]:  # E
     return {"R@1": (ranks == 1).astype(float), "MRR": 1.0 / ranks, "cos": (vectors * split.a).sum(-1)}
 
 
-def throughput(encoder: TeacherEncoder, tower: QuestionTower, texts: list[str], batch_sizes: list[int], threads: list[int], runs: int) -> list[dict[str, object]]:
-    """Questions/s (best of `runs`) of the teacher alone and of the tower's both-tops pass."""
+def throughput(
+    encoder: TeacherEncoder, tower: QuestionTower, texts: list[str], refs: list[str], batch_sizes: list[int], threads: list[int], runs: int
+) -> list[dict[str, object]]:
+    """Questions/s (best of `runs`) of the encode stage's work, before (the teacher alone) and after (the tower):
+    for jobs without a reference (the teacher's vector vs the tower's top alone) and with one (questions and
+    references: the teacher on both vs both tops on the questions plus the teacher on the references)."""
+    modes = {
+        "teacher": lambda size: encoder.encode(texts),
+        "tower": lambda size: tower.encode_both(texts, batch_size=size, teacher_rows=[False] * len(texts)),
+        "teacher_refs": lambda size: (encoder.encode(texts), encoder.encode(refs)),
+        "tower_refs": lambda size: (tower.encode_both(texts, batch_size=size), encoder.encode(refs)),
+    }
     rows = []
     for count in threads:
         torch.set_num_threads(count)
         for size in batch_sizes:
-            teacher = replace(encoder.config, batch_size=size)
-            encoder.config = teacher  # TeacherEncoder reads its batch size from its config at each call
-            timings = {"teacher": [], "tower": [], "tower_only": []}
+            encoder.config = replace(encoder.config, batch_size=size)  # TeacherEncoder reads its batch size from its config at each call
+            timings: dict[str, list[float]] = {name: [] for name in modes}
             for _ in range(runs):
-                started = time.perf_counter()
-                encoder.encode(texts)
-                timings["teacher"].append(len(texts) / (time.perf_counter() - started))
-                started = time.perf_counter()
-                tower.encode_both(texts, batch_size=size)
-                timings["tower"].append(len(texts) / (time.perf_counter() - started))
-                started = time.perf_counter()
-                tower.encode_both(texts, batch_size=size, teacher_rows=[False] * len(texts))
-                timings["tower_only"].append(len(texts) / (time.perf_counter() - started))
-            row = {"threads": count, "batch_size": size, "runs": timings}
+                for name, run in modes.items():
+                    started = time.perf_counter()
+                    run(size)
+                    timings[name].append(len(texts) / (time.perf_counter() - started))
+            row: dict[str, object] = {"threads": count, "batch_size": size, "runs": timings}
             row |= {f"{name}_qps": max(values) for name, values in timings.items()}
-            row["tower_over_teacher"] = row["tower_qps"] / row["teacher_qps"]
-            row["tower_only_over_teacher"] = row["tower_only_qps"] / row["teacher_qps"]
+            row["ratio_no_reference"] = row["tower_qps"] / row["teacher_qps"]
+            row["ratio_with_reference"] = row["tower_refs_qps"] / row["teacher_refs_qps"]
             rows.append(row)
-            print(f"threads {count} batch {size:>3}: teacher {row['teacher_qps']:7.1f} q/s  both tops {row['tower_qps']:7.1f} q/s "
-                  f"(ratio {row['tower_over_teacher']:.3f})  tower top only {row['tower_only_qps']:7.1f} q/s (ratio {row['tower_only_over_teacher']:.3f})", flush=True)
+            print(throughput_line(row), flush=True)
     return rows
+
+
+def throughput_line(row: dict[str, object]) -> str:
+    return (
+        f"threads {row['threads']} batch {row['batch_size']:>3}: no reference: teacher {row['teacher_qps']:6.1f} q/s, tower {row['tower_qps']:6.1f} q/s "
+        f"(ratio {row['ratio_no_reference']:.3f}); with reference: teacher {row['teacher_refs_qps']:6.1f} q/s, tower {row['tower_refs_qps']:6.1f} q/s "
+        f"(ratio {row['ratio_with_reference']:.3f})"
+    )
 
 
 def write(path: Path | None, figures: dict[str, object]) -> None:
@@ -177,9 +188,9 @@ def main() -> None:
             write(args.json, figures)
 
     if not args.skip_throughput:
-        texts = [pair.question for pair in load_pairs(args.train)[: args.questions]]
+        pairs = load_pairs(args.train)[: args.questions]
         figures["throughput"] = throughput(
-            encoder, QuestionTower(encoder, tower_config), texts,
+            encoder, QuestionTower(encoder, tower_config), [pair.question for pair in pairs], [pair.answer for pair in pairs],
             [int(s) for s in args.batch_sizes.split(",")], [int(s) for s in args.throughput_threads.split(",")], args.runs,
         )
         write(args.json, figures)
@@ -214,11 +225,7 @@ def table(figures: dict[str, object]) -> str:
             cells.append(f"{row['train_seconds']:8.0f}")
             lines.append(" ".join(cells))
     for row in figures.get("throughput", []):
-        lines.append(
-            f"throughput threads {row['threads']} batch {row['batch_size']:>3}: teacher {row['teacher_qps']:7.1f} q/s, "
-            f"tower (both tops) {row['tower_qps']:7.1f} q/s, ratio {row['tower_over_teacher']:.3f}; "
-            f"tower top only (no reference) {row['tower_only_qps']:7.1f} q/s, ratio {row['tower_only_over_teacher']:.3f}"
-        )
+        lines.append(throughput_line(row))
     return "\n".join(lines)
 
 

@@ -29,8 +29,10 @@ from pipeline.tower_io import load_tower_if_any
 
 
 def model_version(bundle_dir: Path, manifest: Manifest) -> str:
-    """Names the bundle and its weights id, for every result to record."""
-    return f"{Path(bundle_dir).name}@{manifest.extra.get('bundle_id', 'unversioned')}"
+    """Names the bundle and its weights ids (the cube's, and the tower's when it has one), for every result to record."""
+    version = f"{Path(bundle_dir).name}@{manifest.extra.get('bundle_id', 'unversioned')}"
+    tower = manifest.extra.get("tower")
+    return f"{version}+tower-{tower.get('weights_id', 'unversioned')}" if isinstance(tower, dict) else version
 
 
 def answer_vectors(bundle: Bundle, encoder: TeacherEncoder, questions: list[str], teacher: np.ndarray | None = None) -> np.ndarray:

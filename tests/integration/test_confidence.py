@@ -1,4 +1,4 @@
-"""The shipped calibration on the real encoder, cube and default bank: off-topic questions are refused,
+"""The shipped calibration on the real encoder, tower, cube and default bank: off-topic questions are refused,
 questions the bank holds the answers of mostly are not."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from pipeline.calibration import default_min_confidence, load_calibration, needed_k
 from pipeline.checkpoint import load_bundle
-from pipeline.cube import apply_map
 from pipeline.decoders.phrase_bank import PhraseBankDecoder
+from pipeline.stages import answer_vectors
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def confidences(encoder, questions: list[str]) -> np.ndarray:
     assert calibrator is not None, "the default bundle ships calibration.json"
     bank = PhraseBankDecoder(bundle.bank_texts, bundle.bank_vectors)
     assert len(bank) == 11861
-    scores, _ = bank.search(apply_map(bundle.cube, encoder.encode(questions).vectors), needed_k(calibrator.feature_names))
+    scores, _ = bank.search(answer_vectors(bundle, encoder, questions), needed_k(calibrator.feature_names))
     return calibrator.predict(scores)
 
 
