@@ -21,15 +21,19 @@ BUNDLE = ROOT / "cubeqa" / "bundles" / "default"
 OFFTOPIC = ROOT / "tests" / "data" / "offtopic_questions.txt"
 
 
-def confidences(encoder, questions: list[str]) -> np.ndarray:
-    """Confidence of the shipped bundle's bank answer to each question."""
+def answers(encoder, questions: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Confidence of the shipped bundle's bank answer to each question, and that answer."""
     bundle = load_bundle(BUNDLE, encoder.identity)
     calibrator = load_calibration(BUNDLE)
     assert calibrator is not None, "the default bundle ships calibration.json"
     bank = PhraseBankDecoder(bundle.bank_texts, bundle.bank_vectors)
     assert len(bank) == 11861
-    scores, _ = bank.search(answer_vectors(bundle, encoder, questions), needed_k(calibrator.feature_names))
-    return calibrator.predict(scores)
+    scores, rows = bank.search(answer_vectors(bundle, encoder, questions), needed_k(calibrator.feature_names))
+    return calibrator.predict(scores), [bank.texts[row] for row in rows[:, 0]]
+
+
+def confidences(encoder, questions: list[str]) -> np.ndarray:
+    return answers(encoder, questions)[0]
 
 
 def test_every_offtopic_question_is_below_the_default_min_confidence(encoder) -> None:
@@ -42,8 +46,10 @@ def test_every_offtopic_question_is_below_the_default_min_confidence(encoder) ->
     assert not above, f"answered with confidence >= {threshold}: {above}"
 
 
-def test_questions_whose_answers_the_bank_holds_are_mostly_answered(encoder) -> None:
-    lines = (ROOT / "data" / "squad_sent_train.jsonl").read_text(encoding="utf-8").splitlines()
-    questions = [json.loads(line)["question"] for line in lines[::200]]  # 101 spread over the training articles
-    conf = confidences(encoder, questions)
-    assert (conf >= default_min_confidence(BUNDLE)).mean() > 0.5
+def test_questions_whose_answers_the_bank_holds_are_answered_often_and_then_rightly(encoder) -> None:
+    records = [json.loads(line) for line in (ROOT / "data" / "squad_sent_train.jsonl").read_text(encoding="utf-8").splitlines()[::200]]
+    conf, best = answers(encoder, [r["question"] for r in records])  # 101 questions spread over the training articles
+    answered = conf >= default_min_confidence(BUNDLE)
+    assert answered.mean() > 0.4  # validation coverage at the default threshold is 0.43 (docs/confidence.md)
+    right = np.array([b == r["answer"] for b, r in zip(best, records)])
+    assert right[answered].mean() > 0.8 > right[~answered].mean()
