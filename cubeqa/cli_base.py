@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local directories only
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Question answering through a trained 3D lattice of cells.", no_args_is_help=True, add_completion=False)
 console = Console()
 errors = Console(stderr=True)
+DATA_DIR = Path("data")  # where the commands look for the Q→A splits by default
 
 @app.callback()
 def main(ctx: typer.Context) -> None:

@@ -7,11 +7,9 @@ from typing import Annotated
 
 import typer
 
-from cubeqa.cli_base import app, build_encoder, console, embed_progress, fail
+from cubeqa.cli_base import DATA_DIR, app, build_encoder, console, embed_progress, fail
 from cubeqa.render import progress_bar
 from cubeqa.settings import Settings
-
-DATA_DIR = Path("data")
 
 
 @app.command("train-decoder")

@@ -19,7 +19,7 @@ def test_defaults_equal_the_shipped_bundles_recorded_config() -> None:
 
 
 def test_the_train_command_defaults_come_from_the_configs() -> None:
-    from cubeqa.cli import SHIPPED_CUBE, SHIPPED_TOWER, SHIPPED_TOWER_TRAIN, SHIPPED_TRAIN
+    from cubeqa.train_cli import SHIPPED_CUBE, SHIPPED_TOWER, SHIPPED_TOWER_TRAIN, SHIPPED_TRAIN
 
     assert SHIPPED_CUBE == CubeConfig() and SHIPPED_TRAIN == TrainConfig()
     assert SHIPPED_TOWER == TowerConfig() and SHIPPED_TOWER_TRAIN == TowerTrainConfig()

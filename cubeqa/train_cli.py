@@ -1,0 +1,129 @@
+"""`cubeqa train`: the question tower, then the cube on its vectors, into a checkpoint bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cubeqa.cli_base import DATA_DIR, app, build_encoder, console, embed_progress, errors, fail
+from cubeqa.render import eval_table, progress_bar
+from cubeqa.settings import Settings
+from pipeline import CubeConfig, TowerConfig, TowerTrainConfig, TrainConfig
+
+SHIPPED_CUBE, SHIPPED_TRAIN = CubeConfig(), TrainConfig()  # train's defaults: the shipped bundle's configuration
+SHIPPED_TOWER, SHIPPED_TOWER_TRAIN = TowerConfig(), TowerTrainConfig()
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="bundle directory to write")],
+    train_file: Annotated[Path, typer.Option("--train", help="training Q→A JSONL")] = DATA_DIR / "squad_sent_train.jsonl",
+    val_file: Annotated[Path, typer.Option("--val", help="validation Q→A JSONL (reported, never trained on)")] = DATA_DIR / "squad_sent_val.jsonl",
+    bank: Annotated[list[Path] | None, typer.Option(help="extra phrase-bank file (.txt lines or JSONL); repeatable")] = None,
+    size: Annotated[str, typer.Option(help="lattice X,Y,Z")] = ",".join(map(str, SHIPPED_CUBE.size)),
+    channels: Annotated[int, typer.Option(help="state channels per cell")] = SHIPPED_CUBE.channels,
+    hidden: Annotated[int, typer.Option(help="cell network hidden width")] = SHIPPED_CUBE.hidden,
+    steps: Annotated[int, typer.Option(help="propagation steps T")] = SHIPPED_CUBE.steps,
+    boundary: Annotated[str, typer.Option(help="walls or periodic")] = SHIPPED_CUBE.boundary,
+    injection: Annotated[str, typer.Option(help="projection (learned) or exact (reshape) onto the input face")] = SHIPPED_CUBE.injection,
+    reinject: Annotated[bool, typer.Option(help="re-inject the question at every step")] = SHIPPED_CUBE.reinject,
+    epochs: Annotated[int, typer.Option(min=1, help="fixed number of epochs")] = SHIPPED_TRAIN.epochs,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate")] = SHIPPED_TRAIN.lr,
+    batch_size: Annotated[int, typer.Option(min=1, help="pairs per step")] = SHIPPED_TRAIN.batch_size,
+    infonce_weight: Annotated[float, typer.Option(help="weight of the InfoNCE term")] = SHIPPED_TRAIN.infonce_weight,
+    residual_l2: Annotated[float, typer.Option(help="L2 penalty on the residual")] = SHIPPED_TRAIN.residual_l2,
+    bank_negatives: Annotated[bool, typer.Option(help="InfoNCE over the whole train answer bank")] = SHIPPED_TRAIN.bank_negatives,
+    seed: Annotated[int, typer.Option(help="random seed (the tower's and the cube's)")] = SHIPPED_TRAIN.seed,
+    tower_layers: Annotated[int, typer.Option(min=0, help="top teacher layers the question tower tunes (0: no tower, the cube takes the teacher's vector)")] = SHIPPED_TOWER.layers,
+    tower_lora_rank: Annotated[int | None, typer.Option(min=1, help="tune the tower through LoRA adapters of this rank instead of fully")] = SHIPPED_TOWER.lora_rank,
+    tower_epochs: Annotated[int, typer.Option(min=1, help="the tower's fixed number of epochs")] = SHIPPED_TOWER_TRAIN.epochs,
+    tower_lr: Annotated[float, typer.Option(help="the tower's AdamW peak learning rate")] = SHIPPED_TOWER_TRAIN.lr,
+    reference_cube: Annotated[bool, typer.Option(help="with a tower, also train a cube on the teacher's vectors for eval's comparison row (about a third of the time)")] = True,
+) -> None:
+    """Train the question tower, then the cube on its vectors, with fixed schedules, and write a checkpoint bundle."""
+    from pipeline import CubeQAError, TowerStage, train_bundle
+    from pipeline.training.cube_trainer import EpochReport
+    from pipeline.training.tower_trainer import TowerEpochReport
+
+    settings: Settings = ctx.obj
+    try:
+        x, y, z = (int(s) for s in size.split(","))
+    except ValueError as exc:
+        raise fail(ValueError(f"--size must be three comma-separated integers such as 8,8,2, got {size!r}")) from exc
+    if boundary not in ("walls", "periodic"):
+        raise fail(ValueError(f"--boundary must be walls or periodic, got {boundary!r}"))
+    if injection not in ("projection", "exact"):
+        raise fail(ValueError(f"--injection must be projection or exact, got {injection!r}"))
+    if out.exists() and not out.is_dir():
+        raise fail(ValueError(f"--out {out} exists and is not a directory"))
+    try:
+        encoder = build_encoder(settings)
+        cube_config = CubeConfig(
+            dim=encoder.dim,
+            size=(x, y, z),
+            channels=channels,
+            hidden=hidden,
+            steps=steps,
+            boundary=boundary,
+            injection=injection,
+            reinject=reinject,
+        )
+        train_config = TrainConfig(
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            infonce_weight=infonce_weight,
+            residual_l2=residual_l2,
+            bank_negatives=bank_negatives,
+            seed=seed,
+            threads=settings.threads or 2,
+        )
+        with progress_bar(console) as bar:
+            on_embed = embed_progress(bar)
+            tower = None
+            if tower_layers:
+                tower_train = TowerTrainConfig(epochs=tower_epochs, lr=tower_lr, seed=seed, threads=settings.threads or 2)
+                tower_task = bar.add_task("tower", total=None, start=False)
+
+                def on_tower_step(step: int, total: int, loss: float) -> None:
+                    bar.start_task(tower_task)
+                    bar.update(tower_task, completed=step, total=total, description=f"tower loss {loss:.4f}")
+
+                def on_tower_epoch(report: TowerEpochReport) -> None:
+                    figures = report.validation or {}
+                    bar.update(tower_task, description=f"tower epoch {report.epoch} loss {report.train_loss:.4f} val R@1 {figures.get('R@1', float('nan')):.4f}")
+
+                tower = TowerStage(TowerConfig(layers=tower_layers, lora_rank=tower_lora_rank), tower_train, on_tower_step, on_tower_epoch, reference_cube)
+
+            epoch_task = bar.add_task("train", total=epochs, start=False)
+
+            def on_epoch(report: EpochReport) -> None:
+                bar.start_task(epoch_task, started_ago=report.seconds)  # the clock of the epochs starts with the first
+                bar.update(
+                    epoch_task,
+                    completed=report.epoch,
+                    description=f"train loss {report.train_loss:.4f} val cos {report.val_cos:.4f}",
+                )
+
+            outcome = train_bundle(
+                train_file,
+                val_file,
+                out,
+                encoder=encoder,
+                cube_config=cube_config,
+                train_config=train_config,
+                cache_dir=settings.cache_dir,
+                tower=tower,
+                extra_bank=bank or [],
+                on_embed=on_embed,
+                on_epoch=on_epoch,
+            )
+    except (CubeQAError, ValueError, OSError) as exc:
+        raise fail(exc) from exc
+    for warning in outcome.validation.warnings:
+        errors.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(eval_table(outcome.validation, title=f"validation ({val_file.name})"))
+    console.print(f"bundle written to {outcome.bundle_dir}")
