@@ -132,17 +132,12 @@ TIMINGS = tuple(key for stage in STAGES for key in (stage, f"wait_{stage}"))
 FINE = {"score": 100, "e2e_cos": 100, "cube_gain": 1000}
 BUCKETS = 40  # throughput buckets from submission to the last finished job
 
-# The values the sets group, each NULL but for done jobs: decoder path, score, e2e_cos, cube gain and echo flag.
-DONE_VALUES = ", ".join(
-    f"CASE WHEN status = 'done' THEN {value} END AS {name}"
-    for name, value in (("p", "coalesce(decoder_path, '-')"), ("score", "score"), ("e2e_cos", "e2e_cos"),
-                        ("gain", "cube_cos - identity_cos"), ("echo", "echo"))
-)
+# The values the sets group are NULL but for done jobs: decoder path, score, e2e_cos, cube gain and echo flag.
 # One scan of the batch's jobs under grouping sets: the fine bins and sums of the metric columns and the decoder
 # paths of its done jobs, its final jobs per throughput bucket, and its distinct (done, timings, hosts) stamps.
 # OFFSET 0 keeps the binned values opaque to the planner's group estimates, so it hashes every set in the one
 # pass (MixedAggregate) rather than sorting the rows once per set.
-PG_FIGURES = text(f"""
+PG_FIGURES = text("""
 SELECT GROUPING(sb, eb, gb, p, tb, done, t, h) AS g, coalesce(sb, eb, gb, tb) AS bin, p, done, t, h, count(*),
        sum(score), sum(e2e_cos), sum(gain), count(echo), sum(echo)
 FROM (
@@ -150,7 +145,9 @@ FROM (
     FROM (
         SELECT status = 'done' AS done, timings_ms::text AS t, hosts::text AS h,
                CASE WHEN status IN ('done', 'failed') THEN width_bucket(finished_at, CAST(:edges AS timestamptz[])) END AS tb,
-               {DONE_VALUES}
+               CASE WHEN status = 'done' THEN coalesce(decoder_path, '-') END AS p,
+               CASE WHEN status = 'done' THEN score END AS score, CASE WHEN status = 'done' THEN e2e_cos END AS e2e_cos,
+               CASE WHEN status = 'done' THEN cube_cos - identity_cos END AS gain, CASE WHEN status = 'done' THEN echo END AS echo
         FROM job WHERE batch_id = :batch_id
     ) AS u
     OFFSET 0
@@ -163,11 +160,13 @@ PG_SETS = {0b01111111: "score", 0b10111111: "e2e_cos", 0b11011111: "cube_gain", 
 
 # SQLite has no grouping sets: the batch's jobs are read once into a CTE that each set groups (SQLite 3.35 and
 # later materialise a CTE read more than once).
-SQLITE_FIGURES = text(f"""
+SQLITE_FIGURES = text("""
 WITH v AS (
     SELECT CASE WHEN status IN ('done', 'failed')
                 THEN min(max(CAST(((julianday(finished_at) - 2440587.5) * 86400.0 - :start) / :width AS INTEGER), 0), :last) END AS tb,
-           {DONE_VALUES}
+           CASE WHEN status = 'done' THEN coalesce(decoder_path, '-') END AS p,
+           CASE WHEN status = 'done' THEN score END AS score, CASE WHEN status = 'done' THEN e2e_cos END AS e2e_cos,
+           CASE WHEN status = 'done' THEN cube_cos - identity_cos END AS gain, CASE WHEN status = 'done' THEN echo END AS echo
     FROM job WHERE batch_id = :batch_id
 )
 SELECT 'score', CAST(score * 100 + 1000000 AS INTEGER) - 1000000 AS b, count(*), sum(score) FROM v WHERE score IS NOT NULL GROUP BY b

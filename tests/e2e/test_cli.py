@@ -37,8 +37,10 @@ def trained(small_data, tmp_path_factory) -> dict[str, object]:
 
 def test_train_writes_a_bundle_and_prints_the_validation_table(trained) -> None:
     bundle: Path = trained["bundle"]
-    assert {p.name for p in bundle.iterdir()} == {"manifest.json", "cube.safetensors", "bank.jsonl", "bank.safetensors"}
-    assert "cube − mean_shift: cos" in trained["output"]
+    assert {p.name for p in bundle.iterdir()} == {
+        "manifest.json", "cube.safetensors", "bank.jsonl", "bank.safetensors", "tower.safetensors", "tower.json", "reference_cube.safetensors",
+    }  # the default trains the question tower, then the cube, and the comparison cube
+    assert "cube − mean_shift: cos" in trained["output"] and "tower − identity: R@1" in trained["output"]
     assert "bundle written to" in trained["output"]
 
 
@@ -125,8 +127,10 @@ def test_eval_writes_the_figures_as_json(trained, small_data) -> None:
     assert run.returncode == 0, run.stderr
     figures = json.loads(out.read_text())
     assert figures["split_size"] == 60
-    assert {"cube_cos", "identity_cos", "mean_shift_cos", "ridge_cos", "residual_ridge_cos", "mean_answer_cos", "nearest_question_cos"} == set(figures["cos"])
+    assert {"cube_cos", "identity_cos", "mean_shift_cos", "ridge_cos", "residual_ridge_cos", "mean_answer_cos", "nearest_question_cos",
+            "tower_cos", "cube_only_cos"} == set(figures["cos"])
     assert {"R@1", "R@10", "MRR"} == set(figures["retrieval_open_bank"]["cube"])
+    assert {"cube", "identity", "mean_shift", "residual_ridge", "tower", "cube_only"} == set(figures["retrieval_open_bank"])
     assert {"e2e_cos_closed", "e2e_cos_open", "echo_rate_closed"} <= set(figures["e2e"])
     interval = figures["differences"]["cube − identity: cos"]
     assert interval["low"] <= interval["mean"] <= interval["high"]

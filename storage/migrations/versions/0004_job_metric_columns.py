@@ -21,15 +21,17 @@ depends_on = None
 COLUMNS = ('cube_cos', 'identity_cos', 'e2e_cos', 'decode_fidelity', 'echo')
 
 # One parse of each row's JSON on PostgreSQL; rows whose metrics are SQL NULL or JSON null are left alone.
-POSTGRES_BACKFILL = f"""
-UPDATE job SET ({', '.join(COLUMNS)}) = (
-    SELECT {', '.join(f'm.{name}' for name in COLUMNS)}
-    FROM json_to_record(job.metrics) AS m({', '.join(f'{name} float8' for name in COLUMNS)})
+POSTGRES_BACKFILL = """
+UPDATE job SET (cube_cos, identity_cos, e2e_cos, decode_fidelity, echo) = (
+    SELECT m.cube_cos, m.identity_cos, m.e2e_cos, m.decode_fidelity, m.echo
+    FROM json_to_record(job.metrics) AS m(cube_cos float8, identity_cos float8, e2e_cos float8, decode_fidelity float8, echo float8)
 )
 WHERE json_typeof(job.metrics) = 'object'
 """
-SQLITE_BACKFILL = f"""
-UPDATE job SET {', '.join(f"{name} = json_extract(metrics, '$.{name}')" for name in COLUMNS)}
+SQLITE_BACKFILL = """
+UPDATE job SET cube_cos = json_extract(metrics, '$.cube_cos'), identity_cos = json_extract(metrics, '$.identity_cos'),
+    e2e_cos = json_extract(metrics, '$.e2e_cos'), decode_fidelity = json_extract(metrics, '$.decode_fidelity'),
+    echo = json_extract(metrics, '$.echo')
 WHERE json_type(metrics) = 'object'
 """
 
