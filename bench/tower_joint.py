@@ -27,15 +27,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from pipeline.config import CubeConfig, TowerConfig, TowerTrainConfig, TrainConfig  # noqa: E402
 from pipeline.cube import Cube, apply_map  # noqa: E402
 from pipeline.encoder import EncoderConfig, TeacherEncoder  # noqa: E402
 from pipeline.evaluation import evaluate  # noqa: E402
 from pipeline.tower import QuestionTower  # noqa: E402
-from pipeline.training.cube_trainer import answer_labels, infonce  # noqa: E402
-from pipeline.training.tower_trainer import lower_states, lr_factor, tower_vectors  # noqa: E402
+from pipeline.training.cube_trainer import answer_labels, cube_loss  # noqa: E402
+from pipeline.training.tower_trainer import lower_states, lr_factor, tower_loss, tower_vectors  # noqa: E402
 from pipeline.workflows import load_embedded  # noqa: E402
 
 SHIPPED = ROOT / "cubeqa" / "bundles" / "default" / "manifest.json"
@@ -88,12 +87,9 @@ def main() -> None:
             rows = torch.from_numpy(idx)
             hidden, mask = states.batch(idx)
             t = tower(hidden, mask)
-            tower_loss = infonce(t, bank, labels[rows], bank_ids, tower_train.temperature)
-            tower_loss = tower_loss + tower_train.cos_weight * (1.0 - F.cosine_similarity(t, a[rows], dim=-1)).mean()
             out, delta = cube.forward_parts(t)
-            cube_loss = (1.0 - (out * a[rows]).sum(-1)).mean() + cube_train.residual_l2 * delta.pow(2).sum(-1).mean()
-            cube_loss = cube_loss + cube_train.infonce_weight * infonce(out, bank, labels[rows], bank_ids, cube_train.temperature)
-            loss = tower_loss + cube_loss
+            loss = tower_loss(t, a[rows], labels[rows], bank, bank_ids, tower_train)
+            loss = loss + cube_loss(out, delta, a[rows], labels[rows], bank, bank_ids, cube_train)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -51,17 +51,22 @@ def embedder(encoder: TeacherEncoder, label: str, on_embed: EmbedProgress | None
     """A texts -> vectors function that reports its progress under `label`."""
 
     def embed(texts: list[str]) -> np.ndarray:
-        done = 0
-
-        def step(count: int) -> None:
-            nonlocal done
-            done += count
-            if on_embed:
-                on_embed(label, done, len(texts))
-
-        return encoder.encode(texts, progress=step).vectors
+        return encoder.encode(texts, progress=counted(label, len(texts), on_embed)).vectors
 
     return embed
+
+
+def counted(label: str, total: int, on_embed: EmbedProgress | None) -> Callable[[int], None]:
+    """A progress callback taking batch sizes that reports the running count of `total` under `label`."""
+    done = 0
+
+    def step(count: int) -> None:
+        nonlocal done
+        done += count
+        if on_embed:
+            on_embed(label, done, total)
+
+    return step
 
 
 def embed_texts(encoder: TeacherEncoder, texts: list[str], label: str, cache_dir: Path | None, on_embed: EmbedProgress | None) -> np.ndarray:
@@ -199,19 +204,10 @@ def train_question_tower(
     """Trains a tower on `train` (lower-layer states cached once per question set) and returns both splits' tower vectors."""
     torch.manual_seed(stage.train.seed)
     tower = QuestionTower(encoder, stage.config)
-    states = {}
-    for label, split in (("train questions", train), ("validation questions", val)):
-        texts = [pair.question for pair in split.pairs]
-        done = 0
-
-        def step(count: int, label: str = label, total: int = len(texts)) -> None:
-            nonlocal done
-            done += count
-            if on_embed:
-                on_embed(f"tower: {label}", done, total)
-
-        states[label] = lower_states(tower, texts, cache_dir=cache_dir, progress=step)
-    train_states, val_states = states["train questions"], states["validation questions"]
+    train_states, val_states = (
+        lower_states(tower, texts, cache_dir=cache_dir, progress=counted(f"tower: {label}", len(texts), on_embed))
+        for label, texts in (("train questions", [p.question for p in train.pairs]), ("validation questions", [p.question for p in val.pairs]))
+    )
     started = time.perf_counter()
     epochs = train_tower(tower, train, train_states, stage.train, val=val, val_states=val_states, on_step=stage.on_step, on_epoch=stage.on_epoch)
     val_vectors = tower_vectors(tower, val_states)

@@ -69,6 +69,21 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def cube_loss(
+    out: torch.Tensor, delta: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, bank_ids: torch.Tensor,
+    config: TrainConfig,
+) -> torch.Tensor:
+    """1 − cos to the targets + residual_l2·|residual|² + infonce_weight·InfoNCE (whole bank or in-batch negatives)."""
+    loss = (1.0 - (out * targets).sum(-1)).mean() + config.residual_l2 * delta.pow(2).sum(-1).mean()
+    if config.infonce_weight:
+        if config.bank_negatives:
+            contrast = infonce(out, bank, labels, bank_ids, config.temperature)
+        else:
+            contrast = infonce(out, targets, labels, labels, config.temperature)
+        loss = loss + config.infonce_weight * contrast
+    return loss
+
+
 def train_cube(
     model: nn.Module,
     train: EmbeddedPairs,
@@ -108,14 +123,7 @@ def train_cube(
                 noise = torch.randn_like(questions) * (config.input_noise / questions.shape[1] ** 0.5)
                 questions = F.normalize(questions + noise, dim=-1)
             out, delta = model.forward_parts(questions)
-            loss = (1.0 - (out * a[idx]).sum(-1)).mean()
-            loss = loss + config.residual_l2 * delta.pow(2).sum(-1).mean()
-            if config.infonce_weight:
-                if config.bank_negatives:
-                    contrast = infonce(out, bank, labels[idx], bank_ids, config.temperature)
-                else:
-                    contrast = infonce(out, a[idx], labels[idx], labels[idx], config.temperature)
-                loss = loss + config.infonce_weight * contrast
+            loss = cube_loss(out, delta, a[idx], labels[idx], bank, bank_ids, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -145,6 +145,14 @@ def validation_figures(vectors: np.ndarray, train: EmbeddedPairs, split: Embedde
     return {"R@1": metrics["R@1"], "MRR": metrics["MRR"], "cos": float((vectors * split.a).sum(-1).mean())}
 
 
+def tower_loss(
+    out: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, bank_ids: torch.Tensor, config: TowerTrainConfig
+) -> torch.Tensor:
+    """InfoNCE of the tower's vectors (B, D) over the whole answer bank plus cos_weight·(1 − cos) to their targets."""
+    contrast = infonce(out, bank, labels, bank_ids, config.temperature)
+    return contrast + config.cos_weight * (1.0 - F.cosine_similarity(out, targets, dim=-1)).mean()
+
+
 def train_tower(
     tower: QuestionTower,
     train: EmbeddedPairs,
@@ -187,9 +195,8 @@ def train_tower(
             idx = order[start : start + config.batch_size]
             hidden, mask = states.batch(idx)
             out = tower(hidden.to(device), mask.to(device))  # (B, D)
-            targets = a[torch.from_numpy(idx)]
-            loss = infonce(out, bank, labels[torch.from_numpy(idx)], bank_ids, config.temperature)
-            loss = loss + config.cos_weight * (1.0 - F.cosine_similarity(out, targets, dim=-1)).mean()
+            rows = torch.from_numpy(idx)
+            loss = tower_loss(out, a[rows], labels[rows], bank, bank_ids, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
