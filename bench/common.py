@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from storage.scratch import scratch_database
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "squad_sent_train.jsonl"
 VAL = ROOT / "data" / "squad_sent_val.jsonl"
@@ -31,9 +33,6 @@ DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 BACKENDS = ("sqlite", "postgresql")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.append(str(ROOT / "tests"))  # the benchmarks run from a checkout: one PostgreSQL helper with the tests
-
-from jobsystem import postgres_database  # noqa: E402
 
 # ---------------------------------------------------------------- arguments, figures, output
 
@@ -266,7 +265,7 @@ def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iter
     micro_batch = args.micro_batch or config.micro_batch
     with ExitStack() as stack:
         logdir = Path(tempfile.mkdtemp(prefix=f"cubeqa-bench-{backend}-"))
-        url = f"sqlite:///{logdir / 'bench.db'}" if backend == "sqlite" else stack.enter_context(postgres_database(args.postgres, prefix="cubeqa_bench"))
+        url = f"sqlite:///{logdir / 'bench.db'}" if backend == "sqlite" else stack.enter_context(scratch_database(args.postgres, prefix="cubeqa_bench"))
         upgrade(url)
         engine = make_engine(url)
         stack.callback(engine.dispose)

@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402 - the bench directory is put on the path just above
 
+from storage.scratch import scratch_database  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 MICRO_BATCH = 64  # CUBEQA_MICRO_BATCH's default
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -179,7 +181,7 @@ def main() -> None:
     for backend in common.backends(args.backends):
         with ExitStack() as stack:
             if backend == "postgresql":
-                url = stack.enter_context(common.postgres_database(args.postgres))
+                url = stack.enter_context(scratch_database(args.postgres, prefix="cubeqa_bench"))
             else:
                 url = f"sqlite:///{stack.enter_context(tempfile.TemporaryDirectory())}/store.db"
             started = time.perf_counter()

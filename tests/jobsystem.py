@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
+
+from storage.scratch import scratch_database
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -38,19 +39,9 @@ def redis_database() -> str:
 
 @contextmanager
 def postgres_database(server: str = POSTGRES, prefix: str = "cubeqa_test") -> Iterator[str]:
-    """A fresh PostgreSQL database on `server`, dropped afterwards (the tests' and the benchmarks')."""
-    import psycopg
-
-    server = server.rstrip("/")
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = server.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{server}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A fresh PostgreSQL database on the test server, dropped afterwards."""
+    with scratch_database(server, prefix) as url:
+        yield url
 
 
 def service_env(broker_url: str, database_url: str, **extra: str) -> dict[str, str]:

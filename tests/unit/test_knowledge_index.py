@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faiss  # a hard dependency: a broken install fails here instead of skipping
 import numpy as np
 import pytest
 
@@ -16,8 +17,6 @@ from pipeline.knowledge.index import (
     load_index,
     save_index,
 )
-
-faiss = pytest.importorskip("faiss")
 
 DIM = 32
 SMALL = {  # parameters for 3,000 vectors of 32 dimensions; each kind's own code path, small enough to be fast

@@ -11,9 +11,21 @@ import pytest
 
 import pipeline
 
+PINNED = (  # the public surface, written out: adding or removing a name is a deliberate edit here
+    "Answer", "AnswerResult", "BankCache", "BankError", "BankInfo", "BankNotFound", "BankRef", "BankStore", "Bundle",
+    "BundleError", "Candidate", "Cube", "CubeConfig", "CubeQAError", "CubeStage", "DecodeStage", "Decoder",
+    "DecoderKind", "DecoderTrainConfig", "EmbeddedPairs", "EncodeStage", "EncoderConfig", "EncoderError",
+    "EncoderIdentity", "EvalReport", "GenerativeConfig", "GenerativeDecoder", "HybridDecoder", "IncompatibleBank",
+    "IncompatibleBundle", "InputError", "Manifest", "NO_CONFIDENT_ANSWER", "PhraseBankConfig", "PhraseBankDecoder",
+    "ProductionPipeline", "Provenance", "QAPair", "QuestionTower", "TeacherEncoder", "TowerConfig", "TowerStage",
+    "TowerTrainConfig", "TrainConfig", "apply_map", "evaluate", "evaluate_bundle", "evaluate_decoders", "evidence",
+    "load_bundle", "load_embedded", "load_generative", "load_pairs", "paired_bootstrap", "read_manifest",
+    "save_bundle", "save_threshold", "set_threads", "train_bundle", "train_decoder_bundle", "with_confidence",
+)
+
 
 def test_every_exported_name_is_the_defining_modules_object() -> None:
-    assert pipeline.__all__ == sorted(pipeline.EXPORTS)
+    assert pipeline.__all__ == sorted(PINNED)
     for name, module in pipeline.EXPORTS.items():
         assert getattr(pipeline, name) is getattr(importlib.import_module(module), name), name
 
