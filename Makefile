@@ -32,9 +32,10 @@ lint: install
 test: lint
 	$(PY) -m pytest
 
-# The inner loop: everything not marked slow (no model loads, worker processes or training runs).
+# The inner loop, with no services running: everything not marked slow (model loads, worker processes,
+# training runs) or services (Redis, PostgreSQL).
 test-fast: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not services"
 
 # The documentation site into site/; fails on a broken link or a page missing from the nav.
 docs: install

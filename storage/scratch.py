@@ -11,14 +11,15 @@ from contextlib import contextmanager
 def scratch_database(server: str, prefix: str = "cubeqa_test") -> Iterator[str]:
     """A fresh database on `server` (a postgresql+psycopg:// URL without a database), dropped on exit."""
     import psycopg  # here: SQLite users never need the driver
+    from psycopg import sql
 
     server = server.rstrip("/")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = server.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
     with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield f"{server}/{name}"
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.services
 STAGES = ("encode", "cube", "decode")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def store(request: pytest.FixtureRequest, tmp_path: Path):  # (sessions, batch id, rows)
     """A store with one batch of 300 jobs in the shape the workers write: micro-batches of 16 share timings and hosts."""
     with ExitStack() as stack:

@@ -27,7 +27,7 @@ from storage.summary import batch_summary, count_batches, list_batches
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def sessions(request, tmp_path):
     with ExitStack() as stack:
         url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else stack.enter_context(postgres_database())
@@ -140,7 +140,7 @@ def test_a_stored_result_fills_the_metric_columns_from_its_metrics(sessions) -> 
     assert metric_rows(sessions, batch.job_ids) == [every, none | unanswered, none, none]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def test_migration_0004_fills_the_metric_columns_of_stored_rows_and_reverts(backend: str, tmp_path) -> None:
     """Rows stored at 0003 (metrics JSON only) get their columns from the JSON; the downgrade drops the columns
     and keeps the JSON, and a second upgrade fills them again."""
@@ -297,7 +297,7 @@ def test_a_junk_database_url_is_a_clear_error() -> None:
         make_engine("not a url")
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def test_the_migrations_build_exactly_the_models(backend: str, tmp_path) -> None:
     """`alembic check` in code: autogenerate (types compared, as env.py does) finds nothing to migrate."""
     from alembic.autogenerate import compare_metadata
@@ -313,6 +313,7 @@ def test_the_migrations_build_exactly_the_models(backend: str, tmp_path) -> None
         engine.dispose()
 
 
+@pytest.mark.services
 def test_a_store_from_before_the_naming_convention_gets_its_names() -> None:
     """PostgreSQL databases created before the convention carry default constraint names; 0002 renames them."""
     from sqlalchemy import text

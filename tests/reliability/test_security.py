@@ -341,6 +341,11 @@ SQL_RUNNERS = {"execute", "exec_driver_sql", "executescript", "executemany", "te
 SQL_WORDS = re.compile(r"\b(SELECT\s|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s|DROP\s|ALTER\s+TABLE|PRAGMA\s|WHERE\s)")
 
 
+def composed_sql(node: ast.expr) -> bool:
+    """psycopg's `sql.SQL("...").format(sql.Identifier(...))`: composition that quotes each piece, not text building."""
+    return isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "SQL"
+
+
 def built_sql(source: str, filename: str) -> list[str]:
     """Places where SQL text is built from pieces: an f-string, %, + or .format() given to something that runs
     SQL, or any f-string / formatted string that reads like SQL."""
@@ -352,6 +357,7 @@ def built_sql(source: str, filename: str) -> list[str]:
                 first = node.args[0]
                 if isinstance(first, ast.JoinedStr | ast.BinOp) or (
                     isinstance(first, ast.Call) and isinstance(first.func, ast.Attribute) and first.func.attr == "format"
+                    and not composed_sql(first.func.value)
                 ):
                     found.append(f"{filename}:{node.lineno}: {ast.unparse(node)[:120]}")
             if isinstance(node.func, ast.Attribute) and node.func.attr == "format" and isinstance(node.func.value, ast.Constant):
@@ -379,7 +385,11 @@ def test_the_sql_scanner_finds_built_sql() -> None:
     ]
     for snippet in bad:
         assert built_sql(snippet, "snippet.py"), snippet
-    good = "session.execute(text('SELECT 1'))\nsession.execute(select(Job).where(Job.id == job_id))\nmessage = f'no batch {batch_id!r}'\ncursor.execute('PRAGMA journal_mode=WAL')"
+    good = (
+        "session.execute(text('SELECT 1'))\nsession.execute(select(Job).where(Job.id == job_id))\n"
+        "message = f'no batch {batch_id!r}'\ncursor.execute('PRAGMA journal_mode=WAL')\n"
+        "connection.execute(sql.SQL('DROP DATABASE {}').format(sql.Identifier(name)))"
+    )
     assert built_sql(good, "good.py") == []
 
 
