@@ -15,13 +15,10 @@ from cubeqa.cli_base import app, console, fail
 from cubeqa.settings import Settings
 from cubeqa.wiring import worker_options
 from storage.db import StorageError
+from tasks.app import STAGES
 
-
-class Stage(StrEnum):
-    encode = "encode"
-    cube = "cube"
-    decode = "decode"
-    all = "all"
+# functional form: a class body member named `encode` would shadow str.encode
+Stage = StrEnum("Stage", {"encode": "encode", "cube": "cube", "decode": "decode", "all": "all"})
 
 
 class Pool(StrEnum):
@@ -66,14 +63,14 @@ def health_command(
     from tasks.health import probe_stages
 
     celery_app(ctx.obj)
-    stages = tuple(s.value for s in stage or [] if s != Stage.all) or ("encode", "cube", "decode")
+    stages = tuple(s.value for s in stage or [] if s.value != "all") or STAGES
     try:
         results = probe_stages(timeout, stages)
     except Exception as exc:  # broker unreachable: any transport error is one line
         raise fail(ConnectionError(f"broker unreachable: {exc}")) from exc
     for result in results:
         if result.worker:
-            console.print(f"{result.stage:7} ok       answered by {result.worker} in {1000 * result.seconds:.0f} ms")
+            console.print(f"{result.stage:7} ok       answered by {result.worker} in {1000 * (result.seconds or 0.0):.0f} ms")
         else:
             console.print(f"{result.stage:7} [red]silent[/red]   no worker consumed a ping within {timeout:.1f} s")
     if not all(r.worker for r in results):

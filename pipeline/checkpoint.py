@@ -276,7 +276,7 @@ def read_hybrid_threshold(bundle_dir: Path) -> float | None:
     return None if chosen is None else float(chosen)
 
 
-def save_threshold(bundle_dir: Path, threshold: dict[str, object]) -> None:
+def save_threshold(bundle_dir: Path, threshold: dict[str, Any]) -> None:
     """Records the chosen hybrid threshold (without its table) in the bundle's decoder record."""
     path = Path(bundle_dir) / DECODER_CONFIG
     record = json.loads(path.read_text(encoding="utf-8"))

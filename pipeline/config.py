@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 def face_channels(dim: int, x: int, y: int) -> int:
@@ -44,13 +44,13 @@ class CubeConfig:
         if self.steps < self.size[2] - 1:
             raise ValueError(f"{self.steps} steps cannot carry the input face (z = 0) to the output face (z = {self.size[2] - 1})")
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["size"] = list(self.size)
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> CubeConfig:
+    def from_dict(cls, data: dict[str, Any]) -> CubeConfig:
         return cls(**data)
 
 
@@ -69,7 +69,7 @@ class ScheduleChecks:
         if self.lr <= 0 or self.temperature <= 0:
             raise ValueError("lr and temperature must be positive")
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # every subclass is a dataclass
 
 
@@ -114,11 +114,11 @@ class TowerConfig:
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> TowerConfig:
+    def from_dict(cls, data: dict[str, Any]) -> TowerConfig:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         return cls(**known)
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -120,7 +121,7 @@ class RoundTrip:
     outputs: list[str] = field(default_factory=list, repr=False)  # per sentence, for paired comparisons (not in the JSON)
     cosines: list[float] = field(default_factory=list, repr=False)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("outputs", "cosines")}
 
 
@@ -181,7 +182,7 @@ class QAFigures:
     echo_rate: float
     generative_share: float  # questions the generative path answered
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
@@ -191,10 +192,10 @@ class DecoderReport:
     nearest_training_fidelity: float  # the reference point: the nearest training sentence's cosine
     nearest_training_bleu: float
     qa: list[QAFigures]
-    threshold: dict[str, object]
+    threshold: dict[str, Any]
     split_size: int
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "round_trip": [r.to_dict() for r in self.round_trip],
             "nearest_training_sentence": {"fidelity": self.nearest_training_fidelity, "bleu": self.nearest_training_bleu},
@@ -228,7 +229,7 @@ def evaluate_decoders(
     encoder: TeacherEncoder,
     cache_dir: Path | None,
     sentences: int = ROUND_TRIP_SENTENCES,
-    modes: dict[str, dict[str, object]] | None = None,
+    modes: dict[str, dict[str, Any]] | None = None,
     on_embed: EmbedProgress | None = None,
     progress: Callable[[str, int], None] | None = None,
 ) -> DecoderReport:

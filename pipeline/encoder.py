@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ class EncoderIdentity:
     dim: int
     weights_hash: str
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "dim": self.dim, "weights_hash": self.weights_hash}
 
     def same_model(self, other: EncoderIdentity) -> bool:
@@ -73,7 +74,7 @@ class EncoderIdentity:
         return self.weights_hash == other.weights_hash and self.dim == other.dim
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> EncoderIdentity:
+    def from_dict(cls, data: dict[str, Any]) -> EncoderIdentity:
         return cls(model_id=str(data["model_id"]), dim=int(data["dim"]), weights_hash=str(data["weights_hash"]))
 
 

@@ -67,7 +67,7 @@ def item_metrics(
     have = [i for i, ref in enumerate(references) if ref is not None]
     if not have:
         return metrics
-    refs = np.stack([references[i] for i in have])
+    refs = np.stack([ref for ref in references if ref is not None])
     cube, identity = cube_cos(outputs[have], refs), identity_cos(questions[have], refs)
     e2e, echoes = e2e_cos(decoded[have], refs), echo(decoded[have], questions[have], refs)
     for j, i in enumerate(have):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import load_file, save_file
 
@@ -26,7 +27,7 @@ def tower_weights_id(tower: QuestionTower) -> str:
     return hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in tower.state_dict().values())).hexdigest()[:12]
 
 
-def tower_record(tower: QuestionTower, extra: dict[str, object] | None = None) -> dict[str, object]:
+def tower_record(tower: QuestionTower, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON config of a tower (what a bundle manifest records about it)."""
     return {
         "format": FORMAT,
@@ -39,7 +40,7 @@ def tower_record(tower: QuestionTower, extra: dict[str, object] | None = None) -
     }
 
 
-def save_tower(directory: Path, tower: QuestionTower, extra: dict[str, object] | None = None) -> dict[str, object]:
+def save_tower(directory: Path, tower: QuestionTower, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Writes tower.safetensors (the tuned layers only) and tower.json into `directory`; returns the record."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -50,7 +51,7 @@ def save_tower(directory: Path, tower: QuestionTower, extra: dict[str, object] |
     return record
 
 
-def read_record(directory: Path) -> dict[str, object]:
+def read_record(directory: Path) -> dict[str, Any]:
     """tower.json of a saved tower, or a BundleError naming what is missing or malformed."""
     path = Path(directory) / CONFIG
     if not path.is_file():

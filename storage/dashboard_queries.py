@@ -266,7 +266,7 @@ def weighted_quantiles(pairs: list[tuple[float, int]], qs: tuple[float, ...] = (
     def at(rank: int) -> float:  # the value of the rank-th smallest job (0-based)
         return pairs[bisect_right(cumulative, rank)][0]
 
-    out = []
+    out: list[float | None] = []
     for q in qs:
         position = (n - 1) * q
         low = int(position)

@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -27,6 +27,8 @@ from storage.models import (
     metric_columns,
 )
 from storage.summary import BatchSummary, batch_summary, count_batches, list_batches
+
+JOB_TABLE = cast(Table, Job.__table__)  # the Core table, for executemany inserts and updates
 
 
 def now() -> datetime:
@@ -116,7 +118,7 @@ def create_batch(
     session.flush()
     if items:  # one executemany, not an ORM object per job
         session.execute(
-            insert(Job.__table__),
+            insert(JOB_TABLE),
             [
                 {
                     "id": job.id, "batch_id": batch_id, "position": i, "line": item.line, "question": item.question,
@@ -215,8 +217,8 @@ OUTCOME_COLUMNS = (
     *METRIC_COLUMNS,
 )
 OUTCOME_UPDATE = (
-    update(Job.__table__)
-    .where(Job.__table__.c.id == bindparam("job_id"))
+    update(JOB_TABLE)
+    .where(JOB_TABLE.c.id == bindparam("job_id"))
     .values({name: bindparam(f"new_{name}") for name in OUTCOME_COLUMNS})
 )
 

@@ -34,12 +34,12 @@ class BatchSummary(BaseModel):
     jobs_per_second: float | None
     banks: list[str] = Field(description="the knowledge bank versions its jobs are pinned to, as name@version")
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # pydantic documents this stacking
     @property
     def finished(self) -> bool:
         return self.done + self.failed >= self.total
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # pydantic documents this stacking
     @property
     def success_rate(self) -> float | None:
         final = self.done + self.failed

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file
@@ -47,22 +47,22 @@ class GenerativeConfig:
     min_length: float = 0.8  # no end before this share of the length predicted from the vector (0 = off)
     int8: bool = True  # multiply the layers and the output in int8 where torch has an int8 CPU engine (fbgemm); see Projection
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> GenerativeConfig:
+    def from_dict(cls, data: dict[str, Any]) -> GenerativeConfig:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     @classmethod
-    def check_options(cls, options: dict[str, object]) -> None:
+    def check_options(cls, options: dict[str, Any]) -> None:
         """Raises ValueError naming any option that is not a field (from_dict would drop it without a word)."""
         unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown decoding option(s) {', '.join(unknown)}; known: {', '.join(sorted(cls.__dataclass_fields__))}")
 
     @classmethod
-    def scratch(cls, **overrides: object) -> GenerativeConfig:
+    def scratch(cls, **overrides: Any) -> GenerativeConfig:
         """The from-scratch comparison: d 256, 4 layers, own embeddings."""
         return cls(**{"init": "scratch", "dim": 256, "layers": 4, "heads": 8, "ffn": 1024, **overrides})
 
