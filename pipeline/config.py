@@ -70,7 +70,7 @@ class ScheduleChecks:
             raise ValueError("lr and temperature must be positive")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # every subclass is a dataclass
+        return asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
 
 
 @dataclass(frozen=True)

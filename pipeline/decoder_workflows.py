@@ -246,7 +246,7 @@ def evaluate_decoders(
     bundle = load_bundle(bundle_dir, encoder.identity)
     base, _ = load_generative(bundle_dir, encoder)
     if not modes:
-        others = [
+        others: list[dict[str, Any]] = [
             {"min_length": 0.0},
             {"beam": 1, "rerank": False},
             {"beam": 2, "rerank": True},
@@ -268,9 +268,14 @@ def evaluate_decoders(
     near_fid = float(decode_fidelity(train_vecs[nearest], held_vecs).mean())
     near_bleu = float(sacrebleu.corpus_bleu([normalise(train_texts[i], base) for i in nearest], [[normalise(t, base) for t in held_texts]]).score)
 
-    trips = []
-    for name, options in modes.items():
-        trips.append(round_trip(base.with_options(**options), encoder, held_texts, held_vecs, name, (lambda n, name=name: progress(name, n)) if progress else None))
+    def mode_progress(name: str) -> Callable[[int], None] | None:
+        report = progress
+        return None if report is None else lambda n: report(name, n)
+
+    trips = [
+        round_trip(base.with_options(**options), encoder, held_texts, held_vecs, name, mode_progress(name))
+        for name, options in modes.items()
+    ]
 
     outputs = answer_vectors(bundle, encoder, [pair.question for pair in val.pairs], val.q)
     bank = PhraseBankDecoder(bundle.bank_texts, bundle.bank_vectors if bundle.bank_vectors is not None else encoder.encode(bundle.bank_texts).vectors)

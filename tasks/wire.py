@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 VERSION = 1  # bump when a field changes meaning; workers refuse versions they do not know
 MAX_MICRO_BATCH = 1024  # jobs one stage task carries at most

@@ -20,7 +20,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline.config import TrainConfig
-from pipeline.cube import apply_map
+from pipeline.cube import Cube, apply_map
 from pipeline.data import EmbeddedPairs
 
 
@@ -85,7 +85,7 @@ def cube_loss(
 
 
 def train_cube(
-    model: nn.Module,
+    model: Cube,
     train: EmbeddedPairs,
     config: TrainConfig,
     *,

@@ -210,7 +210,7 @@ def train_decoder(
     fresh = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith(("layers.", "emb_norm.", "length.")) and n not in FROZEN]
     if net.config.init == "scratch":
         pretrained, fresh = [], [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("length.")]
-    groups = [{"params": fresh, "lr": config.lr_new}] + ([{"params": pretrained, "lr": config.lr_pretrained}] if pretrained else [])
+    groups: list[dict[str, Any]] = [{"params": fresh, "lr": config.lr_new}] + ([{"params": pretrained, "lr": config.lr_pretrained}] if pretrained else [])
     optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     peak = [g["lr"] for g in groups]
     per_epoch = math.ceil(len(train_seqs) / config.batch_size)

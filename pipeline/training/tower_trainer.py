@@ -43,11 +43,11 @@ class LowerStates:
 
         Padded positions are masked out of attention and pooling, so their values do not matter.
         """
-        rows = [int(r) for r in rows]
-        lengths = [int(self.offsets[r + 1] - self.offsets[r]) for r in rows]
-        hidden = self.states.new_zeros((len(rows), max(lengths), self.states.shape[1]))  # (B, L, D)
-        mask = torch.zeros((len(rows), max(lengths)), dtype=torch.long)  # (B, L)
-        for i, (row, length) in enumerate(zip(rows, lengths)):
+        ids = [int(r) for r in rows]
+        lengths = [int(self.offsets[r + 1] - self.offsets[r]) for r in ids]
+        hidden = self.states.new_zeros((len(ids), max(lengths), self.states.shape[1]))  # (B, L, D)
+        mask = torch.zeros((len(ids), max(lengths)), dtype=torch.long)  # (B, L)
+        for i, (row, length) in enumerate(zip(ids, lengths)):
             start = int(self.offsets[row])
             hidden[i, :length] = self.states[start : start + length]
             mask[i, :length] = 1

@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
 
 from pipeline.decoders.generative.int8 import int8_available
-from pipeline.decoders.generative.network import DecoderNet, GenerativeConfig
+from pipeline.decoders.generative.network import DecoderNet, GenerativeConfig, Layer
 from pipeline.decoders.words import RealWords
 
 BEAM_ROWS = 256  # hypotheses one batched beam search holds at most (vectors x beam); larger batches go in chunks
@@ -39,7 +40,7 @@ class GenerativeDecoder:
         if words is not None and words.seen:
             net.restrict_output([*words.seen, tokenizer.sep_token_id])
         for layer in net.layers:
-            layer.fuse()
+            cast(Layer, layer).fuse()
         self.embed = embed  # the teacher's encode, for reranking
         self.config = net.config
         self.cls_id = tokenizer.cls_token_id
@@ -92,7 +93,7 @@ class GenerativeDecoder:
         rerank = self.config.rerank and self.embed is not None
         usable = [[i for i, t in enumerate(row) if t.strip()] if rerank and len(row) > 1 else [] for row in texts]
         flat = [texts[r][i] for r, row in enumerate(usable) for i in row]
-        embedded = self.embed(flat) if flat else np.zeros((0, targets.shape[1]), dtype=np.float32)
+        embedded = self.embed(flat) if flat and self.embed is not None else np.zeros((0, targets.shape[1]), dtype=np.float32)
         out, start = [], 0
         for r, row in enumerate(usable):
             if not row:
@@ -141,7 +142,7 @@ class GenerativeDecoder:
         cached = self.masks.get(word)
         if cached is None:
             mask = ~self.banned
-            if word is not None:
+            if word is not None and self.words is not None:
                 mask &= self.words.next_mask(list(word), self.sep_id)
             if self.net.output_ids is not None:
                 mask = mask[self.net.output_ids]
@@ -205,7 +206,7 @@ class GenerativeDecoder:
                 own = range(first, first + len(beams[v]))
                 first += len(beams[v])
                 best = sorted(((value, row, column) for row in own for value, column in zip(values[row], columns[row])), reverse=True)[: 2 * width]
-                next_beams = []
+                next_beams: list[tuple[list[int], float]] = []
                 for score, row, column in best:
                     if score == -math.inf:
                         break
