@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local directories only
 
@@ -26,8 +27,20 @@ console = Console()
 errors = Console(stderr=True)
 DATA_DIR = Path("data")  # where the commands look for the Q→A splits by default
 
+def print_version(asked: bool) -> None:
+    """`cubeqa --version`: the installed distribution's version, then exit."""
+    if asked:
+        console.print(f"cubeqa {version('cubeqa')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(ctx: typer.Context) -> None:
+def main(
+    ctx: typer.Context,
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=print_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
     """Reads settings from CUBEQA_* environment variables."""
     try:
         ctx.obj = Settings()

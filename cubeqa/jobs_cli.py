@@ -24,7 +24,8 @@ from cubeqa.settings import Settings
 from cubeqa.wiring import celery_app, open_store, pin_bank
 from pipeline.errors import BankError, InputError
 from storage.db import StorageError, upgrade
-from storage.models import SOURCE_LENGTH, is_id
+from storage.ids import AmbiguousId, resolve_id
+from storage.models import SOURCE_LENGTH, Batch, is_id
 from storage.repository import iter_results
 from storage.summary import BatchSummary, batch_summary, count_batches, list_batches
 from tasks.producer import BrokerUnavailable, reconcile, submit
@@ -171,26 +172,32 @@ def summary_table(summary: BatchSummary) -> Table:
     return table
 
 
-def load_summary(settings: Settings, batch_id: str) -> tuple[sessionmaker[Session], BatchSummary]:
-    """Sessions on the store and the batch's summary; fails naming the batch if it is unknown."""
+def load_summary(settings: Settings, given: str) -> tuple[sessionmaker[Session], BatchSummary]:
+    """Sessions on the store and the summary of the batch `given` names (its id or a unique prefix of 6+ characters);
+    fails naming the batch if it is unknown, or listing the matches if the prefix is ambiguous."""
     sessions = store(settings)
-    summary = summary_of(sessions, batch_id)
+    try:
+        with sessions() as session:
+            batch_id = resolve_id(session=session, model=Batch, given=given)
+    except AmbiguousId as exc:
+        raise fail(exc) from exc
+    summary = summary_of(sessions, batch_id) if batch_id else None
     if summary is None:
-        raise fail(LookupError(f"no batch {batch_id!r} in {safe_url(settings.database_url)}"))
+        raise fail(LookupError(f"no batch {given!r} in {safe_url(settings.database_url)}"))
     return sessions, summary
 
 
 @app.command("status")
 def status_command(
     ctx: typer.Context,
-    batch: Annotated[str, typer.Argument(help="batch id printed by `cubeqa submit`")],
+    batch: Annotated[str, typer.Argument(help="batch id printed by `cubeqa submit`, or its first 6+ characters")],
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
     wait: Annotated[bool, typer.Option(help="show progress until every job is final")] = False,
 ) -> None:
     """Progress and quality aggregates of a batch."""
     sessions, summary = load_summary(ctx.obj, batch)
     if wait:
-        summary = watch(sessions, batch)
+        summary = watch(sessions, summary.id)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -278,12 +285,13 @@ def listed(value: object) -> list[object]:
 @app.command("results")
 def results_command(
     ctx: typer.Context,
-    batch: Annotated[str, typer.Argument(help="batch id")],
+    batch: Annotated[str, typer.Argument(help="batch id, or its first 6+ characters")],
     fmt: Annotated[ResultFormat, typer.Option("--format", help="jsonl or csv")] = ResultFormat.jsonl,
     out: Annotated[Path | None, typer.Option(help="write here instead of standard output")] = None,
 ) -> None:
     """Every job of a batch in input order, with answers, metrics, timings and hosts."""
-    sessions, _ = load_summary(ctx.obj, batch)
+    sessions, summary = load_summary(ctx.obj, batch)
+    batch = summary.id
     handle = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
     try:
         if fmt == ResultFormat.jsonl:

@@ -13,6 +13,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.ids import AmbiguousId, resolve_id
+from storage.models import Batch, Job
 from storage.repository import Pin
 
 
@@ -57,3 +59,14 @@ def authorised(services: ServicesDep, credentials: Annotated[HTTPAuthorizationCr
 
 
 guarded = [Depends(authorised)]
+
+
+def full_id(session: Session, model: type[Batch] | type[Job], given: str) -> str:
+    """The id `given` names (the id or a unique prefix of 6+ characters); 404 when none, 400 listing the matches."""
+    try:
+        found = resolve_id(session=session, model=model, given=given)
+    except AmbiguousId as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {model.__tablename__} {given!r}")
+    return found

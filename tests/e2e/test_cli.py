@@ -182,6 +182,13 @@ def test_errors_are_one_clear_line_and_exit_1(args, env, message) -> None:
     assert message in run.stderr and "Traceback" not in run.stderr
 
 
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    run = cubeqa("--version")
+    assert run.returncode == 0 and run.stdout.strip() == f"cubeqa {version('cubeqa')}"
+
+
 def test_bad_settings_are_refused() -> None:
     run = cubeqa("ask", "why?", env={"CUBEQA_MIN_SCORE": "7"})
     assert run.returncode == 2 and "CUBEQA_MIN_SCORE" in run.stderr and "Traceback" not in run.stderr

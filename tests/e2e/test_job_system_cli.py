@@ -53,7 +53,8 @@ def test_submit_reports_bad_lines_and_answers_the_good_ones(system, tmp_path) ->
     assert "28 jobs queued, 3 lines skipped" in run.stdout
     batch_id = run.stdout.split("batch ")[1].split(":")[0].strip()
 
-    status = json.loads(cubeqa("status", batch_id, "--json", env=system["env"]).stdout)
+    status = json.loads(cubeqa("status", batch_id[:8], "--json", env=system["env"]).stdout)  # a prefix names it too
+    assert status["id"] == batch_id
     assert (status["done"], status["failed"], status["total"], status["finished"]) == (28, 0, 28, True)
     assert {"cube_cos", "e2e_cos", "decode_fidelity", "echo"} <= set(status["metrics"])
 
@@ -126,6 +127,7 @@ def test_http_api_with_a_token(system, tmp_path) -> None:
         assert job.status_code == 200 and body["status"] == "done" and body["answer"] and body["decoder_path"] in ("bank", "none")
         assert {"cube_cos", "e2e_cos"} <= set(body["metrics"]) or body["decoder_path"] == "none"
         assert httpx.get(f"{base}/v1/jobs/{body['id']}", headers=auth).json()["answer"] == body["answer"]
+        assert httpx.get(f"{base}/v1/jobs/{body['id'][:8]}", headers=auth).json()["id"] == body["id"]  # a prefix names it
 
         items = [{"question": f"What is question number {i}?"} for i in range(12)]
         accepted = httpx.post(f"{base}/v1/batches", json={"items": items, "key": "api-batch-1"}, headers=auth).json()
@@ -137,6 +139,7 @@ def test_http_api_with_a_token(system, tmp_path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert batch["done"] == 12 and batch["counts"]["done"] == 12
+        assert httpx.get(f"{base}/v1/batches/{accepted['batch_id'][:6]}", headers=auth).json()["id"] == accepted["batch_id"]
         with httpx.stream("GET", f"{base}/v1/batches/{accepted['batch_id']}/results", headers=auth) as stream:
             assert stream.headers["content-type"].startswith("application/x-ndjson")
             rows = [json.loads(line) for line in stream.iter_lines() if line]

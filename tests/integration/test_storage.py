@@ -333,3 +333,22 @@ def test_a_store_from_before_the_naming_convention_gets_its_names() -> None:
             names = set(connection.execute(text("SELECT conname FROM pg_constraint WHERE connamespace = 'public'::regnamespace")).scalars())
         engine.dispose()
     assert set(old) <= names and not set(old.values()) & names
+
+
+def test_an_id_prefix_of_six_or_more_characters_names_its_batch_and_an_ambiguous_one_lists_the_matches(sessions) -> None:
+    from storage.ids import AmbiguousId, resolve_id
+    from storage.models import Batch
+
+    ids = ["abcdef" + "0" * 26, "abcdef1" + "0" * 25, "123456" + "f" * 26]
+    with sessions.begin() as session:
+        for batch_id in ids:
+            session.add(Batch(id=batch_id, total=0, done_count=0, failed_count=0, created_at=datetime.now(UTC)))
+    with sessions() as session:
+        assert resolve_id(session=session, model=Batch, given="123456") == ids[2]
+        assert resolve_id(session=session, model=Batch, given="ABCDEF1") == ids[1]  # typed in capitals
+        assert resolve_id(session=session, model=Batch, given=ids[0]) == ids[0]
+        assert resolve_id(session=session, model=Batch, given="12345") is None  # too short to be a prefix
+        assert resolve_id(session=session, model=Batch, given="123456%") is None  # not hex: never reaches SQL as a pattern
+        assert resolve_id(session=session, model=Batch, given="999999") is None
+        with pytest.raises(AmbiguousId, match=f"{ids[0]}, {ids[1]}"):
+            resolve_id(session=session, model=Batch, given="abcdef")

@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
-from cubeqa.api.deps import ServicesDep, SessionDep, guarded
+from cubeqa.api.deps import ServicesDep, SessionDep, full_id, guarded
 from cubeqa.api.routes.intake import checked_jobs, enqueue, pinned
 from cubeqa.api.schemas import Accepted, BatchIn, BatchList, BatchPublic
-from storage.models import is_id
+from storage.models import Batch
 from storage.repository import iter_results
 from storage.summary import batch_summary, count_batches, list_batches
 
@@ -43,7 +43,7 @@ def get_batches(
 @router.get("/{batch_id}", response_model=BatchPublic)
 def get_batch(batch_id: str, session: SessionDep) -> BatchPublic:
     """Progress (counts by status) and quality aggregates of a batch."""
-    summary = batch_summary(session=session, batch_id=batch_id) if is_id(batch_id) else None
+    summary = batch_summary(session=session, batch_id=full_id(session, Batch, batch_id))
     if summary is None:
         raise HTTPException(404, f"no batch {batch_id!r}")
     return BatchPublic.of(summary)
@@ -53,9 +53,7 @@ def get_batch(batch_id: str, session: SessionDep) -> BatchPublic:
 def get_results(batch_id: str, services: ServicesDep) -> StreamingResponse:
     """Every job of the batch in input order, streamed as JSON lines."""
     with services.sessions() as session:
-        known = is_id(batch_id) and batch_summary(session=session, batch_id=batch_id) is not None
-    if not known:
-        raise HTTPException(404, f"no batch {batch_id!r}")
+        batch_id = full_id(session, Batch, batch_id)
 
     def lines() -> Iterator[bytes]:
         with services.sessions() as session:  # its own session: it outlives the request's dependencies

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from cubeqa.api.deps import ServicesDep, SessionDep, guarded
+from cubeqa.api.deps import ServicesDep, SessionDep, full_id, guarded
 from cubeqa.api.routes.intake import checked_jobs, enqueue, pinned
 from cubeqa.api.schemas import JobIn, JobPublic
-from storage.models import FINAL, is_id
+from storage.models import FINAL, Job
 from storage.repository import job_view
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=guarded)
@@ -44,7 +44,7 @@ def create_job(
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job(job_id: str, session: SessionDep) -> JobPublic:
     """One job: status, answer with its confidence and evidence, decoder path, score, metrics, per-stage timings and hosts."""
-    view = job_view(session=session, job_id=job_id) if is_id(job_id) else None
+    view = job_view(session=session, job_id=full_id(session, Job, job_id))
     if view is None:
         raise HTTPException(404, f"no job {job_id!r}")
     return JobPublic(**view)
