@@ -20,7 +20,7 @@ from rich.progress import TaskID
 from cubeqa import bank_cli, decoder_cli, jobs_cli, services_cli, train_cli  # noqa: F401 - importing them registers their commands on `app`
 from cubeqa.cli_base import DATA_DIR, app, build_encoder, build_encoder_config, console, embed_progress, errors, fail
 from cubeqa.intake import check_text
-from cubeqa.render import bank_eval_table, decoder_tables, eval_table, progress_bar
+from cubeqa.render import bank_eval_table, confidence_text, decoder_tables, eval_table, progress_bar
 from cubeqa.settings import Settings
 from cubeqa.wiring import bank_config, bank_store, generative_options
 
@@ -271,7 +271,7 @@ def show_answer(result: AnswerResult, heading: bool = False) -> None:
     if heading:
         console.print(f"[bold]question:[/bold] {escape(result.question)}")
     console.print(f"[bold]answer:[/bold] {escape(result.answer)}")
-    confidence = "" if result.confidence is None else f"confidence {result.confidence:.2f}  "
+    confidence = "" if result.confidence is None else f"confidence {confidence_text(result.confidence)}  "
     kind = "fidelity" if result.path == "generative" else "score"  # a generated answer's score measures fidelity to the vector, not correctness
     console.print(f"{confidence}{kind} {result.score:.4f}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
     if result.evidence is not None and result.evidence.get("doc_id") is not None:

@@ -23,7 +23,7 @@ from rich.table import Table
 from cubeqa.bank_cli import embedding_cache, stage_progress
 from cubeqa.intake import IntakeError, read_bulk
 from cubeqa.jobs_cli import safe_url, summary_table, watch
-from cubeqa.render import progress_bar
+from cubeqa.render import confidence_text, progress_bar
 from cubeqa.settings import Settings
 from cubeqa.supervise import SupervisionError, embedded_redis, stage_workers, wait_for_workers
 from cubeqa.wiring import bank_root, bank_store, celery_app, encoder_config, open_store
@@ -152,7 +152,7 @@ def answers_table(rows: list[dict[str, Any]]) -> Table:
         confidence = row.get("confidence")
         table.add_row(
             row["question"], row["answer"] or row["error"] or "", row["decoder_path"] or row["status"],
-            "-" if confidence is None else f"{confidence:.2f}", "-" if e2e is None else f"{e2e:.3f}",
+            "-" if confidence is None else confidence_text(confidence), "-" if e2e is None else f"{e2e:.3f}",
         )
     return table
 

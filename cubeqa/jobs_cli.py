@@ -6,12 +6,14 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cubeqa.cli_base import app, console, errors, fail
 from cubeqa.intake import MAX_MICRO_BATCH, IntakeError, check_key, read_bulk
-from cubeqa.render import progress_bar
+from cubeqa.render import confidence_text, progress_bar
 from cubeqa.settings import Settings
 from cubeqa.wiring import celery_app, open_store, pin_bank
 from pipeline.errors import BankError, InputError
@@ -225,16 +227,25 @@ def batches_command(
     if as_json:
         print(json.dumps({"batches": [s.to_dict() for s in page], "total": total, "offset": offset, "limit": limit}, indent=2))
         return
-    table = Table(title=f"batches {offset + 1 if page else offset}-{offset + len(page)} of {total}, newest first", title_justify="left")
-    for column in ("id", "created", "source", "bank", "jobs", "done", "failed", "finished"):
-        table.add_column(column, justify="right" if column in ("jobs", "done", "failed") else "left")
+    title = f"batches {offset + 1 if page else offset}-{offset + len(page)} of {total}, newest first, times UTC"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("id", no_wrap=True)  # the dashboard's short id; every command takes it
+    table.add_column("created", no_wrap=True)
+    table.add_column("source", overflow="ellipsis", max_width=24)
+    table.add_column("bank", overflow="ellipsis", max_width=16)
+    for column in ("jobs", "done", "failed"):
+        table.add_column(column, justify="right")
+    table.add_column("state", no_wrap=True)
     for s in page:
         table.add_row(
-            s.id, s.created_at.strftime("%Y-%m-%d %H:%M:%S"), escape(s.source or ""), escape(", ".join(s.banks) or "bundle"),
-        str(s.total), str(s.done), str(s.failed),
-            s.finished_at.strftime("%Y-%m-%d %H:%M:%S") if s.finished_at else "-",
+            s.id[:SHORT_ID], s.created_at.strftime("%m-%d %H:%M"), escape(Path(s.source).name if s.source else ""),
+            escape(", ".join(b.split("@")[0] for b in s.banks) or "bundle"), str(s.total), str(s.done), str(s.failed),
+            "finished" if s.finished else "running",
         )
     console.print(table)
+
+
+SHORT_ID = 12  # characters of an id shown in listings, as on the dashboard
 
 
 class ResultFormat(StrEnum):
@@ -282,16 +293,41 @@ def listed(value: object) -> list[object]:
     return list(value) if isinstance(value, list) else [value]
 
 
+def results_table(rows: Iterable[dict[str, Any]]) -> Table:
+    """Line, status, answer (or error) and confidence of each job, for reading at a terminal."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  caption="--format jsonl|csv or --out FILE for every field", caption_justify="left")
+    table.add_column("line", justify="right")
+    table.add_column("status")
+    table.add_column("question", ratio=1, overflow="fold")
+    table.add_column("answer", ratio=2, overflow="fold")
+    table.add_column("conf.", justify="right")
+    for row in rows:
+        confidence = row.get("confidence")
+        table.add_row(
+            str(row.get("line") or ""), str(row["status"]), escape(str(row.get("question") or "")),
+            escape(str(row.get("error") or row.get("answer") or "")), "-" if confidence is None else confidence_text(confidence),
+        )
+    return table
+
+
 @app.command("results")
 def results_command(
     ctx: typer.Context,
     batch: Annotated[str, typer.Argument(help="batch id, or its first 6+ characters")],
-    fmt: Annotated[ResultFormat, typer.Option("--format", help="jsonl or csv")] = ResultFormat.jsonl,
+    fmt: Annotated[
+        ResultFormat | None, typer.Option("--format", help="jsonl or csv; default: a table on a terminal, else jsonl")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="write here instead of standard output")] = None,
 ) -> None:
     """Every job of a batch in input order, with answers, metrics, timings and hosts."""
     sessions, summary = load_summary(ctx.obj, batch)
     batch = summary.id
+    if fmt is None and out is None and sys.stdout.isatty():
+        with sessions() as session:
+            console.print(results_table(iter_results(session=session, batch_id=batch)))
+        return
+    fmt = fmt or ResultFormat.jsonl
     handle = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
     try:
         if fmt == ResultFormat.jsonl:

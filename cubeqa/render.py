@@ -255,3 +255,8 @@ def bank_eval_table(report: dict[str, Any], title: str) -> Table:
         interval = "" if difference is None else f"{difference['mean']:+.4f} [{difference['low']:+.4f}, {difference['high']:+.4f}]"
         table.add_row(label, f"{report['cube'][key]:.4f}", f"{report['identity'][key]:.4f}", interval)
     return table
+
+
+def confidence_text(value: float) -> str:
+    """A confidence to two decimals, never shown as the certainty 1.00 a calibrated estimate cannot have."""
+    return "> 0.99" if value > 0.995 else f"{value:.2f}"

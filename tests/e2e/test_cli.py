@@ -207,3 +207,47 @@ def test_the_sweep_script_prints_a_row_per_configuration(tmp_path: Path) -> None
     rows = json.loads(out.read_text())
     assert [row["config"] for row in rows] == ["4x4x2 C=16"]
     assert rows[0]["cos vs identity"]["low"] <= rows[0]["cos vs identity"]["mean"] <= rows[0]["cos vs identity"]["high"]
+
+
+def test_batches_fit_80_columns_and_results_read_as_a_table_at_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    from sqlalchemy.orm import sessionmaker
+
+    from storage.db import make_engine
+    from storage.repository import JobOutcome, NewJob, create_batch, record_outcomes
+
+    env = {"CUBEQA_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "COLUMNS": "80"}
+    assert cubeqa("db", "upgrade", env=env).returncode == 0
+    sessions = sessionmaker(make_engine(env["CUBEQA_DATABASE_URL"]))
+    with sessions.begin() as session:
+        created = create_batch(session=session, items=[NewJob(question="Where is it?"), NewJob(question="Who built it?")],
+                               source=str(tmp_path / "a-rather-long-file-name-of-questions.jsonl"))
+    with sessions.begin() as session:
+        record_outcomes(session=session, model_version="m", outcomes=[
+            JobOutcome(job_id=created.jobs[0].id, answer="In the north.", decoder_path="bank", score=0.9, confidence=0.999),
+            JobOutcome(job_id=created.jobs[1].id, answer="no confident answer", decoder_path="none", score=0.5, confidence=0.31),
+        ])
+    listing = cubeqa("batches", env=env)
+    assert listing.returncode == 0 and created.id[:12] in listing.stdout
+    assert max(len(line) for line in listing.stdout.splitlines()) <= 80
+
+    controller, terminal = pty.openpty()  # results on a terminal: a table, not JSON lines
+    process = subprocess.Popen([sys.executable, "-m", "cubeqa", "results", created.id[:8]], stdout=terminal,
+                               stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    assert process.wait(timeout=60) == 0, process.stderr.read().decode() if process.stderr else ""
+    shown = b"".join(chunks).decode()
+    assert "In the north." in shown and "> 0.99" in shown and "0.31" in shown and "{" not in shown
+    piped = cubeqa("results", created.id, env=env)  # not a terminal: JSON lines, as before
+    assert [json.loads(line)["answer"] for line in piped.stdout.splitlines()] == ["In the north.", "no confident answer"]
