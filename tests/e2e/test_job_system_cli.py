@@ -164,6 +164,42 @@ def test_http_api_with_a_token(system, tmp_path) -> None:
     assert TOKEN not in (tmp_path / "api.log").read_text()
 
 
+def test_the_python_client_asks_submits_waits_and_streams_typed_results(system, tmp_path) -> None:
+    import asyncio
+
+    from cubeqa.client import AsyncClient, Client, ClientError
+
+    process, base = serve_api(system, tmp_path / "api.log", CUBEQA_API_TOKEN=TOKEN)
+    try:
+        with Client(base, token=TOKEN) as api:
+            job = api.ask("Where is kenya located?", min_confidence=0.0)
+            assert job.status == "done" and job.answer and api.job(job.id[:8]).id == job.id
+            items = ["Who designed the tower?", {"question": "What is the capital of kenya?", "reference": "Its capital is nairobi."}]
+            accepted = api.submit(items, key="client-1")
+            seen: list[int] = []
+            summary = api.wait(accepted.batch_id, poll=0.1, timeout=60, progress=lambda s: seen.append(s.done + s.failed))
+            assert summary.finished and summary.total == 2 and seen[-1] == 2
+            rows = list(api.results(accepted.batch_id))
+            assert [r.question for r in rows] == [items[0], items[1]["question"]] and [r.id for r in rows] == accepted.job_ids
+            assert api.submit(items, key="client-1").created is False
+            assert api.batches(limit=1).batches[0].id == accepted.batch_id
+            with pytest.raises(ClientError) as refused:
+                api.batch("ffffffffff")
+            assert refused.value.status == 404 and "no batch" in str(refused.value.detail)
+        with Client(base) as anonymous, pytest.raises(ClientError) as unauthorised:
+            anonymous.batches()
+        assert unauthorised.value.status == 401
+
+        async def through_async() -> list[str]:
+            async with AsyncClient(base, token=TOKEN) as api:
+                assert (await api.wait(accepted.batch_id, timeout=10)).finished
+                return [row.id async for row in api.results(accepted.batch_id)]
+
+        assert asyncio.run(through_async()) == accepted.job_ids
+    finally:
+        stop([process])
+
+
 def test_http_api_without_a_token_needs_no_auth(system, tmp_path) -> None:
     process, base = serve_api(system, tmp_path / "api.log")
     try:

@@ -1,0 +1,190 @@
+"""A Python client of the cubeqa HTTP API, on httpx: submit, wait, stream results; typed by the API's own schemas.
+
+    with Client("http://127.0.0.1:8000", token=...) as api:
+        job = api.ask("Where is kenya located?")                     # JobPublic
+        accepted = api.submit(["Who designed it?", {"question": "When?", "reference": "In 1889."}])
+        summary = api.wait(accepted.batch_id, progress=print)         # BatchPublic, once every job is final
+        for row in api.results(accepted.batch_id): ...                 # JobPublic per job, in input order
+
+`AsyncClient` has the same methods as coroutines (`results` an async iterator). Requests are built and responses
+read by the functions below, shared by both, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from cubeqa.api.schemas import Accepted, BatchList, BatchPublic, JobPublic
+
+Model = TypeVar("Model", bound=BaseModel)
+Item = str | Mapping[str, Any]  # a question, or {"question": ..., "reference": ...}
+Progress = Callable[[BatchPublic], None]
+WAIT_SLACK = 10.0  # seconds the HTTP timeout adds to a server-side wait
+
+
+class ClientError(Exception):
+    """The API refused a request: the HTTP status and the server's own explanation."""
+
+    def __init__(self, status: int, detail: object) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _job_body(question: str, reference: str | None, bank: str | None, min_confidence: float | None) -> dict[str, Any]:
+    body = {"question": question, "reference": reference, "bank": bank, "min_confidence": min_confidence}
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _batch_body(items: Iterable[Item], bank: str | None, min_confidence: float | None, key: str | None,
+                micro_batch: int | None) -> dict[str, Any]:
+    listed = [{"question": item} if isinstance(item, str) else dict(item) for item in items]
+    body = {"items": listed, "bank": bank, "min_confidence": min_confidence, "key": key, "micro_batch": micro_batch}
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _read(response: httpx.Response, model: type[Model]) -> Model:
+    """The response body as `model`, or ClientError carrying the API's `detail`."""
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise ClientError(response.status_code, detail)
+    return model.model_validate(response.json())
+
+
+def _check(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        response.read()
+        _read(response, BatchPublic)  # raises with the detail
+
+
+class Client:
+    """A synchronous client; use as a context manager or call `close()`."""
+
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=_headers(token), timeout=timeout,
+                                 transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def ask(self, question: str, *, reference: str | None = None, bank: str | None = None,
+            min_confidence: float | None = None, wait: float = 30.0) -> JobPublic:
+        """One question; waits up to `wait` seconds on the server for its answer (status "done" once answered)."""
+        response = self.http.post("/v1/jobs", params={"wait": wait}, json=_job_body(question, reference, bank, min_confidence),
+                                  timeout=wait + WAIT_SLACK)
+        return _read(response, JobPublic)
+
+    def job(self, job_id: str) -> JobPublic:
+        return _read(self.http.get(f"/v1/jobs/{job_id}"), JobPublic)
+
+    def submit(self, items: Iterable[Item], *, bank: str | None = None, min_confidence: float | None = None,
+               key: str | None = None, micro_batch: int | None = None) -> Accepted:
+        """One batch of questions (strings or {"question", "reference"} objects); `key` makes a resubmission a no-op."""
+        return _read(self.http.post("/v1/batches", json=_batch_body(items, bank, min_confidence, key, micro_batch)), Accepted)
+
+    def batch(self, batch_id: str) -> BatchPublic:
+        return _read(self.http.get(f"/v1/batches/{batch_id}"), BatchPublic)
+
+    def batches(self, *, offset: int = 0, limit: int = 50) -> BatchList:
+        return _read(self.http.get("/v1/batches", params={"offset": offset, "limit": limit}), BatchList)
+
+    def wait(self, batch_id: str, *, poll: float = 0.5, timeout: float | None = None,
+             progress: Progress | None = None) -> BatchPublic:
+        """Polls the batch until every job is final; `progress` sees each summary; TimeoutError after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            summary = self.batch(batch_id)
+            if progress:
+                progress(summary)
+            if summary.finished:
+                return summary
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"batch {batch_id}: {summary.done + summary.failed} of {summary.total} final after {timeout} s")
+            time.sleep(poll)
+
+    def results(self, batch_id: str) -> Iterator[JobPublic]:
+        """Every job of the batch in input order, streamed."""
+        with self.http.stream("GET", f"/v1/batches/{batch_id}/results") as response:
+            _check(response)
+            for line in response.iter_lines():
+                if line:
+                    yield JobPublic.model_validate(json.loads(line))
+
+
+class AsyncClient:
+    """The same client for asyncio; use `async with` or await `aclose()`."""
+
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=_headers(token), timeout=timeout,
+                                      transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def ask(self, question: str, *, reference: str | None = None, bank: str | None = None,
+                  min_confidence: float | None = None, wait: float = 30.0) -> JobPublic:
+        response = await self.http.post("/v1/jobs", params={"wait": wait},
+                                        json=_job_body(question, reference, bank, min_confidence), timeout=wait + WAIT_SLACK)
+        return _read(response, JobPublic)
+
+    async def job(self, job_id: str) -> JobPublic:
+        return _read(await self.http.get(f"/v1/jobs/{job_id}"), JobPublic)
+
+    async def submit(self, items: Iterable[Item], *, bank: str | None = None, min_confidence: float | None = None,
+                     key: str | None = None, micro_batch: int | None = None) -> Accepted:
+        body = _batch_body(items, bank, min_confidence, key, micro_batch)
+        return _read(await self.http.post("/v1/batches", json=body), Accepted)
+
+    async def batch(self, batch_id: str) -> BatchPublic:
+        return _read(await self.http.get(f"/v1/batches/{batch_id}"), BatchPublic)
+
+    async def batches(self, *, offset: int = 0, limit: int = 50) -> BatchList:
+        return _read(await self.http.get("/v1/batches", params={"offset": offset, "limit": limit}), BatchList)
+
+    async def wait(self, batch_id: str, *, poll: float = 0.5, timeout: float | None = None,
+                   progress: Progress | None = None) -> BatchPublic:
+        async with asyncio.timeout(timeout):
+            while True:
+                summary = await self.batch(batch_id)
+                if progress:
+                    progress(summary)
+                if summary.finished:
+                    return summary
+                await asyncio.sleep(poll)
+
+    async def results(self, batch_id: str) -> AsyncIterator[JobPublic]:
+        async with self.http.stream("GET", f"/v1/batches/{batch_id}/results") as response:
+            if response.status_code >= 400:
+                await response.aread()
+                _read(response, BatchPublic)
+            async for line in response.aiter_lines():
+                if line:
+                    yield JobPublic.model_validate(json.loads(line))
