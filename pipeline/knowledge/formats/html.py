@@ -18,7 +18,7 @@ from pipeline.knowledge.formats.text import text_lines
 MAIN = ("main", "[role=main]", "article")
 DROPPED = (
     "nav, header, footer, aside, form, script, style, noscript, template, svg, iframe, button, select, pre, table, "
-    "figure, img, [role=navigation], [role=banner], [role=contentinfo], [role=search], [hidden], [aria-hidden=true]"
+    "figure, img, .headerlink, [role=navigation], [role=banner], [role=contentinfo], [role=search], [hidden], [aria-hidden=true]"
 )
 _HEADINGS = {f"h{level}": level for level in range(1, 7)}
 _ITEMS = frozenset({"li", "dt"})

@@ -5,7 +5,7 @@ prose, an admonition's title dropped); literal and doctest blocks, tables, raw b
 field and option lists, rubrics, the `contents` topic, targets and substitution definitions are dropped. Inline
 literals and references are protected from the splitter. Docutils does not know Sphinx directives and roles: an
 unknown directive (code-block, toctree, automodule) becomes an error node and is dropped, an unknown role keeps its
-text (":func:`run`" reads "run", protected). Docutils reports nothing, includes no file and passes no raw HTML.
+text (":func:`run`" reads "run", ":class:`Auth <pkg.Auth>`" reads "Auth", protected). Docutils reports nothing, includes no file and passes no raw HTML.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pipeline.knowledge.formats.blocks import Block, Inline, document_of
 from pipeline.knowledge.formats.document import Document
 from pipeline.knowledge.formats.text import text_lines
 
-_ROLE = re.compile(r"^:[\w:.+-]+:`(.*)`$", re.DOTALL)
+_ROLE = re.compile(r"^:[\w:.+-]+:`(.*?)(?:\s*<[^<>]*>)?`$", re.DOTALL)  # :class:`AuthBase <requests.auth.AuthBase>`
 _SETTINGS = {
     "report_level": 5, "halt_level": 5, "warning_stream": False, "file_insertion_enabled": False,
     "raw_enabled": False, "doctitle_xform": False, "sectsubtitle_xform": False, "input_encoding": "unicode",
