@@ -74,7 +74,8 @@ def expand(paths: Sequence[Path | str]) -> tuple[list[Path], list[Path]]:
             unsupported.extend(p for p in inside if p.suffix.lower() not in SUFFIXES)
         elif path.is_file():
             if path.suffix.lower() not in SUFFIXES:
-                raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; supported: {', '.join(SUFFIXES)}")
+                raise InputError(
+                    f"{path}: unsupported file type {path.suffix or '(none)'!r}; supported: {', '.join(SUFFIXES)}")
             files.append(path)
         else:
             raise InputError(f"{path} does not exist")
@@ -118,8 +119,10 @@ def read_file(path: Path, split: bool = True) -> Iterator[Document]:
         raise InputError(f"{path}: no rows")
 
 
-def bank_sentences(documents: Iterable[Document], *, context: int = CONTEXT, seen: set[str] | None = None) -> Iterator[Sentence]:
-    """Each document's sentences with provenance; an exact duplicate of an earlier sentence (or of `seen`) is dropped."""
+def bank_sentences(
+    documents: Iterable[Document], *, context: int = CONTEXT, seen: set[str] | None = None,
+) -> Iterator[Sentence]:
+    """Each document's sentences with provenance; an exact duplicate of an earlier one (or of `seen`) is left out."""
     seen = set() if seen is None else seen
     for doc in documents:
         sents = doc.sentences

@@ -1,4 +1,4 @@
-"""Structured blocks -> bank sentences: the one set of rules every structured format (Markdown, reST, HTML, docx) shares.
+"""Structured blocks -> bank sentences: the one set of rules all structured formats (Markdown, reST, HTML, docx) share.
 
 A format reader only produces blocks: a heading (with its level), a prose paragraph or a list item, each as inline
 parts where code spans and link texts are marked protected. The rules here then make sentences:

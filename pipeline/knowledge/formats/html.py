@@ -18,7 +18,8 @@ from pipeline.knowledge.formats.text import text_lines
 MAIN = ("main", "[role=main]", "article")
 DROPPED = (
     "nav, header, footer, aside, form, script, style, noscript, template, svg, iframe, button, select, pre, table, "
-    "figure, img, .headerlink, [role=navigation], [role=banner], [role=contentinfo], [role=search], [hidden], [aria-hidden=true]"
+    "figure, img, .headerlink, [role=navigation], [role=banner], [role=contentinfo], [role=search], [hidden], "
+    "[aria-hidden=true]"
 )
 _HEADINGS = {f"h{level}": level for level in range(1, 7)}
 _ITEMS = frozenset({"li", "dt"})
@@ -43,7 +44,7 @@ def read_html(path: Path, split: bool = True) -> Document:
 
 
 def html_blocks(node, kind: str = "prose", level: int = 0) -> Iterator[Block]:  # a selectolax node
-    """The headings, paragraphs and list items under a node, in order: inline runs as blocks, block children recursed."""
+    """The headings, paragraphs and list items under a node, in order: inline runs as blocks, block elements walked."""
     inline = Inline()
     for child in node.iter(include_text=True):
         tag = child.tag

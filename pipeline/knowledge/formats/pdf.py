@@ -39,6 +39,7 @@ def read_pdf(path: Path, split: bool = True) -> Document:
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         raise InputError(f"{path} is not a readable PDF ({type(exc).__name__}: {exc})") from exc
     if not sentences:
-        raise InputError(f"{path}: no extractable text in {len(reader.pages)} page(s) (a scanned PDF? run OCR on it first)")
+        raise InputError(
+            f"{path}: no extractable text in {len(reader.pages)} page(s) (a scanned PDF? run OCR on it first)")
     return Document(doc_id=str(path), title=str(title) if title else None, source=str(path), sentences=tuple(sentences),
                     sources=tuple(sources))

@@ -5,7 +5,8 @@ prose, an admonition's title dropped); literal and doctest blocks, tables, raw b
 field and option lists, rubrics, the `contents` topic, targets and substitution definitions are dropped. Inline
 literals and references are protected from the splitter. Docutils does not know Sphinx directives and roles: an
 unknown directive (code-block, toctree, automodule) becomes an error node and is dropped, an unknown role keeps its
-text (":func:`run`" reads "run", ":class:`Auth <pkg.Auth>`" reads "Auth", protected). Docutils reports nothing, includes no file and passes no raw HTML.
+text (":func:`run`" reads "run", ":class:`Auth <pkg.Auth>`" reads "Auth", protected). Docutils reports nothing,
+includes no file and passes no raw HTML.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ def text_lines(path: Path) -> Iterator[str]:
             try:
                 line = reader.readline(MAX_LINE + 1)
             except UnicodeDecodeError as exc:
-                raise InputError(f"{path}: not UTF-8 text at or after line {number} ({exc.reason}); save it as UTF-8") from exc
+                raise InputError(
+                    f"{path}: not UTF-8 text at or after line {number} ({exc.reason}); save it as UTF-8") from exc
             if not line:
                 return
             if len(line) > MAX_LINE:
