@@ -9,8 +9,9 @@ Hyperlink texts and runs in a code character style or a monospaced font are prot
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.knowledge.formats.blocks import Block, Inline, document_of
@@ -34,7 +35,7 @@ def read_docx(path: Path, split: bool = True) -> Document:
     return document_of(path, docx_blocks(document.paragraphs), split, title=title)
 
 
-def docx_blocks(paragraphs) -> Iterator[Block]:  # python-docx Paragraphs
+def docx_blocks(paragraphs: Iterable[Any]) -> Iterator[Block]:  # python-docx Paragraphs
     """Headings, prose and list items of a document's body paragraphs, in order."""
     for paragraph in paragraphs:
         style = paragraph.style.name if paragraph.style is not None else ""
@@ -47,7 +48,7 @@ def docx_blocks(paragraphs) -> Iterator[Block]:  # python-docx Paragraphs
             yield block
 
 
-def _inline(paragraph) -> Inline:  # a python-docx Paragraph
+def _inline(paragraph: Any) -> Inline:  # a python-docx Paragraph
     """A paragraph's runs and hyperlinks; hyperlink texts and code runs protected."""
     from docx.text.hyperlink import Hyperlink
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from pipeline.knowledge.formats.blocks import Block, Inline, document_of
+from pipeline.knowledge.formats.blocks import Block, Inline, Kind, document_of
 from pipeline.knowledge.formats.document import Document
 from pipeline.knowledge.formats.text import text_lines
 
@@ -43,7 +44,7 @@ def read_html(path: Path, split: bool = True) -> Document:
     return document_of(path, blocks, split, title=(title.text(strip=True) or None) if title is not None else None)
 
 
-def html_blocks(node, kind: str = "prose", level: int = 0) -> Iterator[Block]:  # a selectolax node
+def html_blocks(node: Any, kind: Kind = "prose", level: int = 0) -> Iterator[Block]:  # node: a selectolax Node
     """The headings, paragraphs and list items under a node, in order: inline runs as blocks, block elements walked."""
     inline = Inline()
     for child in node.iter(include_text=True):
@@ -61,7 +62,7 @@ def html_blocks(node, kind: str = "prose", level: int = 0) -> Iterator[Block]:  
         yield block
 
 
-def _add_inline(inline: Inline, node) -> None:  # a selectolax node
+def _add_inline(inline: Inline, node: Any) -> None:  # a selectolax Node
     """An inline node's text; code and links protected, a line break a space."""
     if node.tag == "br":
         inline.add(" ")

@@ -15,6 +15,7 @@ import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline.knowledge.formats.blocks import Block, Inline, document_of
 from pipeline.knowledge.formats.document import Document
@@ -36,7 +37,7 @@ MYST_ADMONITIONS = frozenset({
 
 
 @functools.lru_cache(maxsize=1)
-def _parser():  # one parser, built on first use
+def _parser() -> Any:  # one MarkdownIt parser, built on first use
     from markdown_it import MarkdownIt
 
     return MarkdownIt("commonmark").enable("table")
@@ -111,7 +112,7 @@ def markdown_blocks(source: str) -> Iterator[Block]:
                 yield block
 
 
-def _inline(token) -> Inline:  # a markdown_it inline Token
+def _inline(token: Any) -> Inline:  # a markdown_it inline Token
     """Text, code spans and link texts (Markdown or inline-HTML <a>/<code>) of an inline token; images and other
     inline HTML dropped, breaks as spaces."""
     inline = Inline()

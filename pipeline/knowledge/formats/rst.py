@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.knowledge.formats.blocks import Block, Inline, document_of
@@ -45,7 +46,7 @@ def read_rst(path: Path, split: bool = True) -> Document:
     return document_of(path, rst_blocks(tree), split)
 
 
-def rst_blocks(node, depth: int = 0, item: bool = False) -> Iterator[Block]:  # a docutils Node
+def rst_blocks(node: Any, depth: int = 0, item: bool = False) -> Iterator[Block]:  # node: a docutils Node
     """The headings, paragraphs and list items under a doctree node, in order."""
     for child in node.children:
         name = child.tagname
@@ -67,11 +68,11 @@ def rst_blocks(node, depth: int = 0, item: bool = False) -> Iterator[Block]:  # 
             yield from rst_blocks(child, depth, item and name not in ("block_quote",))
 
 
-def _inline(node) -> Inline:  # a docutils Node
+def _inline(node: Any) -> Inline:  # a docutils Node
     """Text of a paragraph or title; literals and references protected, unknown roles reduced to their text."""
     inline = Inline()
 
-    def walk(current) -> None:
+    def walk(current: Any) -> None:
         for child in current.children:
             name = child.tagname
             if name == "#text":
