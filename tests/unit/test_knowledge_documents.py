@@ -134,6 +134,11 @@ def test_pdf_sentences_name_their_page(tmp_path: Path) -> None:
     assert found[2].provenance.source == f"{pdf}#page=2" and found[2].provenance.title == "Pump manual"
 
 
+def test_pdf_without_split_keeps_each_paragraph_whole(tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "manual.pdf", ["The pump runs on twelve volts. Check the fuse first."])
+    assert [s.text for s in sentences_of(pdf, split=False)] == ["The pump runs on twelve volts. Check the fuse first."]
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

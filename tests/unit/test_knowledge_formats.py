@@ -93,8 +93,13 @@ def test_markdown_keeps_prose_with_its_section_path_and_drops_markup(tmp_path: P
 
 
 def test_a_shorter_heading_level_closes_the_deeper_sections(tmp_path: Path) -> None:
-    doc = write(tmp_path / "levels.md", "# A\n\n## B\n\n### C\n\nIn C now.\n\n## D\n\nIn D now.\n\n# E\n\nIn E now.\n")
-    assert [s.provenance.section for s in sentences_of(doc)] == [("A", "B", "C"), ("A", "D"), ("E",)]
+    doc = write(tmp_path / "levels.md", (
+        "# A\n\n## B\n\n### C\n\nIn C now.\n\n## D\n\nIn D now.\n\nSetext E\n===\n\nIn E now.\n\n"
+        '=== "Tab one"\n\n    In a tab now.\n'
+    ))
+    assert [(s.text, s.provenance.section) for s in sentences_of(doc)] == [
+        ("In C now.", ("A", "B", "C")), ("In D now.", ("A", "D")), ("In E now.", ("Setext E",)), ("In a tab now.", ("Setext E",)),
+    ]
 
 
 @pytest.mark.parametrize(("item", "sentence"), [

@@ -22,7 +22,8 @@ from pipeline.knowledge.formats.document import Document
 from pipeline.knowledge.formats.text import text_lines
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n---\s*(\n|\Z)", re.DOTALL)
-_ADMONITION = re.compile(r"^(\s*)(?:!!!|\?\?\?\+?|===)(?:\s+[\w-]+)?(?:\s+\".*\")?\s*$")
+# "!!! note", '??? tip "Title"', '???+ info', '=== "Tab"' (a bare "===" is a setext heading's underline)
+_ADMONITION = re.compile(r'^(\s*)(?:(?:!!!|\?\?\?\+?)\s+[\w-]+(?:\s+".*")?|===\+?\s+".*")\s*$')
 _AUTODOC = re.compile(r"^(\s*):::\s+[\w.:-]+\s*$")
 _COLON_FENCE = re.compile(r"^\s*:{3,}\s*(\{[\w-]+\}.*)?$")
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
