@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data import json_value
-from pipeline.errors import InputError
+from pipeline.errors import EmptyDocument, InputError
 from pipeline.knowledge.formats import READERS
 from pipeline.knowledge.formats.document import Document
 from pipeline.knowledge.formats.text import MAX_LINE, text_lines
@@ -24,7 +24,8 @@ from pipeline.knowledge.segment import split_sentences
 
 __all__ = ["MAX_LINE", "SUFFIXES", "Document", "ReadReport", "Sentence", "bank_sentences", "expand", "read_documents"]
 
-SUFFIXES = (*READERS, ".jsonl", ".csv")
+ROWS = (".jsonl", ".csv")  # a document per row
+SUFFIXES = (*READERS, *ROWS)
 CONTEXT = 2  # neighbours kept on each side of a sentence
 LISTED = 10  # unsupported files named in the one-line note; the rest are counted
 
@@ -39,22 +40,31 @@ class Sentence:
 
 @dataclass
 class ReadReport:
-    """What a read left out or noticed: a folder's unsupported files, files skipped as unreadable, readers' hints."""
+    """What a read left out or noticed: a folder's unsupported files and files without a sentence, files skipped as
+    unreadable, readers' hints."""
 
     unsupported: list[Path] = field(default_factory=list)
+    empty: list[Path] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # one InputError message per skipped file
     hints: list[str] = field(default_factory=list)
 
     def notes(self) -> list[str]:
-        """One line each: the unsupported files, every hint, then every skipped file."""
+        """One line each: the unsupported files, the files without a sentence, every hint, every skipped file."""
         lines = []
         if self.unsupported:
-            names = ", ".join(str(p) for p in self.unsupported[:LISTED])
-            more = f" and {len(self.unsupported) - LISTED} more" if len(self.unsupported) > LISTED else ""
-            lines.append(f"{len(self.unsupported)} unsupported file(s) not read: {names}{more}")
+            lines.append(f"{len(self.unsupported)} unsupported file(s) not read: {_listed(self.unsupported)}")
+        if self.empty:
+            lines.append(f"{len(self.empty)} file(s) without a sentence (empty, or only headings, code or markup): "
+                         f"{_listed(self.empty)}")
         lines.extend(f"hint: {hint}" for hint in self.hints)
         lines.extend(f"skipped: {message}" for message in self.failed)
         return lines
+
+
+def _listed(paths: list[Path]) -> str:
+    """The first LISTED paths, and how many more."""
+    more = f" and {len(paths) - LISTED} more" if len(paths) > LISTED else ""
+    return ", ".join(str(p) for p in paths[:LISTED]) + more
 
 
 def expand(paths: Sequence[Path | str]) -> tuple[list[Path], list[Path]]:
@@ -85,19 +95,26 @@ def expand(paths: Sequence[Path | str]) -> tuple[list[Path], list[Path]]:
 def read_documents(
     paths: Sequence[Path | str], *, split: bool = True, skip_bad: bool = False, report: ReadReport | None = None,
 ) -> Iterator[Document]:
-    """The documents of files and folders, one file at a time, in path order; with `skip_bad` an unreadable file is
-    noted in `report` and the rest are read."""
+    """The documents of files and folders, one file at a time, in path order. A folder's file without a sentence (a
+    page of headings and code) is noted in `report`, as is, with `skip_bad`, an unreadable file; the rest are read."""
     files, unsupported = expand(paths)
+    named = {Path(p) for p in paths}
     report = ReadReport() if report is None else report
     report.unsupported.extend(unsupported)
     for path in files:
-        documents = read_file(path, split)
-        if skip_bad:  # read the whole file first, so a bad row late in it adds none of its rows
-            try:
-                documents = iter(list(documents))
-            except InputError as exc:
-                report.failed.append(str(exc))
-                continue
+        streamed = path.suffix.lower() in ROWS and not skip_bad  # a large JSONL is not held twice
+        try:  # else the whole file first, so a bad row late in it adds none of its rows
+            documents = read_file(path, split) if streamed else iter(list(read_file(path, split)))
+        except EmptyDocument:
+            if path in named and not skip_bad:
+                raise
+            report.empty.append(path)
+            continue
+        except InputError as exc:
+            if not skip_bad:
+                raise
+            report.failed.append(str(exc))
+            continue
         for document in documents:
             if document.hint:
                 report.hints.append(document.hint)
@@ -107,7 +124,7 @@ def read_documents(
 def read_file(path: Path, split: bool = True) -> Iterator[Document]:
     """One file's documents: a row each for JSONL and CSV, else the whole file."""
     suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv"):
+    if suffix not in ROWS:
         yield READERS[suffix](path, split)
         return
     rows = read_jsonl_rows(path) if suffix == ".jsonl" else read_csv_rows(path)
@@ -152,7 +169,7 @@ def read_csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
     reader = csv.DictReader(text_lines(path))
     try:
         if reader.fieldnames is None:
-            raise InputError(f"{path} is empty")
+            raise EmptyDocument(f"{path} is empty")
         if not {"text", "answer"} & set(reader.fieldnames):
             raise InputError(f"{path}: no 'text' column in the header (columns: {', '.join(reader.fieldnames)})")
         for row in reader:

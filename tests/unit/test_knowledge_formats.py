@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import InputError
+from pipeline.errors import EmptyDocument, InputError
 from pipeline.knowledge.documents import ReadReport, bank_sentences, read_documents
 from pipeline.knowledge.formats.blocks import is_sentence_item
 from pipeline.knowledge.provenance import Provenance
@@ -98,7 +98,8 @@ def test_a_shorter_heading_level_closes_the_deeper_sections(tmp_path: Path) -> N
         '=== "Tab one"\n\n    In a tab now.\n'
     ))
     assert [(s.text, s.provenance.section) for s in sentences_of(doc)] == [
-        ("In C now.", ("A", "B", "C")), ("In D now.", ("A", "D")), ("In E now.", ("Setext E",)), ("In a tab now.", ("Setext E",)),
+        ("In C now.", ("A", "B", "C")), ("In D now.", ("A", "D")),
+        ("In E now.", ("Setext E",)), ("In a tab now.", ("Setext E",)),
     ]
 
 
@@ -274,6 +275,17 @@ def test_unsupported_files_are_listed_and_skip_bad_reads_the_rest(tmp_path: Path
     unsupported, skipped = report.notes()
     assert unsupported == f"2 unsupported file(s) not read: {tmp_path / 'logo.png'}, {tmp_path / 'mkdocs.yml'}"
     assert skipped.startswith(f"skipped: {tmp_path / 'bad.txt'}: not UTF-8")
+
+
+def test_a_folder_page_without_a_sentence_is_noted_but_named_alone_is_refused(tmp_path: Path) -> None:
+    write(tmp_path / "guide.md", "# Guide\n\nThe pump is quiet.\n")
+    page = "# API\n\n::: pump.Pump\n    options:\n        members: true\n\n```\npump.start()\n```\n"
+    api = write(tmp_path / "api.md", page)
+    report = ReadReport()
+    assert [s.text for s in sentences_of(tmp_path, report=report)] == ["The pump is quiet."]
+    assert report.notes() == [f"1 file(s) without a sentence (empty, or only headings, code or markup): {api}"]
+    with pytest.raises(EmptyDocument, match="api.md: no sentences"):
+        sentences_of(api)
 
 
 def test_structured_documents_without_split_give_one_sentence_per_paragraph(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline.errors import InputError
+from pipeline.errors import EmptyDocument
 from pipeline.knowledge.formats.document import Document
 from pipeline.knowledge.segment import has_words, normalise, split_sentences
 
@@ -146,9 +146,9 @@ def structured(blocks: Iterable[Block], split: bool = True) -> Structured:
 
 
 def document_of(path: Path, blocks: Iterable[Block], split: bool, title: str | None = None) -> Document:
-    """A structured file as one Document (sentences with their section paths), or an InputError naming the file."""
+    """A structured file as one Document (sentences with their section paths), or EmptyDocument naming the file."""
     found = structured(blocks, split)
     if not found.sentences:
-        raise InputError(f"{path}: no sentences (only headings, code, tables or markup)")
+        raise EmptyDocument(f"{path}: no sentences (only headings, code, tables or markup)")
     return Document(doc_id=str(path), title=title or found.title, source=str(path), sentences=found.sentences,
                     sections=found.sections)

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.errors import InputError
+from pipeline.errors import EmptyDocument, InputError
 from pipeline.knowledge.formats.document import Document
 from pipeline.knowledge.segment import has_words, normalise, split_sentences
 
@@ -19,7 +19,7 @@ def read_pdf(path: Path, split: bool = True) -> Document:
     from pypdf.errors import PyPdfError
 
     if os.path.getsize(path) == 0:
-        raise InputError(f"{path} is empty")
+        raise EmptyDocument(f"{path} is empty")
     with open(path, "rb") as handle:
         if not handle.read(1024).lstrip().startswith(b"%PDF"):
             raise InputError(f"{path} is not a PDF (no %PDF header)")
@@ -39,7 +39,7 @@ def read_pdf(path: Path, split: bool = True) -> Document:
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         raise InputError(f"{path} is not a readable PDF ({type(exc).__name__}: {exc})") from exc
     if not sentences:
-        raise InputError(
+        raise EmptyDocument(
             f"{path}: no extractable text in {len(reader.pages)} page(s) (a scanned PDF? run OCR on it first)")
     return Document(doc_id=str(path), title=str(title) if title else None, source=str(path), sentences=tuple(sentences),
                     sources=tuple(sources))

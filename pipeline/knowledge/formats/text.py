@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pipeline.errors import InputError
+from pipeline.errors import EmptyDocument, InputError
 from pipeline.knowledge.formats.document import Document
 from pipeline.knowledge.segment import has_words, split_sentences
 
@@ -30,7 +30,7 @@ def text_lines(path: Path) -> Iterator[str]:
     with open(path, "rb") as raw:
         head = raw.read(_SNIFF)
         if not head.strip():
-            raise InputError(f"{path} is empty")
+            raise EmptyDocument(f"{path} is empty")
         if b"\x00" in head:
             raise InputError(f"{path} is a binary file, not {path.suffix} text (it holds NUL bytes)")
         raw.seek(0)
@@ -81,5 +81,5 @@ def read_txt(path: Path, split: bool = True) -> Document:
                     "sentence or record, build with --no-split")
         sentences = [s for part in (filled if by_line else paragraphs(lines)) for s in split_sentences(part)]
     if not sentences:
-        raise InputError(f"{path}: no sentences (only blank lines or markup)")
+        raise EmptyDocument(f"{path}: no sentences (only blank lines or markup)")
     return Document(doc_id=str(path), title=None, source=str(path), sentences=tuple(sentences), hint=hint)
