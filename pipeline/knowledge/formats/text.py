@@ -4,7 +4,8 @@ Blank lines end paragraphs and a paragraph's lines are joined before splitting. 
 mostly end a sentence (at least LINE_SENTENCES of them end in . ! ? or a closing quote after one) is read a line at
 a time instead: lines are never joined, and each is split only where it holds several sentences. With
 `split=False` every non-empty line is one sentence, exactly as written (its line end and outer spaces dropped).
-A file that looks like one sentence or record per line gets a one-line hint (Document.hint) the CLI shows.
+A file of RECORD_LINES lines or more that looks like one sentence or record per line gets a one-line hint
+(Document.hint), which the CLI shows.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pipeline.knowledge.segment import has_words, split_sentences
 
 MAX_LINE = 1_000_000  # characters: longer lines are not prose (minified data, a binary blob)
 LINE_SENTENCES = 0.8  # share of non-empty lines ending a sentence above which a file is read a line at a time
-RECORD_LINES = 20  # a file of at least this many lines and no blank line may be one record per line: say so
+RECORD_LINES = 20  # lines from which a file's shape is worth a hint (one sentence or record per line)
 _SNIFF = 8192
 _ENDS_SENTENCE = re.compile(r"[.!?][\"'”’)\]»]*\s*$")
 
@@ -73,10 +74,10 @@ def read_txt(path: Path, split: bool = True) -> Document:
     else:
         ending = sum(bool(_ENDS_SENTENCE.search(line)) for line in filled)
         by_line = len(filled) > 1 and ending >= LINE_SENTENCES * len(filled)
-        if by_line:
+        if len(filled) >= RECORD_LINES and by_line:
             hint = (f"{path}: {ending:,} of {len(filled):,} lines end a sentence, so each line was read on its own; "
                     "--no-split keeps every line whole as one sentence")
-        elif len(filled) >= RECORD_LINES and len(filled) == len(lines):
+        elif len(filled) >= RECORD_LINES and len(filled) == len(lines):  # no blank line at all
             hint = (f"{path}: {len(filled):,} lines and no blank line, read as one paragraph; if each line is one "
                     "sentence or record, build with --no-split")
         sentences = [s for part in (filled if by_line else paragraphs(lines)) for s in split_sentences(part)]
