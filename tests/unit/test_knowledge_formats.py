@@ -92,6 +92,14 @@ def test_markdown_keeps_prose_with_its_section_path_and_drops_markup(tmp_path: P
     assert found[0].provenance.title == "Authentication"
 
 
+def test_nested_and_tab_indented_admonitions_keep_their_prose_and_drop_their_code(tmp_path: Path) -> None:
+    doc = write(tmp_path / "boxes.md", (
+        '# T\n\n???+ warning "Outer"\n\tOuter prose is here.\n\n\t!!! tip\n\t    Inner prose is here too.\n\n'
+        "\t```python\n\tx = 'code in a box'\n\t```\n\nAfter the box, prose again.\n"
+    ))
+    assert [s.text for s in sentences_of(doc)] == ["Outer prose is here.", "Inner prose is here too.", "After the box, prose again."]
+
+
 def test_a_shorter_heading_level_closes_the_deeper_sections(tmp_path: Path) -> None:
     doc = write(tmp_path / "levels.md", (
         "# A\n\n## B\n\n### C\n\nIn C now.\n\n## D\n\nIn D now.\n\nSetext E\n===\n\nIn E now.\n\n"

@@ -90,7 +90,8 @@ def read_markdown(path: Path, split: bool = True) -> Document:
 def markdown_blocks(source: str) -> Iterator[Block]:
     """The headings, paragraphs and list items of a Markdown text, in order."""
     text = _FRONT_MATTER.sub("", source, count=1)
-    tokens = _parser().parse("\n".join(unwrap_extensions(text.split("\n"))))
+    lines = [line.expandtabs(4) for line in text.split("\n")]  # a tab-indented admonition body is indented too
+    tokens = _parser().parse("\n".join(unwrap_extensions(lines)))
     heading = items = table = 0
     for token in tokens:
         kind = token.type
