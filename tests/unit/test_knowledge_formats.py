@@ -97,7 +97,8 @@ def test_nested_and_tab_indented_admonitions_keep_their_prose_and_drop_their_cod
         '# T\n\n???+ warning "Outer"\n\tOuter prose is here.\n\n\t!!! tip\n\t    Inner prose is here too.\n\n'
         "\t```python\n\tx = 'code in a box'\n\t```\n\nAfter the box, prose again.\n"
     ))
-    assert [s.text for s in sentences_of(doc)] == ["Outer prose is here.", "Inner prose is here too.", "After the box, prose again."]
+    expected = ["Outer prose is here.", "Inner prose is here too.", "After the box, prose again."]
+    assert [s.text for s in sentences_of(doc)] == expected
 
 
 def test_a_shorter_heading_level_closes_the_deeper_sections(tmp_path: Path) -> None:
