@@ -4,7 +4,8 @@ Each format's reader (formats/) makes a file one Document; a JSONL or CSV row is
 else a Q→A file's `answer`; optional `id`, `title`, `source`), split into sentences or, with `split=False`, taken
 whole and exactly as written. Files are read line by line with a cap on a line's length, so a stray 10 MB line is
 refused with its line number instead of filling memory. Every error is an `InputError` naming the file; a folder's
-unsupported files, the files skipped as unreadable and the readers' hints are kept in a `ReadReport`.
+unsupported files and files without a sentence, the files skipped as unreadable and the readers' hints are kept in
+a `ReadReport` for the caller to show.
 """
 
 from __future__ import annotations

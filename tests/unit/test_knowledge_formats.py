@@ -149,6 +149,9 @@ def test_restructuredtext_sections_literal_blocks_and_roles() -> None:
     source = doc.read_text(encoding="utf-8").splitlines()
     headings = {line for line, under in zip(source, source[1:]) if len(under) >= 3 and set(under) <= set("=-~^")}
     assert headings and not headings & set(texts)
+    faq = {s.text: s.provenance.section for s in sentences_of(DOCS / "requests" / "faq.rst")}
+    assert faq["Users who have been unable to migrate should pin to requests<2.28."] == (
+        "Frequently Asked Questions", "Python 2 Support?")
 
 
 def test_sphinx_directives_docutils_does_not_know_are_dropped(tmp_path: Path) -> None:

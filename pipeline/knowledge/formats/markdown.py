@@ -31,6 +31,8 @@ _MYST = re.compile(r"^\{([\w-]+)\}")
 _MYST_OPTION = re.compile(r"^:[\w-]+:.*$")
 _HTML_OPEN = re.compile(r"<(a|code|kbd|samp)\b", re.IGNORECASE)  # inline HTML whose text is a link or code
 _HTML_CLOSE = re.compile(r"</(a|code|kbd|samp)\s*>", re.IGNORECASE)
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_WORDS = frozenset({"text", "code_inline", "softbreak", "hardbreak"})  # inline children that give text or a space
 MYST_ADMONITIONS = frozenset({
     "admonition", "attention", "caution", "danger", "error", "hint", "important", "note", "seealso", "tip",
     "warning", "versionadded", "versionchanged", "deprecated", "dropdown", "topic", "sidebar", "margin",
@@ -127,8 +129,8 @@ def _inline(token: Any) -> Inline:  # a markdown_it inline Token
         elif kind == "link_close" or (kind == "html_inline" and _HTML_CLOSE.match(child.content)):
             inline.add("".join(link or ()), protected=True)
             link = None
-        elif kind in ("text", "code_inline", "softbreak", "hardbreak"):
-            text = " " if kind.endswith("break") else child.content
+        elif kind in _WORDS or (kind == "html_inline" and _BR.match(child.content)):
+            text = child.content if kind in ("text", "code_inline") else " "
             if link is not None:
                 link.append(text)
             else:
