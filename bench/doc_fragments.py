@@ -19,6 +19,7 @@ SHORT = 25  # characters: below this a "sentence" is mostly a heading, a bullet 
 
 
 def main() -> None:
+    """Prints (and with --json writes) the figures for the given files and folders."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("paths", nargs="+", type=Path, help="files or folders, as given to `cubeqa bank build`")
     parser.add_argument("--shortest", type=int, default=10, help="how many of the shortest sentences to list")

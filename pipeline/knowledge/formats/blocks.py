@@ -46,6 +46,7 @@ class Block:
 
     @property
     def text(self) -> str:
+        """The block's words, protected parts included, whitespace normalised."""
         return normalise("".join(text for text, _ in self.parts))
 
 
@@ -56,6 +57,7 @@ class Inline:
         self.parts: list[tuple[str, bool]] = []
 
     def add(self, text: str, protected: bool = False) -> None:
+        """Appends text; a protected part is kept whole by the splitter."""
         if text:
             self.parts.append((text, protected))
 
@@ -76,6 +78,7 @@ class Structured:
 
 
 def _index_name(index: int) -> str:
+    """0 -> "a", 25 -> "z", 26 -> "aa": placeholder names without digits, which the splitter reads as numbers."""
     letters = ""
     while True:
         index, digit = divmod(index, 26)

@@ -73,6 +73,7 @@ def _inline(node: Any) -> Inline:  # a docutils Node
     inline = Inline()
 
     def walk(current: Any) -> None:
+        """Adds the text under `current`, depth first."""
         for child in current.children:
             name = child.tagname
             if name == "#text":
