@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.errors import EmptyDocument, InputError
 from pipeline.knowledge.documents import ReadReport, bank_sentences, read_documents
-from pipeline.knowledge.formats.blocks import is_sentence_item
+from pipeline.knowledge.formats.blocks import is_sentence_item, protected_sentences
 from pipeline.knowledge.provenance import Provenance
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,6 +132,12 @@ def test_short_cut_off_pieces_join_their_sentence_and_code_alone_is_no_sentence(
         "A list of origins that may make requests. eg. ['https://example.org'].", "You can use ['*'].",
         "Cookies are ignored when invalid. (RFC2109)", "A common subclass, to eg. share session functionality.",
     ]
+
+
+def test_many_protected_spans_are_each_restored_in_place() -> None:
+    names = [f"mod{n}.fn()" for n in range(60)]  # past 26 placeholders: "aa", "ab", ...
+    parts = [("Call ", False)] + [part for name in names for part in ((name, True), (", ", False))] + [("then stop.", False)]
+    assert protected_sentences(parts) == ["Call " + ", ".join(names) + ", then stop."]
 
 
 def test_restructuredtext_sections_literal_blocks_and_roles() -> None:
