@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
@@ -19,10 +20,15 @@ from cubeqa.wiring import bank_root, bank_store, celery_app, encoder_config
 bank_app = typer.Typer(help="Knowledge banks: the user's documents, split into sentences, embedded and indexed.", no_args_is_help=True)
 app.add_typer(bank_app, name="bank")
 
-PathsArg = Annotated[list[Path], typer.Argument(help="files (.txt .md .jsonl .csv .pdf) or folders (searched recursively)")]
+PathsArg = Annotated[list[Path], typer.Argument(
+    help="files (.md .rst .html .docx .txt .pdf .jsonl .csv) or folders (searched recursively)")]
 KindOption = Annotated[str | None, typer.Option("--index", help="flat, hnsw or ivfpq; default: chosen by the number of sentences")]
 ParamsOption = Annotated[str | None, typer.Option("--index-params", help='JSON object overriding index parameters, e.g. \'{"ef_search": 256}\'')]
-SplitOption = Annotated[bool, typer.Option("--split/--no-split", help="split texts into sentences (--no-split: each line or row is one sentence)")]
+SplitOption = Annotated[bool, typer.Option("--split/--no-split", help=(
+    "split texts into sentences (--no-split: each line of a .txt, row of a .jsonl/.csv, paragraph or list item of a "
+    "structured document, or paragraph of a PDF is one sentence, as written)"))]
+SkipBadOption = Annotated[bool, typer.Option(
+    "--skip-bad", help="leave out a file that cannot be read instead of stopping; the files left out are listed at the end")]
 DistributedOption = Annotated[bool, typer.Option("--distributed", help="embed on the encode workers (the bank root must be on a volume they share)")]
 ChunkOption = Annotated[int, typer.Option("--chunk", min=1, help="sentences per task sent to the encode workers (with --distributed)")]
 WaitOption = Annotated[float, typer.Option("--wait", min=1, help="seconds without a finished chunk before --distributed gives up on the workers")]
@@ -61,7 +67,7 @@ def index_overrides(params: str | None) -> dict[str, Any] | None:
 
 def run_build(
     settings: Settings, name: str, paths: list[Path], *, add: bool, replace: bool, kind: str | None, params: str | None, split: bool,
-    distributed: bool = False, chunk: int = 128, wait: float = 180.0,
+    distributed: bool = False, chunk: int = 128, wait: float = 180.0, skip_bad: bool = False,
 ) -> None:
     """Builds (or extends) a bank with the teacher encoder, showing progress; domain errors end as one line."""
     from pipeline import CubeQAError, TeacherEncoder
@@ -74,13 +80,13 @@ def run_build(
         cache_dir = embedding_cache(settings)
         options: dict[str, Any] = dict(
             embed=lambda texts: encoder.encode(texts).vectors, encoder_identity=encoder.identity, kind=kind,
-            index_params=index_overrides(params), split=split, cache_dir=cache_dir,
+            index_params=index_overrides(params), split=split, cache_dir=cache_dir, skip_bad=skip_bad,
         )
         with progress_bar(console) as bar:
             options["progress"] = stage_progress(bar)
             if distributed:
                 embed_sources(celery_app(settings), store, name, paths, encoder.identity, cache_dir, add=add, replace=replace, split=split,
-                              chunk=chunk, progress=options["progress"], stall_timeout=wait)
+                              chunk=chunk, progress=options["progress"], stall_timeout=wait, skip_bad=skip_bad)
             info = store.add(name, paths, **options) if add else store.build(name, paths, replace=replace, **options)
     except (CubeQAError, ValueError, OSError, WorkersUnavailable, *BROKER_DOWN) as exc:
         raise fail(exc) from exc
@@ -88,6 +94,8 @@ def run_build(
         f"bank [bold]{info.name}[/bold] version {info.version}: {info.sentences:,} sentences from {info.documents:,} documents, "
         f"{info.index['kind']} index, {info.size_bytes / 1e6:.1f} MB in {info.path}"
     )
+    for note in info.notes:
+        console.print(escape(note), style="yellow", soft_wrap=True)
 
 
 def build_or_add(
@@ -101,13 +109,14 @@ def build_or_add(
     distributed: DistributedOption = False,
     chunk: ChunkOption = 128,
     wait: WaitOption = 180.0,
+    skip_bad: SkipBadOption = False,
 ) -> None:
     """`bank build` and `bank add`: one set of options, told apart by the command's name."""
     add = ctx.info_name == "add"
     if add and replace:
         raise fail(ValueError("--replace is for `cubeqa bank build`; `bank add` always keeps the bank's sentences and adds a version"))
     run_build(ctx.obj, name, paths, add=add, replace=replace, kind=index, params=index_params, split=split,
-              distributed=distributed, chunk=chunk, wait=wait)
+              distributed=distributed, chunk=chunk, wait=wait, skip_bad=skip_bad)
 
 
 bank_app.command("build", help="Build a bank from documents: sentences with their provenance, teacher embeddings, a FAISS index.")(build_or_add)

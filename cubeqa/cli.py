@@ -276,6 +276,7 @@ def show_answer(result: AnswerResult, heading: bool = False) -> None:
     console.print(f"{confidence}{kind} {result.score:.4f}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
     if result.evidence is not None and result.evidence.get("doc_id") is not None:
         where = result.evidence.get("title") or result.evidence.get("source") or result.evidence["doc_id"]
+        where = " › ".join([where, *(part for part in result.evidence.get("section", []) if part != where)])
         console.print(f"  from {escape(str(where))}, sentence {result.evidence['position'] + 1}"
                       + (f" (best match: {escape(result.evidence['sentence'])})" if result.path == "none" else ""), style="dim")
         for text in result.evidence.get("before", [])[-1:]:

@@ -258,7 +258,8 @@ CSV_FIELDS = (
     "bank", "bank_version", "min_confidence", "id",
 )
 NESTED = ("metrics", "timings_ms", "hosts")  # one CSV column per key: metrics.e2e_cos, timings_ms.encode, hosts.decode
-EVIDENCE = ("sentence", "doc_id", "title", "source", "position", "context")  # evidence.<name> columns; context: before + after
+# evidence.<name> columns; section: the headings joined by " › "; context: before + after
+EVIDENCE = ("sentence", "doc_id", "title", "source", "position", "section", "context")
 
 
 def csv_columns(sessions: sessionmaker[Session], batch_id: str) -> list[str]:
@@ -281,7 +282,8 @@ def flat(row: dict[str, object]) -> dict[str, object]:
         out.update({f"{name}.{key}": value for key, value in nested.items()})
     evidence = row.get("evidence")
     if isinstance(evidence, dict):
-        out.update({f"evidence.{name}": evidence.get(name) for name in EVIDENCE[:-1]})
+        out.update({f"evidence.{name}": evidence.get(name) for name in EVIDENCE[:-2]})
+        out["evidence.section"] = " › ".join(str(part) for part in listed(evidence.get("section")))
         out["evidence.context"] = " ".join(str(part) for part in (*listed(evidence.get("before")), *listed(evidence.get("after"))))
     return out
 

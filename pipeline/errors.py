@@ -2,6 +2,7 @@
 
     CubeQAError
      ├── InputError           bad user input (empty text, malformed data line)
+     │    └── EmptyDocument        a readable document without one sentence (only headings, code or markup)
      ├── BundleError          a checkpoint bundle that cannot be loaded
      │    └── IncompatibleBundle   the bundle was made with another encoder or shape
      ├── EncoderError         the teacher encoder cannot be loaded from its directory
@@ -22,6 +23,10 @@ class CubeQAError(Exception):
 
 class InputError(CubeQAError, ValueError):
     """Input that the pipeline refuses: empty text, a malformed data line."""
+
+
+class EmptyDocument(InputError):
+    """A document file that reads fine but holds no sentence: empty, only headings, code or markup, a scanned PDF."""
 
 
 class BundleError(CubeQAError):

@@ -170,6 +170,7 @@ def embed_on_workers(
 def embed_sources(
     celery: Celery, store: BankStore, name: str, paths: Sequence[Path | str], encoder: EncoderIdentity, cache_dir: Path, *,
     add: bool, replace: bool, split: bool, chunk: int = CHUNK, progress: Progress | None = None, stall_timeout: float = STALL_TIMEOUT,
+    skip_bad: bool = False,
 ) -> EmbedReport:
     """Embeds on the encode workers what `store.build` (or, with `add`, `store.add`) of `paths` will need, so that it finds every vector cached."""
     if not add and not replace:
@@ -179,5 +180,5 @@ def embed_sources(
             pass
         else:
             raise BankExists(f"bank {name!r} already exists; use --replace to rebuild it or add to extend it")
-    texts = store.texts_to_embed(name, paths, encoder_identity=encoder, split=split)
+    texts = store.texts_to_embed(name, paths, encoder_identity=encoder, split=split, skip_bad=skip_bad)
     return embed_on_workers(celery, texts, encoder, cache_dir, chunk=chunk, progress=progress, stall_timeout=stall_timeout)

@@ -4,7 +4,7 @@ A bank holds sentences with their provenance, their frozen-teacher embeddings, a
 index and a manifest (encoder identity, counts, content hash = version). The model never
 owns a bank: any bank built with the same teacher serves any bundle of that teacher.
 
-    documents.py  files and folders -> sentences with provenance (segment.py, markdown.py)
+    documents.py  files and folders -> sentences with provenance; formats/ reads each file type by its structure
     cache.py      embeddings by text hash, per encoder (safetensors chunks)
     bankfiles.py  one version on disk; LoadedBank (search, provenance)
     store.py      BankStore: build / add / list / show / remove / resolve / load

@@ -1,44 +1,34 @@
-"""Documents of a bank: .txt, .md, .jsonl, .csv and .pdf files and folders of them, as sentences with provenance.
+"""Documents of a bank: files of the supported formats and folders of them, as sentences with provenance.
 
-A text or Markdown file, or a PDF, is one document split into sentences (pysbd); a JSONL or
-CSV row is one document (a `text` field, else a Q→A file's `answer`; optional `id`, `title`,
-`source`), split into sentences or, with `split=False`, taken whole and exactly as written.
-Files are read line by line with a cap on a line's length, so a stray 10 MB line is refused
-with its line number instead of filling memory. Every error is an `InputError` naming the file.
+Each format's reader (formats/) makes a file one Document; a JSONL or CSV row is one document (a `text` field,
+else a Q→A file's `answer`; optional `id`, `title`, `source`), split into sentences or, with `split=False`, taken
+whole and exactly as written. Files are read line by line with a cap on a line's length, so a stray 10 MB line is
+refused with its line number instead of filling memory. Every error is an `InputError` naming the file; a folder's
+unsupported files and files without a sentence, the files skipped as unreadable and the readers' hints are kept in
+a `ReadReport` for the caller to show.
 """
 
 from __future__ import annotations
 
 import csv
-import io
-import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data import json_value
-from pipeline.errors import InputError
-from pipeline.knowledge.markdown import markdown_paragraphs
+from pipeline.errors import EmptyDocument, InputError
+from pipeline.knowledge.formats import READERS
+from pipeline.knowledge.formats.document import Document
+from pipeline.knowledge.formats.text import MAX_LINE, text_lines
 from pipeline.knowledge.provenance import Provenance
 from pipeline.knowledge.segment import split_sentences
 
-SUFFIXES = (".txt", ".md", ".markdown", ".jsonl", ".csv", ".pdf")
-MAX_LINE = 1_000_000  # characters: longer lines are not prose (minified data, a binary blob)
+__all__ = ["MAX_LINE", "SUFFIXES", "Document", "ReadReport", "Sentence", "bank_sentences", "expand", "read_documents"]
+
+ROWS = (".jsonl", ".csv")  # a document per row
+SUFFIXES = (*READERS, *ROWS)
 CONTEXT = 2  # neighbours kept on each side of a sentence
-_SNIFF = 8192
-_HYPHENATED = re.compile(r"(\w)-\n(\w)")  # a word cut across a PDF line end
-
-
-@dataclass(frozen=True)
-class Document:
-    """One document's sentences in order; `sources` gives a sentence's own source (a PDF page) when set."""
-
-    doc_id: str
-    title: str | None
-    source: str | None
-    sentences: tuple[str, ...]
-    sources: tuple[str, ...] | None = None
+LISTED = 10  # unsupported files named in the one-line note; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -49,48 +39,108 @@ class Sentence:
     provenance: Provenance
 
 
-def expand(paths: Sequence[Path | str]) -> list[Path]:
-    """The files named by `paths`: files as given, folders recursively by suffix, hidden entries skipped."""
+@dataclass
+class ReadReport:
+    """What a read left out or noticed: a folder's unsupported files and files without a sentence, files skipped as
+    unreadable, readers' hints."""
+
+    unsupported: list[Path] = field(default_factory=list)
+    empty: list[Path] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # one InputError message per skipped file
+    hints: list[str] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        """One line each: the unsupported files, the files without a sentence, every hint, every skipped file."""
+        lines = []
+        if self.unsupported:
+            lines.append(f"{len(self.unsupported)} unsupported file(s) not read: {_listed(self.unsupported)}")
+        if self.empty:
+            lines.append(f"{len(self.empty)} file(s) without a sentence (empty, or only headings, code or markup): "
+                         f"{_listed(self.empty)}")
+        lines.extend(f"hint: {hint}" for hint in self.hints)
+        lines.extend(f"skipped: {message}" for message in self.failed)
+        return lines
+
+
+def _listed(paths: list[Path]) -> str:
+    """The first LISTED paths, and how many more."""
+    more = f" and {len(paths) - LISTED} more" if len(paths) > LISTED else ""
+    return ", ".join(str(p) for p in paths[:LISTED]) + more
+
+
+def expand(paths: Sequence[Path | str]) -> tuple[list[Path], list[Path]]:
+    """(the files named by `paths`, the unsupported files inside its folders): folders are searched recursively by
+    suffix, hidden entries skipped; a file named directly must be supported."""
     files: list[Path] = []
+    unsupported: list[Path] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = [
-                p for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix.lower() in SUFFIXES and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            ]
+            inside = [p for p in sorted(path.rglob("*"))
+                      if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+            found = [p for p in inside if p.suffix.lower() in SUFFIXES]
             if not found:
                 raise InputError(f"{path}: no {', '.join(SUFFIXES)} files in this folder")
             files.extend(found)
+            unsupported.extend(p for p in inside if p.suffix.lower() not in SUFFIXES)
         elif path.is_file():
             if path.suffix.lower() not in SUFFIXES:
-                raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; supported: {', '.join(SUFFIXES)}")
+                raise InputError(
+                    f"{path}: unsupported file type {path.suffix or '(none)'!r}; supported: {', '.join(SUFFIXES)}")
             files.append(path)
         else:
             raise InputError(f"{path} does not exist")
-    return files
+    return files, unsupported
 
 
-def read_documents(paths: Sequence[Path | str], *, split: bool = True) -> Iterator[Document]:
-    """The documents of files and folders, one at a time, in path order."""
-    for path in expand(paths):
-        suffix = path.suffix.lower()
-        if suffix == ".pdf":
-            yield read_pdf(path)
-        elif suffix in (".jsonl", ".csv"):
-            rows = read_jsonl_rows(path) if suffix == ".jsonl" else read_csv_rows(path)
-            count = 0
-            for document in rows_to_documents(path, rows, split):
-                count += 1
-                yield document
-            if not count:
-                raise InputError(f"{path}: no rows")
-        else:
-            yield read_text(path, markdown=suffix != ".txt")
+def read_documents(
+    paths: Sequence[Path | str], *, split: bool = True, skip_bad: bool = False, report: ReadReport | None = None,
+) -> Iterator[Document]:
+    """The documents of files and folders, one file at a time, in path order. A folder's file without a sentence (a
+    page of headings and code) is noted in `report`, as is, with `skip_bad`, an unreadable file; the rest are read."""
+    files, unsupported = expand(paths)
+    named = {Path(p) for p in paths}
+    report = ReadReport() if report is None else report
+    report.unsupported.extend(unsupported)
+    for path in files:
+        streamed = path.suffix.lower() in ROWS and not skip_bad  # a large JSONL is not held twice
+        try:  # else the whole file first, so a bad row late in it adds none of its rows
+            documents = read_file(path, split) if streamed else iter(list(read_file(path, split)))
+        except EmptyDocument:
+            if path in named and not skip_bad:
+                raise
+            report.empty.append(path)
+            continue
+        except InputError as exc:
+            if not skip_bad:
+                raise
+            report.failed.append(str(exc))
+            continue
+        for document in documents:
+            if document.hint:
+                report.hints.append(document.hint)
+            yield document
 
 
-def bank_sentences(documents: Iterable[Document], *, context: int = CONTEXT, seen: set[str] | None = None) -> Iterator[Sentence]:
-    """Each document's sentences with provenance; an exact duplicate of an earlier sentence (or of `seen`) is dropped."""
+def read_file(path: Path, split: bool = True) -> Iterator[Document]:
+    """One file's documents: a row each for JSONL and CSV, else the whole file."""
+    suffix = path.suffix.lower()
+    if suffix not in ROWS:
+        yield READERS[suffix](path, split)
+        return
+    rows = read_jsonl_rows(path) if suffix == ".jsonl" else read_csv_rows(path)
+    count = 0
+    for document in rows_to_documents(path, rows, split):
+        count += 1
+        yield document
+    if not count:
+        raise InputError(f"{path}: no rows")
+
+
+def bank_sentences(
+    documents: Iterable[Document], *, context: int = CONTEXT, seen: set[str] | None = None,
+) -> Iterator[Sentence]:
+    """Each document's sentences with provenance; an exact duplicate of an earlier one (or of `seen`) is left out."""
     seen = set() if seen is None else seen
     for doc in documents:
         sents = doc.sentences
@@ -101,60 +151,10 @@ def bank_sentences(documents: Iterable[Document], *, context: int = CONTEXT, see
             yield Sentence(text, Provenance(
                 doc_id=doc.doc_id, title=doc.title,
                 source=doc.sources[position] if doc.sources else doc.source,
-                position=position,
+                position=position, section=doc.sections[position] if doc.sections else (),
                 before=tuple(sents[max(0, position - context) : position]),
                 after=tuple(sents[position + 1 : position + 1 + context]),
             ))
-
-
-def text_lines(path: Path) -> Iterator[str]:
-    """A UTF-8 file's lines (BOM dropped), refusing an empty or binary file, bad UTF-8 and over-long lines."""
-    with open(path, "rb") as raw:
-        head = raw.read(_SNIFF)
-        if not head.strip():
-            raise InputError(f"{path} is empty")
-        if b"\x00" in head:
-            raise InputError(f"{path} is a binary file, not {path.suffix} text (it holds NUL bytes)")
-        raw.seek(0)
-        reader = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline=None)
-        number = 0
-        while True:
-            number += 1
-            try:
-                line = reader.readline(MAX_LINE + 1)
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{path}: not UTF-8 text at or after line {number} ({exc.reason}); save it as UTF-8") from exc
-            if not line:
-                return
-            if len(line) > MAX_LINE:
-                raise InputError(f"{path}:{number}: a line longer than {MAX_LINE:,} characters; not a text document?")
-            yield line
-
-
-def read_text(path: Path, *, markdown: bool) -> Document:
-    """A .txt file (paragraphs between blank lines) or a Markdown file as one document."""
-    title: str | None = None
-    if markdown:
-        title, paragraphs = markdown_paragraphs("".join(text_lines(path)))
-    else:
-        paragraphs = list(_paragraphs(text_lines(path)))
-    sentences = [s for paragraph in paragraphs for s in split_sentences(paragraph)]
-    if not sentences:
-        raise InputError(f"{path}: no sentences (only blank lines or markup)")
-    return Document(doc_id=str(path), title=title, source=str(path), sentences=tuple(sentences))
-
-
-def _paragraphs(lines: Iterable[str]) -> Iterator[str]:
-    """Runs of non-blank lines, each joined into one paragraph."""
-    block: list[str] = []
-    for line in lines:
-        if line.strip():
-            block.append(line)
-        elif block:
-            yield " ".join(block)
-            block = []
-    if block:
-        yield " ".join(block)
 
 
 def read_jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
@@ -170,7 +170,7 @@ def read_csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
     reader = csv.DictReader(text_lines(path))
     try:
         if reader.fieldnames is None:
-            raise InputError(f"{path} is empty")
+            raise EmptyDocument(f"{path} is empty")
         if not {"text", "answer"} & set(reader.fieldnames):
             raise InputError(f"{path}: no 'text' column in the header (columns: {', '.join(reader.fieldnames)})")
         for row in reader:
@@ -201,36 +201,6 @@ def rows_to_documents(path: Path, rows: Iterable[tuple[int, dict]], split: bool)
 
 def _optional(value: object) -> str | None:
     return str(value) if value not in (None, "") else None
-
-
-def read_pdf(path: Path) -> Document:
-    """A PDF as one document; each sentence's source names its page ("file.pdf#page=3")."""
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
-    if os.path.getsize(path) == 0:
-        raise InputError(f"{path} is empty")
-    with open(path, "rb") as handle:
-        if not handle.read(1024).lstrip().startswith(b"%PDF"):
-            raise InputError(f"{path} is not a PDF (no %PDF header)")
-    try:
-        reader = PdfReader(path, strict=False)
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise InputError(f"{path} is encrypted with a password; decrypt it first")
-        title = _optional(reader.metadata.title if reader.metadata else None)
-        sentences: list[str] = []
-        sources: list[str] = []
-        for number, page in enumerate(reader.pages, start=1):
-            text = _HYPHENATED.sub(r"\1\2", page.extract_text() or "")
-            for paragraph in re.split(r"\n\s*\n", text):
-                found = split_sentences(paragraph)
-                sentences.extend(found)
-                sources.extend([f"{path}#page={number}"] * len(found))
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise InputError(f"{path} is not a readable PDF ({type(exc).__name__}: {exc})") from exc
-    if not sentences:
-        raise InputError(f"{path}: no extractable text in {len(reader.pages)} page(s) (a scanned PDF? run OCR on it first)")
-    return Document(doc_id=str(path), title=title, source=str(path), sentences=tuple(sentences), sources=tuple(sources))
 
 
 def count_documents(sentences: Iterable[Sentence]) -> int:

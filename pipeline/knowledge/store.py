@@ -14,6 +14,7 @@ leftovers. The last `keep_versions` versions stay for jobs pinned to them. Built
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -36,7 +37,7 @@ from pipeline.errors import BankBusy, BankError, BankExists, BankNotFound, Incom
 from pipeline.knowledge import bankfiles as files
 from pipeline.knowledge.bankfiles import LoadedBank
 from pipeline.knowledge.cache import EmbeddingCache, text_digest
-from pipeline.knowledge.documents import Sentence, bank_sentences, read_documents
+from pipeline.knowledge.documents import ReadReport, Sentence, bank_sentences, read_documents
 from pipeline.knowledge.index import IndexKind, build_index, choose_index
 from pipeline.knowledge.provenance import Provenance
 
@@ -65,6 +66,7 @@ class BankInfo:
     builtin: bool = False
     path: str = ""
     problem: str | None = None  # set by `list` for a bank it cannot read
+    notes: tuple[str, ...] = ()  # set by `build` and `add`: unsupported files, readers' hints, files skipped
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -181,22 +183,23 @@ class BankStore:
     def build(
         self, name: str, paths: Sequence[Path | str], *, embed: Embed, encoder_identity: EncoderIdentity, replace: bool = False,
         kind: IndexKind | None = None, index_params: dict[str, Any] | None = None, split: bool = True,
-        cache_dir: Path | None = None, progress: Progress | None = None,
+        cache_dir: Path | None = None, progress: Progress | None = None, skip_bad: bool = False,
     ) -> BankInfo:
-        """A new bank (or, with `replace`, a new version of an existing one) from files and folders."""
+        """A new bank (or, with `replace`, a new version) from files and folders; `skip_bad` leaves out unreadable files."""
         with self._locked(name):
             exists = self._has_current(name)
             if exists and not replace:
                 raise BankExists(f"bank {name!r} already exists; use --replace to rebuild it or add to extend it")
-            sentences = self._read(paths, split, progress)
+            sentences, report = self._read(paths, split, progress, skip_bad=skip_bad)
             request = {"kind": kind, "params": index_params}
-            return self._commit(name, sentences, embed, encoder_identity, request, [str(Path(p).resolve()) for p in paths],
+            info = self._commit(name, sentences, embed, encoder_identity, request, [str(Path(p).resolve()) for p in paths],
                                 split, cache_dir, progress, reuse=self._previous(name, encoder_identity) if exists else None)
+            return dataclasses.replace(info, notes=tuple(report.notes()))
 
     def add(
         self, name: str, paths: Sequence[Path | str], *, embed: Embed, encoder_identity: EncoderIdentity,
         kind: IndexKind | None = None, index_params: dict[str, Any] | None = None, split: bool = True,
-        cache_dir: Path | None = None, progress: Progress | None = None,
+        cache_dir: Path | None = None, progress: Progress | None = None, skip_bad: bool = False,
     ) -> BankInfo:
         """A new version of bank `name`: its sentences plus those of `paths` (exact duplicates dropped)."""
         with self._locked(name):
@@ -207,20 +210,22 @@ class BankStore:
                 raise IncompatibleBank(f"bank {name!r} was embedded with another encoder than the running one; rebuild it with --replace")
             old = [json.loads(line) for line in previous[2]]
             old_sentences = [Sentence(r["text"], Provenance.from_dict(r["provenance"])) for r in old]
-            new = self._read(paths, split, progress, seen={s.text for s in old_sentences})
+            new, report = self._read(paths, split, progress, seen={s.text for s in old_sentences}, skip_bad=skip_bad)
             if not new:
                 raise InputError(f"every sentence of {', '.join(map(str, paths))} is already in bank {name!r}")
             manifest = previous[3]
             request = {"kind": kind, "params": index_params} if kind or index_params else manifest.get("index_request", {})
             sources = [*manifest.get("sources", ()), *(str(Path(p).resolve()) for p in paths)]
-            return self._commit(name, old_sentences + new, embed, encoder_identity, request, sources, split, cache_dir, progress,
+            info = self._commit(name, old_sentences + new, embed, encoder_identity, request, sources, split, cache_dir, progress,
                                 reuse=previous, parent=manifest["version"])
+            return dataclasses.replace(info, notes=tuple(report.notes()))
 
-    def texts_to_embed(self, name: str, paths: Sequence[Path | str], *, encoder_identity: EncoderIdentity, split: bool = True) -> list[str]:
+    def texts_to_embed(self, name: str, paths: Sequence[Path | str], *, encoder_identity: EncoderIdentity, split: bool = True,
+                       skip_bad: bool = False) -> list[str]:
         """Texts a build or add of `paths` into bank `name` must embed: its sentences minus those the current version holds."""
         previous = self._previous(name, encoder_identity) if self._has_current(name) else None
         seen = {json.loads(line)["text"] for line in previous[2]} if previous else None
-        return [s.text for s in self._read(paths, split, None, seen=seen)]
+        return [s.text for s in self._read(paths, split, None, seen=seen, skip_bad=skip_bad)[0]]
 
     def remove(self, name: str) -> None:
         """Removes bank `name` and all its versions (a built-in bank cannot be removed)."""
@@ -255,11 +260,15 @@ class BankStore:
         lines = (vdir / files.SENTENCES).read_text(encoding="utf-8").splitlines()
         return vdir, builtin, lines, manifest
 
-    def _read(self, paths: Sequence[Path | str], split: bool, progress: Progress | None, seen: set[str] | None = None) -> list[Sentence]:
+    def _read(
+        self, paths: Sequence[Path | str], split: bool, progress: Progress | None, seen: set[str] | None = None, skip_bad: bool = False,
+    ) -> tuple[list[Sentence], ReadReport]:
+        """The sentences of `paths` not in `seen`, and what the read left out or noticed."""
         if not paths:
             raise InputError("no files or folders given")
         sentences: list[Sentence] = []
-        for sentence in bank_sentences(read_documents(paths, split=split), seen=seen):
+        report = ReadReport()
+        for sentence in bank_sentences(read_documents(paths, split=split, skip_bad=skip_bad, report=report), seen=seen):
             sentences.append(sentence)
             if progress and len(sentences) % 1000 == 0:
                 progress("read", len(sentences), 0)
@@ -267,7 +276,7 @@ class BankStore:
             progress("read", len(sentences), len(sentences))
         if not sentences and seen is None:
             raise InputError(f"no sentences in {', '.join(map(str, paths))}")
-        return sentences
+        return sentences, report
 
     def _commit(
         self, name: str, sentences: list[Sentence], embed: Embed, encoder: EncoderIdentity, request: dict[str, Any],

@@ -38,6 +38,7 @@ def test_a_bank_of_paragraphs_answers_with_the_right_sentence_and_its_provenance
     assert scores[0, 0] > scores[0, 1]
     prov = bank.provenance(int(rows[0, 0]))
     assert prov.doc_id == str(docs / "pump.md") and prov.title == "Garden pump manual" and prov.position == 2
+    assert prov.section == ("Garden pump manual",)
     assert prov.before == ("The pump runs on a twelve volt battery.", "Charge the battery overnight before the first use.")
     assert prov.after == ("A clogged filter makes the motor overheat.",)
 

@@ -178,11 +178,13 @@ def test_cli_answers_carry_evidence_and_confidence_in_jsonl_and_csv(kb: KB, work
     assert filter_row["doc_id"].endswith("pump.md") and filter_row["title"] == "Garden pump manual" and filter_row["position"] == 2
     assert filter_row["before"] == ["The pump runs on a twelve volt battery.", "Charge the battery overnight before the first use."]
     assert filter_row["after"] == ["A clogged filter makes the motor overheat."]
+    assert filter_row["section"] == ["Garden pump manual"] and rows[2]["evidence"]["section"] == []
     assert rows[2]["evidence"]["doc_id"].endswith("bakery.txt") and rows[2]["evidence"]["position"] == 0
 
     table = list(csv.DictReader(io.StringIO(cubeqa(kb, "results", batch_id, "--format", "csv").stdout)))
     assert table[0]["evidence.sentence"] == QUESTIONS["How often should the intake filter be cleaned?"]
     assert table[0]["evidence.title"] == "Garden pump manual" and table[0]["evidence.position"] == "2"
+    assert table[0]["evidence.section"] == "Garden pump manual" and table[2]["evidence.section"] == ""
     assert table[0]["evidence.context"] == (
         "The pump runs on a twelve volt battery. Charge the battery overnight before the first use. A clogged filter makes the motor overheat."
     )

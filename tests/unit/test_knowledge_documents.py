@@ -9,7 +9,6 @@ import pytest
 
 from pipeline.errors import InputError
 from pipeline.knowledge.documents import MAX_LINE, bank_sentences, expand, read_documents
-from pipeline.knowledge.markdown import markdown_paragraphs
 from pipeline.knowledge.segment import split_sentences
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,14 +59,14 @@ def test_markdown_syntax_is_stripped_and_the_first_heading_titles_the_document(t
         "```\ncode = 'not a sentence'\n```\n\n<div>html block</div>\n\n| part | colour |\n|---|---|\n| valve | red |\n"
     ))
     found = sentences_of(doc)
-    assert [s.text for s in found] == [
-        "The pump needs oil every month.", "Keep it dry.", "The valve is red.", "The hose is blue.", "part: valve; colour: red",
-    ]
+    assert [s.text for s in found] == ["The pump needs oil every month.", "Keep it dry.", "The valve is red.", "The hose is blue."]
     assert {s.provenance.title for s in found} == {"Pump guide"}
+    assert [s.provenance.section for s in found] == [("Pump guide",)] * 2 + [("Pump guide", "Parts")] * 2
 
 
-def test_markdown_without_heading_has_no_title() -> None:
-    assert markdown_paragraphs("Just text here.\n") == (None, ["Just text here."])
+def test_markdown_without_heading_has_no_title(tmp_path: Path) -> None:
+    found = sentences_of(write(tmp_path / "plain.md", "Just text here.\n"))
+    assert [(s.text, s.provenance.title, s.provenance.section) for s in found] == [("Just text here.", None, ())]
 
 
 def test_long_paragraphs_are_segmented_in_windows_without_losing_text() -> None:
@@ -124,7 +123,7 @@ def test_folders_are_read_recursively_by_suffix_skipping_hidden_entries(tmp_path
     write(tmp_path / ".hidden.txt", "Hidden file.\n")
     (tmp_path / ".git").mkdir()
     write(tmp_path / ".git" / "c.txt", "Hidden folder.\n")
-    assert expand([tmp_path]) == [tmp_path / "a.txt", tmp_path / "sub" / "b.md"]
+    assert expand([tmp_path]) == ([tmp_path / "a.txt", tmp_path / "sub" / "b.md"], [tmp_path / "sub" / "image.png"])
     assert [s.text for s in sentences_of(tmp_path)] == ["Alpha sentence.", "Beta sentence."]
 
 
@@ -135,6 +134,11 @@ def test_pdf_sentences_name_their_page(tmp_path: Path) -> None:
     assert found[2].provenance.source == f"{pdf}#page=2" and found[2].provenance.title == "Pump manual"
 
 
+def test_pdf_without_split_keeps_each_paragraph_whole(tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "manual.pdf", ["The pump runs on twelve volts. Check the fuse first."])
+    assert [s.text for s in sentences_of(pdf, split=False)] == ["The pump runs on twelve volts. Check the fuse first."]
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
@@ -142,7 +146,8 @@ def test_pdf_sentences_name_their_page(tmp_path: Path) -> None:
         ("blank.md", b"\n\n   \n", "is empty"),
         ("binary.txt", bytes(range(256)) * 4, "binary file"),
         ("latin1.txt", "Caf\xe9 ouvert. Entr\xe9e libre.\n".encode("latin-1"), "not UTF-8 text"),
-        ("notes.docx", b"PK\x03\x04", "unsupported file type '.docx'"),
+        ("notes.odt", b"PK\x03\x04", "unsupported file type '.odt'"),
+        ("notes.docx", b"PK\x03\x04", "is not a readable .docx file"),
         ("markup.md", b"```\ncode only\n```\n", "no sentences"),
         ("bad.jsonl", b'{"text": "fine."}\n{not json\n', "bad.jsonl:2: not valid JSON"),
         ("notext.jsonl", b'{"body": "no text field."}\n', "no 'text' field"),
