@@ -112,8 +112,12 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-# METRIC_COLUMNS: one nullable Float column each, a copy of the `metrics` value (metric_columns) written with it.
-# Declarative maps a column set on the class after its body (SQLAlchemy: "appending additional columns").
-for _name in METRIC_COLUMNS:
-    setattr(Job, _name, mapped_column(_name, Float, nullable=True))
-del _name
+def add_metric_columns(job: type[Job]) -> None:
+    """One nullable Float column per METRIC_COLUMNS name, the copy of its `metrics` value (metric_columns).
+
+    Declarative maps a column set on the class after its body (SQLAlchemy: "appending additional columns")."""
+    for name in METRIC_COLUMNS:
+        setattr(job, name, mapped_column(name, Float, nullable=True))
+
+
+add_metric_columns(Job)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from functools import cache
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, urlencode
@@ -25,11 +25,11 @@ from storage import metrics as registry
 from storage.models import STATUSES, is_id
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
-page = [Depends(login_required)]  # HTML: a visitor without the token goes to the login form
+LOGGED_IN = [Depends(login_required)]  # HTML pages: a visitor without the token goes to the login form
 Side = Annotated[str | None, Query(max_length=300, description="batch id, or v:MODEL_VERSION")]
 
 
-@cache
+@functools.cache
 def static_files() -> dict[str, Path]:
     """The files under /dashboard/static, found once per process."""
     return dashboard_files()
@@ -54,7 +54,7 @@ def asset(name: str) -> FileResponse:
     return asset_response(static_files(), name)
 
 
-@router.get("", dependencies=page, response_class=HTMLResponse)
+@router.get("", dependencies=LOGGED_IN, response_class=HTMLResponse)
 def batches(
     pages: PagesDep, session: SessionDep, cache: CacheDep, number: Annotated[int, Query(alias="page", ge=1)] = 1
 ) -> HTMLResponse:
@@ -64,7 +64,7 @@ def batches(
     return pages.render("batches.html", rows=rows, page=number, pages=pages_of(total), total=total)
 
 
-@router.get("/batches/{batch_id}", dependencies=page, response_class=HTMLResponse)
+@router.get("/batches/{batch_id}", dependencies=LOGGED_IN, response_class=HTMLResponse)
 def batch(
     pages: PagesDep,
     session: SessionDep,
@@ -102,7 +102,7 @@ def batch_charts(session: SessionDep, cache: CacheDep, batch_id: str) -> JSONRes
     return JSONResponse(view.json(), headers={"Cache-Control": "no-store"})
 
 
-@router.get("/jobs/{job_id}", dependencies=page, response_class=HTMLResponse)
+@router.get("/jobs/{job_id}", dependencies=LOGGED_IN, response_class=HTMLResponse)
 def job(pages: PagesDep, session: SessionDep, job_id: str) -> HTMLResponse:
     """A job's full record."""
     record = q.job_record(session, job_id) if is_id(job_id) else None
@@ -120,7 +120,7 @@ def side(session: Session, name: str, value: str) -> dict[str, dict[str, float |
     raise HTTPException(422, f"{name}: give a batch id or v:MODEL_VERSION")
 
 
-@router.get("/compare", dependencies=page, response_class=HTMLResponse)
+@router.get("/compare", dependencies=LOGGED_IN, response_class=HTMLResponse)
 def compare_page(pages: PagesDep, session: SessionDep, cache: CacheDep, a: Side = None, b: Side = None) -> HTMLResponse:
     """Two batches or two model versions on the questions they share: paired differences with intervals."""
     options = cache.batch_rows(session, limit=200)

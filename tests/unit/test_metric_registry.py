@@ -94,3 +94,16 @@ def test_the_docs_list_at_most_three_places_to_touch_besides_the_migration() -> 
     assert len(places) == len(besides) + 1 and 1 <= len(besides) <= 3, places
     for path in re.findall(r"`((?:storage|pipeline|cubeqa)/[\w/]+\.py)`", section):
         assert (ROOT / path).is_file(), path
+
+
+def test_the_stored_metrics_are_the_ones_a_job_gets() -> None:
+    """Each stored metric of the registry is a name pipeline.metrics.item_metrics gives an answered job with a
+    reference, and each name it gives is stored: a renamed metric cannot leave an empty column behind."""
+    import numpy as np
+
+    from pipeline.metrics import item_metrics
+    from storage.metrics import stored_metrics
+
+    q, out, answer, reference = (np.eye(4, dtype=np.float32)[i : i + 1] for i in range(4))
+    (computed,) = item_metrics(q, out, answer, [True], [reference[0]])
+    assert set(computed) == {metric.name for metric in stored_metrics()}
