@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from storage.metrics import stored_metrics
+
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATUSES = (QUEUED, RUNNING, DONE, FAILED)
 FINAL = (DONE, FAILED)
@@ -15,9 +17,9 @@ ID_LENGTH = 32  # uuid4 hex (repository.new_id)
 KEY_LENGTH = 200  # longest idempotency key
 SOURCE_LENGTH = 500  # longest batch source label
 BANK_LENGTH = 64  # longest bank name (pipeline.knowledge.store.check_name) and version
-# The per-job quality metrics (pipeline.metrics.item_metrics) a job row also keeps as plain columns, beside its
-# metrics JSON, so that SQL sums and bins them without parsing JSON (storage.dashboard_queries).
-METRIC_COLUMNS = ("cube_cos", "identity_cos", "e2e_cos", "decode_fidelity", "echo")
+# The registry's stored metrics (pipeline.metrics.item_metrics computes them), which a job row also keeps as plain
+# columns beside its metrics JSON, so that SQL sums and bins them without parsing JSON (storage.figures).
+METRIC_COLUMNS = tuple(metric.name for metric in stored_metrics())
 
 
 def metric_columns(metrics: dict[str, Any] | None) -> dict[str, float | None]:
@@ -98,18 +100,24 @@ class Job(Base):
     timings_ms: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     hosts: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     model_version: Mapped[str | None] = mapped_column(ForeignKey("model_version.id"))
-    bank: Mapped[str | None] = mapped_column(String(BANK_LENGTH))  # knowledge bank (None: the bundle's own, rows before 0003)
+    # knowledge bank (None: the bundle's own, rows before 0003)
+    bank: Mapped[str | None] = mapped_column(String(BANK_LENGTH))
     bank_version: Mapped[str | None] = mapped_column(String(BANK_LENGTH))  # pinned when the job was stored
     min_confidence: Mapped[float | None] = mapped_column(Float)  # the submission's threshold (None: the worker's)
     confidence: Mapped[float | None] = mapped_column(Float)  # calibrated probability the answer sentence is right
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # pipeline.confidence.evidence
-    # METRIC_COLUMNS: copies of `metrics` values (metric_columns), written with them.
-    cube_cos: Mapped[float | None] = mapped_column(Float)
-    identity_cos: Mapped[float | None] = mapped_column(Float)
-    e2e_cos: Mapped[float | None] = mapped_column(Float)
-    decode_fidelity: Mapped[float | None] = mapped_column(Float)
-    echo: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+def add_metric_columns(job: type[Job]) -> None:
+    """One nullable Float column per METRIC_COLUMNS name, the copy of its `metrics` value (metric_columns).
+
+    Declarative maps a column set on the class after its body (SQLAlchemy: "appending additional columns")."""
+    for name in METRIC_COLUMNS:
+        setattr(job, name, mapped_column(name, Float, nullable=True))
+
+
+add_metric_columns(Job)

@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_fie
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from storage.metrics import stored_metrics
 from storage.models import DONE, STATUSES, Batch, Job
 
-METRIC_NAMES = ("cube_cos", "identity_cos", "e2e_cos", "decode_fidelity", "echo")
-IsoDatetime = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")]  # "+00:00", not pydantic's "Z"
+# "+00:00", not pydantic's "Z"
+IsoDatetime = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")]
 
 
 class BatchSummary(BaseModel):
@@ -46,6 +47,7 @@ class BatchSummary(BaseModel):
         return self.done / final if final else None
 
     def to_dict(self) -> dict[str, Any]:
+        """Its JSON, as a dict."""
         return self.model_dump(mode="json")
 
 
@@ -55,27 +57,33 @@ def batch_summary(*, session: Session, batch_id: str) -> BatchSummary | None:
     if batch is None:
         return None
     counts = dict.fromkeys(STATUSES, 0)
-    counts.update(session.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status)).all())
+    of_batch = Job.batch_id == batch_id
+    counts.update(session.execute(select(Job.status, func.count()).where(of_batch).group_by(Job.status)).all())
     metric_rows = session.scalars(select(Job.metrics).where(Job.batch_id == batch_id, Job.status == DONE)).all()
     last = session.scalar(select(func.max(Job.finished_at)).where(Job.batch_id == batch_id))
-    pins = session.execute(select(Job.bank, Job.bank_version).where(Job.batch_id == batch_id, Job.bank.is_not(None)).distinct()).all()
+    pins = session.execute(select(Job.bank, Job.bank_version).where(of_batch, Job.bank.is_not(None)).distinct()).all()
     metrics = summarise_metrics(metric_rows)
     final = batch.done_count + batch.failed_count
     elapsed = (as_utc(last) - as_utc(batch.created_at)).total_seconds() if last else 0.0
     return BatchSummary(
         id=batch.id, key=batch.key, source=batch.source, total=batch.total, counts=counts, done=batch.done_count,
-        failed=batch.failed_count, created_at=as_utc(batch.created_at), finished_at=as_utc(batch.finished_at) if batch.finished_at else None,
-        metrics=metrics, jobs_per_second=final / elapsed if elapsed > 0 else None, banks=sorted(f"{bank}@{version}" for bank, version in pins),
+        failed=batch.failed_count, created_at=as_utc(batch.created_at),
+        finished_at=as_utc(batch.finished_at) if batch.finished_at else None, metrics=metrics,
+        jobs_per_second=final / elapsed if elapsed > 0 else None,
+        banks=sorted(f"{bank}@{version}" for bank, version in pins),
     )
 
 
 def summarise_metrics(rows: Sequence[dict[str, Any] | None]) -> dict[str, dict[str, float]]:
-    """Mean, p50, p90 and count of each quality metric over the rows that have it."""
+    """Mean, p50, p90 and count of each stored metric of the registry over the rows that have it."""
     out: dict[str, dict[str, float]] = {}
-    for name in METRIC_NAMES:
+    for name in (metric.name for metric in stored_metrics()):
         values = sorted(float(r[name]) for r in rows if r and name in r)
         if values:
-            out[name] = {"mean": sum(values) / len(values), "p50": percentile(values, 50), "p90": percentile(values, 90), "n": len(values)}
+            out[name] = {
+                "mean": sum(values) / len(values), "p50": percentile(values, 50), "p90": percentile(values, 90),
+                "n": len(values),
+            }
     return out
 
 
@@ -89,11 +97,13 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 def list_batches(*, session: Session, offset: int = 0, limit: int = 50) -> list[BatchSummary]:
     """Batches newest first (a page of them), each summarised as `batch_summary` does."""
-    ids = session.scalars(select(Batch.id).order_by(Batch.created_at.desc(), Batch.id).offset(offset).limit(limit)).all()
+    newest = select(Batch.id).order_by(Batch.created_at.desc(), Batch.id)
+    ids = session.scalars(newest.offset(offset).limit(limit)).all()
     return [summary for batch_id in ids if (summary := batch_summary(session=session, batch_id=batch_id)) is not None]
 
 
 def count_batches(*, session: Session) -> int:
+    """The number of batches in the store."""
     return session.scalar(select(func.count()).select_from(Batch)) or 0
 
 

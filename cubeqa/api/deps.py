@@ -1,7 +1,8 @@
-"""What the routes depend on: the app's services, a database session per request, the bearer-token check."""
+"""What the routes depend on: the app's services, a database session per request, the token check."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from typing import Annotated
 
 import redis
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,10 +30,12 @@ class Services:
     micro_batch: int
     max_question_chars: int
     max_batch_items: int
-    pin: Callable[[str | None, float | None], Pin]  # (bank name or None, threshold) -> pinned version; raises for an unknown bank
+    # (bank name or None, threshold) -> pinned version; raises for an unknown bank
+    pin: Callable[[str | None, float | None], Pin]
 
 
 def get_services(request: Request) -> Services:
+    """The app's services (create_app puts them in its state)."""
     return request.app.state.services
 
 
@@ -46,16 +49,29 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+COOKIE = "cubeqa_dashboard"  # the dashboard's login session
 bearer = HTTPBearer(auto_error=False)
+login_cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="the dashboard's login session")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+CookieDep = Annotated[str | None, Depends(login_cookie)]
 
 
-def authorised(services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    """401 unless the request carries the configured bearer token (no token configured: open)."""
+def session_value(token: bytes) -> bytes:
+    """The login cookie's value: derived from the token, so stealing the cookie does not reveal the token."""
+    return hmac.new(token, b"cubeqa-dashboard-session", hashlib.sha256).hexdigest().encode()
+
+
+def authorised(services: ServicesDep, credentials: BearerDep, cookie: CookieDep) -> None:
+    """401 unless the request carries the configured token as a bearer token or the dashboard's login cookie
+    (no token configured: open)."""
     if services.token is None:
         return
     given = credentials.credentials.encode() if credentials else b""
-    if not hmac.compare_digest(given, services.token):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+    session = (cookie or "").encode()
+    if not (hmac.compare_digest(given, services.token) or hmac.compare_digest(session, session_value(services.token))):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or invalid token", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 guarded = [Depends(authorised)]

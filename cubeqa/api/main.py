@@ -11,9 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 
+from cubeqa import dashboard
 from cubeqa.api.deps import Services
 from cubeqa.api.routes import batches, jobs, ops
-from cubeqa.dashboard import add_dashboard, offline_docs
 from cubeqa.metrics import StoreCollector
 from cubeqa.settings import Settings
 from cubeqa.wiring import celery_app, open_store, pin_bank, redis_client
@@ -26,12 +26,14 @@ def create_app(settings: Settings) -> FastAPI:
     broker = redis_client(settings.broker_url)
     registry = CollectorRegistry()
     registry.register(StoreCollector(sessions, broker))
-    app = FastAPI(title="cubeqa", version="1", description="Question answering jobs through encode → cube → decode workers.",
+    app = FastAPI(title="cubeqa", version="1",
+                  description="Question answering jobs through encode → cube → decode workers.",
                   docs_url=None, redoc_url=None)  # served from installed files by offline_docs: no CDN
     app.state.services = Services(
         sessions=sessions, broker=broker, registry=registry,
         token=settings.api_token.get_secret_value().encode() if settings.api_token else None,
-        micro_batch=settings.micro_batch, max_question_chars=settings.max_question_chars, max_batch_items=settings.max_batch_items,
+        micro_batch=settings.micro_batch, max_question_chars=settings.max_question_chars,
+        max_batch_items=settings.max_batch_items,
         pin=lambda bank, min_confidence: pin_bank(settings, bank, min_confidence),
     )
     max_bytes = settings.max_request_bytes
@@ -53,8 +55,8 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"detail": f"request body larger than {max_bytes} bytes"}, status_code=413)
         return await call_next(request)
 
-    for router in (jobs.router, batches.router, ops.router):
+    app.state.finished_batches = dashboard.FinishedBatches(dashboard.batch_view)  # the dashboard's, per app
+    for router in (jobs.router, batches.router, ops.router, dashboard.router):
         app.include_router(router)
-    offline_docs(app)
-    add_dashboard(app, sessions, settings)
+    dashboard.offline_docs(app)
     return app

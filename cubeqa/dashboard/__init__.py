@@ -1,6 +1,8 @@
 """The quality dashboard: server-rendered pages over the SQL store, charts by plotly.js served from the app."""
 
 from cubeqa.dashboard.assets import offline_docs
-from cubeqa.dashboard.routes import add_dashboard
+from cubeqa.dashboard.cache import FinishedBatches
+from cubeqa.dashboard.pages import batch_view
+from cubeqa.dashboard.routes import router
 
-__all__ = ["add_dashboard", "offline_docs"]
+__all__ = ["FinishedBatches", "batch_view", "offline_docs", "router"]

@@ -31,10 +31,12 @@ def dashboard_files() -> dict[str, Path]:
 def docs_files() -> dict[str, Path]:
     """Served name -> file under /static/docs: Swagger UI and ReDoc as the `fastapi-offline` package ships them."""
     docs = package_dir("fastapi_offline") / "static"
-    return {name: docs / name for name in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")}
+    names = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+    return {name: docs / name for name in names}
 
 
 def asset_response(files: dict[str, Path], name: str) -> FileResponse:
+    """The named file of `files`, cacheable for a day; 404 for any other name."""
     path = files.get(name)
     if path is None:
         raise HTTPException(404, f"no asset {name!r}")
@@ -43,7 +45,7 @@ def asset_response(files: dict[str, Path], name: str) -> FileResponse:
 
 
 def offline_docs(app: FastAPI) -> None:
-    """/docs (Swagger UI) and /redoc with their scripts from this app; create the app with docs_url=None, redoc_url=None."""
+    """/docs (Swagger UI) and /redoc with their scripts from this app (create it with docs_url=None, redoc_url=None)."""
     files = docs_files()
 
     @app.get(DOCS_PREFIX + "/{name}", include_in_schema=False)

@@ -1,52 +1,46 @@
-"""Dashboard auth: with CUBEQA_API_TOKEN set, a login form sets an HttpOnly, SameSite=Strict cookie holding an
-HMAC of the token (never the token); `Authorization: Bearer <token>` works too. Without a token it is open."""
+"""Dashboard auth on the API's one check (cubeqa.api.deps.authorised: the bearer token or the login cookie; no
+token configured, open): a page sends a visitor without either to the login form, which sets an HttpOnly,
+SameSite=Strict cookie holding an HMAC of the token (never the token)."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from urllib.parse import quote
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Request, Response, status
 
-COOKIE = "cubeqa_dashboard"
+from cubeqa.api.deps import COOKIE, BearerDep, CookieDep, Services, ServicesDep, authorised, session_value
+
 SESSION_DAYS = 7
+LOGIN = "/dashboard/login"
 
 
-class DashboardAuth:
-    """Checks requests against the API token (None: everything is allowed)."""
+def login_required(request: Request, services: ServicesDep, credentials: BearerDep, cookie: CookieDep) -> None:
+    """Dependency of the HTML pages: the API's check, but a visitor it refuses is sent to the login form."""
+    try:
+        authorised(services, credentials, cookie)
+    except HTTPException as refused:
+        target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="")
+        location = {"Location": f"{LOGIN}?next={target}"}
+        raise HTTPException(status.HTTP_303_SEE_OTHER, "login required", headers=location) from refused
 
-    def __init__(self, token: bytes | None) -> None:
-        self.token = token
-        # A value derived from the token: stealing the cookie does not reveal the API token.
-        self.cookie_value = hmac.new(token, b"cubeqa-dashboard-session", hashlib.sha256).hexdigest() if token else ""
 
-    @property
-    def enabled(self) -> bool:
-        return self.token is not None
+def token_matches(services: Services, given: str) -> bool:
+    """Whether the login form's token is the configured one."""
+    return services.token is not None and hmac.compare_digest(given.encode(), services.token)
 
-    def token_matches(self, given: str) -> bool:
-        return self.token is not None and hmac.compare_digest(given.encode(), self.token)
 
-    def allowed(self, request: Request) -> bool:
-        if self.token is None:
-            return True
-        cookie = request.cookies.get(COOKIE, "")
-        if cookie and hmac.compare_digest(cookie.encode(), self.cookie_value.encode()):
-            return True
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and self.token_matches(credentials.strip())
+def log_in(response: Response, token: bytes, secure: bool) -> None:
+    """Sets the login cookie on `response`; only the dashboard's paths receive it."""
+    response.set_cookie(
+        COOKIE, session_value(token).decode(), max_age=SESSION_DAYS * 86400, httponly=True, samesite="strict",
+        secure=secure, path="/dashboard",
+    )
 
-    def page(self, request: Request) -> None:
-        """Dependency of HTML pages: a visitor without the token is sent to the login form."""
-        if not self.allowed(request):
-            target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="")
-            raise HTTPException(status.HTTP_303_SEE_OTHER, "login required", headers={"Location": f"/dashboard/login?next={target}"})
 
-    def data(self, request: Request) -> None:
-        """Dependency of the JSON endpoints the pages poll."""
-        if not self.allowed(request):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid token", headers={"WWW-Authenticate": "Bearer"})
+def log_out(response: Response) -> None:
+    """Deletes the login cookie."""
+    response.delete_cookie(COOKIE, path="/dashboard")
 
 
 def safe_next(target: str | None) -> str:

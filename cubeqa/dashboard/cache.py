@@ -7,21 +7,23 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.orm import Session
 
 from storage import dashboard_queries as q
 
+View = TypeVar("View")
 
-class FinishedBatches:
+
+class FinishedBatches(Generic[View]):
     """Rows (counts, versions) of up to `rows` finished batches and the figures of up to `figures` of them."""
 
-    def __init__(self, compute: Callable[[Session, q.BatchRow], dict[str, Any]], rows: int = 1024, figures: int = 32) -> None:
+    def __init__(self, compute: Callable[[Session, q.BatchRow], View], rows: int = 1024, figures: int = 32) -> None:
         self.compute = compute
         self.sizes = {"rows": rows, "figures": figures}
         self.rows: OrderedDict[str, q.BatchRow] = OrderedDict()
-        self.figures: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self.figures: OrderedDict[tuple[str, str], View] = OrderedDict()
         self.lock = threading.Lock()
 
     def batch_rows(self, session: Session, **query: Any) -> list[q.BatchRow]:
@@ -35,7 +37,7 @@ class FinishedBatches:
                     self._keep(self.rows, row.id, row, self.sizes["rows"])
         return rows
 
-    def batch_figures(self, session: Session, row: q.BatchRow) -> dict[str, Any]:
+    def batch_figures(self, session: Session, row: q.BatchRow) -> View:
         """compute(session, row), once per finished batch."""
         if row.running or row.finished_at is None:
             return self.compute(session, row)
@@ -50,7 +52,8 @@ class FinishedBatches:
         return figures
 
     @staticmethod
-    def _keep(store: OrderedDict, key: Any, value: Any, size: int) -> None:
+    def _keep(store: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+        """Puts key -> value in `store` as its newest entry, dropping the oldest beyond `size`."""
         store[key] = value
         store.move_to_end(key)
         while len(store) > size:

@@ -1,4 +1,4 @@
-"""Plotly figure specs (plain dicts, drawn by plotly.js in the page) from the store's aggregates; every axis
+"""Plotly figure specs (plain dicts, drawn by plotly.js in the page) from the store's figures; every axis
 carries a title with its unit."""
 
 from __future__ import annotations
@@ -6,13 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from cubeqa.dashboard.compare import MetricDiff
+from storage.figures import Histogram, StageTimes, Throughput
 
-PATH_LABELS = {"none": "no confident answer", "bank": "phrase bank", "generative": "generative", "-": "(none recorded)"}
+Chart = dict[str, Any]  # a plotly figure: {"data": [traces], "layout": {...}}
+NO_ANSWER = "none"  # the decoder path of "no confident answer"
+PATH_LABELS: dict[str | None, str] = {
+    NO_ANSWER: "no confident answer", "bank": "phrase bank", "generative": "generative", None: "(none recorded)",
+}
 COLOURS = {"a": "#2563eb", "b": "#d97706", "grey": "#64748b", "green": "#059669", "red": "#dc2626"}
+HISTOGRAM_COLOURS = [COLOURS["a"], COLOURS["green"], COLOURS["b"], COLOURS["grey"]]  # by place on the page
 STAGE_COLOURS = ["#2563eb", "#93c5fd", "#d97706", "#fcd34d"]
 
 
 def layout(x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
+    """The layout every chart shares, with its axis titles."""
     return {
         "xaxis": {"title": {"text": x_title}, "automargin": True, "zeroline": False},
         "yaxis": {"title": {"text": y_title}, "automargin": True, "rangemode": "tozero"},
@@ -27,39 +34,41 @@ def layout(x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def histogram_chart(hist: dict[str, Any], x_title: str, colour: str = COLOURS["a"]) -> dict[str, Any] | None:
+def histogram_chart(hist: Histogram, x_title: str, colour: str) -> Chart | None:
     """Bars of a histogram computed in SQL (bin centres and counts); None when no job has the value."""
-    if not hist["n"]:
+    if not hist.n:
         return None
-    edges = hist["edges"]
+    edges = hist.edges
     centres = [(lo + hi) / 2 for lo, hi in zip(edges, edges[1:])]
     width = edges[1] - edges[0]
-    trace = {"type": "bar", "x": centres, "y": hist["counts"], "width": [width] * len(centres), "marker": {"color": colour},
-             "hovertemplate": "%{x:.3f}: %{y} jobs<extra></extra>"}
-    shapes = [{"type": "line", "x0": hist["mean"], "x1": hist["mean"], "y0": 0, "y1": 1, "yref": "paper",
+    trace = {"type": "bar", "x": centres, "y": hist.counts, "width": [width] * len(centres),
+             "marker": {"color": colour}, "hovertemplate": "%{x:.3f}: %{y} jobs<extra></extra>"}
+    shapes = [{"type": "line", "x0": hist.mean, "x1": hist.mean, "y0": 0, "y1": 1, "yref": "paper",
                "line": {"color": COLOURS["red"], "dash": "dot", "width": 2}}]
     return {"data": [trace], "layout": layout(x_title, "jobs (count)", shapes=shapes)}
 
 
-def paths_chart(paths: dict[str, int]) -> dict[str, Any] | None:
+def paths_chart(paths: dict[str | None, int]) -> Chart | None:
+    """Done jobs per decoder path, "no confident answer" in red."""
     if not paths:
         return None
     names = list(paths)
-    colours = [COLOURS["red"] if name == "none" else COLOURS["a"] for name in names]
-    trace = {"type": "bar", "x": [PATH_LABELS.get(n, n) for n in names], "y": [paths[n] for n in names], "marker": {"color": colours},
-             "hovertemplate": "%{x}: %{y} jobs<extra></extra>"}
+    colours = [COLOURS["red"] if name == NO_ANSWER else COLOURS["a"] for name in names]
+    trace = {"type": "bar", "x": [PATH_LABELS.get(n, n) for n in names], "y": [paths[n] for n in names],
+             "marker": {"color": colours}, "hovertemplate": "%{x}: %{y} jobs<extra></extra>"}
     return {"data": [trace], "layout": layout("decoder path", "jobs (count)")}
 
 
-def stage_chart(times: dict[str, dict[str, float | None]]) -> dict[str, Any] | None:
+def stage_chart(times: dict[str, StageTimes]) -> Chart | None:
     """Grouped bars per stage: compute time per job and queue wait before the stage, median and p90."""
-    stages = [s for s, t in times.items() if t["compute_p50"] is not None]
+    stages = [s for s, t in times.items() if t.compute_p50 is not None]
     if not stages:
         return None
-    series = (("compute_p50", "compute, median"), ("compute_p90", "compute, p90"), ("wait_p50", "wait, median"), ("wait_p90", "wait, p90"))
+    series = (("compute_p50", "compute, median"), ("compute_p90", "compute, p90"), ("wait_p50", "wait, median"),
+              ("wait_p90", "wait, p90"))
     data = [
-        {"type": "bar", "name": label, "x": stages, "y": [times[s][key] for s in stages], "marker": {"color": colour},
-         "hovertemplate": f"%{{x}} {label}: %{{y:.1f}} ms<extra></extra>"}
+        {"type": "bar", "name": label, "x": stages, "y": [getattr(times[s], key) for s in stages],
+         "marker": {"color": colour}, "hovertemplate": f"%{{x}} {label}: %{{y:.1f}} ms<extra></extra>"}
         for (key, label), colour in zip(series, STAGE_COLOURS)
     ]
     chart = layout("stage", "time per job (ms, log scale)", barmode="group", showlegend=True,
@@ -70,27 +79,29 @@ def stage_chart(times: dict[str, dict[str, float | None]]) -> dict[str, Any] | N
     return {"data": data, "layout": chart}
 
 
-def throughput_chart(series: dict[str, Any]) -> dict[str, Any] | None:
-    if not series["seconds"]:
+def throughput_chart(series: Throughput) -> Chart | None:
+    """Final jobs per second over the time since submission."""
+    if not series.seconds:
         return None
-    trace = {"type": "scatter", "mode": "lines+markers", "x": series["seconds"], "y": series["jobs_per_second"],
+    trace = {"type": "scatter", "mode": "lines+markers", "x": series.seconds, "y": series.jobs_per_second,
              "line": {"color": COLOURS["green"]}, "marker": {"size": 5},
              "hovertemplate": "%{x:.1f} s: %{y:.1f} jobs/s<extra></extra>"}
     return {"data": [trace], "layout": layout("time since submission (s)", "throughput (jobs/s)")}
 
 
-def diff_chart(diffs: list[MetricDiff], labels: dict[str, str]) -> dict[str, Any] | None:
+def diff_chart(diffs: list[MetricDiff], labels: dict[str, str]) -> Chart | None:
     """One point per metric: mean difference B − A with its 95% bootstrap interval as an error bar."""
     if not diffs:
         return None
     trace = {
-        "type": "scatter", "mode": "markers", "x": [d.diff for d in diffs], "y": [labels.get(d.name, d.name) for d in diffs],
+        "type": "scatter", "mode": "markers", "x": [d.diff for d in diffs], "y": [labels[d.name] for d in diffs],
         "marker": {"size": 9, "color": [COLOURS["green"] if d.significant else COLOURS["grey"] for d in diffs]},
         "error_x": {"type": "data", "symmetric": False, "array": [d.high - d.diff for d in diffs],
                     "arrayminus": [d.diff - d.low for d in diffs], "color": COLOURS["grey"], "thickness": 2},
         "hovertemplate": "%{y}: %{x:+.4f}<extra></extra>",
     }
-    shapes = [{"type": "line", "x0": 0, "x1": 0, "y0": 0, "y1": 1, "yref": "paper", "line": {"color": "#0f172a", "width": 1}}]
+    shapes = [{"type": "line", "x0": 0, "x1": 0, "y0": 0, "y1": 1, "yref": "paper",
+               "line": {"color": "#0f172a", "width": 1}}]
     chart = layout("difference of means, B − A (metric units; 95% bootstrap interval)", "metric", shapes=shapes,
                    height=60 + 40 * len(diffs))
     chart["yaxis"] = {"title": {"text": "metric", "standoff": 16}, "automargin": True, "autorange": "reversed"}

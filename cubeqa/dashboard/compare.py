@@ -35,11 +35,12 @@ def compare(
     shared = sorted(set(side_a) & set(side_b))
     out = []
     for name in names:
-        pairs = [(side_a[q][name], side_b[q][name]) for q in shared if side_a[q][name] is not None and side_b[q][name] is not None]
+        pairs = [(a, b) for q in shared if (a := side_a[q][name]) is not None and (b := side_b[q][name]) is not None]
         if len(pairs) < 2:
             continue
-        a = np.array([p[0] for p in pairs], dtype=np.float64)
-        b = np.array([p[1] for p in pairs], dtype=np.float64)
-        interval = paired_bootstrap(b - a)  # its fixed seed: the same two batches always show the same interval
-        out.append(MetricDiff(name, len(pairs), float(a.mean()), float(b.mean()), interval.mean, interval.low, interval.high))
+        xs = np.array([p[0] for p in pairs], dtype=np.float64)
+        ys = np.array([p[1] for p in pairs], dtype=np.float64)
+        interval = paired_bootstrap(ys - xs)  # its fixed seed: the same two batches always show the same interval
+        means = float(xs.mean()), float(ys.mean())
+        out.append(MetricDiff(name, len(pairs), *means, interval.mean, interval.low, interval.high))
     return len(shared), out

@@ -15,6 +15,7 @@ from sqlalchemy import insert
 
 from storage import dashboard_queries as q
 from storage.db import make_engine, session_factory, upgrade
+from storage.figures import BatchFigures, Share, batch_figures
 from storage.models import Batch, Job, ModelVersion, metric_columns
 
 pytestmark = pytest.mark.services
@@ -61,10 +62,10 @@ def done(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["status"] == "done"]
 
 
-def page_figures(sessions, batch_id: str) -> dict:
-    """The batch page's figures, as the page reads them: from the batch's row."""
+def page_figures(sessions, batch_id: str) -> BatchFigures:
+    """The batch page's figures, as the page reads them: from the batch's row, at most 30 bars, 40 buckets."""
     with sessions() as session:
-        return q.batch_figures(session, q.batch_rows(session, batch_id=batch_id)[0])
+        return batch_figures(session, q.batch_rows(session, batch_id=batch_id)[0], bars=30, buckets=40)
 
 
 def test_histograms_count_every_value_in_its_bar(store) -> None:
@@ -75,46 +76,47 @@ def test_histograms_count_every_value_in_its_bar(store) -> None:
         "e2e_cos": [r["metrics"]["e2e_cos"] for r in done(rows) if "e2e_cos" in r["metrics"]],
         "cube_gain": [r["metrics"]["cube_cos"] - r["metrics"]["identity_cos"] for r in done(rows)],
     }
+    assert set(stats.histograms) == set(values)
     for name, xs in values.items():
-        hist = stats[name]
-        assert hist["n"] == len(xs) == sum(hist["counts"]), name
-        assert hist["mean"] == pytest.approx(np.mean(xs)), name
-        assert len(hist["counts"]) <= 30 and len(hist["edges"]) == len(hist["counts"]) + 1
-        expected = np.histogram(xs, bins=hist["edges"])[0]
-        # Fine-bin edges are exact multiples of 1/FINE; a value on an inner edge counts in the bar above it either way.
-        assert list(expected) == hist["counts"], name
+        hist = stats.histograms[name]
+        assert hist.n == len(xs) == sum(hist.counts), name
+        assert hist.mean == pytest.approx(np.mean(xs)), name
+        assert len(hist.counts) <= 30 and len(hist.edges) == len(hist.counts) + 1
+        expected = np.histogram(xs, bins=hist.edges)[0]
+        # Fine-bin edges are exact multiples of 1/per_unit; a value on an inner edge counts in the bar above it.
+        assert list(expected) == hist.counts, name
     echo = [r["metrics"]["echo"] for r in done(rows) if "echo" in r["metrics"]]
-    assert stats["echo"] == {"share": pytest.approx(np.mean(echo)), "n": len(echo)}
+    assert stats.shares == {"echo": Share(share=pytest.approx(np.mean(echo)), n=len(echo))}
 
 
 def test_stage_quantiles_and_workers_match_the_rows(store) -> None:
     sessions, batch_id, rows = store
     stats = page_figures(sessions, batch_id)
-    workers, paths = stats["workers"], stats["paths"]
+    workers, paths = stats.workers, stats.paths
     for stage in STAGES:
         compute = [r["timings_ms"][stage] for r in done(rows)]
         wait = [r["timings_ms"][f"wait_{stage}"] for r in done(rows)]
-        figures = stats["times"][stage]
-        assert figures["compute_p50"] == pytest.approx(np.percentile(compute, 50))
-        assert figures["compute_p90"] == pytest.approx(np.percentile(compute, 90))
-        assert figures["wait_p90"] == pytest.approx(np.percentile(wait, 90))
+        figures = stats.times[stage]
+        assert figures.compute_p50 == pytest.approx(np.percentile(compute, 50))
+        assert figures.compute_p90 == pytest.approx(np.percentile(compute, 90))
+        assert figures.wait_p90 == pytest.approx(np.percentile(wait, 90))
     expected: dict[tuple[str, str], int] = {}
     for r in rows:
         for stage in STAGES:
             expected[(stage, r["hosts"][stage])] = expected.get((stage, r["hosts"][stage]), 0) + 1
-    assert {(s, h): n for s, h, n in workers} == expected
+    assert {(w.stage, w.host): w.jobs for w in workers} == expected
     assert paths == {"bank": sum(r["decoder_path"] == "bank" for r in done(rows)), "none": sum(r["decoder_path"] == "none" for r in done(rows))}
 
 
 def test_throughput_counts_every_final_job(store) -> None:
     sessions, batch_id, rows = store
-    series = page_figures(sessions, batch_id)["throughput"]
-    assert len(series["seconds"]) == 40
-    assert sum(series["jobs_per_second"]) * series["width"] == pytest.approx(len(rows))
+    series = page_figures(sessions, batch_id).throughput
+    assert series.width is not None and len(series.seconds) == 40
+    assert sum(series.jobs_per_second) * series.width == pytest.approx(len(rows))
     expected = [0] * 40  # no job finishes on an inner bucket edge here
     for r in rows:
-        expected[min(int((r["finished_at"] - r["created_at"]).total_seconds() / series["width"]), 39)] += 1
-    assert [round(n * series["width"]) for n in series["jobs_per_second"]] == expected
+        expected[min(int((r["finished_at"] - r["created_at"]).total_seconds() / series.width), 39)] += 1
+    assert [round(n * series.width) for n in series.jobs_per_second] == expected
 
 
 def test_job_page_filters_and_paginates(store) -> None:
@@ -129,7 +131,7 @@ def test_job_page_filters_and_paginates(store) -> None:
         literal, n_literal = q.job_page(session, batch_id, text="100%_")
     assert n_failed == len(failed) == sum(r["status"] == "failed" for r in rows)
     matching = [r for r in rows if "question 24" in r["question"]]
-    assert n_text == len(matching) and [t["position"] for t in texts] == [r["position"] for r in matching][5:10]
+    assert n_text == len(matching) and [t.position for t in texts] == [r["position"] for r in matching][5:10]
     assert n_literal == 0 and literal == []  # % and _ are matched literally
 
 

@@ -57,17 +57,12 @@
   }
 
   function refreshCharts(batchId) {
-    return fetchJson("/dashboard/batches/" + batchId + "/charts.json").then(function (figures) {
-      draw(figures.charts);
-      Object.keys(figures.means).forEach(function (name) {
-        document.querySelectorAll('[data-mean="' + name + '"]').forEach(function (el) {
-          el.textContent = figures.means[name] === null ? "–" : figures.means[name].toFixed(name === "cube_gain" ? 4 : 3);
-        });
-        document.querySelectorAll('[data-n="' + name + '"]').forEach(function (el) { el.textContent = figures.counts[name]; });
+    return fetchJson("/dashboard/batches/" + batchId + "/charts.json").then(function (view) {
+      draw(view.charts);
+      // The numbers beside the charts, formatted by the server: [data-text="KEY"] shows view.texts[KEY].
+      Object.keys(view.texts).forEach(function (key) {
+        document.querySelectorAll('[data-text="' + key + '"]').forEach(function (el) { el.textContent = view.texts[key]; });
       });
-      var echo = figures.echo.share;
-      document.querySelectorAll('[data-field="echo"]').forEach(function (el) { el.textContent = echo === null ? "–" : fixed(100 * echo, 1) + " %"; });
-      document.querySelectorAll('[data-n="echo"]').forEach(function (el) { el.textContent = figures.echo.n; });
     });
   }
 

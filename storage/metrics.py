@@ -1,0 +1,65 @@
+"""The metric registry: each quality metric a job row keeps and the dashboard shows, defined once.
+
+The job table's metric columns (storage.models), the batch summary (storage.summary), the dashboard's SQL
+(storage.dashboard_queries, storage.figures) and its pages all read METRICS. Adding a metric is one entry here,
+its value in `pipeline.metrics.item_metrics` and a migration adding its column (docs/architecture.md,
+"Adding a metric to the dashboard"). The values themselves are computed in pipeline/metrics.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One quality metric of a job: where its value lives in SQL and how pages name, bin and print it."""
+
+    name: str  # its key in a job's metrics JSON (and its column on the job row, when stored)
+    label: str  # plain words for page headings, axes and tables
+    help: str  # one line: what it measures
+    unit: str = "cosine"  # of its value, on chart axes
+    per_unit: int | None = None  # histogram resolution (SQL bins per unit of the value); None: no histogram
+    share: bool = False  # a 0/1 flag: the batch page shows the share of jobs that have it
+    fmt: str = ".3f"  # format spec of its mean on the batch page
+    # SQL of a value computed from other job columns, given the job table; None: a column of its own, `name`,
+    # copied from the job's metrics JSON when its result is stored (a stored metric).
+    sql: Callable[[Any], ColumnElement[Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.per_unit is not None and self.share:
+            raise ValueError(f"metric {self.name}: a histogram or a share, not both")
+
+    @property
+    def stored(self) -> bool:
+        """Whether the job row keeps it in a column of its own."""
+        return self.sql is None
+
+    def column(self, job: Any) -> ColumnElement[Any]:
+        """Its value as SQL over `job` (the Job class or a table with the same columns)."""
+        return self.sql(job) if self.sql is not None else getattr(job, self.name)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("score", "answer score", "the decoder's score of the answer it chose", per_unit=100,
+           sql=lambda job: job.score),
+    Metric("e2e_cos", "e2e_cos", "cosine of the answer to the reference answer (jobs with a reference and an answer)",
+           per_unit=100),
+    Metric("cube_gain", "cube_cos − identity_cos", "what the cube adds over answering with the question itself",
+           unit="cosine difference", per_unit=1000, fmt="+.4f", sql=lambda job: job.cube_cos - job.identity_cos),
+    Metric("cube_cos", "cube_cos", "cosine of the cube's output to the reference answer"),
+    Metric("identity_cos", "identity_cos", "cosine of the question to the reference answer: the cube's baseline"),
+    Metric("decode_fidelity", "decode_fidelity", "cosine of the decoded answer to the cube output it was decoded from"),
+    Metric("echo", "echo share", "answers closer to their question than to the reference answer", unit="share",
+           share=True),
+)
+
+
+def stored_metrics() -> tuple[Metric, ...]:
+    """The metrics the job row keeps as columns of their own, in registry order."""
+    return tuple(metric for metric in METRICS if metric.stored)
+
