@@ -10,17 +10,27 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from tasks import runtime
 from tasks.app import STAGES, app
 
 PONG_KEY = "cubeqa:pong:{token}"
 PONG_TTL = 120
 
 
+FAILING = "!"  # an answer that starts with it is a worker saying its stage cannot load, and why
+
+
 @app.task(name="cubeqa.ping", bind=True, acks_late=False)
-def ping(self, token: str) -> None:
-    """Writes this worker's name under the token, in the broker's Redis."""
+def ping(self, token: str, stage: str | None = None) -> None:
+    """Writes this worker's name under the token in the broker's Redis once `stage` loaded (or why it cannot)."""
+    answer = self.request.hostname or "?"
+    if stage is not None:
+        try:
+            runtime.current().stage(stage)  # waits for a warm-up in progress: ready means able to serve
+        except runtime.StageUnavailable as exc:
+            answer = f"{FAILING}{answer}: {exc}"
     with self.app.connection_for_write() as connection:
-        connection.default_channel.client.set(PONG_KEY.format(token=token), self.request.hostname or "?", ex=PONG_TTL)
+        connection.default_channel.client.set(PONG_KEY.format(token=token), answer, ex=PONG_TTL)
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,11 @@ class StageHealth:
     stage: str
     worker: str | None  # who answered, None if nobody did in time
     seconds: float | None
+    problem: str | None = None  # the answering worker's reason its stage cannot load
+
+    @property
+    def ok(self) -> bool:
+        return self.worker is not None and self.problem is None
 
 
 def probe_stages(timeout: float = 10.0, stages: tuple[str, ...] = STAGES) -> list[StageHealth]:
@@ -35,13 +50,27 @@ def probe_stages(timeout: float = 10.0, stages: tuple[str, ...] = STAGES) -> lis
     started = time.monotonic()
     tokens = {stage: uuid.uuid4().hex for stage in stages}
     for stage, token in tokens.items():
-        ping.apply_async((token,), queue=stage, expires=timeout)
+        ping.apply_async((token, stage), queue=stage, expires=timeout)
     answers: dict[str, StageHealth] = {}
     with app.connection_for_read() as connection:
         client = connection.default_channel.client
         while len(answers) < len(stages) and time.monotonic() - started < timeout:
             for stage, token in tokens.items():
-                if stage not in answers and (worker := client.get(PONG_KEY.format(token=token))) is not None:
-                    answers[stage] = StageHealth(stage, worker.decode(), time.monotonic() - started)
+                if stage not in answers and (raw := client.get(PONG_KEY.format(token=token))) is not None:
+                    worker, _, problem = raw.decode().removeprefix(FAILING).partition(": ")
+                    answers[stage] = StageHealth(stage, worker, time.monotonic() - started, problem or None)
             time.sleep(0.05)
     return [answers.get(stage, StageHealth(stage, None, None)) for stage in stages]
+
+
+def unserved_queues(timeout: float = 1.0, stages: tuple[str, ...] = STAGES) -> dict[str, int]:
+    """Stage queues no live worker consumes: queue -> messages waiting in it.
+
+    Asks the workers which queues they consume (a broadcast answered even by a busy worker, unlike a ping
+    queued behind a backlog), then the queues' lengths.
+    """
+    replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    consumed = {queue["name"] for queues in replies.values() for queue in queues or ()}
+    with app.connection_for_read() as connection:
+        client = connection.default_channel.client
+        return {stage: int(client.llen(stage)) for stage in stages if stage not in consumed}
