@@ -6,6 +6,8 @@ went through the queue proves the stage works.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from tasks import runtime
 from tasks.app import STAGES, app
 
+log = logging.getLogger(__name__)
 PONG_KEY = "cubeqa:pong:{token}"
 PONG_TTL = 120
 
@@ -63,14 +66,48 @@ def probe_stages(timeout: float = 10.0, stages: tuple[str, ...] = STAGES) -> lis
     return [answers.get(stage, StageHealth(stage, None, None)) for stage in stages]
 
 
-def unserved_queues(timeout: float = 1.0, stages: tuple[str, ...] = STAGES) -> dict[str, int]:
-    """Stage queues no live worker consumes: queue -> messages waiting in it.
+CONSUMER_KEY = "cubeqa:consumer:{queue}:{worker}"  # in the broker's database: remote control broadcasts are not
+HEARTBEAT_SECONDS = 10
+HEARTBEAT_TTL = 3 * HEARTBEAT_SECONDS  # a worker killed outright vanishes from the list within this
 
-    Asks the workers which queues they consume (a broadcast answered even by a busy worker, unlike a ping
-    queued behind a backlog), then the queues' lengths.
+
+class Heartbeat:
+    """A worker's presence on its queues: one key per queue, refreshed while the worker runs, deleted when it stops.
+
+    Written only once the worker consumes (after its stages loaded), so a worker whose stage cannot load is never
+    listed. It shows a live process, not proof of consumption: `probe_stages` is that.
     """
-    replies = app.control.inspect(timeout=timeout).active_queues() or {}
-    consumed = {queue["name"] for queues in replies.values() for queue in queues or ()}
+
+    def __init__(self, worker: str, queues: tuple[str, ...]) -> None:
+        self.keys = [CONSUMER_KEY.format(queue=queue, worker=worker) for queue in queues]
+        self.stopped = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name="cubeqa-heartbeat", daemon=True).start()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                with app.connection_for_write() as connection:
+                    client = connection.default_channel.client
+                    for key in self.keys:
+                        client.set(key, "1", ex=HEARTBEAT_TTL)
+            except Exception:  # the broker is away: the keys expire, which is the truth
+                log.debug("heartbeat not written", exc_info=True)
+            self.stopped.wait(HEARTBEAT_SECONDS)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            with app.connection_for_write() as connection:
+                connection.default_channel.client.delete(*self.keys)
+        except Exception:  # they expire anyway
+            log.debug("heartbeat keys not deleted", exc_info=True)
+
+
+def unserved_queues(stages: tuple[str, ...] = STAGES) -> dict[str, int]:
+    """Stage queues no live worker consumes (no heartbeat): queue -> messages waiting in it."""
     with app.connection_for_read() as connection:
         client = connection.default_channel.client
-        return {stage: int(client.llen(stage)) for stage in stages if stage not in consumed}
+        served = {stage for stage in stages if next(client.scan_iter(CONSUMER_KEY.format(queue=stage, worker="*")), None)}
+        return {stage: int(client.llen(stage)) for stage in stages if stage not in served}

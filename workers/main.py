@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from celery.signals import after_setup_logger, task_prerun, worker_process_init
+from celery.signals import after_setup_logger, task_prerun, worker_process_init, worker_ready, worker_shutdown
 from celery.worker import state as worker_state
 
 from pipeline import CubeStage, DecodeStage, EncoderConfig, EncodeStage, PhraseBankConfig, set_threads
@@ -23,6 +23,7 @@ from pipeline.knowledge.store import BankStore
 from storage.db import check_schema, make_engine
 from tasks import runtime
 from tasks.app import EMBED_QUEUE, STAGES, configure
+from tasks.health import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +217,15 @@ def run_worker(options: WorkerOptions) -> None:
 
         task_prerun.connect(thread_init, weak=False)
     after_setup_logger.connect(quiet_task_returns, weak=False)
+    hostname = f"{options.stage}-{os.getpid()}@{socket.gethostname()}"
+    heartbeat = Heartbeat(hostname, options.queues)
+    worker_ready.connect(lambda **_: heartbeat.start(), weak=False)  # consuming now: the stages loaded (threads pool)
+    worker_shutdown.connect(lambda **_: heartbeat.stop(), weak=False)
     app.worker_main(
         [
             "worker",
             f"--queues={','.join(options.queues)}",
-            f"--hostname={options.stage}-{os.getpid()}@{socket.gethostname()}",
+            f"--hostname={hostname}",
             f"--concurrency={options.concurrency}",
             f"--pool={options.pool}",
             f"--loglevel={options.loglevel}",
