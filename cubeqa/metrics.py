@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.repository import now, recent_stage_timings, status_counts, waiting_jobs
 from storage.summary import as_utc, percentile
 from tasks.app import STAGES
+from tasks.health import live_workers
 
 
 class StoreCollector(Collector):
@@ -57,7 +58,12 @@ class StoreCollector(Collector):
         backlog_by_stage = GaugeMetricFamily(
             "cubeqa_stage_backlog", "Messages waiting or delivered-but-unacknowledged per stage: scale on this", labels=["stage"]
         )
+        workers = GaugeMetricFamily(
+            "cubeqa_stage_workers", "Workers with a live heartbeat on each stage queue: alert on 0", labels=["stage"]
+        )
         try:
+            for stage in STAGES:
+                workers.add_metric([stage], live_workers(self.broker, stage))
             unacked = unacked_by_queue(self.broker)
             for stage in STAGES:
                 waiting = int(self.broker.llen(stage))
@@ -67,6 +73,7 @@ class StoreCollector(Collector):
             pass  # broker down: the gauges are absent, /healthz says why
         yield depth
         yield backlog_by_stage
+        yield workers
 
 
 def unacked_by_queue(broker: redis.Redis) -> dict[str, int]:

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from tasks import runtime
 from tasks.app import STAGES, app
@@ -105,9 +106,13 @@ class Heartbeat:
             log.debug("heartbeat keys not deleted", exc_info=True)
 
 
+def live_workers(client: Any, queue: str) -> int:
+    """Workers with a heartbeat on `queue` (client: a redis-py client on the broker's database)."""
+    return sum(1 for _ in client.scan_iter(match=CONSUMER_KEY.format(queue=queue, worker="*"), count=1000))
+
+
 def unserved_queues(stages: tuple[str, ...] = STAGES) -> dict[str, int]:
     """Stage queues no live worker consumes (no heartbeat): queue -> messages waiting in it."""
     with app.connection_for_read() as connection:
         client = connection.default_channel.client
-        served = {stage for stage in stages if next(client.scan_iter(CONSUMER_KEY.format(queue=stage, worker="*")), None)}
-        return {stage: int(client.llen(stage)) for stage in stages if stage not in served}
+        return {stage: int(client.llen(stage)) for stage in stages if not live_workers(client, stage)}

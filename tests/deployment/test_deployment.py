@@ -10,6 +10,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -664,6 +665,9 @@ def collected(sqlite_url: str, waiting: dict[str, int] | None = None, unacked: t
     class Broker:
         def llen(self, name: str) -> int:
             return (waiting or {}).get(name, 0)
+
+        def scan_iter(self, match: str, count: int) -> Iterator[bytes]:  # heartbeat keys of live workers: none
+            return iter(())
 
         def hvals(self, name: str) -> list[bytes]:
             # The Redis transport's `unacked` hash: JSON [message, exchange, routing key] per delivery tag.

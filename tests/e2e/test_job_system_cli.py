@@ -157,7 +157,7 @@ def test_http_api_with_a_token(system, tmp_path) -> None:
         metrics = httpx.get(f"{base}/metrics").text
         assert 'cubeqa_jobs{status="done"}' in metrics and 'cubeqa_queue_length{queue="encode"}' in metrics
         assert 'cubeqa_stage_latency_ms{quantile="0.50",stage="encode"}' in metrics
-        assert 'cubeqa_stage_backlog{stage="decode"}' in metrics
+        assert 'cubeqa_stage_backlog{stage="decode"}' in metrics and 'cubeqa_stage_workers{stage="cube"} 1.0' in metrics
         assert httpx.get(f"{base}/livez").json() == {"status": "ok"}
     finally:
         stop([process])

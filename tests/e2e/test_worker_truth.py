@@ -92,7 +92,7 @@ def test_health_status_metrics_and_submit_wait_name_the_queue_nobody_serves(brok
     api = TestClient(create_app(Settings(database_url=broken["url"], broker_url=broken["broker"], queue_wait_warn=WARN,
                                          bank_root=tmp_path / "banks")))
     metrics = api.get("/metrics").text
-    assert "cubeqa_jobs_waiting_too_long 5.0" in metrics
+    assert "cubeqa_jobs_waiting_too_long 5.0" in metrics and 'cubeqa_stage_workers{stage="encode"} 0.0' in metrics
     assert float(metrics.split("\ncubeqa_oldest_waiting_job_seconds ")[1].split()[0]) >= WARN
     healthz = api.get("/healthz", params={"timeout": 2})
     assert healthz.status_code == 503 and healthz.json()["encode"].startswith("error: no live worker on queue encode")
