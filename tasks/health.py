@@ -67,7 +67,7 @@ def probe_stages(timeout: float = 10.0, stages: tuple[str, ...] = STAGES) -> lis
     return [answers.get(stage, StageHealth(stage, None, None)) for stage in stages]
 
 
-CONSUMER_KEY = "cubeqa:consumer:{queue}:{worker}"  # in the broker's database: remote control broadcasts are not
+CONSUMER_KEY = "cubeqa:consumer:{queue}:{worker}"  # in the broker's Redis database, beside the queues
 HEARTBEAT_SECONDS = 10
 HEARTBEAT_TTL = 3 * HEARTBEAT_SECONDS  # a worker killed outright vanishes from the list within this
 

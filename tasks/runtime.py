@@ -26,7 +26,7 @@ class Runtime:
 
     database_url: str
     loaders: dict[str, Callable[[], Any]]  # stage name -> builds that stage's model
-    warm: tuple[str, ...] = ()  # stages to load in the background as soon as the process starts
+    warm: tuple[str, ...] = ()  # stages to load before consuming (`load_all`), or in the background at start (`start`)
     connections: int = 5  # pooled database connections: at least one per task running at once
     on_failure: Callable[[str], None] | None = None  # told why, when a background warm-up fails (prefork children)
     failed: dict[str, str] = field(default_factory=dict)  # stage -> why it cannot load: its tasks are refused
