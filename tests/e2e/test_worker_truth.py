@@ -59,6 +59,22 @@ def test_a_worker_whose_stage_cannot_load_exits_with_the_reason(broken, tmp_path
     assert ("no CUDA device" if stage == "encode" else "does not exist") in text
 
 
+def test_a_prefork_worker_whose_stage_cannot_load_consumes_nothing(broken, tmp_path: Path) -> None:
+    env = broken["env"]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question": f"Where is place number {i}?"}) + "\n" for i in range(5)))
+    assert cubeqa("submit", str(questions), env=env).returncode == 0  # one message waits on queue encode
+    log = tmp_path / "worker.log"
+    process = start(["worker", "--stage", "encode", "--pool", "prefork", "--concurrency", "2"],
+                    {**env, "CUBEQA_BUNDLE_DIR": str(tmp_path / "missing")}, log)
+    assert exits(process, log) == 1 and "the encode stage cannot load" in log.read_text(errors="replace")
+    assert redis.Redis.from_url(broken["broker"]).llen("encode") == 1  # refused or handed back, never consumed
+    from storage.models import Job
+
+    with migrated(broken["url"])() as session:
+        assert {(job.status, job.attempts) for job in session.query(Job)} == {("queued", 0)}
+
+
 def test_health_status_metrics_and_submit_wait_name_the_queue_nobody_serves(broken, tmp_path: Path) -> None:
     env = broken["env"]
     log = tmp_path / "worker.log"
