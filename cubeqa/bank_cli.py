@@ -7,15 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from cubeqa.cli_base import app, console, fail
+from cubeqa.cli_base import app, console, errors, fail
 from cubeqa.render import progress_bar
 from cubeqa.settings import Settings
-from cubeqa.wiring import bank_root, bank_store, celery_app, encoder_config
+from cubeqa.wiring import bank_root, bank_store, celery_app, encoder_config, hinted, legacy_hint
 
 bank_app = typer.Typer(help="Knowledge banks: the user's documents, split into sentences, embedded and indexed.", no_args_is_help=True)
 app.add_typer(bank_app, name="bank")
@@ -76,6 +77,9 @@ def run_build(
 
     try:
         store = bank_store(settings)
+        if add:  # an unknown bank is named (with its root) before the encoder loads
+            with hinted(settings):
+                store.resolve(name)
         encoder = TeacherEncoder(encoder_config(settings))
         cache_dir = embedding_cache(settings)
         options: dict[str, Any] = dict(
@@ -132,7 +136,9 @@ def list_command(ctx: typer.Context) -> None:
         banks = bank_store(ctx.obj).list()
     except (CubeQAError, OSError) as exc:
         raise fail(exc) from exc
-    table = Table(title=f"banks in {ctx.obj.bank_root or 'the default bank root'}", title_justify="left")
+    if hint := legacy_hint(ctx.obj):
+        errors.print(f"[yellow]note:[/yellow] {escape(hint)}", soft_wrap=True)
+    table = Table(title=f"banks in {escape(str(bank_root(ctx.obj)))} (CUBEQA_BANK_ROOT)", title_justify="left")
     for column in ("name", "version", "sentences", "documents", "index", "MB", "built"):
         table.add_column(column, justify="right" if column in ("sentences", "documents", "MB") else "left")
     for info in banks:
@@ -154,7 +160,8 @@ def show_command(
     from pipeline import CubeQAError
 
     try:
-        info = bank_store(ctx.obj).show(name)
+        with hinted(ctx.obj):
+            info = bank_store(ctx.obj).show(name)
     except (CubeQAError, OSError) as exc:
         raise fail(exc) from exc
     if as_json:
@@ -176,12 +183,34 @@ def show_command(
 
 
 @bank_app.command("remove")
-def remove_command(ctx: typer.Context, name: Annotated[str, typer.Argument(help="bank name")]) -> None:
-    """Remove a bank and all its versions (jobs pinned to it then fail, naming the bank)."""
+def remove_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="bank name")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="remove without asking (scripts, no terminal)")] = False,
+) -> None:
+    """Remove a bank and all its versions (jobs pinned to it then fail, naming the bank); asks first unless --yes."""
     from pipeline import CubeQAError
 
+    store = bank_store(ctx.obj)
     try:
-        bank_store(ctx.obj).remove(name)
+        with hinted(ctx.obj):
+            if not yes:
+                info = store.show(name, samples=0)
+                if info.builtin:
+                    store.remove(name)  # refused with the store's own message
+                versions = f"{len(info.versions)} versions, {info.sentences:,} sentences"
+                question = f"remove bank {name} ({versions}) from {bank_root(ctx.obj)}?"
+                if not confirmed(question):
+                    raise fail(ValueError(f"bank {name} kept: nothing removed (--yes removes without asking)"))
+            store.remove(name)
     except (CubeQAError, OSError) as exc:
         raise fail(exc) from exc
     console.print(f"bank {name} removed")
+
+
+def confirmed(question: str) -> bool:
+    """The user's yes or no (read from standard input); no answer at all (end of input) counts as no."""
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except click.exceptions.Abort:
+        return False

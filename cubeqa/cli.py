@@ -22,7 +22,7 @@ from cubeqa.cli_base import DATA_DIR, app, build_encoder, build_encoder_config, 
 from cubeqa.intake import check_text
 from cubeqa.render import bank_eval_table, confidence_text, decoder_tables, eval_table, progress_bar
 from cubeqa.settings import Settings
-from cubeqa.wiring import bank_config, bank_store, generative_options
+from cubeqa.wiring import bank_config, bank_store, generative_options, hinted
 
 if TYPE_CHECKING:
     from pipeline import BankRef
@@ -117,7 +117,8 @@ def evaluate_bank(settings: Settings, name: str, data: Path, json_path: Path | N
     try:
         encoder = build_encoder(settings)
         store = bank_store(settings)
-        loaded = store.load(name, store.resolve(name), encoder_identity=encoder.identity)
+        with hinted(settings):
+            loaded = store.load(name, store.resolve(name), encoder_identity=encoder.identity)
         with progress_bar(console, transient=True) as bar:
             report = evaluate_on_bank(
                 settings.bundle_dir, SearchBank(loaded.texts, loaded.vectors, loaded.search), data, encoder=encoder,
@@ -191,7 +192,8 @@ def answering_pipeline(settings: Settings, decoder: str | None, bank: str | None
     from pipeline.production import ProductionPipeline
 
     store = bank_store(settings)
-    ref = None if bank is None else BankRef(bank, store.resolve(bank))
+    with hinted(settings):
+        ref = None if bank is None else BankRef(bank, store.resolve(bank))
     banks = BankCache(store, settings.bank_cache_mb * 2**20, read_manifest(settings.bundle_dir).encoder)
     if ref is not None:
         banks.get(ref)  # a bank of another encoder is refused here, naming both

@@ -23,6 +23,7 @@ from cubeqa.cli_base import app, console, errors, fail
 from cubeqa.intake import MAX_MICRO_BATCH, IntakeError, check_key, read_bulk
 from cubeqa.render import confidence_text, progress_bar
 from cubeqa.settings import Settings
+from cubeqa.waiting import Stall, queued_too_long, why_waiting
 from cubeqa.wiring import celery_app, open_store, pin_bank
 from pipeline.errors import BankError, InputError
 from storage.db import StorageError, upgrade
@@ -133,7 +134,7 @@ def submit_command(
                 )
             )
     if wait:
-        summary = watch(sessions, result.batch_id)
+        summary = watch(sessions, result.batch_id, warn_after=settings.queue_wait_warn)
         console.print(summary_table(summary))
 
 
@@ -145,10 +146,14 @@ def summary_of(sessions: sessionmaker[Session], batch_id: str) -> BatchSummary |
         return batch_summary(session=session, batch_id=batch_id)
 
 
-def watch(sessions: sessionmaker[Session], batch_id: str, poll: float = 0.5) -> BatchSummary:
-    """A progress bar with rate and ETA until every job of the batch is final."""
+def watch(
+    sessions: sessionmaker[Session], batch_id: str, poll: float = 0.5, warn_after: float | None = None
+) -> BatchSummary:
+    """A progress bar with rate and ETA until every job of the batch is final; after `warn_after` seconds
+    without progress, a line saying why it waits (the stage queues no live worker consumes)."""
     summary = summary_of(sessions, batch_id)
     assert summary is not None
+    stall = Stall(warn_after) if warn_after else None
     with progress_bar(console) as bar:
         task = bar.add_task(f"batch {batch_id}", total=summary.total, completed=summary.done + summary.failed)
         while not summary.finished:
@@ -156,6 +161,9 @@ def watch(sessions: sessionmaker[Session], batch_id: str, poll: float = 0.5) -> 
             summary = summary_of(sessions, batch_id)
             assert summary is not None
             bar.update(task, completed=summary.done + summary.failed, description=f"batch {batch_id} ({summary.failed} failed)")
+            progress = (summary.done, summary.failed, summary.counts.get("running"))
+            if stall and (idle := stall.update(progress)) is not None:
+                bar.console.print(f"[yellow]waiting:[/yellow] {escape(why_waiting(idle))}", soft_wrap=True)
     return summary
 
 
@@ -197,9 +205,15 @@ def status_command(
     wait: Annotated[bool, typer.Option(help="show progress until every job is final")] = False,
 ) -> None:
     """Progress and quality aggregates of a batch."""
-    sessions, summary = load_summary(ctx.obj, batch)
+    settings: Settings = ctx.obj
+    sessions, summary = load_summary(settings, batch)
     if wait:
-        summary = watch(sessions, summary.id)
+        celery_app(settings)
+        summary = watch(sessions, summary.id, warn_after=settings.queue_wait_warn)
+    elif not summary.finished:
+        celery_app(settings)
+        if note := queued_too_long(sessions, settings.queue_wait_warn, summary.id):
+            errors.print(f"[yellow]waiting:[/yellow] {escape(note)}", soft_wrap=True)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:

@@ -4,35 +4,49 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 
 import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.repository import recent_stage_timings, status_counts
-from storage.summary import percentile
+from storage.repository import now, recent_stage_timings, status_counts, waiting_jobs
+from storage.summary import as_utc, percentile
 from tasks.app import STAGES
+from tasks.health import live_workers
 
 
 class StoreCollector(Collector):
-    """Jobs by status (SQL), per-stage latency quantiles of recent jobs (SQL), queue length per stage (Redis)."""
+    """Jobs by status and jobs waiting too long (SQL), per-stage latency quantiles of recent jobs (SQL),
+    queue length per stage (Redis)."""
 
-    def __init__(self, sessions: sessionmaker[Session], broker: redis.Redis) -> None:
+    def __init__(self, sessions: sessionmaker[Session], broker: redis.Redis, queue_wait_warn: int = 60) -> None:
         self.sessions = sessions
         self.broker = broker
+        self.queue_wait_warn = queue_wait_warn
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("cubeqa_jobs", "Jobs in the store by status", labels=["status"])
         with self.sessions() as session:
             counts = status_counts(session=session)
             timings = recent_stage_timings(session=session)
+            waiting, oldest = waiting_jobs(session=session, older_than=timedelta(seconds=self.queue_wait_warn))
         for name, count in counts.items():
             jobs.add_metric([name], count)
         yield jobs
         backlog = GaugeMetricFamily("cubeqa_backlog_jobs", "Jobs not yet final (queued or running): what autoscaling should follow")
         backlog.add_metric([], counts["queued"] + counts["running"])
         yield backlog
+        stuck = GaugeMetricFamily(
+            "cubeqa_jobs_waiting_too_long",
+            f"Jobs queued over CUBEQA_QUEUE_WAIT_WARN ({self.queue_wait_warn} s), no worker taking them: alert on > 0",
+        )
+        stuck.add_metric([], waiting)
+        yield stuck
+        age = GaugeMetricFamily("cubeqa_oldest_waiting_job_seconds", "Seconds the oldest of them has waited (0: none)")
+        age.add_metric([], (now() - as_utc(oldest)).total_seconds() if oldest is not None else 0.0)
+        yield age
         latency = GaugeMetricFamily("cubeqa_stage_latency_ms", "Per-item stage time over the last 1000 finished jobs", labels=["stage", "quantile"])
         for stage in STAGES:
             values = sorted(float(t[stage]) for t in timings if stage in t)
@@ -44,7 +58,12 @@ class StoreCollector(Collector):
         backlog_by_stage = GaugeMetricFamily(
             "cubeqa_stage_backlog", "Messages waiting or delivered-but-unacknowledged per stage: scale on this", labels=["stage"]
         )
+        workers = GaugeMetricFamily(
+            "cubeqa_stage_workers", "Workers with a live heartbeat on each stage queue: alert on 0", labels=["stage"]
+        )
         try:
+            for stage in STAGES:
+                workers.add_metric([stage], live_workers(self.broker, stage))
             unacked = unacked_by_queue(self.broker)
             for stage in STAGES:
                 waiting = int(self.broker.llen(stage))
@@ -54,6 +73,7 @@ class StoreCollector(Collector):
             pass  # broker down: the gauges are absent, /healthz says why
         yield depth
         yield backlog_by_stage
+        yield workers
 
 
 def unacked_by_queue(broker: redis.Redis) -> dict[str, int]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from cubeqa.cli_base import app, console, fail
 from cubeqa.settings import Settings
@@ -44,11 +46,12 @@ def worker_command(
         if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
             raise fail(ValueError(f"--device {device!r}: use cpu, cuda or cuda:N"))
         settings = settings.model_copy(update={"device": device})
+    from tasks.runtime import StageUnavailable
     from workers.main import run_worker
 
     try:
         run_worker(worker_options(settings, stage.value, concurrency, loglevel, pool.value))
-    except StorageError as exc:
+    except (StorageError, StageUnavailable) as exc:  # nothing was consumed; a supervisor restarts it and shows why
         raise fail(exc) from exc
 
 
@@ -69,11 +72,15 @@ def health_command(
     except Exception as exc:  # broker unreachable: any transport error is one line
         raise fail(ConnectionError(f"broker unreachable: {exc}")) from exc
     for result in results:
-        if result.worker:
+        if result.ok:
             console.print(f"{result.stage:7} ok       answered by {result.worker} in {1000 * (result.seconds or 0.0):.0f} ms")
+        elif result.worker:
+            problem = escape(f"{result.worker}: {result.problem}")
+            console.print(f"{result.stage:7} [red]failing[/red]  {problem}", soft_wrap=True)
         else:
-            console.print(f"{result.stage:7} [red]silent[/red]   no worker consumed a ping within {timeout:.1f} s")
-    if not all(r.worker for r in results):
+            silent = f"no live worker consumed a ping on queue {result.stage} within {timeout:.1f} s"
+            console.print(f"{result.stage:7} [red]silent[/red]   {silent}")
+    if not all(r.ok for r in results):
         raise typer.Exit(1)
 
 
@@ -115,6 +122,18 @@ def flower_command_line(settings: Settings) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
+def check_free(host: str, port: int) -> None:
+    """Raises OSError naming the address when nothing could listen on it (Flower would die with a long traceback)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Tornado binds: a TIME_WAIT port is free
+            probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(f"cannot listen on {host}:{port}: {reason} (use --port or CUBEQA_FLOWER_PORT)") from exc
+
+
 @app.command("flower")
 def flower_command(
     ctx: typer.Context,
@@ -123,6 +142,10 @@ def flower_command(
 ) -> None:
     """Start Flower on the configured broker (basic auth from CUBEQA_FLOWER_BASIC_AUTH when set)."""
     settings = with_address(ctx.obj, "flower", host, port)
+    try:
+        check_free(settings.flower_host, settings.flower_port)
+    except OSError as exc:
+        raise fail(exc) from exc
     argv, env = flower_command_line(settings)
     console.print(f"Flower on {settings.flower_host}:{settings.flower_port}" + (" with basic auth" if settings.flower_basic_auth else " without auth"))
     sys.stdout.flush()

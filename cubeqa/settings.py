@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from platformdirs import user_data_dir
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,6 +28,11 @@ def default_bundle_dir() -> Path:
 def default_cache_dir() -> Path:
     """Where embeddings of data files and banks are cached."""
     return Path.home() / ".cache" / "cubeqa"
+
+
+def default_bank_root() -> Path:
+    """Where banks live unless CUBEQA_BANK_ROOT says otherwise: the user's data directory, whatever the database."""
+    return Path(user_data_dir("cubeqa", appauthor=False)) / "banks"
 
 
 class Settings(BaseSettings):
@@ -55,8 +61,10 @@ class Settings(BaseSettings):
     )
 
     # Knowledge banks.
-    bank_root: Path | None = Field(
-        None, description="directory of the knowledge banks, shared by every decode worker; unset: `cubeqa-banks` beside a SQLite database, else CACHE_DIR/banks"
+    bank_root: Path = Field(
+        default_factory=default_bank_root,
+        description="directory of the knowledge banks, shared by every decode worker; default: the user's data directory"
+        " (~/.local/share/cubeqa/banks on Linux), whatever the database",
     )
     bank: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="bank a job answers from when it names none")
     bank_cache_mb: int = Field(1024, ge=1, description="most MB of bank versions a decode worker keeps loaded (least recently used go first)")
@@ -75,6 +83,9 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(3600, ge=60, description="seconds before Redis re-delivers an unacknowledged task")
     reconcile_after: int = Field(600, ge=1, description="seconds a job may sit unfinished before the reconciler re-sends it")
     max_attempts: int = Field(5, ge=1, description="deliveries of a job before the reconciler fails it")
+    queue_wait_warn: int = Field(
+        60, ge=1, description="seconds a job may wait queued (no worker taking it) before status, metrics, submit --wait warn"
+    )
     api_host: str = Field("127.0.0.1", description="address `cubeqa api` listens on")
     api_port: int = Field(8000, ge=1, le=65535, description="port `cubeqa api` listens on")
     api_token: SecretStr | None = Field(None, description="bearer token the HTTP API requires; unset: no auth")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,13 +47,43 @@ def generative_options(settings: Settings) -> dict[str, object]:
 
 
 def bank_root(settings: Settings) -> Path:
-    """Where banks live: the setting, else beside a SQLite database (the embedded set-up), else under the cache."""
-    if settings.bank_root is not None:
-        return settings.bank_root
+    """Where banks live: CUBEQA_BANK_ROOT, else the user's data directory (the same for every command and database)."""
+    return settings.bank_root
+
+
+def legacy_bank_roots(settings: Settings) -> list[Path]:
+    """Where earlier versions put banks by default (beside a SQLite database, else the cache), if they hold banks."""
     url = make_url(settings.database_url)
+    candidates = [settings.cache_dir / "banks"]
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(url.database).resolve().parent / "cubeqa-banks"
-    return settings.cache_dir / "banks"
+        candidates.insert(0, Path(url.database).resolve().parent / "cubeqa-banks")
+    root = bank_root(settings).resolve()
+    return [old for old in candidates
+            if old.resolve() != root and old.is_dir() and any((p / "CURRENT").is_file() for p in old.iterdir())]
+
+
+def legacy_hint(settings: Settings) -> str:
+    """One line pointing at banks left in an old default location ("" when there are none)."""
+    old = legacy_bank_roots(settings)
+    if not old:
+        return ""
+    root = bank_root(settings)
+    return (f"banks found in the old location {old[0]}: move them with `mv {old[0]}/* {root}/` "
+            f"or set CUBEQA_BANK_ROOT={old[0]}")
+
+
+@contextmanager
+def hinted(settings: Settings) -> Iterator[None]:
+    """Adds the old-location hint to a "no bank named" error raised inside."""
+    from pipeline.errors import BankNotFound
+
+    try:
+        yield
+    except BankNotFound as exc:
+        hint = legacy_hint(settings)
+        if not hint:
+            raise
+        raise BankNotFound(f"{exc}; {hint}") from exc
 
 
 BUILTIN_BANKS = {"default": PACKAGE_DIR / "banks" / "default"}  # shipped in the package, read-only
@@ -72,7 +104,8 @@ def pin_bank(settings: Settings, name: str | None, min_confidence: float | None 
     from storage.repository import Pin
 
     bank = name or settings.bank
-    return Pin(bank=bank, bank_version=bank_store(settings).resolve(bank), min_confidence=min_confidence)
+    with hinted(settings):
+        return Pin(bank=bank, bank_version=bank_store(settings).resolve(bank), min_confidence=min_confidence)
 
 
 def open_store(settings: Settings) -> sessionmaker[Session]:

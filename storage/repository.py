@@ -276,6 +276,19 @@ def stale_jobs(
     return [(queued_job(row), row[-1]) for row in rows]
 
 
+def waiting_jobs(
+    *, session: Session, older_than: timedelta, batch_id: str | None = None
+) -> tuple[int, datetime | None]:
+    """Jobs still queued (no encode worker has taken them) more than `older_than` after they were last sent,
+    and when the oldest of them was sent (None: there are none)."""
+    sent = func.coalesce(Job.dispatched_at, Job.created_at)
+    conditions = [Job.status == QUEUED, sent < now() - older_than]
+    if batch_id is not None:
+        conditions.append(Job.batch_id == batch_id)
+    count, oldest = session.execute(select(func.count(), func.min(sent)).where(*conditions)).one()
+    return int(count), oldest
+
+
 def job_view(*, session: Session, job_id: str) -> dict[str, Any] | None:
     """One job as a plain dict (None if unknown)."""
     job = session.get(Job, job_id)

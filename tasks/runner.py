@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject
 
 from pipeline.errors import CubeQAError
 from tasks import runtime
@@ -44,7 +45,11 @@ def stage_task(stage: str) -> Callable[[StageBody], Task]:
             started = time.time()
             batch = MicroBatch.from_wire(message)
             rt = runtime.current()
-            model = rt.stage(stage)
+            try:
+                model = rt.stage(stage)
+            except runtime.StageUnavailable as exc:  # not consumed: back to the queue for a worker that can serve it
+                log.error("%s batch=%s refused: %s", stage, batch.batch, exc)
+                raise Reject(str(exc), requeue=True) from exc
             n = len(batch.jobs)
             attempt = task.request.retries + 1
             log.info("%s batch=%s jobs=%d attempt=%d", stage, batch.batch, n, attempt)

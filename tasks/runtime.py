@@ -26,8 +26,10 @@ class Runtime:
 
     database_url: str
     loaders: dict[str, Callable[[], Any]]  # stage name -> builds that stage's model
-    warm: tuple[str, ...] = ()  # stages to load in the background as soon as the process starts
+    warm: tuple[str, ...] = ()  # stages to load before consuming (`load_all`), or in the background at start (`start`)
     connections: int = 5  # pooled database connections: at least one per task running at once
+    on_failure: Callable[[str], None] | None = None  # told why, when a background warm-up fails (prefork children)
+    failed: dict[str, str] = field(default_factory=dict)  # stage -> why it cannot load: its tasks are refused
     _models: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _engine: Engine | None = None
@@ -36,12 +38,23 @@ class Runtime:
     def stage(self, name: str) -> Any:
         """The stage's model, loaded on first use in this process and reused afterwards."""
         with self._lock:
+            if name in self.failed:
+                raise StageUnavailable(self.failed[name])
             if name not in self._models:
                 if name not in self.loaders:
                     raise LookupError(f"this worker does not serve the {name!r} stage")
                 log.info("loading the %s stage model", name)
-                self._models[name] = self.loaders[name]()
+                try:
+                    self._models[name] = self.loaders[name]()
+                except Exception as exc:  # any loader error: the model files, the device, the bank root
+                    self.failed[name] = f"the {name} stage cannot load: {type(exc).__name__}: {exc}"
+                    raise StageUnavailable(self.failed[name]) from exc
             return self._models[name]
+
+    def load_all(self) -> None:
+        """Loads every served stage now, in this thread; raises StageUnavailable (why) for one that cannot load."""
+        for name in self.warm:
+            self.stage(name)
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -65,11 +78,16 @@ class Runtime:
             threading.Thread(target=self.warm_up, name="cubeqa-warm-up", daemon=True).start()
 
     def warm_up(self) -> None:
-        for name in self.warm:
-            try:
-                self.stage(name)
-            except Exception:  # the first task will raise the same error where it is reported
-                log.exception("warm-up of the %s stage failed", name)
+        try:
+            self.load_all()
+        except StageUnavailable as exc:  # tasks of the stage are refused from now on; the worker is told to stop
+            log.error("%s", exc, exc_info=exc.__cause__)
+            if self.on_failure is not None:
+                self.on_failure(str(exc))
+
+
+class StageUnavailable(RuntimeError):
+    """A stage's model failed to load in this process: its tasks go back to the queue for a worker that can serve."""
 
 
 _installed: Runtime | None = None

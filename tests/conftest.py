@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,12 @@ import jobsystem  # noqa: E402,F401 - reads CUBEQA_TEST_REDIS / CUBEQA_TEST_POST
 # in the CLI subprocesses the tests start with its environment.
 for _name in [name for name in os.environ if name.upper().startswith("CUBEQA_TEST_")]:
     del os.environ[_name]
+
+# The default bank root is the user's data directory (platformdirs honours XDG_DATA_HOME on Linux): tests, and the
+# CLI subprocesses they start with this environment, write into a scratch one, never the real one.
+_DATA_HOME = tempfile.mkdtemp(prefix="cubeqa-test-data-")
+os.environ["XDG_DATA_HOME"] = _DATA_HOME
+atexit.register(shutil.rmtree, _DATA_HOME, True)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"

@@ -3,9 +3,12 @@ and dropped per session, SQLite files, and `cubeqa worker` subprocesses."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,15 +29,25 @@ REDIS = os.environ.get("CUBEQA_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES = os.environ.get("CUBEQA_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 STAGES = ("encode", "cube", "decode")
 _next_db = iter(range(9, 16))
+BANK_ROOT = tempfile.mkdtemp(prefix="cubeqa-test-banks-")  # this test process's bank root for its subprocesses
+atexit.register(shutil.rmtree, BANK_ROOT, True)
 
 
 def redis_database() -> str:
-    """A URL of an emptied Redis database number of our own (9-15) on the local server."""
-    url = f"{REDIS}/{next(_next_db)}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    return url
+    """A URL of an emptied Redis database number of our own (9-15) on the local server: one no other client has
+    selected (test runs share the server: emptying another's database, or its workers taking our messages, breaks both)."""
+    for number in _next_db:
+        url = f"{REDIS}/{number}"
+        client = redis.Redis.from_url(url)
+        try:
+            mine = client.client_id()
+            if any(str(c.get("db")) == str(number) and c.get("id") != str(mine) for c in client.client_list()):
+                continue
+            client.flushdb()
+            return url
+        finally:
+            client.close()
+    raise RuntimeError(f"every Redis database 9-15 on {REDIS} is in use by another client")
 
 
 @contextmanager
@@ -45,9 +58,11 @@ def postgres_database(server: str = POSTGRES, prefix: str = "cubeqa_test") -> It
 
 
 def service_env(broker_url: str, database_url: str, **extra: str) -> dict[str, str]:
-    """The environment of a cubeqa subprocess: our URLs, no stray CUBEQA_* settings."""
+    """The environment of a cubeqa subprocess: our URLs, no stray CUBEQA_* settings, banks in a scratch root
+    (never the user's data directory) unless `extra` names one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUBEQA_")}
-    env.update(CUBEQA_BROKER_URL=broker_url, CUBEQA_DATABASE_URL=database_url, HF_HUB_OFFLINE="1", **extra)
+    env.update(CUBEQA_BROKER_URL=broker_url, CUBEQA_DATABASE_URL=database_url, HF_HUB_OFFLINE="1", CUBEQA_BANK_ROOT=BANK_ROOT)
+    env.update(extra)
     return env
 
 

@@ -9,10 +9,12 @@ import math
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from celery.signals import after_setup_logger, task_prerun, worker_init, worker_process_init
+from celery.signals import after_setup_logger, task_prerun, worker_process_init, worker_ready, worker_shutdown
+from celery.worker import state as worker_state
 
 from pipeline import CubeStage, DecodeStage, EncoderConfig, EncodeStage, PhraseBankConfig, set_threads
 from pipeline.checkpoint import load_bundle
@@ -21,6 +23,7 @@ from pipeline.knowledge.store import BankStore
 from storage.db import check_schema, make_engine
 from tasks import runtime
 from tasks.app import EMBED_QUEUE, STAGES, configure
+from tasks.health import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +155,36 @@ def quiet_task_returns(**_: object) -> None:
 
 
 POOLS = ("threads", "prefork")
+EXIT_STAGE_UNAVAILABLE = 1  # Celery's shutdown code when a child's stage cannot load
+
+
+def stop_when_told(reasons: list[str]) -> Callable[[str], None]:
+    """A callback for prefork children whose stage failed to load: the parent logs the reason, appends it to
+    `reasons` and shuts down warm (its reserved messages go back to the queue).
+
+    A pipe made before the fork carries the reason; the children's tasks are refused meanwhile (StageUnavailable).
+    """
+    read_end, write_end = os.pipe()
+
+    def listen() -> None:
+        reason = os.read(read_end, 4096).decode(errors="replace").strip()
+        log.critical("stopping this worker: %s", reason)
+        reasons.append(reason)
+        worker_state.should_stop = EXIT_STAGE_UNAVAILABLE  # checked by the consumer's event loop
+
+    def tell(reason: str) -> None:  # in a child
+        os.write(write_end, reason.encode()[:4000] + b"\n")
+
+    threading.Thread(target=listen, name="cubeqa-stage-watch", daemon=True).start()
+    return tell
+
 
 
 def run_worker(options: WorkerOptions) -> None:
-    """Checks the database schema, then runs a Celery worker on the stage's queue(s) until stopped."""
+    """Checks the database schema, then runs a Celery worker on the stage's queue(s) until stopped.
+
+    Raises StageUnavailable (threads pool) when a served stage cannot load: nothing was consumed.
+    """
     if options.pool not in POOLS:
         raise ValueError(f"unknown worker pool {options.pool!r}: use {' or '.join(POOLS)}")
     share_one_heap()
@@ -168,7 +197,9 @@ def run_worker(options: WorkerOptions) -> None:
     threads = worker_threads(options)
     searches = "decode" in options.stages  # only the decode stage loads FAISS
 
+    unavailable: list[str] = []
     if options.pool == "prefork":
+        rt.on_failure = stop_when_told(unavailable)
 
         def process_init(**_: object) -> None:
             set_threads(threads, search=searches)  # here, in the child's main thread, where tasks run: OpenMP's setting is per thread
@@ -176,6 +207,7 @@ def run_worker(options: WorkerOptions) -> None:
 
         worker_process_init.connect(process_init, weak=False)
     else:
+        rt.load_all()  # before any queue is consumed: a stage that cannot load ends the process with the reason
         configured = threading.local()
 
         def thread_init(**_: object) -> None:
@@ -183,14 +215,17 @@ def run_worker(options: WorkerOptions) -> None:
                 set_threads(threads, search=searches)
                 configured.done = True
 
-        worker_init.connect(lambda **_: rt.start(), weak=False)
         task_prerun.connect(thread_init, weak=False)
     after_setup_logger.connect(quiet_task_returns, weak=False)
+    hostname = f"{options.stage}-{os.getpid()}@{socket.gethostname()}"
+    heartbeat = Heartbeat(hostname, options.queues)
+    worker_ready.connect(lambda **_: heartbeat.start(), weak=False)  # consuming now: the stages loaded (threads pool)
+    worker_shutdown.connect(lambda **_: heartbeat.stop(), weak=False)
     app.worker_main(
         [
             "worker",
             f"--queues={','.join(options.queues)}",
-            f"--hostname={options.stage}-{os.getpid()}@{socket.gethostname()}",
+            f"--hostname={hostname}",
             f"--concurrency={options.concurrency}",
             f"--pool={options.pool}",
             f"--loglevel={options.loglevel}",
@@ -199,3 +234,5 @@ def run_worker(options: WorkerOptions) -> None:
             "--without-mingle",
         ]
     )
+    if unavailable:  # worker_main drops Celery's exit status: the edge exits non-zero with the reason
+        raise runtime.StageUnavailable(unavailable[0])

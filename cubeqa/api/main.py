@@ -25,7 +25,7 @@ def create_app(settings: Settings) -> FastAPI:
     celery_app(settings)
     broker = redis_client(settings.broker_url)
     registry = CollectorRegistry()
-    registry.register(StoreCollector(sessions, broker))
+    registry.register(StoreCollector(sessions, broker, settings.queue_wait_warn))
     app = FastAPI(title="cubeqa", version="1",
                   description="Question answering jobs through encode → cube → decode workers.",
                   docs_url=None, redoc_url=None)  # served from installed files by offline_docs: no CDN

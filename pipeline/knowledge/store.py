@@ -166,6 +166,7 @@ class BankStore:
         directory = self.root / check_name(name)
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        owner = False
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -174,10 +175,13 @@ class BankStore:
                     raise
                 holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
                 raise BankBusy(f"bank {name!r} is being built, added to or removed by another process (pid {holder}); try again when it finishes") from exc
+            owner = True
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             yield directory
         finally:
+            if owner and not (directory / "CURRENT").is_file():  # a failed first build leaves no empty bank folder
+                shutil.rmtree(directory, ignore_errors=True)  # while the lock is held: no other writer is inside
             os.close(fd)
 
     def build(

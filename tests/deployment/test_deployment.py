@@ -10,6 +10,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -585,7 +586,8 @@ def test_no_probe_restarts_a_pod_on_a_stage_health_check() -> None:
 
 
 def test_api_probes_and_service_use_the_api_port(sqlite_url: str, clean_env: pytest.MonkeyPatch) -> None:
-    """Liveness on /livez (up while the process serves), readiness on /healthz (503 without broker or database)."""
+    """Liveness on /livez (up while the process serves), readiness on /readyz (503 without broker or database; not
+    /healthz, which also fails while a stage has no worker: KEDA may scale workers to zero)."""
     from fastapi.testclient import TestClient
 
     from cubeqa.api import create_app
@@ -597,7 +599,7 @@ def test_api_probes_and_service_use_the_api_port(sqlite_url: str, clean_env: pyt
     api = create_app(Settings(database_url=sqlite_url, broker_url="redis://127.0.0.1:1/0"))
     routes = set(api.openapi()["paths"])  # the routers are included lazily: api.routes holds them, not their paths
     probes = {probe: container[probe]["httpGet"] for probe in ("readinessProbe", "livenessProbe")}
-    assert probes["livenessProbe"]["path"] == "/livez" and probes["readinessProbe"]["path"] == "/healthz"
+    assert probes["livenessProbe"]["path"] == "/livez" and probes["readinessProbe"]["path"] == "/readyz"
     client = TestClient(api)
     assert client.get(probes["livenessProbe"]["path"]).status_code == 200
     assert client.get(probes["readinessProbe"]["path"]).status_code == 503
@@ -606,7 +608,7 @@ def test_api_probes_and_service_use_the_api_port(sqlite_url: str, clean_env: pyt
     service = k8s("Service")["api"]
     assert service["spec"]["ports"][0]["targetPort"] in ports
     assert service["metadata"]["annotations"]["prometheus.io/path"] in routes
-    # The compose healthcheck asks the same API for /healthz on its own port.
+    # The compose healthcheck asks the same API for /readyz on its own port.
     compose_api = services()["api"]
     port, path = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", " ".join(compose_api["healthcheck"]["test"])).groups()
     assert path in routes and int(port) == int(compose_env(compose_api)["CUBEQA_API_PORT"])
@@ -663,6 +665,9 @@ def collected(sqlite_url: str, waiting: dict[str, int] | None = None, unacked: t
     class Broker:
         def llen(self, name: str) -> int:
             return (waiting or {}).get(name, 0)
+
+        def scan_iter(self, match: str, count: int) -> Iterator[bytes]:  # heartbeat keys of live workers: none
+            return iter(())
 
         def hvals(self, name: str) -> list[bytes]:
             # The Redis transport's `unacked` hash: JSON [message, exchange, routing key] per delivery tag.

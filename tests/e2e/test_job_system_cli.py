@@ -157,7 +157,7 @@ def test_http_api_with_a_token(system, tmp_path) -> None:
         metrics = httpx.get(f"{base}/metrics").text
         assert 'cubeqa_jobs{status="done"}' in metrics and 'cubeqa_queue_length{queue="encode"}' in metrics
         assert 'cubeqa_stage_latency_ms{quantile="0.50",stage="encode"}' in metrics
-        assert 'cubeqa_stage_backlog{stage="decode"}' in metrics
+        assert 'cubeqa_stage_backlog{stage="decode"}' in metrics and 'cubeqa_stage_workers{stage="cube"} 1.0' in metrics
         assert httpx.get(f"{base}/livez").json() == {"status": "ok"}
     finally:
         stop([process])
@@ -211,14 +211,14 @@ def test_http_api_without_a_token_needs_no_auth(system, tmp_path) -> None:
 
 def test_demo_from_a_clean_directory_runs_and_leaves_nothing_running(tmp_path) -> None:
     env = {k: v for k, v in service_env("", "").items() if not k.startswith("CUBEQA_")}
-    env["COLUMNS"] = "200"
+    env |= {"COLUMNS": "200", "XDG_DATA_HOME": str(tmp_path / "data")}  # the user's data directory holds the bank root
     run = cubeqa("demo", "--questions", "12", env=env, cwd=tmp_path, timeout=600)  # the sample questions and documents ship in the package
     assert run.returncode == 0, run.stdout + run.stderr
     assert "embedded Redis" in run.stdout and "submitted 12 questions" in run.stdout
     right = re.search(r"(\d+) of 12 answers are the reference sentence \((\d+) answered", run.stdout)
     assert right, run.stdout
     assert 2 <= int(right[1]) <= int(right[2]) <= 12  # the bank holds the questions' articles: a fair share is answered right
-    assert (tmp_path / "cubeqa-banks" / "demo" / "CURRENT").is_file()
+    assert (tmp_path / "data" / "cubeqa" / "banks" / "demo" / "CURRENT").is_file()
     assert re.search(r"jobs done\s*│\s*12 │", run.stdout) and re.search(r"jobs failed\s*│\s*0 │", run.stdout)
     assert (tmp_path / "cubeqa-demo.db").is_file()
     leftovers = subprocess.run(["pgrep", "-f", "cubeqa-demo-"], capture_output=True, text=True).stdout.strip()
@@ -253,6 +253,9 @@ def test_health_proves_each_stage_consumes(system) -> None:
     run = cubeqa("health", "--timeout", "30", env=system["env"])
     assert run.returncode == 0, run.stdout + run.stderr
     assert [line.split()[:2] for line in run.stdout.splitlines()] == [["encode", "ok"], ["cube", "ok"], ["decode", "ok"]]
+    from tasks.health import unserved_queues
+
+    assert unserved_queues() == {}  # every stage worker keeps its heartbeat on its queue
 
 
 def test_health_names_a_stage_nobody_consumes(system) -> None:
