@@ -43,7 +43,7 @@ class MicroBatch:
 
     batch: str
     jobs: list[str]
-    texts: list[str] = field(default_factory=list)  # questions, until encoded
+    texts: list[str] = field(default_factory=list)  # questions: encoded, then read by decode's lexical search
     refs: list[str | None] = field(default_factory=list)  # reference answers, until encoded
     failed: list[list[str]] = field(default_factory=list)  # [job id, error]
     timings: dict[str, float] = field(default_factory=dict)  # stage -> ms per item; wait_<stage> -> ms queued
