@@ -52,7 +52,7 @@ def cube(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]) 
         inputs = list(unpack(batch.tower, batch.dim)) if batch.tower else questions
         results, errors = isolate(lambda rows: list(stage.map(np.stack(rows))), inputs)
         kept = batch.drop_failed(errors, {"a": results, "q": questions, "truncated": batch.truncated, "r": batch.refs_by_row(),
-                                          "texts": batch.texts})
+                                          "texts": batch.question_texts()})
         batch.texts = kept["texts"]
         batch.q = pack(np.stack(kept["q"])) if kept["q"] else b""
         batch.tower = b""
@@ -74,8 +74,7 @@ def decode(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]
     answers: list[Any] = []
     if batch.jobs:
         ref = bank_ref(batch)
-        if len(batch.texts) != len(batch.jobs):  # a message encoded before questions travelled to decode: dense search only
-            batch.texts = [""] * len(batch.jobs)
+        batch.texts = batch.question_texts()
         rows = list(zip(unpack(batch.q, batch.dim), unpack(batch.a, batch.dim), batch.refs_by_row(), batch.texts))
         unusable = bank_problem(stage, ref)
         if unusable is None:

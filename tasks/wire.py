@@ -82,6 +82,11 @@ class MicroBatch:
         self.jobs = [self.jobs[i] for i in alive]
         return {name: [values[i] for i in alive] for name, values in keep.items()}
 
+    def question_texts(self) -> list[str]:
+        """The live jobs' questions; empty strings for a message encoded before the questions travelled past encode
+        (whose decode then searches dense-only)."""
+        return self.texts if len(self.texts) == len(self.jobs) else [""] * len(self.jobs)
+
     def refs_by_row(self) -> list[np.ndarray | None]:
         """Reference vectors aligned with the live rows (None where a job has no reference)."""
         refs = iter(unpack(self.r, self.dim)) if self.r else iter(())
