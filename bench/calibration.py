@@ -6,7 +6,8 @@ sentence is a gold one" is defined for each question. The calibrator (isotonic o
 from the top fused scores and the lexical side of the top sentences) is chosen by
 cross-validation with whole Wikipedia articles held out, then fit on all of validation and written
 to the bundle's calibration.json with the default min_confidence. Prints P@1 / MRR@10 / R@20 of the model
-ranked dense, lexical and fused, and identity, CV ECE per kind, the precision–coverage table; optionally routes the hybrid decoder by
+ranked dense, lexical and fused, and identity, CV ECE per kind, the precision–coverage table; optionally routes the
+hybrid decoder by
 confidence (--hybrid, runs the generative decoder on every validation question).
 
     .venv/bin/python bench/calibration.py --json docs/results/calibration.json \
@@ -46,9 +47,11 @@ VAL_SHA = "bf95eff77c04784a"  # the file ARTICLE_STARTS was read from
 PRECISION_TARGET = 0.80  # the default min_confidence is at least the lowest threshold whose answered validation questions are this precise
 MORE_FEATURES_GAIN = 0.005  # CV log-loss a feature set must gain over (top, margin) to be shipped
 FEATURE_SETS = (
-    ("top",), ("top", "margin"), ("top", "margin", "gap10"), ("top", "margin", "lex_top"), ("top", "margin", "overlap_top"),
+    ("top",), ("top", "margin"), ("top", "margin", "gap10"), ("top", "margin", "lex_top"),
+    ("top", "margin", "overlap_top"),
     ("top", "margin", "gap10", "overlap_top"), ("top", "margin", "gap10", "dense_top", "overlap_top"),
-    ("dense_top", "lex_top", "margin"), ("dense_top", "lex_top", "margin", "gap10"), ("dense_top", "lex_top", "margin", "overlap_top"),
+    ("dense_top", "lex_top", "margin"), ("dense_top", "lex_top", "margin", "gap10"),
+    ("dense_top", "lex_top", "margin", "overlap_top"),
     ("dense_top", "lex_top", "margin", "gap10", "overlap_top"), ("dense_top", "margin", "gap10", "overlap_top"),
 )
 
@@ -199,14 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     candidates = {}
     for names in FEATURE_SETS:
         for kind in KINDS:
-            candidates[(names, kind)] = cross_validate(cube.scores, correct, groups, kind, names, args.folds, cube.parts)
+            result = cross_validate(cube.scores, correct, groups, kind, names, args.folds, cube.parts)
+            candidates[(names, kind)] = result
     say("\ncross-validated (article held out): features, kind -> ECE (15 equal-width bins) / ECE (equal-mass) / log-loss")
     for (names, kind), r in candidates.items():
         say(f"  {'+'.join(names):<36} {kind:<9} {r.ece:.4f} / {r.ece_equal_mass:.4f} / {r.log_loss:.4f}")
     base = min((candidates[(("top", "margin"), k)] for k in KINDS), key=lambda r: r.log_loss)
     best = min(candidates.values(), key=lambda r: r.log_loss)
     chosen = best if best.log_loss < base.log_loss - MORE_FEATURES_GAIN else base
-    say(f"chosen: {chosen.kind} on {'+'.join(chosen.feature_names)} (lowest CV log-loss; more features only if they gain > "
+    say(f"chosen: {chosen.kind} on {'+'.join(chosen.feature_names)} (lowest CV log-loss; more features only if "
+        f"they gain > "
         f"{MORE_FEATURES_GAIN}; weights >= 0; each feature clipped to the range it was fit on)")
     say(f"  log-loss of always predicting the base rate {correct.mean():.4f}: {log_loss(np.full(len(correct), correct.mean()), correct):.4f}")
     calibrator = fit(cube.scores, correct, chosen.kind, chosen.feature_names, cube.parts)
@@ -233,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in cv_report["precision_coverage"]:
         say(f"  {row['coverage']:>4.0%} {row['answered']:>5} {row['precision']:.4f} {row['threshold']:.4f}")
 
-    evaluation = bank_evaluation(bank, val.q, outputs, golds, calibrator, threshold, texts=questions, fusion=fusion, resamples=args.resamples)
-    say("\nopen bank, validation: P@1 / MRR@10 / R@20 (fused: precision / coverage at the default min_confidence, shipped calibrator)")
+    evaluation = bank_evaluation(bank, val.q, outputs, golds, calibrator, threshold, texts=questions, fusion=fusion,
+                                 resamples=args.resamples)
+    say("\nopen bank, validation: P@1 / MRR@10 / R@20 (fused: precision / coverage at the default min_confidence, "
+        "shipped calibrator)")
     for name in ("identity", "dense", "lexical", "fused"):
         f = evaluation[name]
         at = f" / {f['precision']:.4f} / {f['coverage']:.4f}" if "precision" in f else ""
@@ -256,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         "fit_on": {"split": "validation", "file": args.val.name, "sha256_16": file_hash(args.val), "pairs": len(val.pairs), "pairs_hash": val.data_hash},
         "bank": {"kind": "open: unique answer sentences of train + validation, exact flat search", "size": len(texts),
                  "train_file": args.train.name, "train_sha256_16": file_hash(args.train)},
-        "label": "the top sentence of the model's fused search is the question's gold sentence", "fusion": fusion.to_dict(),
+        "label": "the top sentence of the model's fused search is the question's gold sentence",
+        "fusion": fusion.to_dict(),
         "features": list(chosen.feature_names), "kind": chosen.kind,
         "cv": {"folds": args.folds, "grouping": grouping, "criterion": "log-loss",
                "ece": chosen.ece, "ece_equal_mass": chosen.ece_equal_mass, "log_loss": chosen.log_loss,

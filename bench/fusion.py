@@ -39,25 +39,36 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def figures(result: MapResult) -> dict[str, float]:
-    return {"P@1": float(result.hit.mean()), "MRR@10": float(result.reciprocal.mean()), "R@20": float(result.recall20.mean())}
+    return {
+        "P@1": float(result.hit.mean()),
+        "MRR@10": float(result.reciprocal.mean()),
+        "R@20": float(result.recall20.mean()),
+    }
 
 
 def save_fusion(bundle_dir: Path, fusion: Fusion, chosen: dict[str, float], bank_size: int, questions: int) -> None:
     """Writes `retrieval.fusion` (and what it was chosen on) into the bundle's manifest.json."""
     path = bundle_dir / "manifest.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    manifest["retrieval"] = {"fusion": fusion.to_dict(), "chosen_by": "bench/fusion.py: best validation P@1 over the weight grid",
-                             "validation": {"questions": questions, "bank_size": bank_size, **chosen}}
+    manifest["retrieval"] = {
+        "fusion": fusion.to_dict(),
+        "chosen_by": "bench/fusion.py: best validation P@1 over the weight grid",
+        "validation": {"questions": questions, "bank_size": bank_size, **chosen},
+    }
     path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote retrieval.fusion to {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--bundle", type=Path, default=ROOT / "cubeqa" / "bundles" / "default")
     p.add_argument("--val", type=Path, default=ROOT / "data" / "squad_sent_val.jsonl")
     p.add_argument("--grid", type=float, nargs="+", default=[round(0.1 * i, 1) for i in range(11)])
-    p.add_argument("--depth", type=int, default=Fusion().depth, help="candidates from each of the dense and lexical lists")
+    p.add_argument(
+        "--depth", type=int, default=Fusion().depth, help="candidates from each of the dense and lexical lists"
+    )
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
@@ -69,13 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     val = load_embedded(args.val, encoder, default_cache_dir())
     questions = [pair.question for pair in val.pairs]
     outputs = answer_vectors(bundle, encoder, questions, val.q)
-    texts, vectors = unique_bank(list(bundle.bank_texts) + [pq.answer for pq in val.pairs], np.concatenate([bundle.bank_vectors, val.a]))
+    texts, vectors = unique_bank(
+        list(bundle.bank_texts) + [pq.answer for pq in val.pairs], np.concatenate([bundle.bank_vectors, val.a])
+    )
     bank = flat_bank(texts, vectors)
     golds = gold_answers(args.val)
     print(f"open bank: {len(texts)} unique answer sentences, {len(questions)} validation questions, depth {args.depth}")
 
     def run(weight: float, ranking: str = "fused") -> MapResult:
-        return search_map(bank, outputs, golds, None, texts=questions, fusion=Fusion(weight, args.depth), ranking=ranking)  # type: ignore[arg-type]
+        return search_map(
+            bank, outputs, golds, None, texts=questions, fusion=Fusion(weight, args.depth), ranking=ranking
+        )  # type: ignore[arg-type]
 
     lexical = run(0.0, "lexical")
     sweep = {a: run(a) for a in args.grid}
@@ -87,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     best = max(sweep, key=lambda a: (figures(sweep[a])["P@1"], figures(sweep[a])["MRR@10"]))
     intervals = {
         f"fused (a = {best:g}) − dense: P@1": paired_bootstrap(sweep[best].hit - dense.hit, args.resamples),
-        f"fused (a = {best:g}) − dense: MRR@10": paired_bootstrap(sweep[best].reciprocal - dense.reciprocal, args.resamples),
+        f"fused (a = {best:g}) − dense: MRR@10": paired_bootstrap(
+            sweep[best].reciprocal - dense.reciprocal, args.resamples
+        ),
         "BM25 − dense: P@1": paired_bootstrap(lexical.hit - dense.hit, args.resamples),
     }
     print(f"best a on validation: {best:g}")
@@ -97,9 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         save_fusion(args.bundle, Fusion(best, args.depth), figures(sweep[best]), len(texts), len(questions))
     if args.json:
         record = {
-            "run": run_record("bench/fusion.py", sys.argv[1:] if argv is None else argv), "bank_size": len(texts),
-            "questions": len(questions), "depth": args.depth, "form": Fusion().to_dict()["form"], "best_weight": best,
-            "bm25": figures(lexical), "sweep": [{"weight": a, **figures(r)} for a, r in sweep.items()],
+            "run": run_record("bench/fusion.py", sys.argv[1:] if argv is None else argv),
+            "bank_size": len(texts),
+            "questions": len(questions),
+            "depth": args.depth,
+            "form": Fusion().to_dict()["form"],
+            "best_weight": best,
+            "bm25": figures(lexical),
+            "sweep": [{"weight": a, **figures(r)} for a, r in sweep.items()],
             "differences": {k: v.to_dict() for k, v in intervals.items()},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

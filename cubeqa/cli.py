@@ -40,8 +40,9 @@ def evaluate(
     decoder: Annotated[str | None, typer.Option(help="also measure the decoders: all (bank, generative, hybrid)")] = None,
     sentences: Annotated[int, typer.Option(min=1, help="held-out sentences for the decoders' round trip")] = 500,
     save_threshold: Annotated[bool, typer.Option(help="store the hybrid threshold chosen on --data in the bundle")] = False,
-    bank: Annotated[str | None, typer.Option(help="answer --data's questions from this knowledge bank instead: dense, lexical and fused "
-                                                  "P@1, MRR@10, R@20, precision at the confidence threshold")] = None,
+    bank: Annotated[str | None, typer.Option(
+        help="answer --data's questions from this knowledge bank instead: dense, lexical and fused P@1, MRR@10, R@20, "
+             "precision at the confidence threshold")] = None,
 ) -> None:
     """The model (tower → cube, or the cube alone) vs baselines on a split: cosines, open-bank retrieval, e2e, paired 95% intervals; with --decoder,
     the decoders' round trip, BLEU, real words and speed, and bank/generative/hybrid on the Q→A pairs; with --bank,

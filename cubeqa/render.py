@@ -245,7 +245,9 @@ def bank_eval_table(report: dict[str, Any], title: str) -> Table:
     metrics = ("P@1", "MRR@10", "R@20")
     for metric in metrics:
         table.add_column(metric, justify="right")
-    for name, label in (("identity", "identity (teacher, dense)"), ("dense", "model, dense"), ("lexical", "BM25"), ("fused", "model, fused")):
+    labels = {"identity": "identity (teacher, dense)", "dense": "model, dense", "lexical": "BM25",
+              "fused": "model, fused"}
+    for name, label in labels.items():
         table.add_row(label, *(f"{report[name][m]:.4f}" for m in metrics))
     differences = report["differences"]
     for pair in dict.fromkeys(name.split(":")[0] for name in differences):
@@ -254,5 +256,6 @@ def bank_eval_table(report: dict[str, Any], title: str) -> Table:
     threshold = report.get("min_confidence")
     if threshold is not None:
         fused = report["fused"]
-        table.caption = f"fused, at confidence ≥ {threshold:.2f}: precision {fused['precision']:.4f}, coverage {fused['coverage']:.4f}"
+        table.caption = (f"fused, at confidence ≥ {threshold:.2f}: precision {fused['precision']:.4f}, "
+                         f"coverage {fused['coverage']:.4f}")
     return table

@@ -84,8 +84,8 @@ class MapResult:
 
 
 def search_map(
-    bank: SearchBank, outputs: np.ndarray, golds: Sequence[Sequence[str]], calibrator: Calibrator | None, k: int = DEPTH,
-    texts: Sequence[str] | None = None, fusion: Fusion | None = None, ranking: Ranking = "fused",
+    bank: SearchBank, outputs: np.ndarray, golds: Sequence[Sequence[str]], calibrator: Calibrator | None,
+    k: int = DEPTH, texts: Sequence[str] | None = None, fusion: Fusion | None = None, ranking: Ranking = "fused",
 ) -> MapResult:
     """Searches the bank with one map's outputs (and the question texts, for a lexical or fused ranking) and scores the
     results against the golds."""
@@ -123,10 +123,10 @@ def bank_evaluation(
         "fused": search_map(bank, cube_outputs, golds, calibrator, texts=texts, fusion=fusion),
         "identity": search_map(bank, questions, golds, None, texts=None, fusion=fusion, ranking="dense"),
     }
-    report: dict[str, object] = {"questions": len(questions), "bank_size": len(bank.texts), "min_confidence": min_confidence,
-                                 "fusion": fusion.to_dict()}
+    report: dict[str, object] = {"questions": len(questions), "bank_size": len(bank.texts),
+                                 "min_confidence": min_confidence, "fusion": fusion.to_dict()}
     for name, r in results.items():
-        figures: dict[str, float] = {"P@1": float(r.hit.mean()), "MRR@10": float(r.reciprocal.mean()), "R@20": float(r.recall20.mean())}
+        figures = {"P@1": float(r.hit.mean()), "MRR@10": float(r.reciprocal.mean()), "R@20": float(r.recall20.mean())}
         if r.confidence is not None and min_confidence is not None:
             figures["precision"], figures["coverage"] = precision_at(r.confidence, r.hit, min_confidence)
         report[name] = figures

@@ -76,12 +76,13 @@ class Calibrator:
     intercept: float
     thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))  # isotonic: linear index knots, increasing
     values: np.ndarray = field(default_factory=lambda: np.zeros(0))  # isotonic: probability at each knot
-    low: np.ndarray | None = None  # (F,) smallest value of each feature it was fit on (None: an older record, no clipping)
+    low: np.ndarray | None = None  # (F,) smallest value of each feature it was fit on (None: older record, no clip)
     high: np.ndarray | None = None  # (F,) largest
 
     def index(self, scores: np.ndarray, parts: Parts | None = None) -> np.ndarray:
-        """The logistic model's linear index (log-odds for the logistic kind), each feature clipped to the range it was fit
-        on: a linear model's weights hold only where it saw data, and other banks' scores fall outside SQuAD's."""
+        """The logistic model's linear index (log-odds for the logistic kind), each feature clipped to the range it
+        was fit on: a linear model's weights hold only where it saw data, and other banks' scores fall outside
+        SQuAD's."""
         x = features(scores, self.feature_names, parts)
         if self.low is not None and self.high is not None:
             x = np.clip(x, self.low, self.high)
@@ -98,7 +99,7 @@ class Calibrator:
         return {
             "kind": self.kind, "features": list(self.feature_names), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
             "coef": self.coef.tolist(), "intercept": self.intercept, "thresholds": self.thresholds.tolist(), "values": self.values.tolist(),
-            **({"low": self.low.tolist(), "high": self.high.tolist()} if self.low is not None and self.high is not None else {}),
+            **({} if self.low is None or self.high is None else {"low": self.low.tolist(), "high": self.high.tolist()}),
         }
 
     @classmethod
@@ -111,8 +112,8 @@ class Calibrator:
             raise ValueError(f"calibrator kind must be one of {KINDS}, got {kind!r}")
         names = tuple(str(n) for n in record["features"])
         bounds = (array("low"), array("high")) if "low" in record and "high" in record else (None, None)
-        cal = cls(kind, names, array("mean"), array("scale"), array("coef"), float(record["intercept"]), array("thresholds"), array("values"),
-                  *bounds)
+        cal = cls(kind, names, array("mean"), array("scale"), array("coef"), float(record["intercept"]),
+                  array("thresholds"), array("values"), *bounds)
         if any(b is not None and len(b) != len(names) for b in bounds):
             raise ValueError("calibrator record has feature bounds of the wrong length")
         if len(cal.coef) != len(names) or (kind == "isotonic" and (len(cal.thresholds) == 0 or len(cal.thresholds) != len(cal.values))):
@@ -137,8 +138,10 @@ def fit(
     base = Calibrator("logistic", tuple(names), mean, scale, coef, intercept, low=x.min(0), high=x.max(0))
     if kind == "logistic":
         return base
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True).fit(base.index(scores, parts), y)
-    return replace(base, kind="isotonic", thresholds=np.asarray(iso.X_thresholds_, np.float64), values=np.asarray(iso.y_thresholds_, np.float64))
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True)
+    iso.fit(base.index(scores, parts), y)
+    knots, values = np.asarray(iso.X_thresholds_, np.float64), np.asarray(iso.y_thresholds_, np.float64)
+    return replace(base, kind="isotonic", thresholds=knots, values=values)
 
 
 def monotone_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -211,8 +214,8 @@ class CVResult:
 
 
 def cross_validate(
-    scores: np.ndarray, correct: np.ndarray, groups: np.ndarray, kind: str, names: Sequence[str] = FEATURES, folds: int = 6,
-    parts: Parts | None = None,
+    scores: np.ndarray, correct: np.ndarray, groups: np.ndarray, kind: str, names: Sequence[str] = FEATURES,
+    folds: int = 6, parts: Parts | None = None,
 ) -> CVResult:
     """Out-of-fold confidences with whole groups (articles) held out together."""
     confidence = np.empty(len(correct))

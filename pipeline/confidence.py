@@ -23,11 +23,11 @@ def with_confidence(answers: Sequence[Answer], calibrator: Calibrator | None, mi
     if not rows:
         return list(answers)
     scores = np.full((len(rows), k), -1.0, dtype=np.float64)  # a bank with fewer than k sentences: missing scores are the floor
-    parts = {name: np.zeros((len(rows), k), dtype=np.float64) for name in ("lexical", "overlap", "dense")}  # no lexical side: 0
+    parts = {name: np.zeros((len(rows), k), dtype=np.float64) for name in ("lexical", "overlap", "dense")}
     for j, i in enumerate(rows):
         top = answers[i].candidates[:k]
         scores[j, : len(top)] = [c.score for c in top]
-        parts["lexical"][j, : len(top)] = [c.lexical or 0.0 for c in top]
+        parts["lexical"][j, : len(top)] = [c.lexical or 0.0 for c in top]  # a dense-only search: no lexical side
         parts["overlap"][j, : len(top)] = [c.overlap or 0.0 for c in top]
         parts["dense"][j, : len(top)] = [c.score if c.dense is None else c.dense for c in top]
     confidence = calibrator.predict(scores, parts)

@@ -32,7 +32,7 @@ class AnswerResult:
     question: str
     answer: str
     path: str  # "bank", "generative", or "none" when no bank sentence clears the bank's threshold
-    score: float  # bank: fused score of the best sentence (cosine with the cube output + lexical); generative: cos(enc(answer), output)
+    score: float  # bank: fused score of the best sentence (cosine + lexical); generative: cos(enc(answer), output)
     candidates: tuple[tuple[str, float], ...]
     truncated: bool  # the question was longer than the encoder's limit and was cut
     timings_ms: dict[str, float] = field(default_factory=dict)  # per-item share of each stage's batch time
@@ -87,9 +87,10 @@ class ProductionPipeline:
         return self.cube_stage.map(vectors)
 
     def decode(
-        self, vectors: np.ndarray, bank: BankRef | None = None, min_confidence: float | None = None, texts: list[str] | None = None
+        self, vectors: np.ndarray, bank: BankRef | None = None, min_confidence: float | None = None,
+        texts: list[str] | None = None,
     ) -> list[Answer]:
-        """Stage 3: answers for (N, D) answer vectors (and their questions, for the lexical search) from the configured decoder."""
+        """Stage 3: answers for (N, D) answer vectors (and their questions, for the lexical search)."""
         return self.decode_stage.decode(vectors, bank, min_confidence, texts)
 
     def process_text(self, text: str) -> str:

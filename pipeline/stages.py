@@ -118,11 +118,11 @@ class DecodeStage:
         banks: BankCache | None = None,
         min_confidence: float | None = None,
     ) -> None:
-        """Jobs that name no bank answer from the bundle's own bank, the built-in bank `default` (`own_bank_dir`), loaded
-        through a BankCache like any named bank (`banks`, when its `default` is that directory); the generative and hybrid
-        decoders also load the teacher, to re-embed what they generate. Bank search fuses dense and lexical scores as the
-        bundle records (`retrieval.fusion`). The bundle's calibrator (if any) gives bank answers a confidence; below
-        `min_confidence` (default: the bundle's) they become "no confident answer"."""
+        """Jobs that name no bank answer from the bundle's own bank, the built-in bank `default` (`own_bank_dir`),
+        loaded through a BankCache like any named bank (`banks`, when its `default` is that directory); the generative
+        and hybrid decoders also load the teacher, to re-embed what they generate. Bank search fuses dense and lexical
+        scores as the bundle records (`retrieval.fusion`). The bundle's calibrator (if any) gives bank answers a
+        confidence; below `min_confidence` (default: the bundle's) they become "no confident answer"."""
         kind = DecoderKind(decoder)
         bundle = bundle or load_bundle(bundle_dir)
         self.kind = kind
@@ -140,13 +140,15 @@ class DecodeStage:
         self.bank_config = bank_config
         own_dir = own_bank_dir(Path(bundle_dir), cache_dir)
         if banks is None or Path(banks.store.builtin.get(DEFAULT_BANK, "")).resolve() != own_dir.resolve():
-            banks_of_own = BankCache(BankStore(own_dir / "no-own-banks", builtin={DEFAULT_BANK: own_dir}), 1, bundle.manifest.encoder)
+            own_store = BankStore(own_dir / "no-own-banks", builtin={DEFAULT_BANK: own_dir})
+            banks_of_own = BankCache(own_store, 1, bundle.manifest.encoder)
         else:
             banks_of_own = banks
         self.own = (BankRef(DEFAULT_BANK, banks_of_own.store.resolve(DEFAULT_BANK)), banks_of_own)
         self.banks = banks
         self._by_bank: dict[tuple[int, BankRef], tuple[object, Decoder]] = {}
-        self.parts = DecoderParts(Path(bundle_dir), None, self.encoder, dict(generative_options or {}), hybrid_threshold)  # type: ignore[arg-type]
+        options = dict(generative_options or {})
+        self.parts = DecoderParts(Path(bundle_dir), None, self.encoder, options, hybrid_threshold)  # type: ignore[arg-type]
         self.decoder: Decoder = self.decoder_for(*self.own)
         if kind.needs_teacher:  # one generative model for the decoders of every bank
             path = self.decoder if kind is DecoderKind.generative else self.decoder.generative
@@ -158,9 +160,10 @@ class DecodeStage:
         return self.parts_for(*self.own).bank
 
     def decode(
-        self, vectors: np.ndarray, bank: BankRef | None = None, min_confidence: float | None = None, texts: Sequence[str] | None = None
+        self, vectors: np.ndarray, bank: BankRef | None = None, min_confidence: float | None = None,
+        texts: Sequence[str] | None = None,
     ) -> list[Answer]:
-        """Answers for (N, D) unit answer vectors and their question texts (None: dense search only) from `bank` (None: the
+        """Answers for (N, D) unit answer vectors and their questions (None: dense search only) from `bank` (None: the
         bundle's own), with calibrated confidence; `min_confidence` overrides the stage's threshold for this call."""
         decoder = self.decoder_for(*self.own) if bank is None else self.decoder_for(bank)
         threshold = self.min_confidence if min_confidence is None else min_confidence
@@ -183,7 +186,8 @@ class DecodeStage:
             bank = PhraseBankDecoder.from_source(loaded, self.bank_config, top_k=self.search_k, fusion=self.fusion)
             held = _Held(loaded, bank, make_decoder(self.kind, replace(self.parts, bank=bank)))
             still_loaded = {(id(c), r) for c in {id(c): c for c in (cache, self.own[1])}.values() for r in c.loaded()}
-            self._by_bank = {k: d for k, d in self._by_bank.items() if k in still_loaded} | {key: held}  # drop versions let go
+            kept = {k: d for k, d in self._by_bank.items() if k in still_loaded}  # drop the versions let go
+            self._by_bank = kept | {key: held}
         return held
 
     def score(

@@ -51,8 +51,9 @@ def cube(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]) 
         questions = list(unpack(batch.q, batch.dim))
         inputs = list(unpack(batch.tower, batch.dim)) if batch.tower else questions
         results, errors = isolate(lambda rows: list(stage.map(np.stack(rows))), inputs)
-        kept = batch.drop_failed(errors, {"a": results, "q": questions, "truncated": batch.truncated, "r": batch.refs_by_row(),
-                                          "texts": batch.question_texts()})
+        rows = {"a": results, "q": questions, "truncated": batch.truncated, "r": batch.refs_by_row(),
+                "texts": batch.question_texts()}
+        kept = batch.drop_failed(errors, rows)
         batch.texts = kept["texts"]
         batch.q = pack(np.stack(kept["q"])) if kept["q"] else b""
         batch.tower = b""
@@ -131,7 +132,8 @@ def bank_problem(stage: Any, ref: Any) -> str | None:
 
 
 def decode_rows(
-    stage: Any, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, str]], bank: Any = None, min_confidence: float | None = None
+    stage: Any, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, str]], bank: Any = None,
+    min_confidence: float | None = None,
 ) -> list[tuple[Any, dict[str, float]]]:
     """Decoded answers (searched by answer vector and question text) with their quality metrics (against the reference
     where there is one)."""

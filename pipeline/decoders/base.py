@@ -37,8 +37,8 @@ class Candidate:
     row: int | None = None  # the bank row; None for a generated sentence
     provenance: Provenance | None = None  # where a bank sentence comes from, when the bank records it
     dense: float | None = None  # bank: cosine of the answer vector and the sentence
-    lexical: float | None = None  # bank: BM25 / the question's highest BM25 over the bank; None without a lexical search
-    overlap: float | None = None  # bank: share of the question's distinct words (stemmed, no stop words) in the sentence
+    lexical: float | None = None  # bank: BM25 / the question's highest BM25 in the bank; None: no lexical search
+    overlap: float | None = None  # bank: share of the question's distinct words (stemmed, no stop words) it holds
 
     def pair(self) -> tuple[str, float]:
         """(text, score): the shape results and the CLI show."""
@@ -68,6 +68,6 @@ class Answer:
 
 
 class Decoder(Protocol):
-    """Answer vectors (N, D), unit length, and their question texts (for the lexical search), to one Answer each, in order."""
+    """Answer vectors (N, D), unit length, and their questions (for the lexical search) to one Answer each, in order."""
 
     def decode(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> list[Answer]: ...

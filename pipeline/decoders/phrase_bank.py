@@ -60,7 +60,8 @@ class PhraseBankDecoder:
         self.top_k = top_k
         self.fusion = fusion or Fusion()
         if source is None:
-            params = {"m": self.config.hnsw_neighbours, "ef_search": self.config.hnsw_ef_search} if self.config.index == "hnsw" else {}
+            hnsw = self.config.index == "hnsw"
+            params = {"m": self.config.hnsw_neighbours, "ef_search": self.config.hnsw_ef_search} if hnsw else {}
             source = MemoryBank(texts, vectors, spec=choose_index(len(texts), self.config.index, params))
         self.source = source
         self.texts = source.texts

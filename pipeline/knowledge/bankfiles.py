@@ -81,7 +81,8 @@ def file_sha256(path: Path) -> str:
 
 def write_version(
     directory: Path, lines: Sequence[str], vectors: np.ndarray | None, index: faiss.Index | None,
-    manifest: dict[str, Any], progress: Callable[[str, int, int], None] | None = None, lexical: LexicalIndex | None = None,
+    manifest: dict[str, Any], progress: Callable[[str, int, int], None] | None = None,
+    lexical: LexicalIndex | None = None,
 ) -> None:
     """Writes a version's files into an existing (temporary) directory; the manifest last, naming the lexical index's
     files with their sha256."""
@@ -218,8 +219,10 @@ class LoadedBank:
             raise InputError(f"queries must be (N, {dim}), got {queries.shape}")
         return self.index.search(queries, max(1, min(int(k), len(self.texts))))
 
-    def hybrid(self, queries: np.ndarray, texts: Sequence[str] | None, k: int, fusion: Fusion, ranking: Ranking = "fused") -> Hits:
-        """Fused top-k (pipeline.knowledge.fusion) for unit queries and their question texts; dense alone without texts."""
+    def hybrid(
+        self, queries: np.ndarray, texts: Sequence[str] | None, k: int, fusion: Fusion, ranking: Ranking = "fused"
+    ) -> Hits:
+        """Fused top-k (pipeline.knowledge.fusion) for unit queries and their questions; dense alone without texts."""
         dim = int(self.manifest["encoder"]["dim"])
         if np.ndim(queries) != 2 or np.shape(queries)[1] != dim:
             raise InputError(f"queries must be (N, {dim}), got {np.shape(queries)}")
@@ -297,20 +300,24 @@ def load_version(name: str, directory: Path, encoder: EncoderIdentity, *, truste
             loader = lambda: read_vectors(directory, manifest, trusted)  # noqa: E731 - IVF-PQ keeps only codes: load on demand
     return LoadedBank(
         name=name, version=str(manifest["version"]), path=directory, manifest=manifest, texts=texts, spec=spec,
-        index=index, _offsets=offsets, _vectors=vectors, _vectors_loader=loader, lexical=read_lexical(name, directory, manifest),
+        index=index, _offsets=offsets, _vectors=vectors, _vectors_loader=loader,
+        lexical=read_lexical(name, directory, manifest),
     )
 
 
 def read_lexical(name: str, directory: Path, manifest: dict[str, Any]) -> LexicalIndex | None:
-    """The version's lexical index, its files checked against the manifest's sha256; None (warned) for an older version."""
+    """The version's lexical index, its files checked against the manifest's sha256; None (warned) for older ones."""
     recorded = manifest.get("files", {}).get("lexical")
     if not recorded:
-        log.warning("bank %r version %s has no lexical index: dense search only; rebuild it to add one", name, manifest["version"])
+        log.warning("bank %r version %s has no lexical index: dense search only; rebuild it to add one",
+                    name, manifest["version"])
         return None
     for file, expected in recorded.items():
         if Path(file).name != file or not (directory / file).is_file() or file_sha256(directory / file) != expected:
-            raise BankCorrupt(f"{directory / file} is missing or changed since bank {name!r} version {manifest['version']} was made")
+            raise BankCorrupt(f"{directory / file} is missing or changed since bank {name!r} version "
+                              f"{manifest['version']} was made")
     lexical = LexicalIndex.load(directory)
     if lexical.sentences != int(manifest["sentences"]):
-        raise BankCorrupt(f"the lexical index in {directory} covers {lexical.sentences} sentences; the bank has {manifest['sentences']}")
+        raise BankCorrupt(f"the lexical index in {directory} covers {lexical.sentences} sentences; "
+                          f"the bank has {manifest['sentences']}")
     return lexical

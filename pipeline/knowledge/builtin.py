@@ -104,12 +104,12 @@ def own_bank_dir(bundle_dir: Path, scratch: Path | None = None) -> Path:
     if tied_to(shipped, vectors_file, digest):
         return shipped
     scratch = Path(scratch or tempfile.gettempdir()) / "cubeqa-bundle-banks"
-    where = hashlib.sha256(str(bundle_dir).encode("utf-8")).hexdigest()[:12]  # the version names the vectors by relative path
+    where = hashlib.sha256(str(bundle_dir).encode("utf-8")).hexdigest()[:12]  # versions name vectors by relative path
     target = scratch / f"{bundle_dir.name}-{where}-{digest[:16]}"
     if tied_to(target, vectors_file, digest):
         return target
     scratch.mkdir(parents=True, exist_ok=True)
-    temp = scratch / f".build-{os.getpid()}-{secrets.token_hex(4)}"  # a sibling: the vectors' relative path survives the rename
+    temp = scratch / f".build-{os.getpid()}-{secrets.token_hex(4)}"  # a sibling: the relative path survives the rename
     bank_from_bundle(bundle_dir, temp)
     try:
         os.rename(temp, target)
@@ -122,13 +122,14 @@ def own_bank_dir(bundle_dir: Path, scratch: Path | None = None) -> Path:
 
 
 def tied_to(bank_dir: Path, vectors_file: Path, vectors_sha256: str) -> bool:
-    """Whether the current version of the bank in `bank_dir` names `vectors_file`, recorded with this sha256, and holds a
-    lexical index."""
+    """Whether the current version of the bank in `bank_dir` names `vectors_file`, recorded with this sha256, and
+    holds a lexical index."""
     try:
         vdir = bank_dir / "versions" / (bank_dir / "CURRENT").read_text(encoding="utf-8").strip()
         recorded = json.loads((vdir / files.MANIFEST).read_text(encoding="utf-8")).get("files", {})
         named = (vdir / recorded.get("vectors", files.VECTORS)).resolve()
-        return named.samefile(vectors_file) and recorded.get("vectors_sha256") == vectors_sha256 and bool(recorded.get("lexical"))
+        same = named.samefile(vectors_file) and recorded.get("vectors_sha256") == vectors_sha256
+        return same and bool(recorded.get("lexical"))
     except (OSError, ValueError, AttributeError):
         return False
 

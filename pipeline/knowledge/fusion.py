@@ -94,9 +94,11 @@ def fused_search(
 
 
 class MemoryBank:
-    """A bank held in memory (texts, vectors, an exact index, a lexical index): evaluation and banks built on the fly."""
+    """A bank held in memory (texts, vectors, an exact index, a lexical index): for evaluation and ad-hoc banks."""
 
-    def __init__(self, texts: Sequence[str], vectors: np.ndarray, *, lexical: bool = True, spec: IndexSpec | None = None) -> None:
+    def __init__(
+        self, texts: Sequence[str], vectors: np.ndarray, *, lexical: bool = True, spec: IndexSpec | None = None
+    ) -> None:
         self.texts = list(texts)
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(self.texts) != len(self.vectors):
@@ -109,7 +111,9 @@ class MemoryBank:
         assert self.index is not None
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), max(1, min(int(k), len(self.texts))))
 
-    def hybrid(self, queries: np.ndarray, texts: Sequence[str] | None, k: int, fusion: Fusion, ranking: Ranking = "fused") -> Hits:
+    def hybrid(
+        self, queries: np.ndarray, texts: Sequence[str] | None, k: int, fusion: Fusion, ranking: Ranking = "fused"
+    ) -> Hits:
         """Fused top-k when question texts are given and the bank has a lexical index, else dense top-k."""
         return hybrid(self, queries, texts, k, fusion, ranking)
 
@@ -117,7 +121,9 @@ class MemoryBank:
         return None
 
 
-def hybrid(bank: Any, queries: np.ndarray, texts: Sequence[str] | None, k: int, fusion: Fusion, ranking: Ranking = "fused") -> Hits:
+def hybrid(
+    bank: Any, queries: np.ndarray, texts: Sequence[str] | None, k: int, fusion: Fusion, ranking: Ranking = "fused"
+) -> Hits:
     """`bank.search` fused with `bank.lexical` (any bank with texts, vectors, search and lexical)."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if texts is None or bank.lexical is None:

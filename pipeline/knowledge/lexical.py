@@ -27,7 +27,14 @@ from pipeline.errors import BankCorrupt
 FORMAT_VERSION = 1
 MATRIX = "lexical.safetensors"
 VOCAB = "lexical.json"
-PARAMS: dict[str, Any] = {"library": "bm25s", "method": "lucene", "k1": 1.5, "b": 0.75, "stopwords": "en", "stemmer": "english"}
+PARAMS: dict[str, Any] = {
+    "library": "bm25s",
+    "method": "lucene",
+    "k1": 1.5,
+    "b": 0.75,
+    "stopwords": "en",
+    "stemmer": "english",
+}
 
 
 @cache
@@ -41,7 +48,9 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
     """Lower-cased word tokens of each text, English stop words dropped, Snowball-stemmed (bm25s's tokenizer)."""
     import bm25s
 
-    return bm25s.tokenize(list(texts), stopwords=PARAMS["stopwords"], stemmer=_stemmer(), return_ids=False, show_progress=False)
+    return bm25s.tokenize(
+        list(texts), stopwords=PARAMS["stopwords"], stemmer=_stemmer(), return_ids=False, show_progress=False
+    )
 
 
 @dataclass(eq=False)
@@ -63,8 +72,13 @@ class LexicalIndex:
         retriever = bm25s.BM25(method=PARAMS["method"], k1=PARAMS["k1"], b=PARAMS["b"])
         retriever.index(tokenize(texts), create_empty_token=False, show_progress=False)
         s = retriever.scores
-        return cls(dict(retriever.vocab_dict), np.asarray(s["data"], np.float32), np.asarray(s["indices"], np.int32),
-                   np.asarray(s["indptr"], np.int64), len(texts))
+        return cls(
+            dict(retriever.vocab_dict),
+            np.asarray(s["data"], np.float32),
+            np.asarray(s["indices"], np.int32),
+            np.asarray(s["indptr"], np.int64),
+            len(texts),
+        )
 
     def scores(self, tokens: Sequence[str]) -> np.ndarray:
         """(N,) BM25 of every sentence for one question's tokens (zeros when none is in the vocabulary)."""
@@ -89,9 +103,17 @@ class LexicalIndex:
 
     def save(self, directory: Path) -> None:
         """Writes lexical.safetensors and lexical.json into `directory`."""
-        save_file({"data": self.data, "indices": self.indices, "indptr": self.indptr}, str(directory / MATRIX),
-                  metadata={"format_version": str(FORMAT_VERSION)})
-        record = {"format_version": FORMAT_VERSION, "params": self.params, "sentences": self.sentences, "vocab": self.vocab}
+        save_file(
+            {"data": self.data, "indices": self.indices, "indptr": self.indptr},
+            str(directory / MATRIX),
+            metadata={"format_version": str(FORMAT_VERSION)},
+        )
+        record = {
+            "format_version": FORMAT_VERSION,
+            "params": self.params,
+            "sentences": self.sentences,
+            "vocab": self.vocab,
+        }
         (directory / VOCAB).write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
 
     @classmethod
@@ -103,9 +125,23 @@ class LexicalIndex:
         except (OSError, json.JSONDecodeError, UnicodeDecodeError, SafetensorError) as exc:
             raise BankCorrupt(f"cannot read the lexical index in {directory}: {exc}") from exc
         if record.get("format_version") != FORMAT_VERSION:
-            raise BankCorrupt(f"{directory / VOCAB} has lexical format {record.get('format_version')!r}; this code reads {FORMAT_VERSION}")
-        index = cls(dict(record["vocab"]), arrays["data"], arrays["indices"], arrays["indptr"], int(record["sentences"]), dict(record["params"]))
-        if len(index.indptr) != len(index.vocab) + 1 or len(index.data) != len(index.indices) or index.indptr[-1] != len(index.data):
+            raise BankCorrupt(
+                f"{directory / VOCAB} has lexical format {record.get('format_version')!r}; "
+                f"this code reads {FORMAT_VERSION}"
+            )
+        index = cls(
+            dict(record["vocab"]),
+            arrays["data"],
+            arrays["indices"],
+            arrays["indptr"],
+            int(record["sentences"]),
+            dict(record["params"]),
+        )
+        if (
+            len(index.indptr) != len(index.vocab) + 1
+            or len(index.data) != len(index.indices)
+            or index.indptr[-1] != len(index.data)
+        ):
             raise BankCorrupt(f"{directory / MATRIX} does not match its vocabulary ({len(index.vocab)} tokens)")
         return index
 

@@ -22,7 +22,9 @@ TEXTS = ["The pump runs on twelve volts.", "Pumps need a fuse.", "The valve is r
 
 
 def test_tokens_are_stemmed_without_stop_words() -> None:
-    assert tokenize(["The pumps are running in the valves"]) == [["pump", "run", "valv"]]  # bm25s's 33 English stop words
+    assert tokenize(["The pumps are running in the valves"]) == [
+        ["pump", "run", "valv"]
+    ]  # bm25s's 33 English stop words
 
 
 def test_scores_match_bm25s_and_survive_a_save_load_round_trip(tmp_path: Path) -> None:
@@ -35,7 +37,11 @@ def test_scores_match_bm25s_and_survive_a_save_load_round_trip(tmp_path: Path) -
     np.testing.assert_allclose(index.scores(question), reference.get_scores(question), rtol=1e-6)
     index.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MATRIX, VOCAB])
-    assert set(load_file(str(tmp_path / MATRIX))) == {"data", "indices", "indptr"}  # safetensors and JSON: nothing to unpickle
+    assert set(load_file(str(tmp_path / MATRIX))) == {
+        "data",
+        "indices",
+        "indptr",
+    }  # safetensors and JSON: nothing to unpickle
     assert json.loads((tmp_path / VOCAB).read_text())["params"]["stemmer"] == "english"
     again = LexicalIndex.load(tmp_path)
     np.testing.assert_array_equal(again.scores(question), index.scores(question))
@@ -57,7 +63,9 @@ def test_fusion_ranks_the_lexically_matching_sentence_first_where_dense_alone_is
     hits = bank.hybrid(query, question, 2, Fusion(0.5, depth=2))  # the right sentence is a lexical-only candidate
     assert hits.rows[0].tolist() == [1, 0]
     assert hits.dense[0].tolist() == pytest.approx([0.6, 1.0])  # its cosine computed exactly from the stored vectors
-    assert hits.lexical is not None and hits.lexical[0].tolist() == pytest.approx([1.0, 0.0])  # BM25 / the question's max
+    assert hits.lexical is not None and hits.lexical[0].tolist() == pytest.approx(
+        [1.0, 0.0]
+    )  # BM25 / the question's max
     assert hits.scores[0].tolist() == pytest.approx([0.6 + 0.5 * 1.0, 1.0])
     assert bank.hybrid(query, None, 1, Fusion(0.5)).rows[0, 0] == 0  # no question text: dense search
 
@@ -132,7 +140,9 @@ def test_a_version_without_a_lexical_index_loads_dense_only_with_a_warning(
     assert hits.lexical is None and bank.texts[hits.rows[0, 0]] == "The valve is red."
 
 
-def test_the_lexical_parameters_are_part_of_the_version(tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_lexical_parameters_are_part_of_the_version(
+    tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = build(BankStore(tmp_path / "a"), docs)
     monkeypatch.setitem(lexical_module.PARAMS, "k1", 1.2)
     assert build(BankStore(tmp_path / "b"), docs).version != first.version
