@@ -1,11 +1,13 @@
 """Fits the confidence calibrator of the shipped bundle on validation and reports how well it is calibrated.
 
-The open bank (unique answer sentences of train + validation, exact flat search) holds every
-validation answer, so "the returned sentence is a gold one" is defined for each question. The
-calibrator (isotonic or logistic, features from the top search scores) is chosen by
+The open bank (unique answer sentences of train + validation, exact flat search fused with BM25 as
+the bundle records: pipeline.knowledge.fusion) holds every validation answer, so "the returned
+sentence is a gold one" is defined for each question. The calibrator (isotonic or logistic, features
+from the top fused scores and the lexical side of the top sentences) is chosen by
 cross-validation with whole Wikipedia articles held out, then fit on all of validation and written
-to the bundle's calibration.json with the default min_confidence. Prints P@1 / MRR@10 of cube and
-identity, CV ECE per kind, the precision–coverage table; optionally routes the hybrid decoder by
+to the bundle's calibration.json with the default min_confidence. Prints P@1 / MRR@10 / R@20 of the model
+ranked dense, lexical and fused, and identity, CV ECE per kind, the precision–coverage table; optionally routes the
+hybrid decoder by
 confidence (--hybrid, runs the generative decoder on every validation question).
 
     .venv/bin/python bench/calibration.py --json docs/results/calibration.json \
@@ -32,7 +34,8 @@ from pipeline.calibration import KINDS, cross_validate, fit, log_loss, save_cali
 from pipeline.checkpoint import load_bundle
 from pipeline.data import file_hash
 from pipeline.encoder import TeacherEncoder
-from pipeline.stages import answer_vectors
+from pipeline.knowledge.fusion import Fusion
+from pipeline.stages import answer_vectors, bundle_fusion
 from pipeline.workflows import load_embedded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +46,14 @@ ARTICLE_STARTS = (0, 231, 335, 630, 783, 1072)
 VAL_SHA = "bf95eff77c04784a"  # the file ARTICLE_STARTS was read from
 PRECISION_TARGET = 0.80  # the default min_confidence is at least the lowest threshold whose answered validation questions are this precise
 MORE_FEATURES_GAIN = 0.005  # CV log-loss a feature set must gain over (top, margin) to be shipped
+FEATURE_SETS = (
+    ("top",), ("top", "margin"), ("top", "margin", "gap10"), ("top", "margin", "lex_top"),
+    ("top", "margin", "overlap_top"),
+    ("top", "margin", "gap10", "overlap_top"), ("top", "margin", "gap10", "dense_top", "overlap_top"),
+    ("dense_top", "lex_top", "margin"), ("dense_top", "lex_top", "margin", "gap10"),
+    ("dense_top", "lex_top", "margin", "overlap_top"),
+    ("dense_top", "lex_top", "margin", "gap10", "overlap_top"), ("dense_top", "margin", "gap10", "overlap_top"),
+)
 
 
 def article_groups(val_path: Path, count: int) -> tuple[np.ndarray, str]:
@@ -97,14 +108,21 @@ def plot(path: Path, curves: dict[str, dict[str, object]], reliability: list[dic
     fig.savefig(path, dpi=110)
 
 
-def hybrid_figures(bundle, encoder, val, outputs, calibrator, printer) -> dict[str, object]:
+def confidence_on(calibrator, bank, outputs: np.ndarray, questions: list[str], fusion: Fusion) -> np.ndarray:
+    """The calibrated confidence of the fused top-10 of `bank` for these answer vectors and questions."""
+    hits = bank.hybrid(outputs, questions, 10, fusion)
+    return calibrator.predict(hits.scores, hits.parts())
+
+
+def hybrid_figures(bundle, encoder, val, outputs, calibrator, printer, questions, fusion) -> dict[str, object]:
     """Bank-only vs routing by top score vs routing by confidence, on the shipped (closed) bank."""
     from pipeline.decoders.generative import load_generative
     from pipeline.decoders.hybrid import choose_threshold as hybrid_threshold
 
     bank = flat_bank(bundle.bank_texts, bundle.bank_vectors)
-    scores, rows = bank.search(outputs, 10)
-    confidence = calibrator.predict(scores)
+    hits = bank.hybrid(outputs, questions, 10, fusion)
+    scores, rows = hits.dense, hits.rows
+    confidence = calibrator.predict(hits.scores, hits.parts())
     bank_vecs = bank.vectors[rows[:, 0]]
     generative, _ = load_generative(bundle.path, encoder)
     generated = []
@@ -163,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     if trained.get("sha256_16") != file_hash(args.train):
         raise SystemExit(f"the bundle's bank is not the answers of {args.train}: the open bank would be wrong")
     val = load_embedded(args.val, encoder, default_cache_dir())
-    outputs = answer_vectors(bundle, encoder, [pair.question for pair in val.pairs], val.q)
+    questions = [pair.question for pair in val.pairs]
+    outputs = answer_vectors(bundle, encoder, questions, val.q)
+    fusion = bundle_fusion(bundle.manifest)
     # The bundle's bank is the training answers embedded by this encoder (train_bank in workflows.py),
     # the same vectors `cubeqa eval` embeds for them, so the training split is not re-embedded here.
     texts, vectors = unique_bank(list(bundle.bank_texts) + [pq.answer for pq in val.pairs], np.concatenate([bundle.bank_vectors, val.a]))
@@ -173,28 +193,32 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.val}: {len(golds)} records but {len(val.pairs)} pairs")
     say(f"open bank: {len(texts)} unique answer sentences (train {len(bundle.bank_texts)} + validation), {len(val.pairs)} validation questions")
 
-    cube = search_map(bank, outputs, golds, None)
+    say(f"fusion: {fusion.to_dict()}")
+    cube = search_map(bank, outputs, golds, None, texts=questions, fusion=fusion)
     correct = cube.hit
     groups, grouping = article_groups(args.val, len(val.pairs))
     say(f"folds: {args.folds}, grouped by {grouping}; sizes {np.bincount(groups).tolist()}")
 
     candidates = {}
-    for names in (("top",), ("top", "margin"), ("top", "margin", "gap10")):
+    for names in FEATURE_SETS:
         for kind in KINDS:
-            candidates[(names, kind)] = cross_validate(cube.scores, correct, groups, kind, names, args.folds)
+            result = cross_validate(cube.scores, correct, groups, kind, names, args.folds, cube.parts)
+            candidates[(names, kind)] = result
     say("\ncross-validated (article held out): features, kind -> ECE (15 equal-width bins) / ECE (equal-mass) / log-loss")
     for (names, kind), r in candidates.items():
-        say(f"  {'+'.join(names):<18} {kind:<9} {r.ece:.4f} / {r.ece_equal_mass:.4f} / {r.log_loss:.4f}")
+        say(f"  {'+'.join(names):<36} {kind:<9} {r.ece:.4f} / {r.ece_equal_mass:.4f} / {r.log_loss:.4f}")
     base = min((candidates[(("top", "margin"), k)] for k in KINDS), key=lambda r: r.log_loss)
     best = min(candidates.values(), key=lambda r: r.log_loss)
     chosen = best if best.log_loss < base.log_loss - MORE_FEATURES_GAIN else base
-    say(f"chosen: {chosen.kind} on {'+'.join(chosen.feature_names)} (lowest CV log-loss; more features only if they gain > {MORE_FEATURES_GAIN})")
+    say(f"chosen: {chosen.kind} on {'+'.join(chosen.feature_names)} (lowest CV log-loss; more features only if "
+        f"they gain > "
+        f"{MORE_FEATURES_GAIN}; weights >= 0; each feature clipped to the range it was fit on)")
     say(f"  log-loss of always predicting the base rate {correct.mean():.4f}: {log_loss(np.full(len(correct), correct.mean()), correct):.4f}")
-    calibrator = fit(cube.scores, correct, chosen.kind, chosen.feature_names)
+    calibrator = fit(cube.scores, correct, chosen.kind, chosen.feature_names, cube.parts)
 
     shipped = flat_bank(bundle.bank_texts, bundle.bank_vectors)
     dev_questions = read_lines(args.dev_list)
-    dev_conf = calibrator.predict(shipped.search(answer_vectors(bundle, encoder, dev_questions), 10)[0])
+    dev_conf = confidence_on(calibrator, shipped, answer_vectors(bundle, encoder, dev_questions), dev_questions, fusion)
     by_precision = choose_threshold(chosen.confidence, correct, PRECISION_TARGET)
     by_dev = float(np.ceil(dev_conf.max() * 100 + 1e-9) / 100)  # the 0.01 grid step above the most confident dev question
     threshold = max(by_precision, by_dev)
@@ -205,26 +229,30 @@ def main(argv: list[str] | None = None) -> int:
     say(f"  at it, cross-validated: coverage {kept.mean():.4f}, precision of the answered {correct[kept].mean():.4f}")
 
     cv_report = calibration_report(chosen.confidence, correct)
-    in_sample = calibration_report(calibrator.predict(cube.scores), correct)
-    identity_cv = calibration_report(calibrator.predict(search_map(bank, val.q, golds, None).scores), search_map(bank, val.q, golds, None).hit)
+    in_sample = calibration_report(calibrator.predict(cube.scores, cube.parts), correct)
+    identity = search_map(bank, val.q, golds, calibrator, texts=questions, fusion=fusion)
+    identity_cv = calibration_report(identity.confidence, identity.hit)
     say(f"ECE of the chosen calibrator, cross-validated: {cv_report['ece_equal_width']:.4f} (equal-mass {cv_report['ece_equal_mass']:.4f}); "
         f"in-sample (fit on all validation): {in_sample['ece_equal_width']:.4f}")
     say("\nprecision–coverage (cube, cross-validated confidence): coverage / answered / precision / confidence threshold")
     for row in cv_report["precision_coverage"]:
         say(f"  {row['coverage']:>4.0%} {row['answered']:>5} {row['precision']:.4f} {row['threshold']:.4f}")
 
-    evaluation = bank_evaluation(bank, val.q, outputs, golds, calibrator, threshold, resamples=args.resamples)
-    say("\nopen bank, validation: P@1 / MRR@10 / precision / coverage at the default min_confidence (shipped calibrator)")
-    for name in ("cube", "identity"):
+    evaluation = bank_evaluation(bank, val.q, outputs, golds, calibrator, threshold, texts=questions, fusion=fusion,
+                                 resamples=args.resamples)
+    say("\nopen bank, validation: P@1 / MRR@10 / R@20 (fused: precision / coverage at the default min_confidence, "
+        "shipped calibrator)")
+    for name in ("identity", "dense", "lexical", "fused"):
         f = evaluation[name]
-        say(f"  {name:<9} {f['P@1']:.4f} / {f['MRR@10']:.4f} / {f['precision']:.4f} / {f['coverage']:.4f}")
+        at = f" / {f['precision']:.4f} / {f['coverage']:.4f}" if "precision" in f else ""
+        say(f"  {name:<9} {f['P@1']:.4f} / {f['MRR@10']:.4f} / {f['R@20']:.4f}{at}")
     for name, d in evaluation["differences"].items():
         say(f"  {name}: {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
 
     offtopic = {}
     for label, path in (("dev", args.dev_list), ("test", args.test_list)):
         questions = read_lines(path)
-        conf = calibrator.predict(shipped.search(answer_vectors(bundle, encoder, questions), 10)[0])
+        conf = confidence_on(calibrator, shipped, answer_vectors(bundle, encoder, questions), questions, fusion)
         offtopic[label] = {"file": path.name, "questions": len(questions), "refused": int((conf < threshold).sum()),
                            "max_confidence": float(conf.max()), "max_question": questions[int(conf.argmax())]}
         say(f"off-topic {label} list ({path.name}, shipped bank): {offtopic[label]['refused']}/{len(questions)} refused, "
@@ -235,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         "fit_on": {"split": "validation", "file": args.val.name, "sha256_16": file_hash(args.val), "pairs": len(val.pairs), "pairs_hash": val.data_hash},
         "bank": {"kind": "open: unique answer sentences of train + validation, exact flat search", "size": len(texts),
                  "train_file": args.train.name, "train_sha256_16": file_hash(args.train)},
-        "label": "the top sentence of the cube's search is the question's gold sentence",
+        "label": "the top sentence of the model's fused search is the question's gold sentence",
+        "fusion": fusion.to_dict(),
         "features": list(chosen.feature_names), "kind": chosen.kind,
         "cv": {"folds": args.folds, "grouping": grouping, "criterion": "log-loss",
                "ece": chosen.ece, "ece_equal_mass": chosen.ece_equal_mass, "log_loss": chosen.log_loss,
@@ -252,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
               "cube_cv": cv_report, "cube_in_sample": {k: in_sample[k] for k in ("ece_equal_width", "ece_equal_mass")},
               "identity_shipped_calibrator": identity_cv, "offtopic": offtopic, "calibrator": calibrator.to_dict()}
     if args.hybrid:
-        result["hybrid"] = hybrid_figures(bundle, encoder, val, outputs, calibrator, say)
+        result["hybrid"] = hybrid_figures(bundle, encoder, val, outputs, calibrator, say, questions, fusion)
     if args.plot:
         plot(args.plot, {"cube": cv_report, "identity (shipped calibrator)": identity_cv}, cv_report["reliability"], cv_report["ece_equal_width"], threshold)
     if args.json:

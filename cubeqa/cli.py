@@ -40,11 +40,13 @@ def evaluate(
     decoder: Annotated[str | None, typer.Option(help="also measure the decoders: all (bank, generative, hybrid)")] = None,
     sentences: Annotated[int, typer.Option(min=1, help="held-out sentences for the decoders' round trip")] = 500,
     save_threshold: Annotated[bool, typer.Option(help="store the hybrid threshold chosen on --data in the bundle")] = False,
-    bank: Annotated[str | None, typer.Option(help="answer --data's questions from this knowledge bank instead: P@1, MRR@10, precision at the confidence threshold")] = None,
+    bank: Annotated[str | None, typer.Option(
+        help="answer --data's questions from this knowledge bank instead: dense, lexical and fused P@1, MRR@10, R@20, "
+             "precision at the confidence threshold")] = None,
 ) -> None:
     """The model (tower → cube, or the cube alone) vs baselines on a split: cosines, open-bank retrieval, e2e, paired 95% intervals; with --decoder,
     the decoders' round trip, BLEU, real words and speed, and bank/generative/hybrid on the Q→A pairs; with --bank,
-    the cube and identity answering from a knowledge bank."""
+    the model's dense, lexical and fused rankings and identity answering from a knowledge bank."""
     from pipeline import CubeQAError, evaluate_bundle
 
     settings: Settings = ctx.obj
@@ -108,9 +110,10 @@ def evaluate(
 
 
 def evaluate_bank(settings: Settings, name: str, data: Path, json_path: Path | None, resamples: int) -> None:
-    """`eval --bank`: P@1, MRR@10 and precision at the confidence threshold of the cube and identity on a knowledge bank."""
+    """`eval --bank`: P@1, MRR@10, R@20 of the model ranked dense, lexical and fused (and identity) on a knowledge bank,
+    with precision and coverage at the confidence threshold."""
     from pipeline import CubeQAError
-    from pipeline.bank_eval import SearchBank, evaluate_on_bank
+    from pipeline.bank_eval import evaluate_on_bank
 
     if not data.is_file():
         raise fail(FileNotFoundError(errno.ENOENT, "No such file", str(data)))
@@ -121,7 +124,7 @@ def evaluate_bank(settings: Settings, name: str, data: Path, json_path: Path | N
             loaded = store.load(name, store.resolve(name), encoder_identity=encoder.identity)
         with progress_bar(console, transient=True) as bar:
             report = evaluate_on_bank(
-                settings.bundle_dir, SearchBank(loaded.texts, loaded.vectors, loaded.search), data, encoder=encoder,
+                settings.bundle_dir, loaded, data, encoder=encoder,
                 cache_dir=settings.cache_dir, resamples=resamples, min_confidence=settings.min_confidence, on_embed=embed_progress(bar),
             )
         report = {"bank": {"name": name, "version": loaded.version, "sentences": len(loaded.texts)}, **report}

@@ -239,21 +239,25 @@ def decoder_tables(report: DecoderReport, split: str) -> Group:
 
 
 def bank_eval_table(report: dict[str, Any], title: str) -> Table:
-    """Cube beside identity on a knowledge bank, and the paired differences with their 95% intervals."""
+    """The model ranked dense, lexical and fused, and identity, on a knowledge bank, with the paired differences."""
     table = Table(title=title, title_justify="left")
-    table.add_column("metric")
-    for name in ("cube", "identity"):
-        table.add_column(name, justify="right")
-    table.add_column("cube − identity [95% interval]", justify="right")
+    table.add_column("ranking")
+    metrics = ("P@1", "MRR@10", "R@20")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    labels = {"identity": "identity (teacher, dense)", "dense": "model, dense", "lexical": "BM25",
+              "fused": "model, fused"}
+    for name, label in labels.items():
+        table.add_row(label, *(f"{report[name][m]:.4f}" for m in metrics))
     differences = report["differences"]
+    for pair in dict.fromkeys(name.split(":")[0] for name in differences):
+        cells = (differences[f"{pair}: {m}"] for m in metrics)
+        table.add_row(f"{pair} [95%]", *(f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" for d in cells))
     threshold = report.get("min_confidence")
-    rows = [("P@1", "P@1"), ("MRR@10", "MRR@10")]
     if threshold is not None:
-        rows += [("precision", f"precision at confidence ≥ {threshold:.2f}"), ("coverage", "coverage at that threshold")]
-    for key, label in rows:
-        difference = differences.get(f"cube − identity: {'precision at threshold' if key == 'precision' else key}")
-        interval = "" if difference is None else f"{difference['mean']:+.4f} [{difference['low']:+.4f}, {difference['high']:+.4f}]"
-        table.add_row(label, f"{report['cube'][key]:.4f}", f"{report['identity'][key]:.4f}", interval)
+        fused = report["fused"]
+        table.caption = (f"fused, at confidence ≥ {threshold:.2f}: precision {fused['precision']:.4f}, "
+                         f"coverage {fused['coverage']:.4f}")
     return table
 
 

@@ -3,8 +3,10 @@ sure were we.
 
 P@1: the top sentence is one of the question's gold sentences (`answer` plus `alt_answers`,
 compared by normalised text). MRR@10: reciprocal rank of the first gold sentence in the top 10,
-0 beyond. Precision at coverage: among the questions whose confidence clears a threshold, the
-share answered right; coverage is the share that clears it.
+0 beyond. R@20: a gold sentence is among the first 20. Precision at coverage: among the questions
+whose confidence clears a threshold, the share answered right; coverage is the share that clears it.
+The model's answer vectors are ranked three ways: dense (cosine alone), lexical (BM25 alone) and
+fused (pipeline.knowledge.fusion), the teacher's question vectors (identity) by cosine.
 """
 
 from __future__ import annotations
@@ -19,36 +21,21 @@ import numpy as np
 
 from pipeline.calibration import Calibrator, default_min_confidence, expected_calibration_error, load_calibration
 from pipeline.data import answer_key, numbered_lines
-from pipeline.evaluation import Interval, paired_bootstrap
+from pipeline.decoders.phrase_bank import BankSource
+from pipeline.evaluation import paired_bootstrap
+from pipeline.knowledge.fusion import Fusion, MemoryBank, Ranking
 
 if TYPE_CHECKING:
     from pipeline.encoder import TeacherEncoder
 
-Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # (queries (N, D), k) -> (scores (N, k), rows (N, k))
 COVERAGES = tuple(round(0.1 * i, 1) for i in range(1, 11))
+DEPTH = 20  # results scored per question: R@20
+SearchBank = BankSource  # any bank with dense and fused search: a stored version's LoadedBank or a MemoryBank
 
 
-@dataclass(frozen=True)
-class SearchBank:
-    """Bank sentences, their vectors and a search over them."""
-
-    texts: list[str]
-    vectors: np.ndarray
-    search: Search
-
-
-def flat_bank(texts: Sequence[str], vectors: np.ndarray) -> SearchBank:
-    """Exact inner-product search (FAISS flat) over unit vectors."""
-    import faiss
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-
-    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(vectors)))
-
-    return SearchBank(list(texts), vectors, search)
+def flat_bank(texts: Sequence[str], vectors: np.ndarray) -> MemoryBank:
+    """Exact inner-product search over unit vectors, with a lexical index of the texts."""
+    return MemoryBank(texts, vectors)
 
 
 def unique_bank(texts: Sequence[str], vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -80,6 +67,7 @@ class MapResult:
     scores: np.ndarray  # (N, k) top search scores
     ranks: np.ndarray  # (N,) 1-based gold rank within the top k, 0 when absent
     confidence: np.ndarray | None  # (N,)
+    parts: dict[str, np.ndarray | None] | None = None  # the parts of the scores (pipeline.knowledge.fusion.Hits.parts)
 
     @property
     def hit(self) -> np.ndarray:
@@ -87,39 +75,29 @@ class MapResult:
 
     @property
     def reciprocal(self) -> np.ndarray:
-        return np.where(self.ranks > 0, 1.0 / np.maximum(self.ranks, 1), 0.0)
+        """Reciprocal rank within the top 10 (MRR@10), 0 beyond."""
+        return np.where((self.ranks > 0) & (self.ranks <= 10), 1.0 / np.maximum(self.ranks, 1), 0.0)
+
+    @property
+    def recall20(self) -> np.ndarray:
+        return ((self.ranks > 0) & (self.ranks <= 20)).astype(np.float64)
 
 
-def search_map(bank: SearchBank, outputs: np.ndarray, golds: Sequence[Sequence[str]], calibrator: Calibrator | None, k: int = 10) -> MapResult:
-    """Searches the bank with one map's outputs and scores the results against the golds."""
-    scores, rows = bank.search(outputs, k)
-    return MapResult(scores, gold_ranks(rows, bank.texts, golds), None if calibrator is None else calibrator.predict(scores))
+def search_map(
+    bank: SearchBank, outputs: np.ndarray, golds: Sequence[Sequence[str]], calibrator: Calibrator | None,
+    k: int = DEPTH, texts: Sequence[str] | None = None, fusion: Fusion | None = None, ranking: Ranking = "fused",
+) -> MapResult:
+    """Searches the bank with one map's outputs (and the question texts, for a lexical or fused ranking) and scores the
+    results against the golds."""
+    hits = bank.hybrid(outputs, texts, k, fusion or Fusion(), ranking)
+    confidence = None if calibrator is None else calibrator.predict(hits.scores, hits.parts())
+    return MapResult(hits.scores, gold_ranks(hits.rows, bank.texts, golds), confidence, hits.parts())
 
 
 def precision_at(confidence: np.ndarray, hit: np.ndarray, threshold: float) -> tuple[float, float]:
     """(precision of the answered, coverage) when answers below `threshold` are refused."""
     answered = confidence >= threshold
     return (float(hit[answered].mean()) if answered.any() else float("nan")), float(answered.mean())
-
-
-def ratio_bootstrap(hit_a: np.ndarray, kept_a: np.ndarray, hit_b: np.ndarray, kept_b: np.ndarray, resamples: int = 2000, seed: int = 0) -> Interval:
-    """Difference of precision-of-answered (a − b) over the same resampled questions, with its 95% interval.
-
-    Precision is a ratio with a different denominator per map, so this is not a mean of per-question
-    differences and `paired_bootstrap` cannot take it; the resampling is the same."""
-    rng = np.random.default_rng(seed)
-    n = len(hit_a)
-
-    def precision(hit: np.ndarray, kept: np.ndarray) -> np.ndarray:
-        return (hit * kept).sum(-1) / np.maximum(kept.sum(-1), 1)
-
-    diffs = np.empty(resamples)
-    for start in range(0, resamples, 200):
-        idx = rng.integers(0, n, (min(200, resamples - start), n))
-        diffs[start : start + len(idx)] = precision(hit_a[idx], kept_a[idx]) - precision(hit_b[idx], kept_b[idx])
-    point = float(precision(hit_a, kept_a) - precision(hit_b, kept_b))
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return Interval(point, float(low), float(high))
 
 
 def bank_evaluation(
@@ -130,27 +108,33 @@ def bank_evaluation(
     calibrator: Calibrator | None = None,
     min_confidence: float | None = None,
     *,
+    texts: Sequence[str],
+    fusion: Fusion | None = None,
     resamples: int = 2000,
     seed: int = 0,
 ) -> dict[str, object]:
-    """P@1, MRR@10 (and precision at the threshold's coverage) for the cube and for identity, with
-    paired bootstrap 95% intervals of cube − identity. Identity uses the same calibrator."""
-    results = {"cube": search_map(bank, cube_outputs, golds, calibrator), "identity": search_map(bank, questions, golds, calibrator)}
-    report: dict[str, object] = {"questions": len(questions), "bank_size": len(bank.texts), "min_confidence": min_confidence}
+    """P@1, MRR@10, R@20 of the model's vectors ranked dense, lexical and fused, and of identity (dense), with paired
+    bootstrap 95% intervals of lexical − dense, fused − dense and dense − identity; precision and coverage at the
+    threshold for the fused ranking, the one served, with the calibrator fit on it."""
+    fusion = fusion or Fusion()
+    results = {
+        "dense": search_map(bank, cube_outputs, golds, None, texts=texts, fusion=fusion, ranking="dense"),
+        "lexical": search_map(bank, cube_outputs, golds, None, texts=texts, fusion=fusion, ranking="lexical"),
+        "fused": search_map(bank, cube_outputs, golds, calibrator, texts=texts, fusion=fusion),
+        "identity": search_map(bank, questions, golds, None, texts=None, fusion=fusion, ranking="dense"),
+    }
+    report: dict[str, object] = {"questions": len(questions), "bank_size": len(bank.texts),
+                                 "min_confidence": min_confidence, "fusion": fusion.to_dict()}
     for name, r in results.items():
-        figures: dict[str, float] = {"P@1": float(r.hit.mean()), "MRR@10": float(r.reciprocal.mean())}
+        figures = {"P@1": float(r.hit.mean()), "MRR@10": float(r.reciprocal.mean()), "R@20": float(r.recall20.mean())}
         if r.confidence is not None and min_confidence is not None:
             figures["precision"], figures["coverage"] = precision_at(r.confidence, r.hit, min_confidence)
         report[name] = figures
-    cube, ident = results["cube"], results["identity"]
-    differences = {
-        "cube − identity: P@1": paired_bootstrap(cube.hit - ident.hit, resamples, seed),
-        "cube − identity: MRR@10": paired_bootstrap(cube.reciprocal - ident.reciprocal, resamples, seed),
-    }
-    if cube.confidence is not None and ident.confidence is not None and min_confidence is not None:
-        differences["cube − identity: precision at threshold"] = ratio_bootstrap(
-            cube.hit, (cube.confidence >= min_confidence).astype(float), ident.hit, (ident.confidence >= min_confidence).astype(float), resamples, seed
-        )
+    differences = {}
+    for a, b in (("lexical", "dense"), ("fused", "dense"), ("dense", "identity")):
+        for metric, values in (("P@1", "hit"), ("MRR@10", "reciprocal"), ("R@20", "recall20")):
+            change = getattr(results[a], values) - getattr(results[b], values)
+            differences[f"{a} − {b}: {metric}"] = paired_bootstrap(change, resamples, seed)
     report["differences"] = {k: v.to_dict() for k, v in differences.items()}
     return report
 
@@ -203,16 +187,19 @@ def evaluate_on_bank(
     bundle_dir: Path, bank: SearchBank, data: Path, *, encoder: TeacherEncoder, cache_dir: Path | None, resamples: int = 2000,
     min_confidence: float | None = None, on_embed: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, object]:
-    """`cubeqa eval --bank`: the bundle's cube and identity answering `data`'s questions from `bank`, scored against its
-    gold sentences (P@1, MRR@10, precision at the coverage of the bundle's confidence threshold), paired intervals."""
+    """`cubeqa eval --bank`: the bundle's model (dense, lexical, fused) and identity answering `data`'s questions from
+    `bank`, scored against its gold sentences (P@1, MRR@10, R@20, precision and coverage at the bundle's confidence
+    threshold), paired intervals."""
     from pipeline.checkpoint import load_bundle
-    from pipeline.stages import answer_vectors
+    from pipeline.stages import answer_vectors, bundle_fusion
     from pipeline.workflows import load_embedded
 
     bundle = load_bundle(bundle_dir, encoder.identity)
     pairs = load_embedded(data, encoder, cache_dir, on_embed)
     golds = gold_answers(data)
     threshold = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
-    outputs = answer_vectors(bundle, encoder, [pair.question for pair in pairs.pairs], pairs.q)
-    report = bank_evaluation(bank, pairs.q, outputs, golds, load_calibration(bundle_dir), threshold, resamples=resamples)
+    questions = [pair.question for pair in pairs.pairs]
+    outputs = answer_vectors(bundle, encoder, questions, pairs.q)
+    report = bank_evaluation(bank, pairs.q, outputs, golds, load_calibration(bundle_dir), threshold, texts=questions,
+                             fusion=bundle_fusion(bundle.manifest), resamples=resamples)
     return {"data": str(data), "bundle": str(bundle_dir), **report}

@@ -32,7 +32,7 @@ class AnswerResult:
     question: str
     answer: str
     path: str  # "bank", "generative", or "none" when no bank sentence clears the bank's threshold
-    score: float  # bank: inner product of the best sentence with the cube output; generative: cos(enc(answer), output)
+    score: float  # bank: fused score of the best sentence (cosine + lexical); generative: cos(enc(answer), output)
     candidates: tuple[tuple[str, float], ...]
     truncated: bool  # the question was longer than the encoder's limit and was cut
     timings_ms: dict[str, float] = field(default_factory=dict)  # per-item share of each stage's batch time
@@ -86,9 +86,12 @@ class ProductionPipeline:
         """Stage 2: the cube, (N, D) -> (N, D) unit answer vectors."""
         return self.cube_stage.map(vectors)
 
-    def decode(self, vectors: np.ndarray, bank: BankRef | None = None, min_confidence: float | None = None) -> list[Answer]:
-        """Stage 3: answers for (N, D) answer vectors from the configured decoder."""
-        return self.decode_stage.decode(vectors, bank, min_confidence)
+    def decode(
+        self, vectors: np.ndarray, bank: BankRef | None = None, min_confidence: float | None = None,
+        texts: list[str] | None = None,
+    ) -> list[Answer]:
+        """Stage 3: answers for (N, D) answer vectors (and their questions, for the lexical search)."""
+        return self.decode_stage.decode(vectors, bank, min_confidence, texts)
 
     def process_text(self, text: str) -> str:
         """The answer text for one question (or the explicit no-confident-answer marker)."""
@@ -109,7 +112,7 @@ class ProductionPipeline:
         encoded_at = time.perf_counter()
         answer_vectors = self.map(encoded.tower)
         mapped_at = time.perf_counter()
-        answers = self.decode(answer_vectors, bank, min_confidence)
+        answers = self.decode(answer_vectors, bank, min_confidence, texts)
         decoded_at = time.perf_counter()
         timings = {
             "encode": 1000 * (encoded_at - started) / n,

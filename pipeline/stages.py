@@ -8,21 +8,23 @@ same methods, so answers are identical for the same input.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.calibration import Calibrator, default_min_confidence, load_calibration
+from pipeline.calibration import Calibrator, default_min_confidence, load_calibration, needed_k
 from pipeline.checkpoint import Bundle, Manifest, check_encoder, load_bundle, read_manifest
 from pipeline.confidence import with_confidence
 from pipeline.cube import apply_map
-from pipeline.data import embed_cached
 from pipeline.decoders.base import Answer, Decoder, DecoderKind
 from pipeline.decoders.phrase_bank import PhraseBankConfig, PhraseBankDecoder
 from pipeline.decoders.registry import DecoderParts, make_decoder
 from pipeline.encoder import Encoded, EncoderConfig, TeacherEncoder
 from pipeline.knowledge.bank_cache import BankCache, BankRef
+from pipeline.knowledge.builtin import DEFAULT_BANK, own_bank_dir
+from pipeline.knowledge.fusion import Fusion
+from pipeline.knowledge.store import BankStore
 from pipeline.metrics import item_metrics
 from pipeline.tower import TowerEncoded
 from pipeline.tower_io import load_tower_if_any
@@ -82,6 +84,21 @@ class CubeStage:
         return apply_map(self.bundle.cube, np.ascontiguousarray(vectors, dtype=np.float32))
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A loaded bank version with its phrase-bank decoder and the configured decoder over it."""
+
+    loaded: object
+    bank: PhraseBankDecoder
+    decoder: Decoder
+
+
+def bundle_fusion(manifest: Manifest) -> Fusion:
+    """The fusion the bundle was calibrated with (`retrieval.fusion` in its manifest), else the default."""
+    recorded = manifest.extra.get("retrieval", {}).get("fusion")
+    return Fusion.from_dict(recorded) if isinstance(recorded, dict) else Fusion()
+
+
 class DecodeStage:
     """Stage 3: answer vectors to sentences (phrase bank, generative or hybrid), plus the per-item quality metrics."""
 
@@ -101,57 +118,77 @@ class DecodeStage:
         banks: BankCache | None = None,
         min_confidence: float | None = None,
     ) -> None:
-        """Uses the bank vectors shipped in the bundle (embeds the bank, cached, only when it ships none) for jobs that
-        name no bank, and `banks` for those that do; the generative and hybrid decoders also load the teacher, to
-        re-embed what they generate. The bundle's calibrator (if any) gives bank answers a confidence; below
-        `min_confidence` (default: the bundle's) they become "no confident answer"."""
+        """Jobs that name no bank answer from the bundle's own bank, the built-in bank `default` (`own_bank_dir`),
+        loaded through a BankCache like any named bank (`banks`, when its `default` is that directory); the generative
+        and hybrid decoders also load the teacher, to re-embed what they generate. Bank search fuses dense and lexical
+        scores as the bundle records (`retrieval.fusion`). The bundle's calibrator (if any) gives bank answers a
+        confidence; below `min_confidence` (default: the bundle's) they become "no confident answer"."""
         kind = DecoderKind(decoder)
         bundle = bundle or load_bundle(bundle_dir)
         self.kind = kind
         self.top_k = top_k
         self.model_version = model_version(bundle_dir, bundle.manifest)
         self.encoder = encoder
-        if bundle.bank_vectors is None or kind.needs_teacher:
+        if kind.needs_teacher:
             self.encoder = encoder or TeacherEncoder(encoder_config)
             check_encoder(bundle.manifest, self.encoder.identity, Path(bundle_dir))
-        vectors = bundle.bank_vectors
-        if vectors is None:
-            embedder = self.encoder
-            assert embedder is not None
-            vectors = embed_cached(
-                bundle.bank_texts, lambda texts: embedder.encode(texts).vectors, cache_dir, f"bank-{embedder.identity.weights_hash}"
-            )
-        self.bank = PhraseBankDecoder(bundle.bank_texts, vectors, bank_config, top_k=top_k)
+        self.fusion = bundle_fusion(bundle.manifest)
+        self.calibrator: Calibrator | None = load_calibration(bundle_dir)
+        self.min_confidence = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
+        # the calibrator may read more of the ranking than the answer shows (gap10: the top 10)
+        self.search_k = max(top_k, needed_k(self.calibrator.feature_names)) if self.calibrator is not None else top_k
         self.bank_config = bank_config
-        self.parts = DecoderParts(Path(bundle_dir), self.bank, self.encoder, dict(generative_options or {}), hybrid_threshold)
-        self.decoder: Decoder = make_decoder(kind, self.parts)
+        own_dir = own_bank_dir(Path(bundle_dir), cache_dir)
+        if banks is None or Path(banks.store.builtin.get(DEFAULT_BANK, "")).resolve() != own_dir.resolve():
+            own_store = BankStore(own_dir / "no-own-banks", builtin={DEFAULT_BANK: own_dir})
+            banks_of_own = BankCache(own_store, 1, bundle.manifest.encoder)
+        else:
+            banks_of_own = banks
+        self.own = (BankRef(DEFAULT_BANK, banks_of_own.store.resolve(DEFAULT_BANK)), banks_of_own)
+        self.banks = banks
+        self._by_bank: dict[tuple[int, BankRef], tuple[object, Decoder]] = {}
+        options = dict(generative_options or {})
+        self.parts = DecoderParts(Path(bundle_dir), None, self.encoder, options, hybrid_threshold)  # type: ignore[arg-type]
+        self.decoder: Decoder = self.decoder_for(*self.own)
         if kind.needs_teacher:  # one generative model for the decoders of every bank
             path = self.decoder if kind is DecoderKind.generative else self.decoder.generative
             self.parts = replace(self.parts, generative=path.generative)
-        self.banks = banks
-        self.calibrator: Calibrator | None = load_calibration(bundle_dir)
-        self.min_confidence = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
-        self._by_bank: dict[BankRef, tuple[object, Decoder]] = {}
 
-    def decode(self, vectors: np.ndarray, bank: BankRef | None = None, min_confidence: float | None = None) -> list[Answer]:
-        """Answers for (N, D) unit answer vectors from `bank` (None: the bundle's own), with calibrated confidence;
-        `min_confidence` overrides the stage's threshold for this call."""
-        decoder = self.decoder if bank is None else self.decoder_for(bank)
+    @property
+    def bank(self) -> PhraseBankDecoder:
+        """The phrase-bank decoder over the bundle's own bank."""
+        return self.parts_for(*self.own).bank
+
+    def decode(
+        self, vectors: np.ndarray, bank: BankRef | None = None, min_confidence: float | None = None,
+        texts: Sequence[str] | None = None,
+    ) -> list[Answer]:
+        """Answers for (N, D) unit answer vectors and their questions (None: dense search only) from `bank` (None: the
+        bundle's own), with calibrated confidence; `min_confidence` overrides the stage's threshold for this call."""
+        decoder = self.decoder_for(*self.own) if bank is None else self.decoder_for(bank)
         threshold = self.min_confidence if min_confidence is None else min_confidence
-        return with_confidence(decoder.decode(vectors), self.calibrator, threshold)
+        answers = with_confidence(decoder.decode(vectors, texts), self.calibrator, threshold)
+        return [a if a.path == "generative" else replace(a, candidates=a.candidates[: self.top_k]) for a in answers]
 
-    def decoder_for(self, ref: BankRef) -> Decoder:
-        """The configured decoder over one bank version (rebuilt when the cache has reloaded that version)."""
-        if self.banks is None:
+    def decoder_for(self, ref: BankRef, cache: BankCache | None = None) -> Decoder:
+        """The configured decoder over one bank version of `cache` (default: the job banks; rebuilt when the cache has
+        reloaded that version)."""
+        return self.parts_for(ref, cache).decoder
+
+    def parts_for(self, ref: BankRef, cache: BankCache | None = None) -> _Held:
+        cache = cache or self.banks
+        if cache is None:
             raise ValueError(f"this decode stage serves no knowledge banks, but a job names bank {ref}")
-        loaded = self.banks.get(ref)
-        held = self._by_bank.get(ref)
-        if held is None or held[0] is not loaded:
-            bank = PhraseBankDecoder.from_source(loaded, self.bank_config, top_k=self.top_k)
-            held = (loaded, make_decoder(self.kind, replace(self.parts, bank=bank)))
-            still_loaded = set(self.banks.loaded())  # drop decoders of versions the cache has let go
-            self._by_bank = {r: d for r, d in self._by_bank.items() if r in still_loaded} | {ref: held}
-        return held[1]
+        loaded = cache.get(ref)
+        key = (id(cache), ref)
+        held = self._by_bank.get(key)
+        if held is None or held.loaded is not loaded:
+            bank = PhraseBankDecoder.from_source(loaded, self.bank_config, top_k=self.search_k, fusion=self.fusion)
+            held = _Held(loaded, bank, make_decoder(self.kind, replace(self.parts, bank=bank)))
+            still_loaded = {(id(c), r) for c in {id(c): c for c in (cache, self.own[1])}.values() for r in c.loaded()}
+            kept = {k: d for k, d in self._by_bank.items() if k in still_loaded}  # drop the versions let go
+            self._by_bank = kept | {key: held}
+        return held
 
     def score(
         self,

@@ -32,13 +32,14 @@ def encode(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]
         marked = marking.exception()  # joined either way: no write outlives its task
     if marked is not None:
         raise marked  # the jobs are marked running before their vectors move on; a transient error retries the task
-    ok: list[Row] = batch.drop_failed(errors, {"results": results})["results"]
+    kept = batch.drop_failed(errors, {"results": results, "texts": batch.texts})
+    ok: list[Row] = kept["results"]
     batch.dim = int(ok[0][0].shape[0]) if ok else 0
     batch.q = pack(np.stack([q for q, _, _, _ in ok])) if ok else b""
     batch.tower = pack(np.stack([x for _, x, _, _ in ok])) if ok and ok[0][1] is not None else b""
     batch.truncated = [cut for _, _, cut, _ in ok]
     batch.set_refs([r for _, _, _, r in ok])
-    batch.texts, batch.refs = [], []
+    batch.texts, batch.refs = kept["texts"], []  # the questions travel on: decode's lexical search reads them
     stamp()
     return batch.to_wire()
 
@@ -50,7 +51,10 @@ def cube(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]) 
         questions = list(unpack(batch.q, batch.dim))
         inputs = list(unpack(batch.tower, batch.dim)) if batch.tower else questions
         results, errors = isolate(lambda rows: list(stage.map(np.stack(rows))), inputs)
-        kept = batch.drop_failed(errors, {"a": results, "q": questions, "truncated": batch.truncated, "r": batch.refs_by_row()})
+        rows = {"a": results, "q": questions, "truncated": batch.truncated, "r": batch.refs_by_row(),
+                "texts": batch.question_texts()}
+        kept = batch.drop_failed(errors, rows)
+        batch.texts = kept["texts"]
         batch.q = pack(np.stack(kept["q"])) if kept["q"] else b""
         batch.tower = b""
         batch.a = pack(np.stack(kept["a"])) if kept["a"] else b""
@@ -71,14 +75,15 @@ def decode(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]
     answers: list[Any] = []
     if batch.jobs:
         ref = bank_ref(batch)
-        rows = list(zip(unpack(batch.q, batch.dim), unpack(batch.a, batch.dim), batch.refs_by_row()))
+        batch.texts = batch.question_texts()
+        rows = list(zip(unpack(batch.q, batch.dim), unpack(batch.a, batch.dim), batch.refs_by_row(), batch.texts))
         unusable = bank_problem(stage, ref)
         if unusable is None:
             answers, errors = isolate(lambda part: decode_rows(stage, part, ref, batch.min_confidence), rows)
         else:
             answers, errors = [None] * len(rows), dict.fromkeys(range(len(rows)), unusable)
-        kept = batch.drop_failed(errors, {"answers": answers, "truncated": batch.truncated})
-        answers, batch.truncated = kept["answers"], kept["truncated"]
+        kept = batch.drop_failed(errors, {"answers": answers, "truncated": batch.truncated, "texts": batch.texts})
+        answers, batch.truncated, batch.texts = kept["answers"], kept["truncated"], kept["texts"]
     stamp()
     outcomes = outcomes_of(batch, answers)
     versions = sorted(set(batch.versions.values()))
@@ -127,13 +132,16 @@ def bank_problem(stage: Any, ref: Any) -> str | None:
 
 
 def decode_rows(
-    stage: Any, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], bank: Any = None, min_confidence: float | None = None
+    stage: Any, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, str]], bank: Any = None,
+    min_confidence: float | None = None,
 ) -> list[tuple[Any, dict[str, float]]]:
-    """Decoded answers with their quality metrics (against the reference where there is one)."""
-    questions = np.stack([q for q, _, _ in rows])
-    outputs = np.stack([a for _, a, _ in rows])
-    decoded = stage.decode(outputs, bank, min_confidence)
-    return list(zip(decoded, stage.score(questions, outputs, decoded, [r for _, _, r in rows])))
+    """Decoded answers (searched by answer vector and question text) with their quality metrics (against the reference
+    where there is one)."""
+    questions = np.stack([q for q, _, _, _ in rows])
+    outputs = np.stack([a for _, a, _, _ in rows])
+    texts = [t for _, _, _, t in rows]
+    decoded = stage.decode(outputs, bank, min_confidence, texts if all(texts) else None)
+    return list(zip(decoded, stage.score(questions, outputs, decoded, [r for _, _, r, _ in rows])))
 
 
 def outcomes_of(batch: MicroBatch, answers: list[Any]) -> list[JobOutcome]:

@@ -46,7 +46,7 @@ class MicroBatch:
 
     batch: str
     jobs: list[str]
-    texts: list[str] = field(default_factory=list)  # questions, until encoded
+    texts: list[str] = field(default_factory=list)  # questions: encoded, then read by decode's lexical search
     refs: list[str | None] = field(default_factory=list)  # reference answers, until encoded
     failed: list[list[str]] = field(default_factory=list)  # [job id, error]
     timings: dict[str, float] = field(default_factory=dict)  # stage -> ms per item; wait_<stage> -> ms queued
@@ -84,6 +84,11 @@ class MicroBatch:
         alive = [i for i in range(len(self.jobs)) if i not in errors]
         self.jobs = [self.jobs[i] for i in alive]
         return {name: [values[i] for i in alive] for name, values in keep.items()}
+
+    def question_texts(self) -> list[str]:
+        """The live jobs' questions; empty strings for a message encoded before the questions travelled past encode
+        (whose decode then searches dense-only)."""
+        return self.texts if len(self.texts) == len(self.jobs) else [""] * len(self.jobs)
 
     def refs_by_row(self) -> list[np.ndarray | None]:
         """Reference vectors aligned with the live rows (None where a job has no reference)."""

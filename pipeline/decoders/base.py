@@ -5,6 +5,7 @@ Cheap to import (NumPy only): settings validate the decoder kind without loading
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -29,12 +30,15 @@ class DecoderKind(StrEnum):
 
 @dataclass(frozen=True)
 class Candidate:
-    """One sentence a decoder considered: bank row and inner product, or (generative) its cosine to the target."""
+    """One sentence a decoder considered: bank row and fused score, or (generative) its cosine to the target."""
 
     text: str
-    score: float
+    score: float  # bank: the fused score it was ranked by (the cosine when the search had no lexical side)
     row: int | None = None  # the bank row; None for a generated sentence
     provenance: Provenance | None = None  # where a bank sentence comes from, when the bank records it
+    dense: float | None = None  # bank: cosine of the answer vector and the sentence
+    lexical: float | None = None  # bank: BM25 / the question's highest BM25 in the bank; None: no lexical search
+    overlap: float | None = None  # bank: share of the question's distinct words (stemmed, no stop words) it holds
 
     def pair(self) -> tuple[str, float]:
         """(text, score): the shape results and the CLI show."""
@@ -45,7 +49,7 @@ class Candidate:
 class Answer:
     """One decoded answer, whatever decoder produced it.
 
-    `score` is the bank's inner product of the best sentence when the bank answered; for a generated answer it is
+    `score` is the bank's fused score of the best sentence when the bank answered; for a generated answer it is
     cos(enc(text), answer vector): fidelity to the vector, not a confidence that the answer is right.
     `confidence` is a calibrated probability of being right, None until a calibrator gives one (never for generated text).
     """
@@ -64,6 +68,6 @@ class Answer:
 
 
 class Decoder(Protocol):
-    """Answer vectors (N, D), unit length, to one Answer each, in order."""
+    """Answer vectors (N, D), unit length, and their questions (for the lexical search) to one Answer each, in order."""
 
-    def decode(self, vectors: np.ndarray) -> list[Answer]: ...
+    def decode(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> list[Answer]: ...

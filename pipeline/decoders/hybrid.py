@@ -6,7 +6,7 @@ end-to-end cosine among thresholds whose echo rate is no higher than the bank's 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,8 +27,8 @@ class GenerativePath:
         self.bank = bank
         self.encode_generated = encode_generated
 
-    def decode(self, vectors: np.ndarray) -> list[Answer]:
-        bank_scores = [float(s) for s in self.bank.search(vectors, 1)[0][:, 0]]
+    def decode(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> list[Answer]:
+        bank_scores = [float(s) for s in self.bank.hits(vectors, texts, 1).scores[:, 0]]
         return self.answers(self.generative.decode(vectors), vectors, bank_scores)
 
     def answers(self, generated: list[Generated], targets: np.ndarray, bank_scores: list[float]) -> list[Answer]:
@@ -52,10 +52,10 @@ class HybridDecoder:
         self.threshold = threshold
         self.top_k = top_k
 
-    def decode(self, vectors: np.ndarray) -> list[Answer]:
-        scores, rows = self.bank.search(vectors, self.top_k)
-        answers = self.bank.answers(scores, rows, routed=True)
-        low = np.flatnonzero(routes_to_generative(scores[:, 0], self.threshold)).tolist()
+    def decode(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> list[Answer]:
+        hits = self.bank.hits(vectors, texts, self.top_k)
+        answers = self.bank.answers(hits, routed=True)
+        low = np.flatnonzero(routes_to_generative(hits.dense[:, 0], self.threshold)).tolist()
         if low:
             for i, made in zip(low, self.generative.answers(self.generative.generative.decode(vectors[low]), vectors[low], [answers[i].score for i in low])):
                 answers[i] = made

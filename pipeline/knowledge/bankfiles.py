@@ -6,15 +6,18 @@
       sentences.jsonl      {"text": ..., "provenance": {...}} per row, in row order
       vectors.safetensors  "vectors" (N, D) float32 unit embeddings, row order
       index.faiss          the FAISS index (HNSW, IVF-PQ); none for a flat index, which is the vectors
+      lexical.safetensors  the BM25 index (pipeline.knowledge.lexical), with lexical.json its vocabulary
 
 A flat index is rebuilt from the vectors at load (a copy, milliseconds) instead of being stored:
-on disk it would be the vectors a second time.
+on disk it would be the vectors a second time. A version written before banks held a lexical index
+loads dense-only, with a warning: rebuilding it (`cubeqa bank build --replace`) adds the index.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -29,7 +32,10 @@ from safetensors.numpy import load_file, save_file
 from pipeline.encoder import EncoderIdentity
 from pipeline.errors import BankCorrupt, IncompatibleBank, InputError
 from pipeline.knowledge.documents import Sentence
+from pipeline.knowledge.fusion import Fusion, Hits, Ranking, hybrid
 from pipeline.knowledge.index import IndexSpec, build_index, load_index, save_index
+from pipeline.knowledge.lexical import PARAMS as LEXICAL_PARAMS
+from pipeline.knowledge.lexical import LexicalIndex
 from pipeline.knowledge.provenance import Provenance
 
 if TYPE_CHECKING:
@@ -40,6 +46,7 @@ MANIFEST = "manifest.json"
 SENTENCES = "sentences.jsonl"
 VECTORS = "vectors.safetensors"
 INDEX = "index.faiss"
+log = logging.getLogger(__name__)
 
 
 def sentence_line(sentence: Sentence) -> str:
@@ -58,8 +65,9 @@ def content_hash(lines: Iterable[str]) -> str:
 
 
 def version_id(content: str, encoder: EncoderIdentity, spec: IndexSpec) -> str:
-    """A version: the content hash with the encoder's weights and the index (both change what a search returns)."""
-    key = json.dumps([content, encoder.weights_hash, encoder.dim, spec.to_dict()], sort_keys=True)
+    """A version: the content hash with the encoder's weights, the index and the lexical index's parameters (all change
+    what a search returns)."""
+    key = json.dumps([content, encoder.weights_hash, encoder.dim, spec.to_dict(), LEXICAL_PARAMS], sort_keys=True)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
@@ -74,8 +82,10 @@ def file_sha256(path: Path) -> str:
 def write_version(
     directory: Path, lines: Sequence[str], vectors: np.ndarray | None, index: faiss.Index | None,
     manifest: dict[str, Any], progress: Callable[[str, int, int], None] | None = None,
+    lexical: LexicalIndex | None = None,
 ) -> None:
-    """Writes a version's files into an existing (temporary) directory; the manifest last."""
+    """Writes a version's files into an existing (temporary) directory; the manifest last, naming the lexical index's
+    files with their sha256."""
     with open(directory / SENTENCES, "w", encoding="utf-8") as handle:
         for line in lines:
             handle.write(line + "\n")
@@ -83,6 +93,11 @@ def write_version(
         save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(directory / VECTORS), metadata={"format_version": str(FORMAT_VERSION)})
     if index is not None:
         save_index(index, directory / INDEX)
+    if lexical is not None:
+        lexical.save(directory)
+        files = manifest.setdefault("files", {})
+        files["lexical"] = {name: file_sha256(directory / name) for name in lexical.files()}
+        files["lexical_params"] = dict(lexical.params)
     for path in directory.iterdir():
         path.chmod(0o644)  # safetensors writes 0600; every decode worker on the shared volume reads these
     if progress:
@@ -167,6 +182,7 @@ class LoadedBank:
     _vectors: np.ndarray | None = field(default=None, repr=False)
     _vectors_loader: Callable[[], np.ndarray] | None = field(default=None, repr=False)
     _handle: Any = field(default=None, repr=False)
+    lexical: LexicalIndex | None = None  # None: a version written before banks held one (dense search only)
 
     def __post_init__(self) -> None:
         # kept open: a version removed while this process serves it stays readable (POSIX unlink semantics)
@@ -203,6 +219,15 @@ class LoadedBank:
             raise InputError(f"queries must be (N, {dim}), got {queries.shape}")
         return self.index.search(queries, max(1, min(int(k), len(self.texts))))
 
+    def hybrid(
+        self, queries: np.ndarray, texts: Sequence[str] | None, k: int, fusion: Fusion, ranking: Ranking = "fused"
+    ) -> Hits:
+        """Fused top-k (pipeline.knowledge.fusion) for unit queries and their questions; dense alone without texts."""
+        dim = int(self.manifest["encoder"]["dim"])
+        if np.ndim(queries) != 2 or np.shape(queries)[1] != dim:
+            raise InputError(f"queries must be (N, {dim}), got {np.shape(queries)}")
+        return hybrid(self, queries, texts, k, fusion, ranking)
+
     @property
     def nbytes(self) -> int:
         """Approximate memory held: vectors (or codes), graph, texts and row offsets."""
@@ -214,7 +239,7 @@ class LoadedBank:
             size += n * dim * 4
         if self.spec.kind == "hnsw":
             size += int(self.index.hnsw.neighbors.size()) * 4 + int(self.index.hnsw.levels.size()) * 4
-        return size
+        return size + (self.lexical.nbytes if self.lexical is not None else 0)
 
     def close(self) -> None:
         if self._handle is not None and not self._handle.closed:
@@ -276,4 +301,23 @@ def load_version(name: str, directory: Path, encoder: EncoderIdentity, *, truste
     return LoadedBank(
         name=name, version=str(manifest["version"]), path=directory, manifest=manifest, texts=texts, spec=spec,
         index=index, _offsets=offsets, _vectors=vectors, _vectors_loader=loader,
+        lexical=read_lexical(name, directory, manifest),
     )
+
+
+def read_lexical(name: str, directory: Path, manifest: dict[str, Any]) -> LexicalIndex | None:
+    """The version's lexical index, its files checked against the manifest's sha256; None (warned) for older ones."""
+    recorded = manifest.get("files", {}).get("lexical")
+    if not recorded:
+        log.warning("bank %r version %s has no lexical index: dense search only; rebuild it to add one",
+                    name, manifest["version"])
+        return None
+    for file, expected in recorded.items():
+        if Path(file).name != file or not (directory / file).is_file() or file_sha256(directory / file) != expected:
+            raise BankCorrupt(f"{directory / file} is missing or changed since bank {name!r} version "
+                              f"{manifest['version']} was made")
+    lexical = LexicalIndex.load(directory)
+    if lexical.sentences != int(manifest["sentences"]):
+        raise BankCorrupt(f"the lexical index in {directory} covers {lexical.sentences} sentences; "
+                          f"the bank has {manifest['sentences']}")
+    return lexical

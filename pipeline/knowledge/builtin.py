@@ -4,7 +4,12 @@ The bank's vectors stay the bundle's own `bank.safetensors` (18 MB): the version
 that file by a path relative to the version directory and records its sha256, which loading
 checks, so nothing is shipped twice and a retrained bundle cannot silently pair new vectors with
 old sentences (rerun this module after `make train`). Provenance: a sentence's doc_id is the
-`answer_id` of the Q→A file row it answers, else the first 12 hex digits of its sha256.
+`answer_id` of the Q→A file row it answers, else the first 12 hex digits of its sha256. The version
+holds its own lexical (BM25) index, like every bank version.
+
+A bundle whose vectors the shipped directory is not tied to (a freshly trained one) gets the same
+kind of directory written beside the embedding cache on first use (`own_bank_dir`), so jobs and
+`cubeqa ask` without a bank always answer through a bank version.
 
     python -m pipeline.knowledge.builtin [BUNDLE_DIR] [OUT_DIR] [PAIRS.jsonl ...]
 """
@@ -14,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,9 +34,11 @@ from pipeline.errors import BundleError
 from pipeline.knowledge import bankfiles as files
 from pipeline.knowledge.documents import Sentence
 from pipeline.knowledge.index import choose_index
+from pipeline.knowledge.lexical import LexicalIndex
 from pipeline.knowledge.provenance import Provenance
 
 ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BANK = "default"  # the name under which a bundle's own bank serves
 
 
 def answer_ids(pairs_paths: Sequence[Path]) -> dict[str, tuple[str, str]]:
@@ -78,9 +87,51 @@ def bank_from_bundle(bundle_dir: Path, out_dir: Path, pairs_paths: Sequence[Path
         "split": False, "sources": [f"bundle:{bundle_dir.name}/bank.jsonl", *(Path(p).name for p in pairs_paths)],
         "files": {"sentences": files.SENTENCES, "vectors": os.path.relpath(vectors_file, vdir), "vectors_sha256": files.file_sha256(vectors_file)},
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"), "build_seconds": None,
-    })
+    }, lexical=LexicalIndex.build(texts))
     (out_dir / "CURRENT").write_text(version + "\n", encoding="utf-8")
     return version
+
+
+def own_bank_dir(bundle_dir: Path, scratch: Path | None = None) -> Path:
+    """The bank directory of a bundle's own bank: the shipped `default` when tied to the bundle's vectors, else one
+    written once under `scratch` (default: the system's temporary directory), keyed by the vectors' sha256."""
+    bundle_dir = Path(bundle_dir).resolve()
+    vectors_file = bundle_dir / "bank.safetensors"
+    if not vectors_file.is_file():
+        raise BundleError(f"{bundle_dir} has no bank.safetensors: its bank must ship its vectors")
+    digest = files.file_sha256(vectors_file)
+    shipped = default_builtin()["default"]
+    if tied_to(shipped, vectors_file, digest):
+        return shipped
+    scratch = Path(scratch or tempfile.gettempdir()) / "cubeqa-bundle-banks"
+    where = hashlib.sha256(str(bundle_dir).encode("utf-8")).hexdigest()[:12]  # versions name vectors by relative path
+    target = scratch / f"{bundle_dir.name}-{where}-{digest[:16]}"
+    if tied_to(target, vectors_file, digest):
+        return target
+    scratch.mkdir(parents=True, exist_ok=True)
+    temp = scratch / f".build-{os.getpid()}-{secrets.token_hex(4)}"  # a sibling: the relative path survives the rename
+    bank_from_bundle(bundle_dir, temp)
+    try:
+        os.rename(temp, target)
+    except OSError:  # another process wrote it first (or a stale one of other vectors is in the way)
+        shutil.rmtree(temp, ignore_errors=True)
+        if not tied_to(target, vectors_file, digest):
+            shutil.rmtree(target, ignore_errors=True)
+            return own_bank_dir(bundle_dir, scratch.parent)
+    return target
+
+
+def tied_to(bank_dir: Path, vectors_file: Path, vectors_sha256: str) -> bool:
+    """Whether the current version of the bank in `bank_dir` names `vectors_file`, recorded with this sha256, and
+    holds a lexical index."""
+    try:
+        vdir = bank_dir / "versions" / (bank_dir / "CURRENT").read_text(encoding="utf-8").strip()
+        recorded = json.loads((vdir / files.MANIFEST).read_text(encoding="utf-8")).get("files", {})
+        named = (vdir / recorded.get("vectors", files.VECTORS)).resolve()
+        same = named.samefile(vectors_file) and recorded.get("vectors_sha256") == vectors_sha256
+        return same and bool(recorded.get("lexical"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def default_builtin() -> dict[str, Path]:

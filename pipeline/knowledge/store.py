@@ -4,7 +4,7 @@
       CURRENT                  the current version's id (replaced atomically with os.replace)
       .lock                    flock'ed by a build, add or removal of NAME
       .build-<pid>-<random>/   a version being written; renamed into versions/ when complete
-      versions/VERSION/        see bankfiles.py
+      versions/VERSION/        see bankfiles.py (sentences, vectors, FAISS index, BM25 index, manifest)
 
 A version is built in a temporary directory, renamed into versions/, and only then does CURRENT
 switch, so a killed build leaves the previous version serving; the next build removes its
@@ -39,6 +39,7 @@ from pipeline.knowledge.bankfiles import LoadedBank
 from pipeline.knowledge.cache import EmbeddingCache, text_digest
 from pipeline.knowledge.documents import ReadReport, Sentence, bank_sentences, read_documents
 from pipeline.knowledge.index import IndexKind, build_index, choose_index
+from pipeline.knowledge.lexical import LexicalIndex
 from pipeline.knowledge.provenance import Provenance
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -306,6 +307,7 @@ class BankStore:
         if not (final / files.MANIFEST).is_file():
             vectors = embed_sentences([s.text for s in sentences], embed, encoder, cache_dir, progress, reuse)
             index = build_index(vectors, spec, _index_progress(progress, len(vectors))) if spec.kind != "flat" else None
+            lexical = LexicalIndex.build([s.text for s in sentences])
             temp = directory / f".build-{os.getpid()}-{secrets.token_hex(4)}"
             temp.mkdir(parents=True)
             manifest = {
@@ -316,7 +318,7 @@ class BankStore:
                 "files": {"sentences": files.SENTENCES, "vectors": files.VECTORS},
                 "built_at": datetime.now(UTC).isoformat(timespec="microseconds"), "build_seconds": round(time.perf_counter() - started, 3),
             }
-            files.write_version(temp, lines, vectors, index, manifest, progress)
+            files.write_version(temp, lines, vectors, index, manifest, progress, lexical)
             final.parent.mkdir(exist_ok=True)
             if (final / files.MANIFEST).is_file():
                 shutil.rmtree(temp)

@@ -134,20 +134,23 @@ def test_bank_evaluation_figures_on_a_tiny_bank() -> None:
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(20, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    texts = [f"sentence {i}" for i in range(20)]
+    words = ["apple", "river", "copper", "violin", "glacier", "saffron", "lantern", "harbour", "meadow", "falcon"] * 2
+    texts = [f"The {w} number {i} is here." for i, w in enumerate(words)]
     bank = flat_bank(texts, vectors)
-    golds = [[f"sentence {i}"] for i in range(10)]
+    golds = [[texts[i]] for i in range(10)]
     exact = vectors[:10]  # the cube lands on the gold sentence every time
     noisy = exact + 2.0 * rng.normal(size=exact.shape).astype(np.float32)
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
     scores, correct = synthetic(500)
     cal = fit(scores, correct, "logistic")
-    report = bank_evaluation(bank, noisy, exact, golds, cal, 0.0, resamples=200)
-    assert report["cube"]["P@1"] == 1.0 and report["cube"]["MRR@10"] == 1.0
-    assert report["identity"]["P@1"] < 1.0
-    assert report["cube"]["coverage"] == 1.0
-    diff = report["differences"]["cube − identity: P@1"]
+    questions = [f"Where is the {w}?" for w in words[:10]]  # each word is in two sentences: BM25 alone ties them
+    report = bank_evaluation(bank, noisy, exact, golds, cal, 0.0, texts=questions, resamples=200)
+    assert report["dense"]["P@1"] == 1.0 and report["dense"]["MRR@10"] == 1.0 and report["fused"]["P@1"] == 1.0
+    assert report["identity"]["P@1"] < 1.0 and report["lexical"]["R@20"] == 1.0
+    assert report["fused"]["coverage"] == 1.0
+    diff = report["differences"]["dense − identity: P@1"]
     assert diff["mean"] == pytest.approx(1.0 - report["identity"]["P@1"])
+    assert report["differences"]["fused − dense: P@1"]["mean"] == 0.0
 
 
 def test_precision_coverage_answers_the_most_confident_first() -> None:

@@ -49,6 +49,13 @@ def test_a_failed_row_leaves_the_micro_batch_and_the_rest_stay_aligned() -> None
     assert (batch.jobs, batch.failed, kept["truncated"]) == (["j0", "j2"], [["j1", "bad input"]], [False, False])
 
 
+def test_the_questions_travel_to_decode_and_an_older_message_without_them_reads_as_blank() -> None:
+    batch = MicroBatch(batch="b", jobs=["j0", "j1"], texts=["Who?", "What?"])
+    assert MicroBatch.from_wire(batch.to_wire()).question_texts() == ["Who?", "What?"]
+    encoded_before = MicroBatch(batch="b", jobs=["j0", "j1"])  # encode cleared its texts: decode searches dense-only
+    assert encoded_before.question_texts() == ["", ""]
+
+
 def test_an_item_that_raises_fails_alone() -> None:
     def square(items: list[int]) -> list[int]:
         if 3 in items:

@@ -219,7 +219,8 @@ def test_the_shipped_default_bank_is_the_bundles_bank(tmp_path: Path) -> None:
     assert bank.provenance(0).doc_id == first["answer_id"] and texts[0] == first["answer"]
     with pytest.raises(BankError, match="built in and cannot be removed"):
         store.remove("default")
-    assert not list((ROOT / "cubeqa" / "banks").rglob("*.safetensors"))  # vectors are the bundle's, not a copy
+    assert not list((ROOT / "cubeqa" / "banks").rglob("vectors.safetensors"))  # vectors are the bundle's, not a copy
+    assert bank.lexical is not None and bank.lexical.sentences == 11861  # the built-in bank has its lexical index too
 
 
 def test_adding_to_the_builtin_bank_makes_an_own_bank_that_shadows_it(tmp_path: Path, docs: Path) -> None:
