@@ -15,13 +15,14 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from pipeline.calibration import Calibrator, default_min_confidence, expected_calibration_error, load_calibration
-from pipeline.data import answer_key, numbered_lines
+from pipeline.data import answer_key, embed_cached, numbered_lines
 from pipeline.decoders.phrase_bank import BankSource
+from pipeline.errors import InputError
 from pipeline.evaluation import paired_bootstrap
 from pipeline.knowledge.fusion import Fusion, MemoryBank, Ranking
 
@@ -178,9 +179,41 @@ def calibration_report(confidence: np.ndarray, correct: np.ndarray, bins: int = 
 
 
 def gold_answers(path: Path) -> list[list[str]]:
-    """Each record's `answer` and its optional `alt_answers`, in file order."""
+    """Each record's `answer` and its optional `alt_answers`, in file order; [] for `"answer": null`, a question
+    the bank does not answer."""
     records = [json.loads(line) for _, line in numbered_lines(path)]
-    return [[r["answer"], *[a for a in r.get("alt_answers") or [] if isinstance(a, str) and a.strip()]] for r in records]
+    return [[] if r.get("answer") is None else [r["answer"], *[a for a in r.get("alt_answers") or [] if isinstance(a, str)
+            and a.strip()]] for r in records]
+
+
+def eval_questions(path: Path) -> list[str]:
+    """The `question` of each record, in file order (the answer may be null: see gold_answers)."""
+    questions = []
+    for number, line in numbered_lines(path):
+        try:
+            question = json.loads(line)["question"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise InputError(f"{path}:{number}: not a JSON object with a question ({exc})") from exc
+        if not isinstance(question, str) or not question.strip():
+            raise InputError(f"{path}:{number}: empty question")
+        questions.append(question)
+    if not questions:
+        raise InputError(f"{path}: no questions")
+    return questions
+
+
+def unanswerable_report(bank: SearchBank, outputs: np.ndarray, texts: Sequence[str], calibrator: Calibrator | None,
+                        fusion: Fusion, threshold: float | None, answerable: dict[str, float]) -> dict[str, float]:
+    """Questions the bank does not answer: the share refused at the threshold, and the precision over everything
+    answered when an answered unanswerable question counts as wrong (what a user of the whole set sees)."""
+    result = search_map(bank, outputs, [[] for _ in texts], calibrator, texts=texts, fusion=fusion)
+    if result.confidence is None or threshold is None:
+        return {"questions": len(texts)}
+    wrongly_answered = int((result.confidence >= threshold).sum())
+    right = answerable["precision"] * answerable["coverage"] * answerable["questions"]
+    answered = answerable["coverage"] * answerable["questions"] + wrongly_answered
+    return {"questions": len(texts), "refused": 1.0 - wrongly_answered / len(texts),
+            "precision_all_answered": float(right / answered) if answered else float("nan")}
 
 
 def evaluate_on_bank(
@@ -192,14 +225,21 @@ def evaluate_on_bank(
     threshold), paired intervals."""
     from pipeline.checkpoint import load_bundle
     from pipeline.stages import answer_vectors, bundle_fusion
-    from pipeline.workflows import load_embedded
 
     bundle = load_bundle(bundle_dir, encoder.identity)
-    pairs = load_embedded(data, encoder, cache_dir, on_embed)
-    golds = gold_answers(data)
+    golds, questions = gold_answers(data), eval_questions(data)
     threshold = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
-    questions = [pair.question for pair in pairs.pairs]
-    outputs = answer_vectors(bundle, encoder, questions, pairs.q)
-    report = bank_evaluation(bank, pairs.q, outputs, golds, load_calibration(bundle_dir), threshold, texts=questions,
-                             fusion=bundle_fusion(bundle.manifest), resamples=resamples)
+    teacher = embed_cached(questions, lambda t: encoder.encode(t).vectors, cache_dir, f"questions-{encoder.identity.weights_hash}")
+    outputs = answer_vectors(bundle, encoder, questions, teacher)
+    fusion, calibrator = bundle_fusion(bundle.manifest), load_calibration(bundle_dir)
+    keep = [i for i, gold in enumerate(golds) if gold]
+    if not keep:
+        raise InputError(f"{data}: no question with an answer (every 'answer' is null)")
+    report = bank_evaluation(bank, teacher[keep], outputs[keep], [golds[i] for i in keep], calibrator, threshold,
+                             texts=[questions[i] for i in keep], fusion=fusion, resamples=resamples)
+    none = [i for i, gold in enumerate(golds) if not gold]
+    if none:
+        fused = cast(dict[str, float], report["fused"]) | {"questions": float(len(keep))}
+        report["unanswerable"] = unanswerable_report(bank, outputs[none], [questions[i] for i in none], calibrator, fusion,
+                                                     threshold, fused)
     return {"data": str(data), "bundle": str(bundle_dir), **report}

@@ -87,7 +87,7 @@ def bank_from_bundle(bundle_dir: Path, out_dir: Path, pairs_paths: Sequence[Path
         "split": False, "sources": [f"bundle:{bundle_dir.name}/bank.jsonl", *(Path(p).name for p in pairs_paths)],
         "files": {"sentences": files.SENTENCES, "vectors": os.path.relpath(vectors_file, vdir), "vectors_sha256": files.file_sha256(vectors_file)},
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"), "build_seconds": None,
-    }, lexical=LexicalIndex.build(texts))
+    }, lexical=LexicalIndex.of_sentences(sentences))
     (out_dir / "CURRENT").write_text(version + "\n", encoding="utf-8")
     return version
 

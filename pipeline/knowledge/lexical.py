@@ -16,13 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from pipeline.errors import BankCorrupt
+
+if TYPE_CHECKING:
+    from pipeline.knowledge.documents import Sentence
 
 FORMAT_VERSION = 1
 MATRIX = "lexical.safetensors"
@@ -34,6 +37,7 @@ PARAMS: dict[str, Any] = {
     "b": 0.75,
     "stopwords": "en",
     "stemmer": "english",
+    "fields": ["title", "section", "text"],  # what each sentence's BM25 entry holds: see indexed_text
 }
 
 
@@ -53,6 +57,17 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
     )
 
 
+def indexed_text(sentence: Sentence) -> str:
+    """What BM25 indexes for a sentence: its document's title and section path, then the sentence. Technical docs
+    leave the topic to the heading ("Uses a 307 status code by default." under "RedirectResponse"); measured on the
+    docs development set, this lifts fused P@1 from 0.357 to 0.471 (docs/retrieval.md). A title that opens the
+    section path is not repeated."""
+    section = list(sentence.provenance.section)
+    title = sentence.provenance.title
+    head = [title] if title and (not section or section[0] != title) else []
+    return " ".join([*head, *section, sentence.text])
+
+
 @dataclass(eq=False)
 class LexicalIndex:
     """BM25 weights of a bank's sentences, searchable by a question's tokens."""
@@ -63,6 +78,11 @@ class LexicalIndex:
     indptr: np.ndarray  # (V + 1,) int64
     sentences: int
     params: dict[str, Any] = field(default_factory=lambda: dict(PARAMS))
+
+    @classmethod
+    def of_sentences(cls, sentences: Sequence[Sentence]) -> LexicalIndex:
+        """Indexes a bank's sentences (row order) with their headings (indexed_text)."""
+        return cls.build([indexed_text(s) for s in sentences])
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> LexicalIndex:

@@ -307,7 +307,7 @@ class BankStore:
         if not (final / files.MANIFEST).is_file():
             vectors = embed_sentences([s.text for s in sentences], embed, encoder, cache_dir, progress, reuse)
             index = build_index(vectors, spec, _index_progress(progress, len(vectors))) if spec.kind != "flat" else None
-            lexical = LexicalIndex.build([s.text for s in sentences])
+            lexical = LexicalIndex.of_sentences(sentences)
             temp = directory / f".build-{os.getpid()}-{secrets.token_hex(4)}"
             temp.mkdir(parents=True)
             manifest = {

@@ -146,3 +146,18 @@ def test_the_lexical_parameters_are_part_of_the_version(
     first = build(BankStore(tmp_path / "a"), docs)
     monkeypatch.setitem(lexical_module.PARAMS, "k1", 1.2)
     assert build(BankStore(tmp_path / "b"), docs).version != first.version
+
+
+def test_a_sentence_is_indexed_with_its_title_and_section_path() -> None:
+    from pipeline.knowledge.documents import Sentence
+    from pipeline.knowledge.lexical import indexed_text
+    from pipeline.knowledge.provenance import Provenance
+
+    under = Sentence("Uses a 307 status code by default.", Provenance("responses.md", title="Responses",
+                                                                      section=("Responses", "RedirectResponse")))
+    plain = Sentence("Uses a 200 status code by default.", Provenance("x.md", title="Other"))
+    assert indexed_text(under) == "Responses RedirectResponse Uses a 307 status code by default."  # the title once
+    assert indexed_text(Sentence("A row.", Provenance("id"))) == "A row."  # no title, no section: the text alone
+    index = LexicalIndex.of_sentences([under, plain])
+    scores = index.scores(tokenize(["What status code does a redirect response use by default?"])[0])
+    assert scores[0] > scores[1]  # the heading's word is what tells them apart
