@@ -9,7 +9,8 @@ import typer
 
 from cubeqa.cli_base import DATA_DIR, app, build_encoder, console, embed_progress, errors, fail
 from cubeqa.render import eval_table, progress_bar
-from cubeqa.settings import Settings
+from cubeqa.settings import Settings, default_bundle_dir
+from cubeqa.wiring import PACKAGED_BANK
 from pipeline import CubeConfig, TowerConfig, TowerTrainConfig, TrainConfig
 
 SHIPPED_CUBE, SHIPPED_TRAIN = CubeConfig(), TrainConfig()  # train's defaults: the shipped bundle's configuration
@@ -127,3 +128,14 @@ def train(
         errors.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(eval_table(outcome.validation, title=f"validation ({val_file.name})"))
     console.print(f"bundle written to {outcome.bundle_dir}")
+    console.print(f"bank default (the bundle's bank, with its lexical index): {write_bundle_bank(outcome.bundle_dir, settings, train_file)}")
+
+
+def write_bundle_bank(bundle_dir: Path, settings: Settings, train_file: Path) -> Path:
+    """The trained bundle's bank as a bank version, so `--bank default` serves its new vectors at once; retrained in
+    place (`make train`), the packaged copy follows, else it is written under the cache."""
+    from pipeline.knowledge.builtin import bank_from_bundle, own_bank_dir
+
+    if bundle_dir.resolve() == default_bundle_dir().resolve():
+        bank_from_bundle(bundle_dir, PACKAGED_BANK, [train_file])
+    return own_bank_dir(bundle_dir, settings.cache_dir)

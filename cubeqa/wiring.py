@@ -86,14 +86,23 @@ def hinted(settings: Settings) -> Iterator[None]:
         raise BankNotFound(f"{exc}; {hint}") from exc
 
 
-BUILTIN_BANKS = {"default": PACKAGE_DIR / "banks" / "default"}  # shipped in the package, read-only
+PACKAGED_BANK = PACKAGE_DIR / "banks" / "default"  # the shipped bundle's bank, read-only
+
+
+def builtin_banks(settings: Settings) -> dict[str, Path]:
+    """The built-in bank `default`: the configured bundle's own bank, the packaged directory when it is tied to the
+    bundle's vectors, else one written once under the cache (a retrained or other bundle; `own_bank_dir`). So
+    `--bank default` and jobs that name no bank answer from the same sentences, whatever bundle serves."""
+    from pipeline.knowledge.builtin import DEFAULT_BANK, own_bank_dir
+
+    return {DEFAULT_BANK: own_bank_dir(settings.bundle_dir, settings.cache_dir)}
 
 
 def bank_store(settings: Settings) -> BankStore:
-    """The bank store the settings name, with the banks shipped in the package (`default`) built in."""
+    """The bank store the settings name, with the bundle's bank (`default`) built in."""
     from pipeline.knowledge.store import BankStore
 
-    return BankStore(bank_root(settings), builtin=BUILTIN_BANKS)
+    return BankStore(bank_root(settings), builtin=builtin_banks(settings))
 
 
 def pin_bank(settings: Settings, name: str | None, min_confidence: float | None = None) -> Pin:
@@ -150,7 +159,7 @@ def worker_options(settings: Settings, stage: str, concurrency: int | None, logl
         visibility_timeout=settings.visibility_timeout,
         loglevel=loglevel,
         bank_root=bank_root(settings),
-        builtin_banks=dict(BUILTIN_BANKS),
+        builtin_banks=builtin_banks(settings),
         bank_cache_bytes=settings.bank_cache_mb * 2**20,
         min_confidence=settings.min_confidence,
     )

@@ -16,6 +16,7 @@ kind of directory written beside the embedding cache on first use (`own_bank_dir
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -99,7 +100,7 @@ def own_bank_dir(bundle_dir: Path, scratch: Path | None = None) -> Path:
     vectors_file = bundle_dir / "bank.safetensors"
     if not vectors_file.is_file():
         raise BundleError(f"{bundle_dir} has no bank.safetensors: its bank must ship its vectors")
-    digest = files.file_sha256(vectors_file)
+    digest = vectors_digest(vectors_file)
     shipped = default_builtin()["default"]
     if tied_to(shipped, vectors_file, digest):
         return shipped
@@ -119,6 +120,17 @@ def own_bank_dir(bundle_dir: Path, scratch: Path | None = None) -> Path:
             shutil.rmtree(target, ignore_errors=True)
             return own_bank_dir(bundle_dir, scratch.parent)
     return target
+
+
+def vectors_digest(path: Path) -> str:
+    """sha256 of a bundle's vectors file, hashed once per size and modification time (every bank lookup asks)."""
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return files.file_sha256(Path(path))
 
 
 def tied_to(bank_dir: Path, vectors_file: Path, vectors_sha256: str) -> bool:

@@ -251,3 +251,24 @@ def test_batches_fit_80_columns_and_results_read_as_a_table_at_a_terminal(tmp_pa
     assert "In the north." in shown and "> 0.99" in shown and "0.31" in shown and "{" not in shown
     piped = cubeqa("results", created.id, env=env)  # not a terminal: JSON lines, as before
     assert [json.loads(line)["answer"] for line in piped.stdout.splitlines()] == ["In the north.", "no confident answer"]
+
+
+def test_training_into_a_copy_of_the_shipped_bundle_leaves_bank_default_answering(small_data, tmp_path: Path) -> None:
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(ROOT / "cubeqa" / "bundles" / "default", bundle)
+    env = {"CUBEQA_CACHE_DIR": str(tmp_path / "cache"), "CUBEQA_BUNDLE_DIR": str(bundle),
+           "CUBEQA_BANK_ROOT": str(tmp_path / "banks")}
+    run = cubeqa("train", "--train", str(small_data["train"]), "--val", str(small_data["val"]), "--out", str(bundle),
+                 "--size", "4,4,2", "--channels", "4", "--hidden", "8", "--steps", "2", "--epochs", "1", "--batch-size", "32",
+                 "--tower-layers", "0", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "bank default" in run.stdout
+    listed = cubeqa("bank", "show", "default", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    retrained = len(read_jsonl(bundle / "bank.jsonl"))
+    assert json.loads(listed.stdout)["sentences"] == retrained < 11_000  # the retrained bank (unique answers), not the shipped one
+    question = read_jsonl(small_data["train"])[0]["question"]
+    asked = cubeqa("ask", "--bank", "default", "--min-confidence", "0", question, env=env)
+    assert asked.returncode == 0 and "answer:" in asked.stdout, asked.stderr

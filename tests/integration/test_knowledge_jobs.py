@@ -17,7 +17,7 @@ from conftest import ROOT, migrated
 from jobsystem import results_of, service_env, wait_for_batch
 from test_knowledge_encoder import BAKERY, PUMP
 
-from cubeqa.wiring import BUILTIN_BANKS
+from cubeqa.wiring import PACKAGED_BANK
 from pipeline.knowledge.store import BankStore
 from storage.models import Batch, Job
 from storage.repository import NewJob, Pin, unfinished_jobs
@@ -77,7 +77,7 @@ def kb(broker_url: str, tmp_path_factory: pytest.TempPathFactory, encoder) -> It
     url = f"sqlite:///{work / 'jobs.db'}"
     sessions = migrated(url)
     env = service_env(broker_url, url, CUBEQA_BANK_ROOT=str(work / "banks"), COLUMNS="200")
-    kb = KB(work, url, sessions, BankStore(work / "banks", builtin=BUILTIN_BANKS), docs, env, encoder)
+    kb = KB(work, url, sessions, BankStore(work / "banks", builtin={"default": PACKAGED_BANK}), docs, env, encoder)
     kb.build("house", [docs])
     yield kb
     sessions.kw["bind"].dispose()
