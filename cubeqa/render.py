@@ -258,6 +258,10 @@ def bank_eval_table(report: dict[str, Any], title: str) -> Table:
         fused = report["fused"]
         table.caption = (f"fused, at confidence ≥ {threshold:.2f}: precision {fused['precision']:.4f}, "
                          f"coverage {fused['coverage']:.4f}")
+        none = report.get("unanswerable")
+        if none and "refused" in none:
+            table.caption += (f"; {none['questions']} questions the bank does not answer: {none['refused']:.1%} refused, "
+                              f"precision over all answered {none['precision_all_answered']:.4f}")
     return table
 
 

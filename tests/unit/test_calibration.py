@@ -162,3 +162,20 @@ def test_precision_coverage_answers_the_most_confident_first() -> None:
     assert table[-1]["precision"] == pytest.approx(0.5)
     report = calibration_report(confidence, correct)
     assert len(report["precision_coverage"]) == 10 and sum(r["count"] for r in report["reliability"]) == 10
+
+
+def test_questions_the_bank_does_not_answer_count_as_refused_or_as_wrong_answers() -> None:
+    from pipeline.bank_eval import unanswerable_report
+    from pipeline.knowledge.fusion import Fusion
+
+    vectors = np.eye(4, dtype=np.float32)
+    bank = flat_bank(["Pumps need a fuse.", "The valve is red.", "Close the valve.", "Twelve volts."], vectors)
+    scores, correct = synthetic(500)
+    cal = fit(scores, correct, "logistic")
+    near = np.array([[1.0, 0, 0, 0], [0.5, 0.5, 0.5, 0.5]], np.float32)  # a sure-looking match, and no match at all
+    answerable = {"questions": 10.0, "precision": 0.8, "coverage": 0.5}  # 4 right of 5 answered
+    confidence = cal.predict(np.array([[1.0, 0.0], [0.5, 0.5]]))
+    threshold = float(confidence.mean())  # between the two: the first is answered, the second refused
+    report = unanswerable_report(bank, near, ["Which pump?", "What is love?"], cal, Fusion(), threshold, answerable)
+    assert report["questions"] == 2 and report["refused"] == 0.5
+    assert report["precision_all_answered"] == pytest.approx(4 / 6)  # one wrong answer joins the five answered
