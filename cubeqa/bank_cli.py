@@ -133,7 +133,7 @@ def list_command(ctx: typer.Context) -> None:
     from pipeline import CubeQAError
 
     try:
-        banks = bank_store(ctx.obj).list()
+        banks = bank_store(ctx.obj).infos()
     except (CubeQAError, OSError) as exc:
         raise fail(exc) from exc
     if hint := legacy_hint(ctx.obj):

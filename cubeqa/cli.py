@@ -192,6 +192,7 @@ def answering_pipeline(settings: Settings, decoder: str | None, bank: str | None
     """The bundle's ProductionPipeline as the settings describe it (10-30 s: the encoder, cube and decoders load), and the
     current version of `bank` (found before anything loads; checked against the bundle's encoder)."""
     from pipeline import BankCache, BankRef, read_manifest
+    from pipeline.decoders.base import DecoderKind
     from pipeline.production import ProductionPipeline
 
     store = bank_store(settings)
@@ -209,7 +210,7 @@ def answering_pipeline(settings: Settings, decoder: str | None, bank: str | None
         bank_config=bank_config(settings),
         cache_dir=settings.cache_dir,
         top_k=settings.top_k,
-        decoder=decoder or settings.decoder,
+        decoder=DecoderKind(decoder or settings.decoder),
         generative_options=generative_options(settings),
         banks=banks,
         min_confidence=settings.min_confidence,

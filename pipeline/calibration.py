@@ -19,6 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +104,7 @@ class Calibrator:
         }
 
     @classmethod
-    def from_dict(cls, record: dict[str, object]) -> Calibrator:
+    def from_dict(cls, record: dict[str, Any]) -> Calibrator:
         def array(name: str) -> np.ndarray:
             return np.asarray(record.get(name, []), np.float64)
 
@@ -240,7 +241,7 @@ def save_calibration(bundle_dir: Path, cal: Calibrator, record: dict[str, object
     return path
 
 
-def read_calibration(bundle_dir: Path) -> dict[str, object] | None:
+def read_calibration(bundle_dir: Path) -> dict[str, Any] | None:
     """The bundle's whole calibration record, or None when it ships none."""
     path = Path(bundle_dir) / CALIBRATION_FILE
     if not path.is_file():

@@ -180,7 +180,7 @@ def read_manifest(path: Path) -> Manifest:
     if data["format_version"] != FORMAT_VERSION:
         raise IncompatibleBundle(f"{path} has bundle format {data['format_version']!r}; this code reads format {FORMAT_VERSION}")
     parsers = {"cube_config": CubeConfig.from_dict, "encoder": EncoderIdentity.from_dict, "bank": lambda bank: int(bank["size"])}
-    parsed = {}
+    parsed: dict[str, Any] = {}
     for name, parse in parsers.items():
         try:
             parsed[name] = parse(data.pop(name))

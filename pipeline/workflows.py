@@ -138,7 +138,7 @@ def train_bundle(
     reference = None
     if tuned is not None:
         rows["tower"] = tuned.val.q
-    if tuned is not None and tower.reference_cube:
+    if tuned is not None and tower is not None and tower.reference_cube:
         torch.manual_seed(train_config.seed)
         reference = Cube(cube_config)
         train_cube(reference, train, train_config)

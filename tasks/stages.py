@@ -36,7 +36,8 @@ def encode(batch: MicroBatch, rt: Runtime, stage: Any, stamp: Callable[[], None]
     ok: list[Row] = kept["results"]
     batch.dim = int(ok[0][0].shape[0]) if ok else 0
     batch.q = pack(np.stack([q for q, _, _, _ in ok])) if ok else b""
-    batch.tower = pack(np.stack([x for _, x, _, _ in ok])) if ok and ok[0][1] is not None else b""
+    towered = [x for _, x, _, _ in ok if x is not None]  # every row or none: the encode stage has a tower or not
+    batch.tower = pack(np.stack(towered)) if towered else b""
     batch.truncated = [cut for _, _, cut, _ in ok]
     batch.set_refs([r for _, _, _, r in ok])
     batch.texts, batch.refs = kept["texts"], []  # the questions travel on: decode's lexical search reads them

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.decoders.base import Answer, Candidate
 from pipeline.errors import InputError
-from pipeline.knowledge.fusion import Fusion, Hits, MemoryBank
+from pipeline.knowledge.fusion import Fusion, Hits, MemoryBank, Ranking
 from pipeline.knowledge.index import choose_index
 from pipeline.knowledge.provenance import Provenance
 
@@ -34,12 +34,17 @@ class PhraseBankConfig:
 class BankSource(Protocol):
     """A bank (a stored version's LoadedBank, or a MemoryBank): sentences, their vectors, dense and fused search."""
 
-    texts: list[str]
-    vectors: np.ndarray
+    @property
+    def texts(self) -> list[str]: ...
+
+    @property
+    def vectors(self) -> np.ndarray: ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def hybrid(self, queries: np.ndarray, texts: Sequence[str] | None, k: int, fusion: Fusion) -> Hits: ...
+    def hybrid(
+        self, queries: np.ndarray, texts: Sequence[str] | None, k: int, fusion: Fusion, ranking: Ranking = "fused"
+    ) -> Hits: ...
 
     def provenance(self, row: int) -> Provenance | None: ...
 

@@ -51,7 +51,7 @@ KEEP_VERSIONS = 3
 
 @dataclass(frozen=True)
 class BankInfo:
-    """What `list` and `show` tell about a bank's current version."""
+    """What `infos` and `show` tell about a bank's current version."""
 
     name: str
     version: str
@@ -66,7 +66,7 @@ class BankInfo:
     samples: tuple[str, ...] = ()
     builtin: bool = False
     path: str = ""
-    problem: str | None = None  # set by `list` for a bank it cannot read
+    problem: str | None = None  # set by `infos` for a bank it cannot read
     notes: tuple[str, ...] = ()  # set by `build` and `add`: unsupported files, readers' hints, files skipped
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -143,7 +143,7 @@ class BankStore:
             extra={"build_seconds": manifest.get("build_seconds"), "content_hash": manifest.get("content_hash")},
         )
 
-    def list(self) -> list[BankInfo]:
+    def infos(self) -> list[BankInfo]:
         """Every bank with a current version, by name (own banks shadow built-in ones of the same name)."""
         names = set(self.builtin)
         if self.root.is_dir():

@@ -63,7 +63,7 @@ def test_build_then_load_searches_and_gives_provenance(tmp_path: Path, docs: Pat
     assert manifest["encoder"] == IDENTITY.to_dict() and manifest["sources"] == [str(docs.resolve())]
     version_dir = tmp_path / "banks" / "manual" / "versions" / info.version
     assert all(p.stat().st_mode & 0o044 == 0o044 for p in version_dir.iterdir())  # readable by other workers' users
-    assert [b.name for b in store.list()] == ["manual"]
+    assert [b.name for b in store.infos()] == ["manual"]
 
 
 def test_the_version_is_a_content_hash(tmp_path: Path, docs: Path) -> None:
@@ -138,7 +138,7 @@ def test_removed_banks_and_missing_versions_fail_naming_the_bank(tmp_path: Path,
     with pytest.raises(BankNotFound, match="has no version"):
         store.load("kb", "../../etc", encoder_identity=IDENTITY)
     store.remove("kb")
-    assert store.list() == [] and not (tmp_path / "kb").exists()
+    assert store.infos() == [] and not (tmp_path / "kb").exists()
     with pytest.raises(BankNotFound, match=f"bank 'kb' \\(version {version}\\) no longer exists"):
         store.load("kb", version, encoder_identity=IDENTITY)
     with pytest.raises(BankNotFound, match="no bank named 'kb'"):
@@ -169,7 +169,7 @@ def test_bad_index_parameters_and_empty_inputs_are_input_errors(tmp_path: Path, 
         build(store, "kb", [docs], kind="hnsw", index_params={"bogus": 1})
     with pytest.raises(InputError, match="no files or folders given"):
         build(store, "kb", [])
-    assert store.list() == []
+    assert store.infos() == []
 
 
 def test_hnsw_and_ivfpq_banks_are_saved_and_loaded(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def test_the_shipped_default_bank_is_the_bundles_bank(tmp_path: Path) -> None:
     bundle = ROOT / "cubeqa" / "bundles" / "default"
     encoder = EncoderIdentity.from_dict(json.loads((bundle / "manifest.json").read_text())["encoder"])
     store = BankStore(tmp_path / "empty-root", builtin=default_builtin())
-    [info] = store.list()
+    [info] = store.infos()
     assert info.builtin and info.name == "default" and info.sentences == 11861
     bank = store.load("default", encoder_identity=encoder)
     texts = [json.loads(line) for line in (bundle / "bank.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -262,7 +262,7 @@ def test_list_reports_a_broken_bank_beside_the_good_ones(tmp_path: Path, docs: P
     build(store, "good", [docs])
     broken = build(store, "broken", [docs])
     (tmp_path / "broken" / "versions" / broken.version / MANIFEST).write_text("{not json", encoding="utf-8")
-    infos = {info.name: info for info in store.list()}
+    infos = {info.name: info for info in store.infos()}
     assert infos["good"].problem is None and infos["good"].sentences == 5
     assert "BankCorrupt" in infos["broken"].problem and "not valid JSON" in infos["broken"].problem
     with pytest.raises(BankCorrupt, match="not valid JSON"):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.knowledge.formats.blocks import Block, Inline, document_of
+from pipeline.knowledge.formats.blocks import Block, Inline, Kind, document_of
 from pipeline.knowledge.formats.document import Document
 
 _HEADING = re.compile(r"^(?:heading\s*(\d)|title)$", re.IGNORECASE)
@@ -42,7 +42,7 @@ def docx_blocks(paragraphs: Iterable[Any]) -> Iterator[Block]:  # python-docx Pa
         if _CODE_STYLE.search(style):
             continue
         heading = _HEADING.match(style)
-        kind = "heading" if heading else "item" if style.lower().startswith("list") else "prose"
+        kind: Kind = "heading" if heading else "item" if style.lower().startswith("list") else "prose"
         block = _inline(paragraph).take(kind, int(heading.group(1) or 0) if heading else 0)
         if block is not None:
             yield block

@@ -60,7 +60,7 @@ def unwrap_extensions(lines: list[str]) -> list[str]:
         opened = _FENCE.match(line)
         if fence is not None or opened:
             if fence is None:
-                fence = opened.group(1)
+                fence = opened.group(1) if opened is not None else None
             elif line.strip().startswith(fence[0] * len(fence)) and not line.strip().strip(fence[0]):
                 fence = None
             out.append(line)
