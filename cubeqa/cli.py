@@ -148,7 +148,9 @@ def ask(
     ] = None,
     file: Annotated[Path | None, typer.Option("--file", help="UTF-8 text file, one question per line (- for standard input)")] = None,
     reference: Annotated[str | None, typer.Option(help="a reference answer, to score the answer of one question against")] = None,
-    decoder: Annotated[str | None, typer.Option(help="bank, generative or hybrid (default CUBEQA_DECODER)")] = None,
+    decoder: Annotated[str | None, typer.Option(
+        help="bank (default CUBEQA_DECODER); generative and hybrid are experimental: they write from the vector and "
+        "read no knowledge bank (docs/generative-decoder.md)")] = None,
     bank: Annotated[str | None, typer.Option(help="knowledge bank to answer from (`cubeqa bank list`); default: the bundle's own bank")] = None,
     min_confidence: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="refuse answers below this calibrated confidence (default CUBEQA_MIN_CONFIDENCE, else the bundle's)")
@@ -161,6 +163,9 @@ def ask(
     settings: Settings = ctx.obj
     if decoder not in (None, "bank", "generative", "hybrid"):
         raise fail(ValueError(f"--decoder must be bank, generative or hybrid, got {decoder!r}"))
+    if bank is not None and (decoder or settings.decoder) == "generative":
+        raise fail(ValueError(f"the generative decoder writes from the answer vector and reads no bank: "
+                              f"use --decoder bank to answer from {bank!r}"))
     given = list(questions or [])
     interactive = not given and file is None and sys.stdin.isatty()
     try:

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     bank_index: Literal["flat", "hnsw"] = Field("flat", description="FAISS index kind of the phrase bank")
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="bank score below which the answer is 'no confident answer'")
     top_k: int = Field(3, ge=1, description="bank candidates returned per answer")
-    decoder: DecoderKind = Field(DecoderKind.bank, description="which decoder turns answer vectors into text")
+    decoder: DecoderKind = Field(DecoderKind.bank, description="which decoder turns answer vectors into text: bank; generative and hybrid are experimental")
     generative_beam: int | None = Field(None, ge=1, le=16, description="beam width of the generative decoder (1 = greedy); unset: the bundle's default")
     generative_rerank: bool | None = Field(None, description="rerank beam candidates by teacher cosine to the target; unset: the bundle's default")
     generative_min_length: float | None = Field(

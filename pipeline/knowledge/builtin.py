@@ -98,6 +98,8 @@ def own_bank_dir(bundle_dir: Path, scratch: Path | None = None) -> Path:
     written once under `scratch` (default: the system's temporary directory), keyed by the vectors' sha256."""
     bundle_dir = Path(bundle_dir).resolve()
     vectors_file = bundle_dir / "bank.safetensors"
+    if not bundle_dir.is_dir():
+        raise BundleError(f"bundle directory {bundle_dir} does not exist")
     if not vectors_file.is_file():
         raise BundleError(f"{bundle_dir} has no bank.safetensors: its bank must ship its vectors")
     digest = vectors_digest(vectors_file)

@@ -174,6 +174,7 @@ def test_the_shipped_default_bundle_answers_right_after_install() -> None:
         (("eval", "--data", "/nonexistent.jsonl"), {}, "No such file"),
         (("ask", b"caf\xe9 \xff?"), {}, "not valid Unicode"),
         (("train", "--out", "/tmp/never-written", "--size", "8,x,2"), {}, "--size must be three"),
+        (("ask", "--decoder", "generative", "--bank", "default", "why?"), {}, "reads no bank"),
     ],
 )
 def test_errors_are_one_clear_line_and_exit_1(args, env, message) -> None:
