@@ -1,0 +1,158 @@
+"""Exports the teacher and the question tower to ONNX, quantises them to int8 and writes runtime.json.
+
+Training stays in torch; this turns a bundle's torch weights into the files pipeline.int8 serves
+(layout in its docstring), recording the hashes of the weights they came from and the parity of
+their vectors with torch's on the questions given.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.encoder import TeacherEncoder, mean_pool
+from pipeline.int8 import (
+    ENCODER_FILE,
+    FORMAT,
+    RUNTIME_DIR,
+    RUNTIME_MANIFEST,
+    TOKEN_INPUTS,
+    TOWER_FILE,
+    TOWER_WEIGHTS,
+    Int8Encoder,
+    Int8Tower,
+    file_hash,
+)
+from pipeline.tower import QuestionTower
+
+SAMPLE = ["What is the capital of France?", "Who wrote it?"]  # two lengths, so the traced graph pads
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How the graphs are quantised: ONNX Runtime dynamic quantisation of the weight MatMuls (and embeddings)."""
+
+    per_channel: bool = True  # one scale per output column: per-tensor costs 0.03 in cosine (docs/performance.md)
+    keep_fp32: tuple[str, ...] = ()  # node-name fragments left in fp32, e.g. "output/dense" for the FFN output
+    opset: int = 17
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "onnxruntime.quantize_dynamic", "weights": "int8 (QInt8)", "activations": "uint8, per batch",
+                **asdict(self), "keep_fp32": list(self.keep_fp32)}
+
+
+class TeacherGraph(nn.Module):
+    """The teacher as one graph: token ids (B, L) -> unit vectors (B, D)."""
+
+    def __init__(self, encoder: TeacherEncoder) -> None:
+        super().__init__()
+        self.model = encoder.model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+
+class TowerGraph(nn.Module):
+    """The tower as one graph: token ids (B, L) -> (tower (B, D), teacher (B, D)), the shared layers run once."""
+
+    def __init__(self, tower: QuestionTower) -> None:
+        super().__init__()
+        self.tower = tower
+        self.teacher = tower.encoder.model  # registered, so the tracer takes its weights as parameters, not constants
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        hidden = self.tower.lower(tokens)  # (B, L, D)
+        return self.tower.run_top(hidden, attention_mask, tuned=True), self.tower.run_top(hidden, attention_mask, tuned=False)
+
+
+def export_graph(module: nn.Module, encoder: TeacherEncoder, path: Path, outputs: list[str], opset: int) -> None:
+    """Traces `module` on CPU into an fp32 ONNX graph with dynamic batch and length axes."""
+    tokens = encoder.tokenizer(SAMPLE, padding=True, return_tensors="pt")
+    args = tuple(tokens[name].to(encoder.device) for name in TOKEN_INPUTS)
+    axes = {name: {0: "batch", 1: "length"} for name in TOKEN_INPUTS} | {name: {0: "batch"} for name in outputs}
+    with torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(
+            module.eval(), args, str(path), dynamo=False, input_names=list(TOKEN_INPUTS), output_names=outputs,
+            dynamic_axes=axes, opset_version=opset,
+        )
+
+
+def quantize(source: Path, target: Path, config: QuantConfig) -> None:
+    """Dynamic int8 quantisation of an fp32 graph's weight MatMuls and embedding Gathers."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    names = [node.name for node in onnx.load(str(source), load_external_data=False).graph.node]
+    excluded = [name for name in names if any(fragment in name for fragment in config.keep_fp32)]
+    quantize_dynamic(
+        str(source), str(target), weight_type=QuantType.QInt8, per_channel=config.per_channel,
+        nodes_to_exclude=excluded, extra_options={"DefaultTensorType": 1},  # float32 where shape inference is silent
+    )
+
+
+def cosine_figures(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Row cosine of two sets of unit vectors (N, D): mean, 1st percentile, minimum."""
+    cos = np.sum(a * b, axis=1)
+    return {"mean": float(cos.mean()), "p1": float(np.percentile(cos, 1)), "min": float(cos.min()), "n": len(cos)}
+
+
+def export_runtime(
+    bundle_dir: Path, encoder: TeacherEncoder, tower: QuestionTower | None, config: QuantConfig | None = None,
+    parity_texts: list[str] | None = None, parity_data: str | None = None,
+) -> dict[str, Any]:
+    """Writes bundle/runtime/ (int8 teacher, int8 tower when there is one, runtime.json); returns the manifest."""
+    config = config or QuantConfig()
+    target = Path(bundle_dir) / RUNTIME_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    (target / RUNTIME_MANIFEST).unlink(missing_ok=True)  # no manifest while its graphs are half written
+    record: dict[str, Any] = {"format": FORMAT, "opset": config.opset, "quantization": config.to_dict()}
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = Path(scratch) / "encoder.onnx"
+        export_graph(TeacherGraph(encoder), encoder, fp32, ["vector"], config.opset)
+        quantize(fp32, target / ENCODER_FILE, config)
+        record["encoder"] = {"file": ENCODER_FILE, "torch_weights": encoder.identity.weights_hash,
+                             "sha256": file_hash(target / ENCODER_FILE), "model_id": encoder.identity.model_id}
+        if tower is not None:
+            fp32 = Path(scratch) / "tower.onnx"
+            export_graph(TowerGraph(tower), encoder, fp32, ["tower", "teacher"], config.opset)
+            quantize(fp32, target / TOWER_FILE, config)
+            record["tower"] = {"file": TOWER_FILE, "torch_weights": file_hash(Path(bundle_dir) / TOWER_WEIGHTS),
+                               "sha256": file_hash(target / TOWER_FILE), "split": tower.split}
+        else:
+            (target / TOWER_FILE).unlink(missing_ok=True)
+    write_manifest(target, record)
+    if parity_texts:
+        record["parity"] = {"data": parity_data, **runtime_parity(bundle_dir, encoder, tower, parity_texts)}
+        write_manifest(target, record)
+    return record
+
+
+def write_manifest(target: Path, record: dict[str, Any]) -> None:
+    """runtime.json, replaced atomically."""
+    scratch = target / (RUNTIME_MANIFEST + ".tmp")
+    scratch.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    shutil.move(scratch, target / RUNTIME_MANIFEST)
+
+
+def runtime_parity(bundle_dir: Path, encoder: TeacherEncoder, tower: QuestionTower | None, texts: list[str]) -> dict[str, Any]:
+    """Cosine between torch's and the int8 runtime's vectors of the same texts (teacher, and tower when there is one)."""
+    int8 = Int8Encoder(bundle_dir, encoder.config)
+    figures: dict[str, Any] = {"teacher": cosine_figures(encoder.encode(texts).vectors, int8.encode(texts).vectors)}
+    if tower is not None:
+        ours = tower.encode_both(texts, batch_size=encoder.config.batch_size)
+        theirs = Int8Tower(bundle_dir, int8).encode_both(texts)
+        figures["tower"] = cosine_figures(ours.tower, theirs.tower)
+        figures["tower_teacher"] = cosine_figures(ours.teacher, theirs.teacher)
+    return figures
