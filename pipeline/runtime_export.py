@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ def export_graph(module: nn.Module, encoder: TeacherEncoder, path: Path, outputs
     tokens = encoder.tokenizer(SAMPLE, padding=True, return_tensors="pt")
     args = tuple(tokens[name].to(encoder.device) for name in TOKEN_INPUTS)
     axes = {name: {0: "batch", 1: "length"} for name in TOKEN_INPUTS} | {name: {0: "batch"} for name in outputs}
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent branches: nothing below the edge prints
         torch.onnx.export(
             module.eval(), args, str(path), dynamo=False, input_names=list(TOKEN_INPUTS), output_names=outputs,
             dynamic_axes=axes, opset_version=opset,
@@ -156,3 +158,16 @@ def runtime_parity(bundle_dir: Path, encoder: TeacherEncoder, tower: QuestionTow
         figures["tower"] = cosine_figures(ours.tower, theirs.tower)
         figures["tower_teacher"] = cosine_figures(ours.teacher, theirs.teacher)
     return figures
+
+
+def export_bundle(bundle_dir: Path, encoder: TeacherEncoder, parity_data: Path | None = None, config: QuantConfig | None = None) -> dict[str, Any]:
+    """`cubeqa export`: the int8 runtime of an existing bundle (its teacher, and its tower if it has one), with the
+    parity of its vectors against torch on `parity_data`'s questions; refuses a bundle of another encoder."""
+    from pipeline.checkpoint import check_encoder, read_manifest
+    from pipeline.data import load_pairs
+    from pipeline.tower_io import load_tower_if_any
+
+    check_encoder(read_manifest(bundle_dir), encoder.identity, Path(bundle_dir))
+    tower = load_tower_if_any(bundle_dir, encoder)
+    texts = [pair.question for pair in load_pairs(parity_data)] if parity_data else None
+    return export_runtime(bundle_dir, encoder, tower, config, texts, Path(parity_data).name if parity_data else None)
