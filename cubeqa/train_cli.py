@@ -135,7 +135,8 @@ def train(
 
 def runtime_summary(record: dict[str, Any]) -> str:
     """One line on the exported int8 runtime: its graphs and their cosine with torch."""
-    graphs = ", ".join(record[name]["file"] for name in ("encoder", "tower") if name in record)
+    tower = (record.get("tower") or {}).get("graphs", {})
+    graphs = ", ".join([record["encoder"]["file"], *(graph["file"] for graph in tower.values())])
     parity = record.get("parity") or {}
     figures = "; ".join(f"{name} cos(int8, torch) mean {f['mean']:.4f}, 1st percentile {f['p1']:.4f}"
                         for name, f in parity.items() if isinstance(f, dict))

@@ -8,7 +8,11 @@ pipeline.runtime_export (`cubeqa export`, and `cubeqa train` at its end):
       runtime.json        format, opset, quantisation config, the hashes of the torch weights each
                           graph came from and of the graph files themselves, parity figures
       encoder.int8.onnx   teacher: token ids -> unit vector (mean pooling and L2 norm in the graph)
-      tower.int8.onnx     one pass of the shared lower layers -> (teacher vector, tower vector)
+      tower_lower.int8.onnx   the tower's shared lower layers: token ids -> hidden states (B, L, D)
+      tower_tuned.int8.onnx   its tuned top: hidden states -> tower vector
+      tower_frozen.int8.onnx  the teacher's frozen top: hidden states -> teacher vector
+                          (three graphs because ONNX Runtime runs a whole graph whatever outputs are asked for:
+                          one graph with both tops costs 10 layers for a job that needs only the tower's 6)
 
 Loading refuses graphs whose recorded torch-weight hash or own hash does not match, naming both sides.
 """
@@ -40,7 +44,7 @@ RUNTIME_DIR = "runtime"
 RUNTIME_MANIFEST = "runtime.json"
 FORMAT = 1
 ENCODER_FILE = "encoder.int8.onnx"
-TOWER_FILE = "tower.int8.onnx"
+TOWER_FILES = {part: f"tower_{part}.int8.onnx" for part in ("lower", "tuned", "frozen")}
 TOWER_WEIGHTS = "tower.safetensors"  # pipeline.tower_io.WEIGHTS, named here without importing torch
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -78,12 +82,22 @@ def read_runtime(bundle_dir: Path) -> dict[str, Any]:
 
 def check_graph(bundle_dir: Path, entry: dict[str, Any], torch_weights: str, what: str) -> Path:
     """The graph file of one runtime.json entry, refused unless it and the torch weights it came from match."""
-    path = Path(bundle_dir) / RUNTIME_DIR / str(entry["file"])
+    check_weights(bundle_dir, entry, torch_weights, what)
+    return check_file(bundle_dir, entry)
+
+
+def check_weights(bundle_dir: Path, entry: dict[str, Any], torch_weights: str, what: str) -> None:
+    """Refuses graphs exported from other torch weights than the bundle's, naming both hashes."""
     if entry["torch_weights"] != torch_weights:
         raise IncompatibleBundle(
-            f"{path} was exported from {what} weights {entry['torch_weights']}, but the {what} weights here hash to "
+            f"the int8 {what} graph(s) in {Path(bundle_dir) / RUNTIME_DIR} were exported from {what} weights {entry['torch_weights']}, but the {what} weights here hash to "
             f"{torch_weights}: re-export with `cubeqa export --bundle {bundle_dir}`"
         )
+
+
+def check_file(bundle_dir: Path, entry: dict[str, Any]) -> Path:
+    """A graph file whose own hash is the one runtime.json records."""
+    path = Path(bundle_dir) / RUNTIME_DIR / str(entry["file"])
     if not path.is_file():
         raise BundleError(f"{path} is missing: re-export with `cubeqa export --bundle {bundle_dir}`")
     found = file_hash(path)
@@ -203,9 +217,9 @@ class Int8Tower:
         entry = encoder.record.get("tower")
         if entry is None:
             raise BundleError(f"bundle {bundle_dir} has a question tower but its int8 runtime has none: re-export it")
-        path = check_graph(bundle_dir, entry, file_hash(Path(bundle_dir) / TOWER_WEIGHTS), "tower")
+        check_weights(bundle_dir, entry, file_hash(Path(bundle_dir) / TOWER_WEIGHTS), "tower")
         self.encoder = encoder
-        self.session = make_session(path, threads)
+        self.sessions = {part: make_session(check_file(bundle_dir, graph), threads) for part, graph in entry["graphs"].items()}
 
     def encode_both(self, texts: list[str], batch_size: int | None = None, teacher_rows: Sequence[bool] | None = None) -> TowerEncoded:
         """Teacher and tower vectors (N, D) from one pass of the shared layers; rows not in `teacher_rows` get a zero
@@ -218,10 +232,12 @@ class Int8Tower:
         teacher = np.zeros((len(texts), dim), np.float32)
         tower = np.zeros((len(texts), dim), np.float32)
         for rows in by_length(features, batch_size or self.encoder.config.batch_size):
+            tokens = pad(features, rows)
+            hidden = self.sessions["lower"].run(["hidden"], tokens)[0]  # (B, L, D)
+            mask = tokens["attention_mask"]
+            tower[rows] = self.sessions["tuned"].run(["vector"], {"hidden": hidden, "attention_mask": mask})[0]
             keep = wanted[rows]
-            names = ["tower", "teacher"] if keep.any() else ["tower"]
-            outputs = self.session.run(names, pad(features, rows))
-            tower[rows] = outputs[0]
             if keep.any():
-                teacher[rows[keep]] = outputs[1][keep]
+                feed = {"hidden": hidden[keep], "attention_mask": mask[keep]}
+                teacher[rows[keep]] = self.sessions["frozen"].run(["vector"], feed)[0]
         return TowerEncoded(teacher, tower, truncated)

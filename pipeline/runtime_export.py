@@ -8,6 +8,7 @@ their vectors with torch's on the questions given.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import warnings
@@ -26,7 +27,7 @@ from pipeline.int8 import (
     RUNTIME_DIR,
     RUNTIME_MANIFEST,
     TOKEN_INPUTS,
-    TOWER_FILE,
+    TOWER_FILES,
     TOWER_WEIGHTS,
     Int8Encoder,
     Int8Tower,
@@ -62,31 +63,43 @@ class TeacherGraph(nn.Module):
         return mean_pool(hidden, attention_mask)
 
 
-class TowerGraph(nn.Module):
-    """The tower as one graph: token ids (B, L) -> (tower (B, D), teacher (B, D)), the shared layers run once."""
+class LowerGraph(nn.Module):
+    """The tower's shared lower layers as one graph: token ids (B, L) -> hidden states (B, L, D)."""
 
     def __init__(self, tower: QuestionTower) -> None:
         super().__init__()
         self.tower = tower
         self.teacher = tower.encoder.model  # registered, so the tracer takes its weights as parameters, not constants
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        hidden = self.tower.lower(tokens)  # (B, L, D)
-        return self.tower.run_top(hidden, attention_mask, tuned=True), self.tower.run_top(hidden, attention_mask, tuned=False)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        return self.tower.lower({"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids})
 
 
-def export_graph(module: nn.Module, encoder: TeacherEncoder, path: Path, outputs: list[str], opset: int) -> None:
-    """Traces `module` on CPU into an fp32 ONNX graph with dynamic batch and length axes."""
+class TopGraph(nn.Module):
+    """One top of the tower as a graph: hidden states (B, L, D) and mask (B, L) -> unit vectors (B, D)."""
+
+    def __init__(self, tower: QuestionTower, tuned: bool) -> None:
+        super().__init__()
+        self.tower, self.tuned = tower, tuned
+        self.teacher = tower.encoder.model
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.tower.run_top(hidden, attention_mask, tuned=self.tuned)
+
+
+def sample_tokens(encoder: TeacherEncoder) -> dict[str, torch.Tensor]:
+    """A padded batch of SAMPLE on the encoder's device."""
     tokens = encoder.tokenizer(SAMPLE, padding=True, return_tensors="pt")
-    args = tuple(tokens[name].to(encoder.device) for name in TOKEN_INPUTS)
-    axes = {name: {0: "batch", 1: "length"} for name in TOKEN_INPUTS} | {name: {0: "batch"} for name in outputs}
+    return {name: tokens[name].to(encoder.device) for name in TOKEN_INPUTS}
+
+
+def export_graph(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path, outputs: list[str], opset: int) -> None:
+    """Traces `module` into an fp32 ONNX graph, every input and output dynamic in batch (and inputs in length)."""
+    axes = {name: {0: "batch", 1: "length"} for name in inputs} | {name: {0: "batch"} for name in outputs}
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent branches: nothing below the edge prints
         torch.onnx.export(
-            module.eval(), args, str(path), dynamo=False, input_names=list(TOKEN_INPUTS), output_names=outputs,
+            module.eval(), tuple(inputs.values()), str(path), dynamo=False, input_names=list(inputs), output_names=outputs,
             dynamic_axes=axes, opset_version=opset,
         )
 
@@ -98,10 +111,14 @@ def quantize(source: Path, target: Path, config: QuantConfig) -> None:
 
     names = [node.name for node in onnx.load(str(source), load_external_data=False).graph.node]
     excluded = [name for name in names if any(fragment in name for fragment in config.keep_fp32)]
-    quantize_dynamic(
-        str(source), str(target), weight_type=QuantType.QInt8, per_channel=config.per_channel,
-        nodes_to_exclude=excluded, extra_options={"DefaultTensorType": 1},  # float32 where shape inference is silent
-    )
+    logging.disable(logging.WARNING)  # the quantiser logs advice on the root logger: nothing below the edge prints
+    try:
+        quantize_dynamic(
+            str(source), str(target), weight_type=QuantType.QInt8, per_channel=config.per_channel,
+            nodes_to_exclude=excluded, extra_options={"DefaultTensorType": 1},  # float32 where shape inference is silent
+        )
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def cosine_figures(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -122,23 +139,38 @@ def export_runtime(
     record: dict[str, Any] = {"format": FORMAT, "opset": config.opset, "quantization": config.to_dict()}
     with tempfile.TemporaryDirectory() as scratch:
         fp32 = Path(scratch) / "encoder.onnx"
-        export_graph(TeacherGraph(encoder), encoder, fp32, ["vector"], config.opset)
+        tokens = sample_tokens(encoder)
+        export_graph(TeacherGraph(encoder), tokens, fp32, ["vector"], config.opset)
         quantize(fp32, target / ENCODER_FILE, config)
         record["encoder"] = {"file": ENCODER_FILE, "torch_weights": encoder.identity.weights_hash,
                              "sha256": file_hash(target / ENCODER_FILE), "model_id": encoder.identity.model_id}
+        for name in TOWER_FILES.values():
+            (target / name).unlink(missing_ok=True)
         if tower is not None:
-            fp32 = Path(scratch) / "tower.onnx"
-            export_graph(TowerGraph(tower), encoder, fp32, ["tower", "teacher"], config.opset)
-            quantize(fp32, target / TOWER_FILE, config)
-            record["tower"] = {"file": TOWER_FILE, "torch_weights": file_hash(Path(bundle_dir) / TOWER_WEIGHTS),
-                               "sha256": file_hash(target / TOWER_FILE), "split": tower.split}
-        else:
-            (target / TOWER_FILE).unlink(missing_ok=True)
+            record["tower"] = export_tower(tower, tokens, Path(bundle_dir), Path(scratch), config)
     write_manifest(target, record)
     if parity_texts:
         record["parity"] = {"data": parity_data, **runtime_parity(bundle_dir, encoder, tower, parity_texts)}
         write_manifest(target, record)
     return record
+
+
+def export_tower(tower: QuestionTower, tokens: dict[str, torch.Tensor], bundle_dir: Path, scratch: Path, config: QuantConfig) -> dict[str, Any]:
+    """The tower's three int8 graphs (shared lower layers, tuned top, frozen top) and their runtime.json entry."""
+    with torch.no_grad():
+        hidden = tower.lower(tokens)  # (B, L, D): the sample the tops are traced on
+    sources = {
+        "lower": (LowerGraph(tower), tokens, "hidden"),
+        "tuned": (TopGraph(tower, tuned=True), {"hidden": hidden, "attention_mask": tokens["attention_mask"]}, "vector"),
+        "frozen": (TopGraph(tower, tuned=False), {"hidden": hidden, "attention_mask": tokens["attention_mask"]}, "vector"),
+    }
+    graphs = {}
+    for part, (module, inputs, output) in sources.items():
+        fp32 = scratch / f"tower_{part}.onnx"
+        export_graph(module, inputs, fp32, [output], config.opset)
+        quantize(fp32, bundle_dir / RUNTIME_DIR / TOWER_FILES[part], config)
+        graphs[part] = {"file": TOWER_FILES[part], "sha256": file_hash(bundle_dir / RUNTIME_DIR / TOWER_FILES[part])}
+    return {"torch_weights": file_hash(bundle_dir / TOWER_WEIGHTS), "split": tower.split, "graphs": graphs}
 
 
 def write_manifest(target: Path, record: dict[str, Any]) -> None:

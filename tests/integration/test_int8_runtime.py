@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.encode_stage import EncodeStage, serving_runtime
 from pipeline.errors import BundleError, IncompatibleBundle
-from pipeline.int8 import ENCODER_FILE, RUNTIME_DIR, RUNTIME_MANIFEST, TOWER_FILE, Int8Encoder, Tokenizer
+from pipeline.int8 import ENCODER_FILE, RUNTIME_DIR, RUNTIME_MANIFEST, TOWER_FILES, Int8Encoder, Tokenizer
 from pipeline.runtime_export import export_bundle
 
 pytestmark = pytest.mark.slow
@@ -98,7 +98,7 @@ def test_retrained_tower_is_refused(exported, encoder, tmp_path):
         EncodeStage(bundle, encoder.config, runtime="int8")
 
 
-@pytest.mark.parametrize("graph", [ENCODER_FILE, TOWER_FILE])
+@pytest.mark.parametrize("graph", [ENCODER_FILE, *TOWER_FILES.values()])
 def test_altered_graph_is_refused(exported, encoder, tmp_path, graph):
     bundle = tmp_path / "bundle"
     shutil.copytree(exported, bundle)
