@@ -47,7 +47,8 @@ if runtime == "torch":
 for start in range(0, len(questions), 64):
     stage.encode_questions(questions[start:start + 64], [False] * len(questions[start:start + 64]))
 peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]
-print(json.dumps({"peak_mb": int(peak) / 1024, "torch": "torch" in sys.modules, "transformers": "transformers" in sys.modules}))
+imported = {name: name in sys.modules for name in ("torch", "transformers")}
+print(json.dumps({"peak_mb": int(peak) / 1024, **imported}))
 """
 
 
@@ -61,12 +62,16 @@ def torch_dynamic(stage):  # EncodeStage on torch -> the same stage with nn.Line
 
     quantised = copy.copy(stage)
     encoder = copy.copy(stage.encoder)
-    encoder.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(stage.encoder.model), {torch.nn.Linear}, dtype=torch.qint8)
+    encoder.model = torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(stage.encoder.model), {torch.nn.Linear}, dtype=torch.qint8
+    )
     quantised.encoder = encoder
     tower = QuestionTower.__new__(QuestionTower)
     torch.nn.Module.__init__(tower)
     tower.config, tower.split, tower._encoder = stage.tower.config, stage.tower.split, (encoder,)
-    tower.top = torch.ao.quantization.quantize_dynamic(copy.deepcopy(stage.tower.top), {torch.nn.Linear}, dtype=torch.qint8)
+    tower.top = torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(stage.tower.top), {torch.nn.Linear}, dtype=torch.qint8
+    )
     quantised.tower = tower
     return quantised
 
@@ -113,21 +118,37 @@ def main() -> None:
     reference = base.encode_questions(questions).tower
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
-        stages = {"torch fp32": base, "int8 (onnxruntime)": EncodeStage(args.bundle, config, runtime="int8", threads=threads),
-                  "int8 (torch dynamic)": torch_dynamic(base)}
+        stages = {
+            "torch fp32": base,
+            "int8 (onnxruntime)": EncodeStage(args.bundle, config, runtime="int8", threads=threads),
+            "int8 (torch dynamic)": torch_dynamic(base),
+        }
         if threads == 1:
             report["parity vs torch fp32 (tower vectors, 1261 validation questions)"] = {
-                name: cosines(stage.encode_questions(questions).tower, reference) for name, stage in stages.items() if name != "torch fp32"}
+                name: cosines(stage.encode_questions(questions).tower, reference)
+                for name, stage in stages.items()
+                if name != "torch fp32"
+            }
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
             qps = throughput(stages, questions[: args.questions], batch, args.rounds)
-            row = {"threads": threads, "batch": batch, "load_average": os.getloadavg()[0], "questions_per_s": qps,
-                   "speedup": {name: q / qps["torch fp32"] for name, q in qps.items()}}
+            row = {
+                "threads": threads,
+                "batch": batch,
+                "load_average": os.getloadavg()[0],
+                "questions_per_s": qps,
+                "speedup": {name: q / qps["torch fp32"] for name, q in qps.items()},
+            }
             report["throughput"].append(row)
             print(json.dumps(row), flush=True)
     if not args.skip_memory:
         for runtime in ("torch", "int8"):
-            out = subprocess.run([sys.executable, "-c", PROBE, str(args.bundle), runtime, str(args.questions), str(VAL)],
-                                 capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            out = subprocess.run(
+                [sys.executable, "-c", PROBE, str(args.bundle), runtime, str(args.questions), str(VAL)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
             report["memory"][runtime] = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps(report, indent=2))
     if args.json:

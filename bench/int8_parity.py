@@ -42,11 +42,13 @@ VAL = ROOT / "data" / "squad_sent_val.jsonl"
 
 
 def open_bank(encoder: TeacherEncoder, cache_dir: Path) -> tuple[list[str], np.ndarray]:
-    """Unique answer sentences of train + validation and their torch teacher vectors (cached as bench/tower.py caches them)."""
+    """Unique train + validation answer sentences and their torch teacher vectors (cached as in bench/tower.py)."""
     texts: dict[str, np.ndarray] = {}
     for path in (TRAIN, VAL):
         unique = sorted({pair.answer for pair in load_pairs(path)})
-        vectors = embed_cached(unique, lambda t: encoder.encode(t).vectors, cache_dir, f"enc-{encoder.identity.weights_hash}")
+        vectors = embed_cached(
+            unique, lambda t: encoder.encode(t).vectors, cache_dir, f"enc-{encoder.identity.weights_hash}"
+        )
         for text, vector in zip(unique, vectors):
             texts.setdefault(text, vector)
     return list(texts), np.stack(list(texts.values()))
@@ -60,8 +62,12 @@ def top_rows(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", type=Path, default=ROOT / "cubeqa" / "bundles" / "default")
-    p.add_argument("--keep-fp32", default="", help="comma-separated node-name fragments left in fp32 (e.g. output/dense)")
-    p.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor instead of per output channel")
+    p.add_argument(
+        "--keep-fp32", default="", help="comma-separated node-name fragments left in fp32 (e.g. output/dense)"
+    )
+    p.add_argument(
+        "--per-tensor", action="store_true", help="one scale per weight tensor instead of per output channel"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "cubeqa")
     p.add_argument("--json", type=Path, default=None)
@@ -80,20 +86,32 @@ def main() -> None:
         export_runtime(bundle_dir, encoder, tower, config)
         int8 = Int8Encoder(bundle_dir, encoder.config, threads=args.threads)
         if tower is not None:
-            vectors = {"torch": tower.encode_both(questions).tower, "int8": Int8Tower(bundle_dir, int8, args.threads).encode_both(questions).tower}
+            vectors = {
+                "torch": tower.encode_both(questions).tower,
+                "int8": Int8Tower(bundle_dir, int8, args.threads).encode_both(questions).tower,
+            }
         else:
             vectors = {"torch": encoder.encode(questions).vectors, "int8": int8.encode(questions).vectors}
         cube = load_bundle(bundle_dir).cube
-    report: dict[str, object] = {"bundle": str(args.bundle), "questions": len(questions), "bank": len(bank_texts),
-                                 "quantization": config.to_dict(), "cos(int8, torch) of question vectors": cosine_figures(vectors["int8"], vectors["torch"])}
+    report: dict[str, object] = {
+        "bundle": str(args.bundle),
+        "questions": len(questions),
+        "bank": len(bank_texts),
+        "quantization": config.to_dict(),
+        "cos(int8, torch) of question vectors": cosine_figures(vectors["int8"], vectors["torch"]),
+    }
     for name, transform in (("tower → cube", lambda v: apply_map(cube, v)), ("tower alone", lambda v: v)):
         rows = {runtime: top_rows(transform(v), bank) for runtime, v in vectors.items()}
         hits = {runtime: (r == gold).astype(float) for runtime, r in rows.items()}
         diff = paired_bootstrap(hits["int8"] - hits["torch"])
-        report[name] = {"R@1 torch": hits["torch"].mean(), "R@1 int8": hits["int8"].mean(), "int8 − torch": diff.to_dict(),
-                        "answers changed": int((rows["int8"] != rows["torch"]).sum()),
-                        "right→wrong": int(((hits["torch"] == 1) & (hits["int8"] == 0)).sum()),
-                        "wrong→right": int(((hits["torch"] == 0) & (hits["int8"] == 1)).sum())}
+        report[name] = {
+            "R@1 torch": hits["torch"].mean(),
+            "R@1 int8": hits["int8"].mean(),
+            "int8 − torch": diff.to_dict(),
+            "answers changed": int((rows["int8"] != rows["torch"]).sum()),
+            "right→wrong": int(((hits["torch"] == 1) & (hits["int8"] == 0)).sum()),
+            "wrong→right": int(((hits["torch"] == 0) & (hits["int8"] == 1)).sum()),
+        }
     print(json.dumps(report, indent=2, default=float))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")

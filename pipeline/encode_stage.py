@@ -19,21 +19,21 @@ TOWER_CONFIG = "tower.json"  # pipeline.tower_io.CONFIG, named here without impo
 
 
 def model_version(bundle_dir: Path, extra: dict[str, Any]) -> str:
-    """Names the bundle and its weights ids (the cube's, and the tower's when it has one), for every result to record."""
+    """Names the bundle and its weights ids (the cube's, and the tower's if any), for every result to record."""
     version = f"{Path(bundle_dir).name}@{extra.get('bundle_id', 'unversioned')}"
     tower = extra.get("tower")
     return f"{version}+tower-{tower.get('weights_id', 'unversioned')}" if isinstance(tower, dict) else version
 
 
 def cuda_wanted(device: str, driver: Path = Path("/proc/driver/nvidia/gpus")) -> bool:
-    """Whether the encoder would run on CUDA, decided without importing torch (which must not touch CUDA before a fork)."""
+    """Whether the encoder would run on CUDA, decided without torch (which must not touch CUDA before a fork)."""
     if device.startswith("cuda"):
         return True
     return device == "auto" and driver.is_dir() and any(driver.iterdir())
 
 
 def serving_runtime(runtime: str, device: str) -> str:
-    """The runtime that serves: int8 on the CPU only; a CUDA device keeps torch (fp16/bf16 there beats int8 on a CPU)."""
+    """The runtime that serves: int8 on the CPU only; a CUDA device keeps torch (fp16/bf16 on a GPU beats int8)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}: use {' or '.join(RUNTIMES)}")
     return "torch" if runtime == "int8" and cuda_wanted(device) else runtime
@@ -53,9 +53,11 @@ def manifest_header(bundle_dir: Path) -> dict[str, Any]:
 
 
 class EncodeStage:
-    """Stage 1: the teacher encoder, checked against the bundle it serves, and the bundle's question tower if it has one."""
+    """Stage 1: the teacher encoder, checked against the bundle it serves, and the bundle's question tower if any."""
 
-    def __init__(self, bundle_dir: Path, encoder_config: EncoderConfig | None = None, runtime: str = "torch", threads: int = 0) -> None:
+    def __init__(
+        self, bundle_dir: Path, encoder_config: EncoderConfig | None = None, runtime: str = "torch", threads: int = 0
+    ) -> None:
         """`threads`: the int8 runtime's intra-op threads per call (0: one per core); torch's are set process-wide."""
         config = encoder_config or EncoderConfig()
         self.runtime = serving_runtime(runtime, config.device)
@@ -83,19 +85,20 @@ class EncodeStage:
         trained = EncoderIdentity.from_dict(header["encoder"])
         if not trained.same_model(self.encoder.identity):
             raise IncompatibleBundle(
-                f"bundle {bundle_dir} was trained with encoder {trained.to_dict()} but the running encoder is {self.encoder.identity.to_dict()}"
+                f"bundle {bundle_dir} was trained with encoder {trained.to_dict()} "
+                f"but the running encoder is {self.encoder.identity.to_dict()}"
             )
         self.tower = Int8Tower(bundle_dir, self.encoder, threads) if (bundle_dir / TOWER_CONFIG).is_file() else None
         self.model_version = model_version(bundle_dir, header)
 
     def encode(self, texts: list[str]) -> Encoded:
-        """The teacher's unit vectors (N, D) in input order (references, bank sentences); raises InputError on empty text."""
+        """The teacher's unit vectors (N, D) in input order (references, bank sentences); InputError on empty text."""
         return self.encoder.encode(texts)
 
     def encode_questions(self, texts: list[str], teacher_rows: Sequence[bool] | None = None) -> TowerEncoded:
-        """Questions' teacher vectors (for the identity metrics) and the cube's input: the tower's vectors, from one pass of
-        the shared layers, or the teacher's again when the bundle has no tower. With a tower, `teacher_rows` names the
-        questions whose teacher vector is needed (those with a reference); the others get zeros (None: all)."""
+        """Questions' teacher vectors (for the identity metrics) and the cube's input: the tower's vectors, from one
+        pass of the shared layers, or the teacher's again when the bundle has no tower. With a tower, `teacher_rows`
+        names the questions whose teacher vector is needed (with a reference); the others get zeros (None: all)."""
         if self.tower is None:
             encoded = self.encoder.encode(texts)
             return TowerEncoded(encoded.vectors, encoded.vectors, encoded.truncated)

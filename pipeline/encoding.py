@@ -73,7 +73,9 @@ def hash_weights(model_dir: Path) -> str:
     """sha256 over the safetensors weight files of a model directory (pickled weights are never read)."""
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
-        raise EncoderError(f"no *.safetensors weights in encoder directory {model_dir} (pickled weights are not loaded)")
+        raise EncoderError(
+            f"no *.safetensors weights in encoder directory {model_dir} (pickled weights are not loaded)"
+        )
     digest = hashlib.sha256()
     for path in files:
         with path.open("rb") as handle:
@@ -92,12 +94,14 @@ def check_texts(texts: list[str]) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:  # lone surrogates, e.g. from undecodable bytes on a command line
-            raise InputError(f"text #{position} is not valid Unicode text ({exc.reason} at position {exc.start})") from exc
+            raise InputError(
+                f"text #{position} is not valid Unicode text ({exc.reason} at position {exc.start})"
+            ) from exc
 
 
 @dataclass(frozen=True)
 class TowerEncoded:
-    """Teacher vectors (N, D), tower vectors (N, D), both float32 unit rows in input order, and which inputs were cut."""
+    """Teacher vectors (N, D), tower vectors (N, D), float32 unit rows in input order, and which inputs were cut."""
 
     teacher: np.ndarray
     tower: np.ndarray

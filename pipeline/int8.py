@@ -69,7 +69,9 @@ def read_runtime(bundle_dir: Path) -> dict[str, Any]:
     """runtime.json of a bundle, or a BundleError saying how to make it."""
     path = Path(bundle_dir) / RUNTIME_DIR / RUNTIME_MANIFEST
     if not path.is_file():
-        raise BundleError(f"bundle {bundle_dir} has no int8 runtime ({path} is missing): run `cubeqa export --bundle {bundle_dir}`")
+        raise BundleError(
+            f"bundle {bundle_dir} has no int8 runtime ({path} is missing): run `cubeqa export --bundle {bundle_dir}`"
+        )
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         record["encoder"]["file"], record["encoder"]["torch_weights"]  # noqa: B018 - both keys must be present
@@ -90,7 +92,8 @@ def check_weights(bundle_dir: Path, entry: dict[str, Any], torch_weights: str, w
     """Refuses graphs exported from other torch weights than the bundle's, naming both hashes."""
     if entry["torch_weights"] != torch_weights:
         raise IncompatibleBundle(
-            f"the int8 {what} graph(s) in {Path(bundle_dir) / RUNTIME_DIR} were exported from {what} weights {entry['torch_weights']}, but the {what} weights here hash to "
+            f"the int8 {what} graph(s) in {Path(bundle_dir) / RUNTIME_DIR} were exported from {what} weights "
+            f"{entry['torch_weights']}, but the {what} weights here hash to "
             f"{torch_weights}: re-export with `cubeqa export --bundle {bundle_dir}`"
         )
 
@@ -102,7 +105,9 @@ def check_file(bundle_dir: Path, entry: dict[str, Any]) -> Path:
         raise BundleError(f"{path} is missing: re-export with `cubeqa export --bundle {bundle_dir}`")
     found = file_hash(path)
     if found != entry.get("sha256"):
-        raise BundleError(f"{path} hashes to {found}, but runtime.json records {entry.get('sha256')}: corrupted or from another export")
+        raise BundleError(
+            f"{path} hashes to {found}, but runtime.json records {entry.get('sha256')}: corrupted, or another export's"
+        )
     return path
 
 
@@ -114,7 +119,9 @@ class Tokenizer:
 
         path = Path(model_dir) / "tokenizer.json"
         if not path.is_file():
-            raise EncoderError(f"encoder directory {model_dir} has no tokenizer.json (the int8 runtime needs a fast tokenizer)")
+            raise EncoderError(
+                f"encoder directory {model_dir} has no tokenizer.json (the int8 runtime needs a fast tokenizer)"
+            )
         self.tokenizer = RustTokenizer.from_file(str(path))
         self.tokenizer.no_padding()  # padding is per batch, to the batch's longest
         self.tokenizer.enable_truncation(max_length)
@@ -165,8 +172,12 @@ def model_identity(model_dir: Path) -> EncoderIdentity:
     config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
     default = Path(model_dir).resolve() == default_model_dir().resolve()
     name = str(config.get("_name_or_path") or "")
-    model_id = DEFAULT_MODEL_ID if default else (name if name and not Path(name).is_absolute() else Path(model_dir).name)
-    return EncoderIdentity(model_id=model_id, dim=int(config["hidden_size"]), weights_hash=hash_weights(Path(model_dir)))
+    model_id = (
+        DEFAULT_MODEL_ID if default else (name if name and not Path(name).is_absolute() else Path(model_dir).name)
+    )
+    return EncoderIdentity(
+        model_id=model_id, dim=int(config["hidden_size"]), weights_hash=hash_weights(Path(model_dir))
+    )
 
 
 def max_length_of(model_dir: Path, wanted: int) -> int:
@@ -219,9 +230,13 @@ class Int8Tower:
             raise BundleError(f"bundle {bundle_dir} has a question tower but its int8 runtime has none: re-export it")
         check_weights(bundle_dir, entry, file_hash(Path(bundle_dir) / TOWER_WEIGHTS), "tower")
         self.encoder = encoder
-        self.sessions = {part: make_session(check_file(bundle_dir, graph), threads) for part, graph in entry["graphs"].items()}
+        self.sessions = {
+            part: make_session(check_file(bundle_dir, graph), threads) for part, graph in entry["graphs"].items()
+        }
 
-    def encode_both(self, texts: list[str], batch_size: int | None = None, teacher_rows: Sequence[bool] | None = None) -> TowerEncoded:
+    def encode_both(
+        self, texts: list[str], batch_size: int | None = None, teacher_rows: Sequence[bool] | None = None
+    ) -> TowerEncoded:
         """Teacher and tower vectors (N, D) from one pass of the shared layers; rows not in `teacher_rows` get a zero
         teacher vector, as the torch tower gives them."""
         dim = self.encoder.dim

@@ -47,8 +47,13 @@ class QuantConfig:
     opset: int = 17
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "onnxruntime.quantize_dynamic", "weights": "int8 (QInt8)", "activations": "uint8, per batch",
-                **asdict(self), "keep_fp32": list(self.keep_fp32)}
+        return {
+            "method": "onnxruntime.quantize_dynamic",
+            "weights": "int8 (QInt8)",
+            "activations": "uint8, per batch",
+            **asdict(self),
+            "keep_fp32": list(self.keep_fp32),
+        }
 
 
 class TeacherGraph(nn.Module):
@@ -58,8 +63,12 @@ class TeacherGraph(nn.Module):
         super().__init__()
         self.model = encoder.model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
         return mean_pool(hidden, attention_mask)
 
 
@@ -71,8 +80,12 @@ class LowerGraph(nn.Module):
         self.tower = tower
         self.teacher = tower.encoder.model  # registered, so the tracer takes its weights as parameters, not constants
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        return self.tower.lower({"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids})
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        return self.tower.lower(
+            {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        )
 
 
 class TopGraph(nn.Module):
@@ -93,14 +106,22 @@ def sample_tokens(encoder: TeacherEncoder) -> dict[str, torch.Tensor]:
     return {name: tokens[name].to(encoder.device) for name in TOKEN_INPUTS}
 
 
-def export_graph(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path, outputs: list[str], opset: int) -> None:
+def export_graph(
+    module: nn.Module, inputs: dict[str, torch.Tensor], path: Path, outputs: list[str], opset: int
+) -> None:
     """Traces `module` into an fp32 ONNX graph, every input and output dynamic in batch (and inputs in length)."""
     axes = {name: {0: "batch", 1: "length"} for name in inputs} | {name: {0: "batch"} for name in outputs}
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent branches: nothing below the edge prints
         torch.onnx.export(
-            module.eval(), tuple(inputs.values()), str(path), dynamo=False, input_names=list(inputs), output_names=outputs,
-            dynamic_axes=axes, opset_version=opset,
+            module.eval(),
+            tuple(inputs.values()),
+            str(path),
+            dynamo=False,
+            input_names=list(inputs),
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=opset,
         )
 
 
@@ -114,8 +135,12 @@ def quantize(source: Path, target: Path, config: QuantConfig) -> None:
     logging.disable(logging.WARNING)  # the quantiser logs advice on the root logger: nothing below the edge prints
     try:
         quantize_dynamic(
-            str(source), str(target), weight_type=QuantType.QInt8, per_channel=config.per_channel,
-            nodes_to_exclude=excluded, extra_options={"DefaultTensorType": 1},  # float32 where shape inference is silent
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=config.per_channel,
+            nodes_to_exclude=excluded,
+            extra_options={"DefaultTensorType": 1},  # float32 where shape inference is silent
         )
     finally:
         logging.disable(logging.NOTSET)
@@ -128,8 +153,12 @@ def cosine_figures(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def export_runtime(
-    bundle_dir: Path, encoder: TeacherEncoder, tower: QuestionTower | None, config: QuantConfig | None = None,
-    parity_texts: list[str] | None = None, parity_data: str | None = None,
+    bundle_dir: Path,
+    encoder: TeacherEncoder,
+    tower: QuestionTower | None,
+    config: QuantConfig | None = None,
+    parity_texts: list[str] | None = None,
+    parity_data: str | None = None,
 ) -> dict[str, Any]:
     """Writes bundle/runtime/ (int8 teacher, int8 tower when there is one, runtime.json); returns the manifest."""
     config = config or QuantConfig()
@@ -142,8 +171,12 @@ def export_runtime(
         tokens = sample_tokens(encoder)
         export_graph(TeacherGraph(encoder), tokens, fp32, ["vector"], config.opset)
         quantize(fp32, target / ENCODER_FILE, config)
-        record["encoder"] = {"file": ENCODER_FILE, "torch_weights": encoder.identity.weights_hash,
-                             "sha256": file_hash(target / ENCODER_FILE), "model_id": encoder.identity.model_id}
+        record["encoder"] = {
+            "file": ENCODER_FILE,
+            "torch_weights": encoder.identity.weights_hash,
+            "sha256": file_hash(target / ENCODER_FILE),
+            "model_id": encoder.identity.model_id,
+        }
         for name in TOWER_FILES.values():
             (target / name).unlink(missing_ok=True)
         if tower is not None:
@@ -155,14 +188,24 @@ def export_runtime(
     return record
 
 
-def export_tower(tower: QuestionTower, tokens: dict[str, torch.Tensor], bundle_dir: Path, scratch: Path, config: QuantConfig) -> dict[str, Any]:
+def export_tower(
+    tower: QuestionTower, tokens: dict[str, torch.Tensor], bundle_dir: Path, scratch: Path, config: QuantConfig
+) -> dict[str, Any]:
     """The tower's three int8 graphs (shared lower layers, tuned top, frozen top) and their runtime.json entry."""
     with torch.no_grad():
         hidden = tower.lower(tokens)  # (B, L, D): the sample the tops are traced on
     sources = {
         "lower": (LowerGraph(tower), tokens, "hidden"),
-        "tuned": (TopGraph(tower, tuned=True), {"hidden": hidden, "attention_mask": tokens["attention_mask"]}, "vector"),
-        "frozen": (TopGraph(tower, tuned=False), {"hidden": hidden, "attention_mask": tokens["attention_mask"]}, "vector"),
+        "tuned": (
+            TopGraph(tower, tuned=True),
+            {"hidden": hidden, "attention_mask": tokens["attention_mask"]},
+            "vector",
+        ),
+        "frozen": (
+            TopGraph(tower, tuned=False),
+            {"hidden": hidden, "attention_mask": tokens["attention_mask"]},
+            "vector",
+        ),
     }
     graphs = {}
     for part, (module, inputs, output) in sources.items():
@@ -180,8 +223,10 @@ def write_manifest(target: Path, record: dict[str, Any]) -> None:
     shutil.move(scratch, target / RUNTIME_MANIFEST)
 
 
-def runtime_parity(bundle_dir: Path, encoder: TeacherEncoder, tower: QuestionTower | None, texts: list[str]) -> dict[str, Any]:
-    """Cosine between torch's and the int8 runtime's vectors of the same texts (teacher, and tower when there is one)."""
+def runtime_parity(
+    bundle_dir: Path, encoder: TeacherEncoder, tower: QuestionTower | None, texts: list[str]
+) -> dict[str, Any]:
+    """Cosine between torch's and the int8 runtime's vectors of the same texts (teacher, and tower if any)."""
     int8 = Int8Encoder(bundle_dir, encoder.config)
     figures: dict[str, Any] = {"teacher": cosine_figures(encoder.encode(texts).vectors, int8.encode(texts).vectors)}
     if tower is not None:
@@ -192,7 +237,9 @@ def runtime_parity(bundle_dir: Path, encoder: TeacherEncoder, tower: QuestionTow
     return figures
 
 
-def export_bundle(bundle_dir: Path, encoder: TeacherEncoder, parity_data: Path | None = None, config: QuantConfig | None = None) -> dict[str, Any]:
+def export_bundle(
+    bundle_dir: Path, encoder: TeacherEncoder, parity_data: Path | None = None, config: QuantConfig | None = None
+) -> dict[str, Any]:
     """`cubeqa export`: the int8 runtime of an existing bundle (its teacher, and its tower if it has one), with the
     parity of its vectors against torch on `parity_data`'s questions; refuses a bundle of another encoder."""
     from pipeline.checkpoint import check_encoder, read_manifest
