@@ -86,6 +86,18 @@ def test_ask_on_the_int8_runtime_scores_as_torch_does(trained, small_data) -> No
     assert abs(score - expected.score) < 0.03  # int8 question vectors are within ~0.01 in cosine of torch's
 
 
+def test_export_rewrites_the_runtime_of_an_existing_bundle(trained, tmp_path) -> None:
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(trained["bundle"], bundle, ignore=shutil.ignore_patterns("runtime"))
+    run = cubeqa("export", "--bundle", str(bundle), env=trained["env"])
+    assert run.returncode == 0, run.stderr
+    record = json.loads((bundle / "runtime" / "runtime.json").read_text())
+    assert record["tower"]["torch_weights"] and record["parity"]["tower"]["mean"] > 0.98
+    assert f"written to {bundle / 'runtime'}" in " ".join(run.stdout.split())
+
+
 def test_ask_answers_questions_from_arguments_and_a_file_with_one_load(trained, small_data, tmp_path: Path) -> None:
     from pipeline.production import ProductionPipeline
 

@@ -134,3 +134,9 @@ def test_cuda_keeps_the_torch_runtime(tmp_path):
     assert serving_runtime("torch", "cpu") == "torch"
     with pytest.raises(ValueError, match="unknown runtime 'fp8'"):
         serving_runtime("fp8", "cpu")
+
+
+def test_file_names_copied_to_stay_torch_free_match_their_sources():
+    from pipeline import encode_stage, int8, tower_io
+
+    assert int8.TOWER_WEIGHTS == tower_io.WEIGHTS and encode_stage.TOWER_CONFIG == tower_io.CONFIG
