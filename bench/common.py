@@ -165,6 +165,7 @@ def in_process(settings) -> Any:
     return ProductionPipeline.from_bundle(
         settings.bundle_dir, encoder_config=build_encoder_config(settings), bank_config=bank_config(settings),
         cache_dir=settings.cache_dir, top_k=settings.top_k, decoder=settings.decoder, generative_options=generative_options(settings),
+        runtime=settings.runtime, threads=settings.threads,
     )
 
 

@@ -219,6 +219,8 @@ def answering_pipeline(settings: Settings, decoder: str | None, bank: str | None
         generative_options=generative_options(settings),
         banks=banks,
         min_confidence=settings.min_confidence,
+        runtime=settings.runtime,
+        threads=settings.threads,
     )
     return pipe, ref
 

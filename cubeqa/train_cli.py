@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -46,6 +46,7 @@ def train(
 ) -> None:
     """Train the question tower, then the cube on its vectors, with fixed schedules, and write a checkpoint bundle."""
     from pipeline import CubeQAError, TowerStage, train_bundle
+    from pipeline.runtime_export import export_bundle
     from pipeline.training.cube_trainer import EpochReport
     from pipeline.training.tower_trainer import TowerEpochReport
 
@@ -122,11 +123,14 @@ def train(
                 on_embed=on_embed,
                 on_epoch=on_epoch,
             )
+            bar.add_task("int8 runtime: export and parity", total=None)
+            runtime = export_bundle(outcome.bundle_dir, encoder, val_file)
     except (CubeQAError, ValueError, OSError) as exc:
         raise fail(exc) from exc
     for warning in outcome.validation.warnings:
         errors.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(eval_table(outcome.validation, title=f"validation ({val_file.name})"))
+    console.print(runtime_summary(runtime))
     console.print(f"bundle written to {outcome.bundle_dir}")
     console.print(f"bank default (the bundle's bank, with its lexical index): {write_bundle_bank(outcome.bundle_dir, settings, train_file)}")
 
@@ -139,3 +143,34 @@ def write_bundle_bank(bundle_dir: Path, settings: Settings, train_file: Path) ->
     if bundle_dir.resolve() == default_bundle_dir().resolve():
         bank_from_bundle(bundle_dir, PACKAGED_BANK, [train_file])
     return own_bank_dir(bundle_dir, settings.cache_dir)
+
+
+def runtime_summary(record: dict[str, Any]) -> str:
+    """One line on the exported int8 runtime: its graphs and their cosine with torch."""
+    tower = (record.get("tower") or {}).get("graphs", {})
+    graphs = ", ".join([record["encoder"]["file"], *(graph["file"] for graph in tower.values())])
+    parity = record.get("parity") or {}
+    figures = "; ".join(f"{name} cos(int8, torch) mean {f['mean']:.4f}, 1st percentile {f['p1']:.4f}"
+                        for name, f in parity.items() if isinstance(f, dict))
+    return f"int8 runtime: {graphs}" + (f" ({figures} on {parity.get('data')})" if figures else "")
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    bundle: Annotated[Path | None, typer.Option(help="bundle directory (default: CUBEQA_BUNDLE_DIR)")] = None,
+    parity: Annotated[Path | None, typer.Option(help="Q→A JSONL whose questions measure cos(int8, torch)")] = DATA_DIR / "squad_sent_val.jsonl",
+) -> None:
+    """Export the bundle's teacher and question tower to int8 ONNX graphs (bundle/runtime/) for CUBEQA_RUNTIME=int8."""
+    from pipeline import CubeQAError
+    from pipeline.runtime_export import export_bundle
+
+    settings: Settings = ctx.obj
+    target = bundle or settings.bundle_dir
+    try:
+        with console.status("exporting and quantising"):
+            record = export_bundle(target, build_encoder(settings), parity)
+    except (CubeQAError, ValueError, OSError) as exc:
+        raise fail(exc) from exc
+    console.print(runtime_summary(record))
+    console.print(f"written to {target / 'runtime'}")

@@ -153,6 +153,7 @@ def worker_options(settings: Settings, stage: str, concurrency: int | None, logl
         generative_options=generative_options(settings),
         cache_dir=settings.cache_dir,
         threads=settings.threads,
+        runtime=settings.runtime,
         concurrency=concurrency or default_concurrency(stage, settings.device),
         pool=pool,
         task_time_limit=settings.task_time_limit,

@@ -62,13 +62,17 @@ class ProductionPipeline:
         generative_options: dict[str, object] | None = None,
         banks: BankCache | None = None,
         min_confidence: float | None = None,
+        runtime: str = "torch",
+        threads: int = 0,
     ) -> ProductionPipeline:
         """Loads the encoder, checks the bundle against it, builds (or reuses the cached) bank index and,
         for `decoder` generative or hybrid, loads the bundle's generative decoder."""
-        encode_stage = EncodeStage(bundle_dir, encoder_config)
+        encode_stage = EncodeStage(bundle_dir, encoder_config, runtime=runtime, threads=threads)
         bundle = load_bundle(bundle_dir, encode_stage.encoder.identity)
         decode_stage = DecodeStage(
-            bundle_dir, bundle=bundle, bank_config=bank_config, top_k=top_k, encoder=encode_stage.encoder, cache_dir=cache_dir,
+            bundle_dir, bundle=bundle, bank_config=bank_config, top_k=top_k,
+            encoder=encode_stage.encoder if encode_stage.runtime == "torch" else None,  # re-embedding answers stays on torch
+            cache_dir=cache_dir,
             decoder=decoder, generative_options=generative_options, banks=banks, min_confidence=min_confidence,
         )
         return cls(encode_stage, CubeStage(bundle_dir, bundle), decode_stage)

@@ -14,27 +14,26 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.calibration import Calibrator, default_min_confidence, load_calibration, needed_k
-from pipeline.checkpoint import Bundle, Manifest, check_encoder, load_bundle, read_manifest
+from pipeline.checkpoint import Bundle, Manifest, check_encoder, load_bundle
 from pipeline.confidence import with_confidence
 from pipeline.cube import apply_map
 from pipeline.decoders.base import Answer, Decoder, DecoderKind
 from pipeline.decoders.phrase_bank import PhraseBankConfig, PhraseBankDecoder
 from pipeline.decoders.registry import DecoderParts, make_decoder
-from pipeline.encoder import Encoded, EncoderConfig, TeacherEncoder
+from pipeline.encode_stage import EncodeStage  # noqa: F401 - re-exported: the three stages live side by side
+from pipeline.encode_stage import model_version as version_of
+from pipeline.encoder import EncoderConfig, TeacherEncoder
 from pipeline.knowledge.bank_cache import BankCache, BankRef
 from pipeline.knowledge.builtin import DEFAULT_BANK, own_bank_dir
 from pipeline.knowledge.fusion import Fusion
 from pipeline.knowledge.store import BankStore
 from pipeline.metrics import item_metrics
-from pipeline.tower import TowerEncoded
 from pipeline.tower_io import load_tower_if_any
 
 
 def model_version(bundle_dir: Path, manifest: Manifest) -> str:
     """Names the bundle and its weights ids (the cube's, and the tower's when it has one), for every result to record."""
-    version = f"{Path(bundle_dir).name}@{manifest.extra.get('bundle_id', 'unversioned')}"
-    tower = manifest.extra.get("tower")
-    return f"{version}+tower-{tower.get('weights_id', 'unversioned')}" if isinstance(tower, dict) else version
+    return version_of(bundle_dir, manifest.extra)
 
 
 def answer_vectors(bundle: Bundle, encoder: TeacherEncoder, questions: list[str], teacher: np.ndarray | None = None) -> np.ndarray:
@@ -46,30 +45,6 @@ def answer_vectors(bundle: Bundle, encoder: TeacherEncoder, questions: list[str]
     else:
         inputs = encoder.encode(questions).vectors if teacher is None else teacher
     return apply_map(bundle.cube, np.ascontiguousarray(inputs, dtype=np.float32))
-
-
-class EncodeStage:
-    """Stage 1: the teacher encoder, checked against the bundle it serves, and the bundle's question tower if it has one."""
-
-    def __init__(self, bundle_dir: Path, encoder_config: EncoderConfig | None = None) -> None:
-        manifest = read_manifest(bundle_dir)
-        self.encoder = TeacherEncoder(encoder_config)
-        check_encoder(manifest, self.encoder.identity, Path(bundle_dir))
-        self.tower = load_tower_if_any(bundle_dir, self.encoder)
-        self.model_version = model_version(bundle_dir, manifest)
-
-    def encode(self, texts: list[str]) -> Encoded:
-        """The teacher's unit vectors (N, D) in input order (references, bank sentences); raises InputError on empty text."""
-        return self.encoder.encode(texts)
-
-    def encode_questions(self, texts: list[str], teacher_rows: Sequence[bool] | None = None) -> TowerEncoded:
-        """Questions' teacher vectors (for the identity metrics) and the cube's input: the tower's vectors, from one pass of
-        the shared layers, or the teacher's again when the bundle has no tower. With a tower, `teacher_rows` names the
-        questions whose teacher vector is needed (those with a reference); the others get zeros (None: all)."""
-        if self.tower is None:
-            encoded = self.encoder.encode(texts)
-            return TowerEncoded(encoded.vectors, encoded.vectors, encoded.truncated)
-        return self.tower.encode_both(texts, batch_size=self.encoder.config.batch_size, teacher_rows=teacher_rows)
 
 
 class CubeStage:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,16 +18,8 @@ from torch import nn
 
 from pipeline.config import TowerConfig
 from pipeline.encoder import EncoderIdentity, TeacherEncoder, check_texts, mean_pool, to_device
+from pipeline.encoding import TowerEncoded  # noqa: F401 - re-exported
 from pipeline.errors import InputError
-
-
-@dataclass(frozen=True)
-class TowerEncoded:
-    """Teacher vectors (N, D), tower vectors (N, D), both float32 unit rows in input order, and which inputs were cut."""
-
-    teacher: np.ndarray
-    tower: np.ndarray
-    truncated: np.ndarray  # (N,) bool
 
 
 class LoRALinear(nn.Module):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task
 
-from pipeline.encoder import EncoderIdentity
+from pipeline.encoding import EncoderIdentity
 from pipeline.errors import BankExists, BankNotFound
 from pipeline.knowledge.cache import EmbeddingCache, chunk_name, encoder_dir, text_digest, write_chunk
 from tasks import runtime

@@ -12,18 +12,20 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from celery.signals import after_setup_logger, task_prerun, worker_process_init, worker_ready, worker_shutdown
 from celery.worker import state as worker_state
 
-from pipeline import CubeStage, DecodeStage, EncoderConfig, EncodeStage, PhraseBankConfig, set_threads
-from pipeline.checkpoint import load_bundle
-from pipeline.knowledge.bank_cache import BankCache
-from pipeline.knowledge.store import BankStore
+from pipeline.encode_stage import EncodeStage
+from pipeline.encoding import EncoderConfig
 from storage.db import check_schema, make_engine
 from tasks import runtime
 from tasks.app import EMBED_QUEUE, STAGES, configure
 from tasks.health import Heartbeat
+
+if TYPE_CHECKING:  # the cube and decode stages import torch: loaded only by the workers that serve them
+    from pipeline import CubeStage, DecodeStage, PhraseBankConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class WorkerOptions:
     builtin_banks: dict[str, Path] = field(default_factory=dict)  # read-only banks shipped with the package
     bank_cache_bytes: int = 256 * 2**20  # loaded bank versions kept, least recently used dropped first
     min_confidence: float | None = None  # None: the bundle's threshold
+    runtime: str = "torch"  # the encode stage's serving runtime: torch or int8 (pipeline.encode_stage)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -109,12 +112,19 @@ def build_runtime(options: WorkerOptions) -> runtime.Runtime:
     """Loaders for the served stages; nothing is loaded (and CUDA is not touched) before the pool starts (after fork under prefork)."""
 
     def load_encode() -> EncodeStage:
-        return EncodeStage(options.bundle_dir, options.encoder_config)
+        return EncodeStage(options.bundle_dir, options.encoder_config, runtime=options.runtime, threads=worker_threads(options))
 
     def load_cube() -> CubeStage:
+        from pipeline import CubeStage
+
         return CubeStage(options.bundle_dir)
 
     def load_decode() -> DecodeStage:
+        from pipeline import DecodeStage
+        from pipeline.checkpoint import load_bundle
+        from pipeline.knowledge.bank_cache import BankCache
+        from pipeline.knowledge.store import BankStore
+
         bundle = load_bundle(options.bundle_dir)
         banks = None
         if options.bank_root is not None:  # bank versions are checked against the encoder the bundle was trained with
@@ -180,6 +190,16 @@ def stop_when_told(reasons: list[str]) -> Callable[[str], None]:
 
 
 
+def set_threads(options: WorkerOptions, threads: int, *, search: bool) -> None:
+    """Caps torch's (and FAISS's) threads in the calling thread; an int8 encode worker has no torch to cap (its ONNX
+    Runtime sessions got `threads` when loaded), and importing torch for it would cost ~250 MB for nothing."""
+    if options.stages == ("encode",) and options.runtime == "int8":
+        return
+    from pipeline.production import set_threads as set_library_threads
+
+    set_library_threads(threads, search=search)
+
+
 def run_worker(options: WorkerOptions) -> None:
     """Checks the database schema, then runs a Celery worker on the stage's queue(s) until stopped.
 
@@ -202,7 +222,7 @@ def run_worker(options: WorkerOptions) -> None:
         rt.on_failure = stop_when_told(unavailable)
 
         def process_init(**_: object) -> None:
-            set_threads(threads, search=searches)  # here, in the child's main thread, where tasks run: OpenMP's setting is per thread
+            set_threads(options, threads, search=searches)  # here, in the child's main thread, where tasks run: OpenMP's setting is per thread
             rt.after_fork()
 
         worker_process_init.connect(process_init, weak=False)
@@ -212,7 +232,7 @@ def run_worker(options: WorkerOptions) -> None:
 
         def thread_init(**_: object) -> None:
             if not getattr(configured, "done", False):  # once per pool thread, in the thread that runs the tasks
-                set_threads(threads, search=searches)
+                set_threads(options, threads, search=searches)
                 configured.done = True
 
         task_prerun.connect(thread_init, weak=False)

@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from pipeline.encoder import EncoderIdentity
+from pipeline.encoding import EncoderIdentity
 from pipeline.knowledge.bankfiles import LoadedBank
 from pipeline.knowledge.store import BankStore
 

@@ -21,7 +21,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from pipeline.encoder import EncoderIdentity
+from pipeline.encoding import EncoderIdentity
 
 
 def text_digest(text: str) -> bytes:

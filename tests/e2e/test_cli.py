@@ -39,7 +39,12 @@ def test_train_writes_a_bundle_and_prints_the_validation_table(trained) -> None:
     bundle: Path = trained["bundle"]
     assert {p.name for p in bundle.iterdir()} == {
         "manifest.json", "cube.safetensors", "bank.jsonl", "bank.safetensors", "tower.safetensors", "tower.json", "reference_cube.safetensors",
-    }  # the default trains the question tower, then the cube, and the comparison cube
+        "runtime",
+    }  # the default trains the question tower, then the cube, and the comparison cube, and exports the int8 runtime
+    assert {p.name for p in (bundle / "runtime").iterdir()} == {
+        "runtime.json", "encoder.int8.onnx", "tower_lower.int8.onnx", "tower_tuned.int8.onnx", "tower_frozen.int8.onnx",
+    }
+    assert "int8 runtime: encoder.int8.onnx" in trained["output"]
     assert "cube − mean_shift: cos" in trained["output"] and "tower − identity: R@1" in trained["output"]
     assert "bundle written to" in trained["output"]
 
@@ -68,6 +73,29 @@ def answers(stdout: str) -> list[tuple[str, str]]:
     """(question, answer) pairs from `cubeqa ask` output, rich's line wrapping undone."""
     blocks = " ".join(stdout.split()).split("question: ")[1:]
     return [(block.split(" answer: ")[0], block.split(" answer: ")[1].split(" score ")[0]) for block in blocks]
+
+
+def test_ask_on_the_int8_runtime_scores_as_torch_does(trained, small_data) -> None:
+    from pipeline import ProductionPipeline
+
+    question = read_jsonl(small_data["val"])[3]["question"]
+    run = cubeqa("ask", question, env={**trained["env"], "CUBEQA_RUNTIME": "int8"})
+    assert run.returncode == 0, run.stderr
+    expected = ProductionPipeline.from_bundle(trained["bundle"]).process_batch([question])[0]
+    score = float(re.search(r"score (-?[0-9.]+)", run.stdout).group(1))
+    assert abs(score - expected.score) < 0.03  # int8 question vectors are within ~0.01 in cosine of torch's
+
+
+def test_export_rewrites_the_runtime_of_an_existing_bundle(trained, tmp_path) -> None:
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(trained["bundle"], bundle, ignore=shutil.ignore_patterns("runtime"))
+    run = cubeqa("export", "--bundle", str(bundle), env=trained["env"])
+    assert run.returncode == 0, run.stderr
+    record = json.loads((bundle / "runtime" / "runtime.json").read_text())
+    assert record["tower"]["torch_weights"] and record["parity"]["tower"]["mean"] > 0.98
+    assert f"written to {bundle / 'runtime'}" in " ".join(run.stdout.split())
 
 
 def test_ask_answers_questions_from_arguments_and_a_file_with_one_load(trained, small_data, tmp_path: Path) -> None:
