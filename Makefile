@@ -27,6 +27,7 @@ ask: install
 lint: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # The full suite (what .ci/run calls): unit, deployment, integration, e2e and reliability tiers.
 test: lint

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,12 +122,13 @@ class DecodeStage:
             banks_of_own = banks
         self.own = (BankRef(DEFAULT_BANK, banks_of_own.store.resolve(DEFAULT_BANK)), banks_of_own)
         self.banks = banks
-        self._by_bank: dict[tuple[int, BankRef], tuple[object, Decoder]] = {}
+        self._by_bank: dict[tuple[int, BankRef], _Held] = {}
         options = dict(generative_options or {})
         self.parts = DecoderParts(Path(bundle_dir), None, self.encoder, options, hybrid_threshold)  # type: ignore[arg-type]
         self.decoder: Decoder = self.decoder_for(*self.own)
         if kind.needs_teacher:  # one generative model for the decoders of every bank
-            path = self.decoder if kind is DecoderKind.generative else self.decoder.generative
+            built: Any = self.decoder  # GenerativeDecoder, or HybridDecoder holding one
+            path = built if kind is DecoderKind.generative else built.generative
             self.parts = replace(self.parts, generative=path.generative)
 
     @property
