@@ -225,7 +225,7 @@ OUTCOME_UPDATE = (
 
 
 def outcome_row(outcome: JobOutcome, model_version: str | None, reference: str | None = None) -> dict[str, Any]:
-    """The parameters of OUTCOME_UPDATE for one job: its answer and metrics (the JSON and its METRIC_COLUMNS), or its error.
+    """The parameters of OUTCOME_UPDATE for one job: its answer and metrics (JSON and METRIC_COLUMNS), or its error.
 
     The metrics gain `right_answer` (storage.quality.right_answer) when the job was answered and has a reference."""
     done = outcome.error is None

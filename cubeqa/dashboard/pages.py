@@ -58,7 +58,8 @@ def embed(value: Any) -> str:
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters.update(when=when, number=number, percent=percent)
 templates.env.globals.update(
-    path_labels=charts.PATH_LABELS, no_answer=charts.NO_ANSWER, quality_figures=QUALITY_FIGURES, quality_texts=quality_texts,
+    path_labels=charts.PATH_LABELS, no_answer=charts.NO_ANSWER,
+    quality_figures=QUALITY_FIGURES, quality_texts=quality_texts,
 )
 
 

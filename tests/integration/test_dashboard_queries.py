@@ -40,7 +40,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):  # (sessions, batch i
             path = "none" if i % 9 == 0 else "bank"
             metrics = {"cube_cos": rng.uniform(-0.2, 0.9), "identity_cos": rng.uniform(-0.2, 0.9), "decode_fidelity": rng.random()}
             if path != "none":
-                metrics |= {"e2e_cos": rng.uniform(-0.3, 0.95), "echo": float(rng.random() < 0.3), "right_answer": float(i % 3 == 0)}
+                metrics |= {"e2e_cos": rng.uniform(-0.3, 0.95), "echo": float(rng.random() < 0.3)}
+                metrics["right_answer"] = float(i % 3 == 0)
             rows.append({
                 "id": f"{i:032x}", "batch_id": "b" * 32, "position": i, "question": f"question {i % 250}", "status": status,
                 "attempts": 1, "dispatches": 1, "score": rng.uniform(0.1, 0.9) if status == "done" else None,

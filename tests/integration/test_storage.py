@@ -148,7 +148,8 @@ def test_the_quality_summary_counts_answered_refused_failed_and_right_answers_on
     batch = new_batch(sessions, [NewJob(f"q{i}", ref) for i, ref in enumerate(refs)])
     ids = batch.job_ids
     outcomes = [
-        JobOutcome(job_id=ids[0], answer="the  sky is BLUE.", decoder_path="bank", confidence=0.9),  # right: case, spaces
+        # right: case and spaces do not count
+        JobOutcome(job_id=ids[0], answer="the  sky is BLUE.", decoder_path="bank", confidence=0.9),
         JobOutcome(job_id=ids[1], answer="Grass is green.", decoder_path="bank", confidence=0.5),  # wrong
         JobOutcome(job_id=ids[2], answer="Grass is green.", decoder_path="none", confidence=0.1),  # refused: not judged
         JobOutcome(job_id=ids[3], error="bad input"),
@@ -194,10 +195,11 @@ def test_migration_0005_decides_right_answers_of_stored_rows(backend: str, tmp_p
         stack.callback(engine.dispose)
         created = datetime.now(UTC)
         with engine.begin() as connection:  # only the columns 0004 has
-            connection.execute(insert(Batch.__table__), [{"id": "b" * 32, "total": 5, "done_count": 4, "failed_count": 1, "created_at": created}])
+            batch = {"id": "b" * 32, "total": 5, "done_count": 4, "failed_count": 1, "created_at": created}
+            connection.execute(insert(Batch.__table__), [batch])
             connection.execute(insert(Job.__table__), [
-                {"id": job_id, "batch_id": "b" * 32, "position": i, "question": f"q{i}", "status": status, "attempts": 1,
-                 "dispatches": 1, "decoder_path": path, "answer": answer, "reference": reference,
+                {"id": job_id, "batch_id": "b" * 32, "position": i, "question": f"q{i}", "status": status,
+                 "attempts": 1, "dispatches": 1, "decoder_path": path, "answer": answer, "reference": reference,
                  "metrics": {"e2e_cos": 0.5} if status == "done" else None, "created_at": created}
                 for i, (job_id, (status, path, answer, reference, _)) in enumerate(zip(ids, rows))
             ])
@@ -225,8 +227,10 @@ def test_migration_0004_fills_the_metric_columns_of_stored_rows_and_reverts(back
         JSON.NULL,  # JSON null (what a JSON column without none_as_null writes for None)
     ]
     expected = [
-        {"cube_cos": 0.61, "identity_cos": 0.52, "e2e_cos": 0.73, "decode_fidelity": 0.84, "echo": 1.0, "right_answer": None},
-        {"cube_cos": -0.125, "identity_cos": 0.0, "e2e_cos": None, "decode_fidelity": 0.25, "echo": None, "right_answer": None},
+        {"cube_cos": 0.61, "identity_cos": 0.52, "e2e_cos": 0.73, "decode_fidelity": 0.84, "echo": 1.0}
+        | {"right_answer": None},
+        {"cube_cos": -0.125, "identity_cos": 0.0, "e2e_cos": None, "decode_fidelity": 0.25, "echo": None}
+        | {"right_answer": None},
         dict.fromkeys(METRIC_COLUMNS),
         dict.fromkeys(METRIC_COLUMNS),
     ]
