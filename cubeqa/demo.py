@@ -28,6 +28,7 @@ from cubeqa.settings import Settings
 from cubeqa.supervise import SupervisionError, embedded_redis, stage_workers, wait_for_workers
 from cubeqa.wiring import bank_root, bank_store, celery_app, encoder_config, open_store
 from storage.db import upgrade
+from storage.quality import Quality
 from storage.repository import Pin, iter_results
 from tasks.producer import submit
 
@@ -96,7 +97,7 @@ def demo(settings: Settings, *, questions: int, data: Path, console: Console) ->
             rows = list(iter_results(session=session, batch_id=result.batch_id))
         console.print(answers_table(rows[:10]))
         console.print(summary_table(summary))
-        console.print(right_answers_line(rows, bank.sentences))
+        console.print(right_answers_line(summary.quality, summary.total, bank.sentences))
         with console.status("stopping workers and Redis"):
             stack.close()
     console.print(where_results_are(database_url, result.batch_id, "database_url" in explicit))
@@ -117,20 +118,15 @@ def demo_bank(settings: Settings, console: Console) -> BankInfo:
         raise DemoError(f"could not build the demo bank: {exc}") from exc
 
 
-def right_answers_line(rows: list[dict[str, Any]], bank_size: int) -> str:
-    """How many answers are the reference sentence itself, and what the bank and the quality columns mean."""
-    answered = [r for r in rows if r["status"] == "done" and r["decoder_path"] == "bank"]
-    right = sum(1 for r in answered if same_sentence(r["answer"], r["reference"]))
+def right_answers_line(quality: Quality, jobs: int, bank_size: int) -> str:
+    """How many answers are the reference sentence (the summary's `right`), and what the bank and columns mean."""
     return (
-        f"{right} of {len(rows)} answers are the reference sentence ({len(answered)} answered, the rest refused as not confident). "
+        f"{quality.right} of {jobs} answers are the reference sentence ({quality.answered} answered, "
+        f"{quality.refused} refused as not confident). "
         f"The bank `{DEMO_BANK}` holds the {bank_size} sentences of the six articles the questions come from. "
-        "e2e cos is the cosine between the answer's and the reference's embeddings; echo marks an answer closer to the question than to the reference."
+        "e2e cos is the cosine between the answer's and the reference's embeddings; "
+        "echo marks an answer closer to the question than to the reference."
     )
-
-
-def same_sentence(answer: str | None, reference: str | None) -> bool:
-    """Equal up to case and whitespace."""
-    return answer is not None and reference is not None and " ".join(answer.lower().split()) == " ".join(reference.lower().split())
 
 
 def where_results_are(database_url: str, batch_id: str, explicit: bool) -> str:

@@ -29,6 +29,7 @@ from pipeline.errors import BankError, InputError
 from storage.db import StorageError, upgrade
 from storage.ids import AmbiguousId, resolve_id
 from storage.models import SOURCE_LENGTH, Batch, is_id
+from storage.quality import QUALITY_FIGURES, quality_texts
 from storage.repository import iter_results
 from storage.summary import BatchSummary, batch_summary, count_batches, list_batches
 from tasks.producer import BrokerUnavailable, reconcile, submit
@@ -168,14 +169,16 @@ def watch(
 
 
 def summary_table(summary: BatchSummary) -> Table:
-    """Counts, success rate, throughput and quality metrics of a batch."""
+    """Counts, the quality summary (storage.quality), throughput and quality metrics of a batch."""
     table = Table(title=f"batch {summary.id}" + (f" ({summary.source})" if summary.source else ""), title_justify="left")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for status, count in summary.counts.items():
         table.add_row(f"jobs {status}", str(count))
     table.add_row("bank", escape(", ".join(summary.banks) or "bundle"))
-    table.add_row("success rate", "-" if summary.success_rate is None else f"{summary.success_rate:.1%}")
+    texts = quality_texts(summary.quality)
+    for key, label, _ in QUALITY_FIGURES:
+        table.add_row(label, texts[key])
     table.add_row("jobs/s", "-" if summary.jobs_per_second is None else f"{summary.jobs_per_second:.1f}")
     for name, stats in summary.metrics.items():
         table.add_row(f"{name} mean / p50 / p90 (n={int(stats['n'])})", f"{stats['mean']:.4f} / {stats['p50']:.4f} / {stats['p90']:.4f}")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from storage import metrics as registry
 from storage.models import DONE, FAILED, QUEUED, RUNNING, STATUSES, Batch, Job
+from storage.quality import Quality, batch_quality, quality_texts
 from storage.repository import job_dict
 from storage.summary import as_utc
 
@@ -33,6 +34,7 @@ class BatchRow:
     last_finished: datetime | None
     versions: list[str] = field(default_factory=list)
     banks: list[str] = field(default_factory=list)
+    quality: Quality = field(default_factory=Quality)
 
     @property
     def final(self) -> int:
@@ -45,8 +47,8 @@ class BatchRow:
         return self.final < self.total
 
     @property
-    def success_rate(self) -> float | None:
-        """Done jobs over final jobs."""
+    def no_error_rate(self) -> float | None:
+        """Done jobs over final jobs (a refusal is done: `quality` says how good the answers are)."""
         return self.counts[DONE] / self.final if self.final else None
 
     @property
@@ -61,7 +63,8 @@ class BatchRow:
         """The JSON a running batch's page polls."""
         return {
             "id": self.id, "total": self.total, "counts": self.counts, "final": self.final, "running": self.running,
-            "success_rate": self.success_rate, "jobs_per_second": self.jobs_per_second,
+            "no_error_rate": self.no_error_rate, "jobs_per_second": self.jobs_per_second,
+            "quality": self.quality.model_dump(mode="json"), "quality_texts": quality_texts(self.quality),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }
 
@@ -93,6 +96,7 @@ def batch_rows(
     versions: dict[str, set[str]] = {i: set() for i in ids}
     banks: dict[str, set[str]] = {i: set() for i in ids}
     last: dict[str, datetime] = {}
+    quality = batch_quality(session=session, batch_ids=ids)
     if ids:
         grouped = session.execute(
             select(Job.batch_id, Job.status, Job.model_version, Job.bank, func.count(), func.max(Job.finished_at))
@@ -110,7 +114,7 @@ def batch_rows(
         known[b.id] if unchanged(b) else BatchRow(
             id=b.id, source=b.source, total=b.total, counts=counts[b.id], created_at=as_utc(b.created_at),
             finished_at=as_utc(b.finished_at) if b.finished_at else None, last_finished=last.get(b.id),
-            versions=sorted(versions[b.id]), banks=sorted(banks[b.id]),
+            versions=sorted(versions[b.id]), banks=sorted(banks[b.id]), quality=quality[b.id],
         )
         for b in batches
     ]

@@ -29,6 +29,9 @@ class Metric:
     # SQL of a value computed from other job columns, given the job table; None: a column of its own, `name`,
     # copied from the job's metrics JSON when its result is stored (a stored metric).
     sql: Callable[[Any], ColumnElement[Any]] | None = None
+    # True: the store decides its value when it writes the result (storage.repository.outcome_row), not
+    # pipeline.metrics; it still lands in the metrics JSON and its column like any stored metric.
+    by_store: bool = False
 
     def __post_init__(self) -> None:
         if self.per_unit is not None and self.share:
@@ -56,6 +59,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("decode_fidelity", "decode_fidelity", "cosine of the decoded answer to the cube output it was decoded from"),
     Metric("echo", "echo share", "answers closer to their question than to the reference answer", unit="share",
            share=True),
+    # 1/0 for an answered job with a reference (storage.quality.right_answer)
+    Metric("right_answer", "right answers", "answered jobs whose answer is the reference sentence (precision)",
+           unit="share", share=True, by_store=True),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from storage.models import (
     ModelVersion,
     metric_columns,
 )
+from storage.quality import RIGHT_COLUMN, right_answer
 from storage.summary import BatchSummary, batch_summary, count_batches, list_batches
 
 JOB_TABLE = cast(Table, Job.__table__)  # the Core table, for executemany inserts and updates
@@ -188,13 +189,13 @@ def record_outcomes(*, session: Session, outcomes: Sequence[JobOutcome], model_v
         update(Job)
         .where(Job.id.in_(list(by_id)), Job.status.notin_(FINAL))
         .values(finished_at=finished_at)
-        .returning(Job.id, Job.batch_id)
+        .returning(Job.id, Job.batch_id, Job.reference)
     ).all()
     if not claimed:
         return 0  # all already final: this is a redelivery
-    session.execute(OUTCOME_UPDATE, [outcome_row(by_id[job_id], model_version) for job_id, _ in claimed])
+    session.execute(OUTCOME_UPDATE, [outcome_row(by_id[job_id], model_version, ref) for job_id, _, ref in claimed])
     per_batch: dict[str, list[int]] = {}
-    for job_id, batch_id in claimed:
+    for job_id, batch_id, _ in claimed:
         counts = per_batch.setdefault(batch_id, [0, 0])
         counts[0 if by_id[job_id].error is None else 1] += 1
     for batch_id in sorted(per_batch):  # one lock order for every writer
@@ -223,9 +224,15 @@ OUTCOME_UPDATE = (
 )
 
 
-def outcome_row(outcome: JobOutcome, model_version: str | None) -> dict[str, Any]:
-    """The parameters of OUTCOME_UPDATE for one job: its answer and metrics (the JSON and its METRIC_COLUMNS), or its error."""
+def outcome_row(outcome: JobOutcome, model_version: str | None, reference: str | None = None) -> dict[str, Any]:
+    """The parameters of OUTCOME_UPDATE for one job: its answer and metrics (JSON and METRIC_COLUMNS), or its error.
+
+    The metrics gain `right_answer` (storage.quality.right_answer) when the job was answered and has a reference."""
     done = outcome.error is None
+    if done:
+        right = right_answer(answer=outcome.answer, reference=reference, decoder_path=outcome.decoder_path)
+        if right is not None:
+            outcome = replace(outcome, metrics={**(outcome.metrics or {}), RIGHT_COLUMN: right})
     values = {
         "status": DONE if done else FAILED,
         "error": outcome.error,

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from storage.metrics import stored_metrics
 from storage.models import DONE, STATUSES, Batch, Job
+from storage.quality import Quality, batch_quality
 
 # "+00:00", not pydantic's "Z"
 IsoDatetime = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")]
@@ -34,6 +35,7 @@ class BatchSummary(BaseModel):
     metrics: dict[str, dict[str, float | int]]  # name -> mean, p50, p90, n
     jobs_per_second: float | None
     banks: list[str] = Field(description="the knowledge bank versions its jobs are pinned to, as name@version")
+    quality: Quality = Field(description="answered, refused, failed, right, precision, coverage (storage.quality)")
 
     @computed_field  # type: ignore[prop-decorator]  # pydantic documents this stacking
     @property
@@ -42,7 +44,8 @@ class BatchSummary(BaseModel):
 
     @computed_field  # type: ignore[prop-decorator]  # pydantic documents this stacking
     @property
-    def success_rate(self) -> float | None:
+    def no_error_rate(self) -> float | None:
+        """Jobs finished without an error over final jobs: a refusal counts as no error (quality says how good)."""
         final = self.done + self.failed
         return self.done / final if final else None
 
@@ -52,7 +55,7 @@ class BatchSummary(BaseModel):
 
 
 def batch_summary(*, session: Session, batch_id: str) -> BatchSummary | None:
-    """Counts by status, success rate, metric mean/p50/p90 and throughput of one batch; None if unknown."""
+    """Counts by status, quality, metric mean/p50/p90 and throughput of one batch; None if unknown."""
     batch = session.get(Batch, batch_id)
     if batch is None:
         return None
@@ -71,6 +74,7 @@ def batch_summary(*, session: Session, batch_id: str) -> BatchSummary | None:
         finished_at=as_utc(batch.finished_at) if batch.finished_at else None, metrics=metrics,
         jobs_per_second=final / elapsed if elapsed > 0 else None,
         banks=sorted(f"{bank}@{version}" for bank, version in pins),
+        quality=batch_quality(session=session, batch_ids=[batch_id])[batch_id],
     )
 
 

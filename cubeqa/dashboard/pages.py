@@ -22,6 +22,7 @@ from cubeqa.dashboard.charts import Chart
 from storage import metrics as registry
 from storage.dashboard_queries import BatchRow
 from storage.figures import BatchFigures, batch_figures
+from storage.quality import QUALITY_FIGURES, quality_texts
 
 HERE = Path(__file__).resolve().parent
 PER_PAGE = 50  # batches or jobs per page
@@ -56,7 +57,10 @@ def embed(value: Any) -> str:
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters.update(when=when, number=number, percent=percent)
-templates.env.globals.update(path_labels=charts.PATH_LABELS, no_answer=charts.NO_ANSWER)
+templates.env.globals.update(
+    path_labels=charts.PATH_LABELS, no_answer=charts.NO_ANSWER,
+    quality_figures=QUALITY_FIGURES, quality_texts=quality_texts,
+)
 
 
 @dataclass(frozen=True)

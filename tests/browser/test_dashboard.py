@@ -220,3 +220,56 @@ def test_token_login_refuses_missing_and_wrong_tokens(stack, visit, shoot) -> No
     other.page.goto(stack.api + "/dashboard")
     assert other.page.url == stack.api + "/dashboard"
     clean(other)
+
+
+def test_batch_page_shows_the_quality_the_cli_and_api_report_to_the_job(stack, visit, shoot) -> None:
+    """50 questions with references at the bundle's default threshold: the first screen's answered, refused and
+    right counts equal `cubeqa status`, GET /v1/batches/{id} and a count over the stored jobs themselves."""
+    import json
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    from jobsystem import wait_for_batch
+
+    from browser.browser_stack import ROOT
+    from storage.quality import same_sentence
+    from storage.repository import NewJob, Pin
+    from tasks.producer import submit
+
+    stack.stop_workers()  # only default workers answer this batch
+    stack.start_workers("quality")
+    try:
+        # Training questions: their reference sentences are in the bundle's own bank (the validation ones are not).
+        lines = (ROOT / "data" / "squad_sent_train.jsonl").read_text().splitlines()[:50]
+        items = [NewJob(row["question"], reference=row["answer"]) for row in map(json.loads, lines)]
+        batch_id = submit(stack.sessions, items, micro_batch=8, source="browser-test:quality", pin=Pin()).batch_id
+        wait_for_batch(stack.sessions, batch_id, timeout=600)
+    finally:
+        stack.stop_workers()
+    rows = done_jobs(stack, batch_id)
+    answered = [row for row in rows if row["decoder_path"] != "none"]
+    expected = {
+        "answered": len(answered), "refused": len(rows) - len(answered),
+        "right": sum(same_sentence(row["answer"], row["reference"]) for row in answered),
+    }
+    assert expected["answered"] > 0 and expected["right"] > 0, expected
+    with urllib.request.urlopen(f"{stack.api}/v1/batches/{batch_id}", timeout=30) as response:
+        api = json.load(response)["quality"]
+    assert {key: api[key] for key in expected} == expected
+    env = {**stack.env, "COLUMNS": "200"}
+    status = subprocess.run([sys.executable, "-m", "cubeqa", "status", batch_id], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert status.returncode == 0, status.stdout + status.stderr
+    for key, count in expected.items():
+        assert re.search(rf"│ {key}\s*│\s*{count} │", status.stdout), (key, count, status.stdout)
+    v = visit()
+    page = load(v, f"{stack.api}/dashboard/batches/{batch_id}")
+    for key, count in expected.items():
+        tile = page.locator(f'#quality [data-field="q-{key}"]')
+        assert tile.inner_text() == str(count), key
+        assert tile.is_visible() and tile.bounding_box()["y"] < 900, key  # on the first screen (900 px high)
+    assert page.locator('#quality [data-field="q-precision"]').inner_text() == f"{100 * api['precision']:.1f} %"
+    shoot(page, "dashboard-batch-quality")
+    clean(v)

@@ -41,6 +41,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):  # (sessions, batch i
             metrics = {"cube_cos": rng.uniform(-0.2, 0.9), "identity_cos": rng.uniform(-0.2, 0.9), "decode_fidelity": rng.random()}
             if path != "none":
                 metrics |= {"e2e_cos": rng.uniform(-0.3, 0.95), "echo": float(rng.random() < 0.3)}
+                metrics["right_answer"] = float(i % 3 == 0)
             rows.append({
                 "id": f"{i:032x}", "batch_id": "b" * 32, "position": i, "question": f"question {i % 250}", "status": status,
                 "attempts": 1, "dispatches": 1, "score": rng.uniform(0.1, 0.9) if status == "done" else None,
@@ -86,7 +87,11 @@ def test_histograms_count_every_value_in_its_bar(store) -> None:
         # Fine-bin edges are exact multiples of 1/per_unit; a value on an inner edge counts in the bar above it.
         assert list(expected) == hist.counts, name
     echo = [r["metrics"]["echo"] for r in done(rows) if "echo" in r["metrics"]]
-    assert stats.shares == {"echo": Share(share=pytest.approx(np.mean(echo)), n=len(echo))}
+    right = [r["metrics"]["right_answer"] for r in done(rows) if "right_answer" in r["metrics"]]
+    assert stats.shares == {
+        "echo": Share(share=pytest.approx(np.mean(echo)), n=len(echo)),
+        "right_answer": Share(share=pytest.approx(np.mean(right)), n=len(right)),
+    }
 
 
 def test_stage_quantiles_and_workers_match_the_rows(store) -> None:

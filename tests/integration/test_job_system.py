@@ -67,7 +67,7 @@ def test_bulk_through_three_stage_workers_matches_in_process(stack: Stack, in_pr
     result = submit(stack.sessions, items, micro_batch=32, source="test")
     summary = wait_for_batch(stack.sessions, result.batch_id)
     assert (summary.done, summary.failed, summary.total) == (240, 0, 240)
-    assert summary.counts["done"] == 240 and summary.success_rate == 1.0
+    assert summary.counts["done"] == 240 and summary.no_error_rate == 1.0
     assert 0.6 < summary.metrics["cube_cos"]["mean"] < 0.7  # the default bundle's validation figure is 0.659
 
     rows = results(stack, result.batch_id)

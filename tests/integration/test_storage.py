@@ -10,6 +10,7 @@ from conftest import migrated
 from jobsystem import postgres_database
 
 from storage.db import StorageError, check_schema, make_engine
+from storage.models import METRIC_COLUMNS
 from storage.repository import (
     CreatedBatch,
     JobOutcome,
@@ -106,7 +107,7 @@ def test_a_repeated_result_write_changes_nothing(sessions) -> None:
     assert write(sessions, [done(jobs[2].id, 0.8)], "default@x") == 1
     result = summary(sessions, batch_id)
     assert result.finished and result.finished_at is not None
-    assert result.success_rate == pytest.approx(2 / 3)
+    assert result.no_error_rate == pytest.approx(2 / 3)
     assert result.metrics["cube_cos"] == {"mean": pytest.approx(0.7), "p50": pytest.approx(0.7), "p90": pytest.approx(0.78), "n": 2}
     with sessions() as session:
         rows = list(iter_results(session=session, batch_id=batch_id))
@@ -136,8 +137,77 @@ def test_a_stored_result_fills_the_metric_columns_from_its_metrics(sessions) -> 
         JobOutcome(job_id=batch.job_ids[2], error="bad input", metrics=every),  # a failed job keeps no metrics
     ]
     assert write(sessions, outcomes, "default@x") == 3
-    none = dict.fromkeys(every)
-    assert metric_rows(sessions, batch.job_ids) == [every, none | unanswered, none, none]
+    none = dict.fromkeys(METRIC_COLUMNS)  # no reference: no right_answer either
+    assert metric_rows(sessions, batch.job_ids) == [none | every, none | unanswered, none, none]
+
+
+def test_the_quality_summary_counts_answered_refused_failed_and_right_answers_once_for_every_surface(sessions) -> None:
+    from storage.dashboard_queries import batch_rows
+
+    refs = ["The sky is blue.", "Water is wet.", "Grass is green.", "Fire is hot.", None]
+    batch = new_batch(sessions, [NewJob(f"q{i}", ref) for i, ref in enumerate(refs)])
+    ids = batch.job_ids
+    outcomes = [
+        # right: case and spaces do not count
+        JobOutcome(job_id=ids[0], answer="the  sky is BLUE.", decoder_path="bank", confidence=0.9),
+        JobOutcome(job_id=ids[1], answer="Grass is green.", decoder_path="bank", confidence=0.5),  # wrong
+        JobOutcome(job_id=ids[2], answer="Grass is green.", decoder_path="none", confidence=0.1),  # refused: not judged
+        JobOutcome(job_id=ids[3], error="bad input"),
+        JobOutcome(job_id=ids[4], answer="Anything.", decoder_path="bank", confidence=0.7),  # answered, no reference
+    ]
+    assert write(sessions, outcomes, "default@x") == 5
+    assert [row["right_answer"] for row in metric_rows(sessions, ids)] == [1.0, 0.0, None, None, None]
+    result = summary(sessions, batch.id)
+    quality = result.quality
+    assert (quality.answered, quality.refused, quality.failed) == (3, 1, 1)
+    assert (quality.with_reference, quality.judged, quality.right) == (3, 2, 1)
+    assert quality.precision == pytest.approx(1 / 2) and quality.coverage == pytest.approx(3 / 4)
+    assert quality.right_rate == pytest.approx(1 / 3) and quality.mean_confidence == pytest.approx(2.2 / 4)
+    assert result.no_error_rate == pytest.approx(4 / 5)  # a refusal is no error; quality says how good
+    assert result.to_dict()["quality"]["precision"] == pytest.approx(0.5)  # the API's JSON
+    assert result.metrics["right_answer"]["n"] == 2 and result.metrics["right_answer"]["mean"] == pytest.approx(0.5)
+    with sessions() as session:
+        (row,) = batch_rows(session, batch_id=batch.id)
+    assert row.quality == quality  # the dashboard reads the same summary
+    assert row.progress()["quality_texts"]["precision"] == "50.0 %"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def test_migration_0005_decides_right_answers_of_stored_rows(backend: str, tmp_path) -> None:
+    """Done rows stored at 0004 get right_answer (column and JSON) by the summary's own rule; others stay NULL."""
+    from sqlalchemy import insert, select
+
+    from storage.db import session_factory, upgrade
+    from storage.models import Batch, Job
+
+    rows = [  # (status, decoder path, answer, reference, expected)
+        ("done", "bank", "Water  is WET.", "water is wet.", 1.0),
+        ("done", "bank", "Fire is hot.", "water is wet.", 0.0),
+        ("done", "none", "no confident answer", "water is wet.", None),
+        ("done", "bank", "Fire is hot.", None, None),
+        ("failed", None, None, "water is wet.", None),
+    ]
+    ids = [f"{i:032x}" for i in range(len(rows))]
+    with ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else stack.enter_context(postgres_database())
+        upgrade(url, "0004")
+        engine = make_engine(url)
+        stack.callback(engine.dispose)
+        created = datetime.now(UTC)
+        with engine.begin() as connection:  # only the columns 0004 has
+            batch = {"id": "b" * 32, "total": 5, "done_count": 4, "failed_count": 1, "created_at": created}
+            connection.execute(insert(Batch.__table__), [batch])
+            connection.execute(insert(Job.__table__), [
+                {"id": job_id, "batch_id": "b" * 32, "position": i, "question": f"q{i}", "status": status,
+                 "attempts": 1, "dispatches": 1, "decoder_path": path, "answer": answer, "reference": reference,
+                 "metrics": {"e2e_cos": 0.5} if status == "done" else None, "created_at": created}
+                for i, (job_id, (status, path, answer, reference, _)) in enumerate(zip(ids, rows))
+            ])
+        upgrade(url)
+        with session_factory(engine)() as session:
+            stored = session.execute(select(Job.right_answer, Job.metrics).order_by(Job.position)).all()
+        assert [right for right, _ in stored] == [expected for *_, expected in rows]
+        assert stored[0][1] == {"e2e_cos": 0.5, "right_answer": 1.0} and stored[3][1] == {"e2e_cos": 0.5}
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
@@ -157,8 +227,10 @@ def test_migration_0004_fills_the_metric_columns_of_stored_rows_and_reverts(back
         JSON.NULL,  # JSON null (what a JSON column without none_as_null writes for None)
     ]
     expected = [
-        {"cube_cos": 0.61, "identity_cos": 0.52, "e2e_cos": 0.73, "decode_fidelity": 0.84, "echo": 1.0},
-        {"cube_cos": -0.125, "identity_cos": 0.0, "e2e_cos": None, "decode_fidelity": 0.25, "echo": None},
+        {"cube_cos": 0.61, "identity_cos": 0.52, "e2e_cos": 0.73, "decode_fidelity": 0.84, "echo": 1.0}
+        | {"right_answer": None},
+        {"cube_cos": -0.125, "identity_cos": 0.0, "e2e_cos": None, "decode_fidelity": 0.25, "echo": None}
+        | {"right_answer": None},
         dict.fromkeys(METRIC_COLUMNS),
         dict.fromkeys(METRIC_COLUMNS),
     ]

@@ -38,7 +38,7 @@
     set("queued", p.counts.queued);
     set("running", p.counts.running);
     set("pending", p.counts.queued + " / " + p.counts.running);
-    set("success", p.success_rate === null ? "–" : fixed(100 * p.success_rate, 1) + " %");
+    Object.keys(p.quality_texts || {}).forEach(function (key) { set("q-" + key, p.quality_texts[key]); });
     set("rate", fixed(p.jobs_per_second, 1));
     if (p.finished_at) { set("finished", p.finished_at.replace("T", " ").slice(0, 19) + " UTC"); }
     root.querySelectorAll(".bar").forEach(function (bar) {
