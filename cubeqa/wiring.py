@@ -89,20 +89,13 @@ def hinted(settings: Settings) -> Iterator[None]:
 PACKAGED_BANK = PACKAGE_DIR / "banks" / "default"  # the shipped bundle's bank, read-only
 
 
-def builtin_banks(settings: Settings) -> dict[str, Path]:
-    """The built-in bank `default`: the configured bundle's own bank, the packaged directory when it is tied to the
-    bundle's vectors, else one written once under the cache (a retrained or other bundle; `own_bank_dir`). So
-    `--bank default` and jobs that name no bank answer from the same sentences, whatever bundle serves."""
-    from pipeline.knowledge.builtin import DEFAULT_BANK, own_bank_dir
-
-    return {DEFAULT_BANK: own_bank_dir(settings.bundle_dir, settings.cache_dir)}
-
-
 def bank_store(settings: Settings) -> BankStore:
-    """The bank store the settings name, with the bundle's bank (`default`) built in."""
+    """The bank store the settings name, with the bundle's own bank built in as `default`: the packaged directory
+    when it is tied to the bundle's vectors, else one written once under the cache (a retrained or other bundle)."""
+    from pipeline.knowledge.builtin import builtin_banks
     from pipeline.knowledge.store import BankStore
 
-    return BankStore(bank_root(settings), builtin=builtin_banks(settings))
+    return BankStore(bank_root(settings), builtin=builtin_banks(settings.bundle_dir, settings.cache_dir))
 
 
 def pin_bank(settings: Settings, name: str | None, min_confidence: float | None = None) -> Pin:
@@ -160,7 +153,6 @@ def worker_options(settings: Settings, stage: str, concurrency: int | None, logl
         visibility_timeout=settings.visibility_timeout,
         loglevel=loglevel,
         bank_root=bank_root(settings),
-        builtin_banks=builtin_banks(settings),
         bank_cache_bytes=settings.bank_cache_mb * 2**20,
         min_confidence=settings.min_confidence,
     )

@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,7 +51,6 @@ class WorkerOptions:
     visibility_timeout: int
     loglevel: str = "INFO"
     bank_root: Path | None = None  # knowledge banks the decode stage serves (None: only the bundle's own)
-    builtin_banks: dict[str, Path] = field(default_factory=dict)  # read-only banks shipped with the package
     bank_cache_bytes: int = 256 * 2**20  # loaded bank versions kept, least recently used dropped first
     min_confidence: float | None = None  # None: the bundle's threshold
     runtime: str = "torch"  # the encode stage's serving runtime: torch or int8 (pipeline.encode_stage)
@@ -123,12 +122,13 @@ def build_runtime(options: WorkerOptions) -> runtime.Runtime:
         from pipeline import DecodeStage
         from pipeline.checkpoint import load_bundle
         from pipeline.knowledge.bank_cache import BankCache
+        from pipeline.knowledge.builtin import builtin_banks
         from pipeline.knowledge.store import BankStore
 
         bundle = load_bundle(options.bundle_dir)
         banks = None
         if options.bank_root is not None:  # bank versions are checked against the encoder the bundle was trained with
-            store = BankStore(options.bank_root, builtin=options.builtin_banks)
+            store = BankStore(options.bank_root, builtin=builtin_banks(options.bundle_dir, options.cache_dir))
             banks = BankCache(store, options.bank_cache_bytes, bundle.manifest.encoder)
         return DecodeStage(
             options.bundle_dir, bundle=bundle, bank_config=options.bank_config, top_k=options.top_k,

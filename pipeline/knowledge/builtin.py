@@ -135,6 +135,12 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
     return files.file_sha256(Path(path))
 
 
+def builtin_banks(bundle_dir: Path, scratch: Path | None = None) -> dict[str, Path]:
+    """The built-in banks a bundle serves: `default`, its own bank (`own_bank_dir`). So `--bank default` and jobs that
+    name no bank answer from the same sentences, whatever bundle serves."""
+    return {DEFAULT_BANK: own_bank_dir(bundle_dir, scratch)}
+
+
 def tied_to(bank_dir: Path, vectors_file: Path, vectors_sha256: str) -> bool:
     """Whether the current version of the bank in `bank_dir` names `vectors_file`, recorded with this sha256, and
     holds a lexical index."""
