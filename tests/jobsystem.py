@@ -28,26 +28,34 @@ if TYPE_CHECKING:
 REDIS = os.environ.get("CUBEQA_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES = os.environ.get("CUBEQA_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 STAGES = ("encode", "cube", "decode")
-_next_db = iter(range(9, 16))
+TEST_DATABASES = range(9, 16)
+_handed = [0]  # how many databases this process has handed out: the next search starts after the last one
 BANK_ROOT = tempfile.mkdtemp(prefix="cubeqa-test-banks-")  # this test process's bank root for its subprocesses
 atexit.register(shutil.rmtree, BANK_ROOT, True)
 
 
-def redis_database() -> str:
-    """A URL of an emptied Redis database number of our own (9-15) on the local server: one no other client has
-    selected (test runs share the server: emptying another's database, or its workers taking our messages, breaks both)."""
-    for number in _next_db:
-        url = f"{REDIS}/{number}"
-        client = redis.Redis.from_url(url)
-        try:
-            mine = client.client_id()
-            if any(str(c.get("db")) == str(number) and c.get("id") != str(mine) for c in client.client_list()):
-                continue
-            client.flushdb()
-            return url
-        finally:
-            client.close()
-    raise RuntimeError(f"every Redis database 9-15 on {REDIS} is in use by another client")
+def redis_database(wait: float = 60.0) -> str:
+    """A URL of an emptied Redis database number of our own (9-15) on the local server: one no client has selected
+    (test runs share the server: emptying another's database, or its workers taking our messages, breaks both). The
+    search goes round the seven, so a database whose test has ended (its workers gone) serves again."""
+    deadline = time.monotonic() + wait
+    while True:
+        for step in range(len(TEST_DATABASES)):
+            number = TEST_DATABASES[(_handed[0] + step) % len(TEST_DATABASES)]
+            url = f"{REDIS}/{number}"
+            client = redis.Redis.from_url(url)
+            try:
+                mine = client.client_id()
+                if any(str(c.get("db")) == str(number) and c.get("id") != str(mine) for c in client.client_list()):
+                    continue
+                client.flushdb()
+                _handed[0] += step + 1
+                return url
+            finally:
+                client.close()
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"every Redis database 9-15 on {REDIS} stayed in use by other clients for {wait:.0f} s")
+        time.sleep(0.5)
 
 
 @contextmanager

@@ -24,7 +24,7 @@ def load(visit, url: str):
     """Opens `url` and waits until every chart on it is drawn (or declared empty)."""
     visit.page.goto(url)
     visit.page.wait_for_load_state("networkidle")
-    visit.page.wait_for_function("[...document.querySelectorAll('[data-chart]')].every(e => e.dataset.points !== undefined)")
+    visit.page.wait_for_function("() => [...document.querySelectorAll('[data-chart]')].every(e => e.dataset.points !== undefined)")
     return visit.page
 
 
@@ -142,7 +142,7 @@ def test_compare_shows_two_versions_with_intervals(stack, visit, shoot) -> None:
     page.select_option('#compare-form select[name="b"]', f"v:{stack.versions['b']}")
     page.click("#compare-form button")
     page.wait_for_load_state("networkidle")
-    page.wait_for_function("document.querySelector('[data-chart=\"diff\"]')?.dataset.points !== undefined")
+    page.wait_for_function("() => document.querySelector('[data-chart=\"diff\"]')?.dataset.points !== undefined")
     questions = {item.question for item in reference_items(QUESTIONS)}
     assert page.locator("#shared").inner_text() == str(len(questions))
     rows = page.locator("#diffs tbody tr")
@@ -182,8 +182,10 @@ def test_live_progress_advances_without_a_reload(stack, visit, shoot) -> None:
         assert seen[-1] == len(items), seen
         assert len(seen) >= 3 and seen == sorted(seen), f"progress seen: {seen}"
         assert page.evaluate("window.__sameDocument") is True  # no navigation: the numbers came by polling
-        page.wait_for_function("document.querySelector('#progress').dataset.live === undefined")
-        page.wait_for_function(f"document.querySelector('[data-chart=\"score\"]').data?.[0].y.reduce((a, b) => a + b, 0) === {len(done_jobs(stack, batch_id))}")
+        page.wait_for_function("() => document.querySelector('#progress').dataset.live === undefined")
+        page.wait_for_function(  # a function, not a string: the page's CSP forbids eval, which polling a string uses
+            f"() => document.querySelector('[data-chart=\"score\"]').data?.[0].y.reduce((a, b) => a + b, 0) === {len(done_jobs(stack, batch_id))}"
+        )
         assert page.locator(".bar.big").get_attribute("aria-valuenow") == str(len(items))
         shoot(page, "dashboard-batch-live")
         clean(v)

@@ -166,6 +166,7 @@ def test_http_api_with_a_token(system, tmp_path) -> None:
 
 def test_the_python_client_asks_submits_waits_and_streams_typed_results(system, tmp_path) -> None:
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from cubeqa.client import AsyncClient, Client, ClientError
 
@@ -195,7 +196,8 @@ def test_the_python_client_asks_submits_waits_and_streams_typed_results(system, 
                 assert (await api.wait(accepted.batch_id, timeout=10)).finished
                 return [row.id async for row in api.results(accepted.batch_id)]
 
-        assert asyncio.run(through_async()) == accepted.job_ids
+        with ThreadPoolExecutor(1) as thread:  # its own event loop: an earlier test (Playwright) may leave one running here
+            assert thread.submit(asyncio.run, through_async()).result() == accepted.job_ids
     finally:
         stop([process])
 
