@@ -48,8 +48,8 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("score", "answer score", "the decoder's score of the answer it chose", per_unit=100,
-           sql=lambda job: job.score),
+    Metric("score", "answer score", "the search score of the sentence chosen: cosine + 0.5 × its BM25 share, "
+           "from 0 to 1.5 (not the confidence)", unit="fused score", per_unit=100, sql=lambda job: job.score),
     Metric("e2e_cos", "e2e_cos", "cosine of the answer to the reference answer (jobs with a reference and an answer)",
            per_unit=100),
     Metric("cube_gain", "cube_cos − identity_cos", "what the cube adds over answering with the question itself",
