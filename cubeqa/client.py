@@ -54,21 +54,20 @@ def _batch_body(items: Iterable[Item], bank: str | None, min_confidence: float |
     return {k: v for k, v in body.items() if v is not None}
 
 
-def _read(response: httpx.Response, model: type[Model]) -> Model:
-    """The response body as `model`, or ClientError carrying the API's `detail`."""
+def _refused(response: httpx.Response) -> None:
+    """Raises ClientError carrying the API's `detail` for a 4xx or 5xx response (its body already read)."""
     if response.status_code >= 400:
         try:
             detail = response.json().get("detail", response.text)
         except ValueError:
             detail = response.text
         raise ClientError(response.status_code, detail)
+
+
+def _read(response: httpx.Response, model: type[Model]) -> Model:
+    """The response body as `model`, or ClientError carrying the API's `detail`."""
+    _refused(response)
     return model.model_validate(response.json())
-
-
-def _check(response: httpx.Response) -> None:
-    if response.status_code >= 400:
-        response.read()
-        _read(response, BatchPublic)  # raises with the detail
 
 
 class Client:
@@ -126,7 +125,9 @@ class Client:
     def results(self, batch_id: str) -> Iterator[JobPublic]:
         """Every job of the batch in input order, streamed."""
         with self.http.stream("GET", f"/v1/batches/{batch_id}/results") as response:
-            _check(response)
+            if response.status_code >= 400:
+                response.read()
+                _refused(response)
             for line in response.iter_lines():
                 if line:
                     yield JobPublic.model_validate(json.loads(line))
@@ -184,7 +185,7 @@ class AsyncClient:
         async with self.http.stream("GET", f"/v1/batches/{batch_id}/results") as response:
             if response.status_code >= 400:
                 await response.aread()
-                _read(response, BatchPublic)
+                _refused(response)
             async for line in response.aiter_lines():
                 if line:
                     yield JobPublic.model_validate(json.loads(line))

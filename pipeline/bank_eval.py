@@ -181,25 +181,26 @@ def calibration_report(confidence: np.ndarray, correct: np.ndarray, bins: int = 
 def gold_answers(path: Path) -> list[list[str]]:
     """Each record's `answer` and its optional `alt_answers`, in file order; [] for `"answer": null`, a question
     the bank does not answer."""
-    records = [json.loads(line) for _, line in numbered_lines(path)]
-    return [[] if r.get("answer") is None else [r["answer"], *[a for a in r.get("alt_answers") or [] if isinstance(a, str)
-            and a.strip()]] for r in records]
+    return eval_records(path)[1]
 
 
-def eval_questions(path: Path) -> list[str]:
-    """The `question` of each record, in file order (the answer may be null: see gold_answers)."""
-    questions = []
+def eval_records(path: Path) -> tuple[list[str], list[list[str]]]:
+    """(questions, gold sentences) of an evaluation file, read once, in file order; see gold_answers."""
+    questions, golds = [], []
     for number, line in numbered_lines(path):
         try:
-            question = json.loads(line)["question"]
+            record = json.loads(line)
+            question = record["question"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise InputError(f"{path}:{number}: not a JSON object with a question ({exc})") from exc
         if not isinstance(question, str) or not question.strip():
             raise InputError(f"{path}:{number}: empty question")
         questions.append(question)
+        alts = [a for a in record.get("alt_answers") or [] if isinstance(a, str) and a.strip()]
+        golds.append([] if record.get("answer") is None else [record["answer"], *alts])
     if not questions:
         raise InputError(f"{path}: no questions")
-    return questions
+    return questions, golds
 
 
 def unanswerable_report(bank: SearchBank, outputs: np.ndarray, texts: Sequence[str], calibrator: Calibrator | None,
@@ -227,7 +228,7 @@ def evaluate_on_bank(
     from pipeline.stages import answer_vectors, bundle_fusion
 
     bundle = load_bundle(bundle_dir, encoder.identity)
-    golds, questions = gold_answers(data), eval_questions(data)
+    questions, golds = eval_records(data)
     threshold = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
     teacher = embed_cached(questions, lambda t: encoder.encode(t).vectors, cache_dir, f"questions-{encoder.identity.weights_hash}")
     outputs = answer_vectors(bundle, encoder, questions, teacher)
