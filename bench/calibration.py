@@ -12,6 +12,8 @@ confidence (--hybrid, runs the generative decoder on every validation question).
 
     .venv/bin/python bench/calibration.py --json docs/results/calibration.json \
         --txt docs/results/calibration.txt --plot docs/results/precision-coverage.png --hybrid
+    .venv/bin/python bench/calibration.py --rerank --json docs/results/calibration-rerank.json \
+        --txt docs/results/calibration-rerank.txt
 """
 
 from __future__ import annotations
@@ -29,12 +31,31 @@ import torch
 
 from cubeqa.provenance import run_record
 from cubeqa.settings import default_cache_dir
-from pipeline.bank_eval import bank_evaluation, calibration_report, flat_bank, gold_answers, search_map, unique_bank
-from pipeline.calibration import KINDS, cross_validate, fit, log_loss, save_calibration
+from pipeline.bank_eval import (
+    Rerank,
+    bank_evaluation,
+    calibration_report,
+    flat_bank,
+    gold_answers,
+    search_map,
+    unique_bank,
+)
+from pipeline.calibration import (
+    CALIBRATION_FILE,
+    KINDS,
+    RERANK_CALIBRATION,
+    cross_validate,
+    default_min_confidence,
+    fit,
+    load_calibration,
+    log_loss,
+    save_calibration,
+)
 from pipeline.checkpoint import load_bundle
 from pipeline.data import file_hash
 from pipeline.encoder import TeacherEncoder
 from pipeline.knowledge.fusion import Fusion
+from pipeline.rerank.ranker import load_reranker
 from pipeline.stages import answer_vectors, bundle_fusion
 from pipeline.workflows import load_embedded
 
@@ -53,6 +74,11 @@ FEATURE_SETS = (
     ("dense_top", "lex_top", "margin"), ("dense_top", "lex_top", "margin", "gap10"),
     ("dense_top", "lex_top", "margin", "overlap_top"),
     ("dense_top", "lex_top", "margin", "gap10", "overlap_top"), ("dense_top", "margin", "gap10", "overlap_top"),
+)
+RERANK_FEATURE_SETS = (  # --rerank: the calibrator reads what the rerank stage shows
+    ("rerank_top",), ("rerank_top", "rerank_margin"), ("rerank_top", "rerank_margin", "top"),
+    ("rerank_top", "rerank_margin", "overlap_top"), ("rerank_top", "rerank_margin", "top", "overlap_top"),
+    ("rerank_top", "rerank_margin", "dense_top", "lex_top"), ("rerank_top", "rerank_margin", "dense_top", "overlap_top"),
 )
 
 
@@ -108,10 +134,12 @@ def plot(path: Path, curves: dict[str, dict[str, object]], reliability: list[dic
     fig.savefig(path, dpi=110)
 
 
-def confidence_on(calibrator, bank, outputs: np.ndarray, questions: list[str], fusion: Fusion) -> np.ndarray:
-    """The calibrated confidence of the fused top-10 of `bank` for these answer vectors and questions."""
-    hits = bank.hybrid(outputs, questions, 10, fusion)
-    return calibrator.predict(hits.scores, hits.parts())
+def confidence_on(calibrator, bank, outputs: np.ndarray, questions: list[str], fusion: Fusion, rerank: Rerank | None = None
+                  ) -> np.ndarray:
+    """The calibrated confidence of the fused (with `rerank`: reranked) top of `bank` for these answer vectors and
+    questions."""
+    return search_map(bank, outputs, [[] for _ in questions], calibrator, texts=questions, fusion=fusion,
+                      rerank=rerank).confidence
 
 
 def hybrid_figures(bundle, encoder, val, outputs, calibrator, printer, questions, fusion) -> dict[str, object]:
@@ -161,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-save", action="store_true", help="do not write calibration.json into the bundle")
+    p.add_argument("--rerank", action="store_true",
+                   help="fit the confidence of reranked answers (the bundle's reranker) into rerank-calibration.json")
     p.add_argument("--hybrid", action="store_true", help="also evaluate routing the hybrid decoder by confidence (slow)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--txt", type=Path, default=None, help="also write the printed figures here")
@@ -194,23 +224,28 @@ def main(argv: list[str] | None = None) -> int:
     say(f"open bank: {len(texts)} unique answer sentences (train {len(bundle.bank_texts)} + validation), {len(val.pairs)} validation questions")
 
     say(f"fusion: {fusion.to_dict()}")
-    cube = search_map(bank, outputs, golds, None, texts=questions, fusion=fusion)
+    rerank = Rerank(load_reranker(args.bundle), val.q) if args.rerank else None
+    feature_sets = RERANK_FEATURE_SETS if args.rerank else FEATURE_SETS
+    base_set = ("rerank_top", "rerank_margin") if args.rerank else ("top", "margin")
+    if rerank is not None:
+        say(f"reranked: the fused top {rerank.reranker.depth} reordered by the bundle's reranker")
+    cube = search_map(bank, outputs, golds, None, texts=questions, fusion=fusion, rerank=rerank)
     correct = cube.hit
     groups, grouping = article_groups(args.val, len(val.pairs))
     say(f"folds: {args.folds}, grouped by {grouping}; sizes {np.bincount(groups).tolist()}")
 
     candidates = {}
-    for names in FEATURE_SETS:
+    for names in feature_sets:
         for kind in KINDS:
             result = cross_validate(cube.scores, correct, groups, kind, names, args.folds, cube.parts)
             candidates[(names, kind)] = result
     say("\ncross-validated (article held out): features, kind -> ECE (15 equal-width bins) / ECE (equal-mass) / log-loss")
     for (names, kind), r in candidates.items():
         say(f"  {'+'.join(names):<36} {kind:<9} {r.ece:.4f} / {r.ece_equal_mass:.4f} / {r.log_loss:.4f}")
-    base = min((candidates[(("top", "margin"), k)] for k in KINDS), key=lambda r: r.log_loss)
+    base = min((candidates[(base_set, k)] for k in KINDS), key=lambda r: r.log_loss)
     best = min(candidates.values(), key=lambda r: r.log_loss)
     chosen = best if best.log_loss < base.log_loss - MORE_FEATURES_GAIN else base
-    say(f"chosen: {chosen.kind} on {'+'.join(chosen.feature_names)} (lowest CV log-loss; more features only if "
+    say(f"chosen: {chosen.kind} on {'+'.join(chosen.feature_names)} (lowest CV log-loss; more features than {'+'.join(base_set)} only if "
         f"they gain > "
         f"{MORE_FEATURES_GAIN}; weights >= 0; each feature clipped to the range it was fit on)")
     say(f"  log-loss of always predicting the base rate {correct.mean():.4f}: {log_loss(np.full(len(correct), correct.mean()), correct):.4f}")
@@ -218,7 +253,12 @@ def main(argv: list[str] | None = None) -> int:
 
     shipped = flat_bank(bundle.bank_texts, bundle.bank_vectors)
     dev_questions = read_lines(args.dev_list)
-    dev_conf = confidence_on(calibrator, shipped, answer_vectors(bundle, encoder, dev_questions), dev_questions, fusion)
+
+    def served(questions: list[str]) -> Rerank | None:
+        return None if rerank is None else Rerank(rerank.reranker, encoder.encode(questions).vectors)
+
+    dev_conf = confidence_on(calibrator, shipped, answer_vectors(bundle, encoder, dev_questions), dev_questions, fusion,
+                             served(dev_questions))
     by_precision = choose_threshold(chosen.confidence, correct, PRECISION_TARGET)
     by_dev = float(np.ceil(dev_conf.max() * 100 + 1e-9) / 100)  # the 0.01 grid step above the most confident dev question
     threshold = max(by_precision, by_dev)
@@ -230,19 +270,22 @@ def main(argv: list[str] | None = None) -> int:
 
     cv_report = calibration_report(chosen.confidence, correct)
     in_sample = calibration_report(calibrator.predict(cube.scores, cube.parts), correct)
-    identity = search_map(bank, val.q, golds, calibrator, texts=questions, fusion=fusion)
-    identity_cv = calibration_report(identity.confidence, identity.hit)
+    identity = search_map(bank, val.q, golds, calibrator if rerank is None else None, texts=questions, fusion=fusion)
+    identity_cv = None if rerank is not None else calibration_report(identity.confidence, identity.hit)
     say(f"ECE of the chosen calibrator, cross-validated: {cv_report['ece_equal_width']:.4f} (equal-mass {cv_report['ece_equal_mass']:.4f}); "
         f"in-sample (fit on all validation): {in_sample['ece_equal_width']:.4f}")
     say("\nprecision–coverage (cube, cross-validated confidence): coverage / answered / precision / confidence threshold")
     for row in cv_report["precision_coverage"]:
         say(f"  {row['coverage']:>4.0%} {row['answered']:>5} {row['precision']:.4f} {row['threshold']:.4f}")
 
-    evaluation = bank_evaluation(bank, val.q, outputs, golds, calibrator, threshold, texts=questions, fusion=fusion,
-                                 resamples=args.resamples)
+    fused_calibrator = load_calibration(args.bundle) if rerank is not None else calibrator
+    fused_threshold = default_min_confidence(args.bundle) if rerank is not None else threshold
+    evaluation = bank_evaluation(bank, val.q, outputs, golds, fused_calibrator, fused_threshold, texts=questions,
+                                 fusion=fusion, resamples=args.resamples,
+                                 rerank=None if rerank is None else Rerank(rerank.reranker, val.q, calibrator, threshold))
     say("\nopen bank, validation: P@1 / MRR@10 / R@20 (fused: precision / coverage at the default min_confidence, "
         "shipped calibrator)")
-    for name in ("identity", "dense", "lexical", "fused"):
+    for name in ("identity", "dense", "lexical", "fused", *(["reranked"] if rerank is not None else [])):
         f = evaluation[name]
         at = f" / {f['precision']:.4f} / {f['coverage']:.4f}" if "precision" in f else ""
         say(f"  {name:<9} {f['P@1']:.4f} / {f['MRR@10']:.4f} / {f['R@20']:.4f}{at}")
@@ -252,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     offtopic = {}
     for label, path in (("dev", args.dev_list), ("test", args.test_list)):
         questions = read_lines(path)
-        conf = confidence_on(calibrator, shipped, answer_vectors(bundle, encoder, questions), questions, fusion)
+        conf = confidence_on(calibrator, shipped, answer_vectors(bundle, encoder, questions), questions, fusion,
+                             served(questions))
         offtopic[label] = {"file": path.name, "questions": len(questions), "refused": int((conf < threshold).sum()),
                            "max_confidence": float(conf.max()), "max_question": questions[int(conf.argmax())]}
         say(f"off-topic {label} list ({path.name}, shipped bank): {offtopic[label]['refused']}/{len(questions)} refused, "
@@ -263,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         "fit_on": {"split": "validation", "file": args.val.name, "sha256_16": file_hash(args.val), "pairs": len(val.pairs), "pairs_hash": val.data_hash},
         "bank": {"kind": "open: unique answer sentences of train + validation, exact flat search", "size": len(texts),
                  "train_file": args.train.name, "train_sha256_16": file_hash(args.train)},
-        "label": "the top sentence of the model's fused search is the question's gold sentence",
+        "label": "the top sentence of the model's fused search is the question's gold sentence"
+                 + ("" if rerank is None else ", after the bundle's reranker reorders the fused top candidates"),
         "fusion": fusion.to_dict(),
         "features": list(chosen.feature_names), "kind": chosen.kind,
         "cv": {"folds": args.folds, "grouping": grouping, "criterion": "log-loss",
@@ -275,14 +320,15 @@ def main(argv: list[str] | None = None) -> int:
                                 "by_dev_list": by_dev, "dev_list": args.dev_list.name},
     }
     if not args.no_save:
-        say(f"\nwrote {save_calibration(args.bundle, calibrator, record)}")
+        file = RERANK_CALIBRATION if rerank is not None else CALIBRATION_FILE
+        say(f"\nwrote {save_calibration(args.bundle, calibrator, record, file)}")
 
     result = {**record, "run": run_record("bench/calibration.py", sys.argv[1:] if argv is None else argv), "bank_eval": evaluation,
               "cube_cv": cv_report, "cube_in_sample": {k: in_sample[k] for k in ("ece_equal_width", "ece_equal_mass")},
               "identity_shipped_calibrator": identity_cv, "offtopic": offtopic, "calibrator": calibrator.to_dict()}
     if args.hybrid:
         result["hybrid"] = hybrid_figures(bundle, encoder, val, outputs, calibrator, say, questions, fusion)
-    if args.plot:
+    if args.plot and identity_cv is not None:
         plot(args.plot, {"cube": cv_report, "identity (shipped calibrator)": identity_cv}, cv_report["reliability"], cv_report["ece_equal_width"], threshold)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from cubeqa.cli_base import DATA_DIR, app, build_encoder, build_encoder_config, 
 from cubeqa.intake import check_text
 from cubeqa.render import bank_eval_table, confidence_text, decoder_tables, eval_table, progress_bar
 from cubeqa.settings import Settings
-from cubeqa.wiring import bank_config, bank_store, generative_options, hinted
+from cubeqa.wiring import bank_config, bank_store, generative_options, hinted, resolve_rerank
 
 if TYPE_CHECKING:
     from pipeline import BankRef
@@ -155,6 +155,8 @@ def ask(
     min_confidence: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="refuse answers below this calibrated confidence (default CUBEQA_MIN_CONFIDENCE, else the bundle's)")
     ] = None,
+    rerank: Annotated[bool | None, typer.Option(
+        "--rerank/--no-rerank", help="reorder the candidates with the bundle's reranker (default CUBEQA_RERANK, when it has one)")] = None,
 ) -> None:
     """Answer questions, loading the models once: prints each answer, its confidence, the evidence and the decoder path."""
     from pipeline import CubeQAError
@@ -175,16 +177,18 @@ def ask(
         if reference is not None and (len(given) != 1 or interactive):
             raise ValueError(f"--reference scores one answer: give exactly one question with it ({len(given)} given)")
         threshold = settings.min_confidence if min_confidence is None else min_confidence
+        reranks = resolve_rerank(settings.model_copy(update={"decoder": decoder or settings.decoder}), rerank)
         if interactive:
             with errors.status("loading the models"):
-                pipe, ref = answering_pipeline(settings, decoder, bank)
+                pipe, ref = answering_pipeline(settings, decoder, bank, reranks)
             for question in prompted_questions():
-                show_answer(pipe.process_batch([question], bank=ref, min_confidence=threshold)[0])
+                show_answer(pipe.process_batch([question], bank=ref, min_confidence=threshold, rerank=reranks)[0])
             return
-        pipe, ref = answering_pipeline(settings, decoder, bank)
+        pipe, ref = answering_pipeline(settings, decoder, bank, reranks)
         for start in range(0, len(given), ASK_BATCH):
             chunk = given[start : start + ASK_BATCH]
-            for result in pipe.process_batch(chunk, None if reference is None else [reference], bank=ref, min_confidence=threshold):
+            refs = None if reference is None else [reference]
+            for result in pipe.process_batch(chunk, refs, bank=ref, min_confidence=threshold, rerank=reranks):
                 show_answer(result, heading=len(given) > 1)
     except (CubeQAError, OSError, ValueError) as exc:
         raise fail(exc) from exc
@@ -193,7 +197,9 @@ def ask(
 ASK_BATCH = 32  # questions encoded together: answers print as they come, memory stays flat
 
 
-def answering_pipeline(settings: Settings, decoder: str | None, bank: str | None = None) -> tuple[ProductionPipeline, BankRef | None]:
+def answering_pipeline(
+    settings: Settings, decoder: str | None, bank: str | None = None, rerank: bool = True,
+) -> tuple[ProductionPipeline, BankRef | None]:
     """The bundle's ProductionPipeline as the settings describe it (10-30 s: the encoder, cube and decoders load), and the
     current version of `bank` (found before anything loads; checked against the bundle's encoder)."""
     from pipeline import BankCache, BankRef, read_manifest
@@ -221,6 +227,7 @@ def answering_pipeline(settings: Settings, decoder: str | None, bank: str | None
         min_confidence=settings.min_confidence,
         runtime=settings.runtime,
         threads=settings.threads,
+        rerank=rerank,
     )
     return pipe, ref
 
@@ -286,7 +293,9 @@ def show_answer(result: AnswerResult, heading: bool = False) -> None:
     console.print(f"[bold]answer:[/bold] {escape(result.answer)}")
     confidence = "" if result.confidence is None else f"confidence {confidence_text(result.confidence)}  "
     kind = "fidelity" if result.path == "generative" else "score"  # a generated answer's score measures fidelity to the vector, not correctness
-    console.print(f"{confidence}{kind} {result.score:.4f}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
+    reranked = (result.evidence or {}).get("rerank")
+    order = "" if reranked is None else f"  reranked {reranked:.2f}"
+    console.print(f"{confidence}{kind} {result.score:.4f}{order}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
     if result.evidence is not None and result.evidence.get("doc_id") is not None:
         where = result.evidence.get("title") or result.evidence.get("source") or result.evidence["doc_id"]
         where = " › ".join([where, *(part for part in result.evidence.get("section", []) if part != where)])

@@ -91,12 +91,14 @@ def submit_command(
     min_confidence: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="answers less likely right than this become 'no confident answer' (default CUBEQA_MIN_CONFIDENCE)")
     ] = None,
+    rerank: Annotated[bool | None, typer.Option(
+        "--rerank/--no-rerank", help="answer through the rerank stage (default CUBEQA_RERANK, when the bundle has a reranker)")] = None,
 ) -> None:
     """Submit a bulk file: bad lines are reported with their line numbers; the good ones are queued."""
     settings: Settings = ctx.obj
     try:
         key = None if key is None else check_key(key)
-        pin = pin_bank(settings, bank, min_confidence)  # an unknown bank is refused before anything is read or stored
+        pin = pin_bank(settings, bank, min_confidence, rerank)  # an unknown bank is refused before anything is read or stored
         intake = read_bulk(file, max_chars=settings.max_question_chars, max_items=settings.max_batch_items)
     except (ValueError, IntakeError, BankError, InputError) as exc:
         raise fail(exc) from exc
@@ -272,11 +274,11 @@ class ResultFormat(StrEnum):
 
 CSV_FIELDS = (
     "line", "question", "reference", "status", "answer", "confidence", "decoder_path", "score", "error", "model_version",
-    "bank", "bank_version", "min_confidence", "id",
+    "bank", "bank_version", "min_confidence", "rerank", "id",
 )
 NESTED = ("metrics", "timings_ms", "hosts")  # one CSV column per key: metrics.e2e_cos, timings_ms.encode, hosts.decode
 # evidence.<name> columns; section: the headings joined by " › "; context: before + after
-EVIDENCE = ("sentence", "doc_id", "title", "source", "position", "section", "context")
+EVIDENCE = ("sentence", "doc_id", "title", "source", "position", "section", "context", "rerank")
 
 
 def csv_columns(sessions: sessionmaker[Session], batch_id: str) -> list[str]:

@@ -239,25 +239,27 @@ def decoder_tables(report: DecoderReport, split: str) -> Group:
 
 
 def bank_eval_table(report: dict[str, Any], title: str) -> Table:
-    """The model ranked dense, lexical and fused, and identity, on a knowledge bank, with the paired differences."""
+    """The model ranked dense, lexical, fused (and reranked), and identity, on a knowledge bank, with the paired
+    differences and, in the caption, precision and coverage of the ranking served at its confidence threshold."""
     table = Table(title=title, title_justify="left")
     table.add_column("ranking")
     metrics = ("P@1", "MRR@10", "R@20")
     for metric in metrics:
         table.add_column(metric, justify="right")
     labels = {"identity": "identity (teacher, dense)", "dense": "model, dense", "lexical": "BM25",
-              "fused": "model, fused"}
+              "fused": "model, fused", "reranked": "model, fused, reranked"}
     for name, label in labels.items():
-        table.add_row(label, *(f"{report[name][m]:.4f}" for m in metrics))
+        if name in report:
+            table.add_row(label, *(f"{report[name][m]:.4f}" for m in metrics))
     differences = report["differences"]
     for pair in dict.fromkeys(name.split(":")[0] for name in differences):
         cells = (differences[f"{pair}: {m}"] for m in metrics)
         table.add_row(f"{pair} [95%]", *(f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" for d in cells))
-    threshold = report.get("min_confidence")
-    if threshold is not None:
-        fused = report["fused"]
-        table.caption = (f"fused, at confidence ≥ {threshold:.2f}: precision {fused['precision']:.4f}, "
-                         f"coverage {fused['coverage']:.4f}")
+    served = report.get("served", "fused")
+    row = report[served]
+    if "precision" in row:
+        table.caption = (f"{served} (served), at confidence ≥ {row['min_confidence']:.2f}: precision {row['precision']:.4f}, "
+                         f"coverage {row['coverage']:.4f}")
         none = report.get("unanswerable")
         if none and "refused" in none:
             table.caption += (f"; {none['questions']} questions the bank does not answer: {none['refused']:.1%} refused, "

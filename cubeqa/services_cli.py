@@ -20,7 +20,7 @@ from storage.db import StorageError
 from tasks.app import STAGES
 
 # functional form: a class body member named `encode` would shadow str.encode
-Stage = StrEnum("Stage", {"encode": "encode", "cube": "cube", "decode": "decode", "all": "all"})
+Stage = StrEnum("Stage", {**{s: s for s in STAGES}, "all": "all"})
 
 
 class Pool(StrEnum):
@@ -31,7 +31,7 @@ class Pool(StrEnum):
 @app.command("worker")
 def worker_command(
     ctx: typer.Context,
-    stage: Annotated[Stage, typer.Option(help="the stage this worker serves: encode, cube, decode or all")],
+    stage: Annotated[Stage, typer.Option(help="the stage this worker serves: encode, cube, decode, rerank or all")],
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default CUBEQA_DEVICE)")] = None,
     concurrency: Annotated[
         int | None,
@@ -61,12 +61,14 @@ def health_command(
     timeout: Annotated[float, typer.Option(min=0.5, help="seconds to wait for each stage's answer")] = 10.0,
     stage: Annotated[list[Stage] | None, typer.Option(help="check only this stage (repeatable)")] = None,
 ) -> None:
-    """Prove each stage is consuming: a ping task goes through its queue; exit 1 if a stage does not answer."""
+    """Prove each stage is consuming (rerank only for a bundle with a reranker): a ping task goes through its queue;
+    exit 1 if a stage does not answer."""
     from cubeqa.wiring import celery_app
     from tasks.health import probe_stages
+    from workers.main import served_stages
 
     celery_app(ctx.obj)
-    stages = tuple(s.value for s in stage or [] if s.value != "all") or STAGES
+    stages = tuple(s.value for s in stage or [] if s.value != "all") or served_stages(ctx.obj.bundle_dir)
     try:
         results = probe_stages(timeout, stages)
     except Exception as exc:  # broker unreachable: any transport error is one line

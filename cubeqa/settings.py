@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     min_confidence: float | None = Field(
         None, ge=0.0, le=1.0, description="calibrated confidence below which an answer is 'no confident answer'; unset: the bundle's default"
     )
+    rerank: bool = Field(
+        True, description="jobs that do not say are reranked by the bundle's reranker (the rerank stage) when it has one"
+    )
 
     # The job system.
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis) URL")

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tasks.app import STAGES
+from cubeqa.settings import default_bundle_dir
+from workers.main import served_stages
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -79,11 +80,14 @@ def with_group(process: subprocess.Popen, sig: signal.Signals) -> None:
 
 
 @contextmanager
-def stage_workers(env: dict[str, str], logdir: Path, extra_args: Sequence[str] = ()) -> Iterator[list[subprocess.Popen]]:
-    """One `cubeqa worker` subprocess per stage (plus `extra_args`), each in its own process group; stopped on exit."""
+def stage_workers(env: dict[str, str], logdir: Path, extra_args: Sequence[str] = (),
+                  stages: Sequence[str] | None = None) -> Iterator[list[subprocess.Popen]]:
+    """One `cubeqa worker` subprocess per stage (default: the stages the bundle in `env` runs) plus `extra_args`, each in
+    its own process group; stopped on exit."""
     processes: list[subprocess.Popen] = []
+    bundle = Path(env.get("CUBEQA_BUNDLE_DIR") or default_bundle_dir())
     try:
-        for stage in STAGES:
+        for stage in stages or served_stages(bundle):
             log = (logdir / f"worker-{stage}.log").open("wb")
             processes.append(
                 subprocess.Popen(
@@ -105,16 +109,24 @@ def stop_all(processes: list[subprocess.Popen], grace: float) -> None:
         stop_process(process, grace)
 
 
+def worker_stage(process: subprocess.Popen) -> str:
+    """The stage a `stage_workers` process serves (its --stage argument)."""
+    args = list(process.args)  # type: ignore[arg-type]
+    return str(args[args.index("--stage") + 1])
+
+
 def wait_for_workers(app: Celery, processes: list[subprocess.Popen], logdir: Path, timeout: float = READY_TIMEOUT) -> None:
     """Until every stage's worker (started by `stage_workers`) answers a broadcast ping."""
     deadline = time.monotonic() + timeout
+    stages = {worker_stage(p) for p in processes}
     while time.monotonic() < deadline:
-        for stage, process in zip(STAGES, processes):
+        for process in processes:
+            stage = worker_stage(process)
             if process.poll() is not None:
                 log = (logdir / f"worker-{stage}.log").read_text(errors="replace")[-2000:]
                 raise SupervisionError(f"the {stage} worker exited with status {process.returncode}:\n{log}")
         replies = app.control.ping(timeout=1.0) or []
         names = {name.split("-", 1)[0] for reply in replies for name in reply}
-        if set(STAGES) <= names:
+        if stages <= names:
             return
     raise SupervisionError(f"workers not ready after {timeout:.0f} s; logs in {logdir}")

@@ -43,8 +43,10 @@ def train(
     tower_epochs: Annotated[int, typer.Option(min=1, help="the tower's fixed number of epochs")] = SHIPPED_TOWER_TRAIN.epochs,
     tower_lr: Annotated[float, typer.Option(help="the tower's AdamW peak learning rate")] = SHIPPED_TOWER_TRAIN.lr,
     reference_cube: Annotated[bool, typer.Option(help="with a tower, also train a cube on the teacher's vectors for eval's comparison row (about a third of the time)")] = True,
+    rerank_model: Annotated[bool, typer.Option(help="also train the rerank stage's model on the bundle's candidates (about a minute)")] = True,
 ) -> None:
-    """Train the question tower, then the cube on its vectors, with fixed schedules, and write a checkpoint bundle."""
+    """Train the question tower, then the cube on its vectors, then the reranker, with fixed schedules, and write a
+    checkpoint bundle."""
     from pipeline import CubeQAError, TowerStage, train_bundle
     from pipeline.runtime_export import export_bundle
     from pipeline.training.cube_trainer import EpochReport
@@ -125,14 +127,77 @@ def train(
             )
             bar.add_task("int8 runtime: export and parity", total=None)
             runtime = export_bundle(outcome.bundle_dir, encoder, val_file)
+            remove_reranker(outcome.bundle_dir)  # one trained on an earlier bundle's candidates does not fit this one
+            reranked = fit_reranker(outcome.bundle_dir, train_file, val_file, encoder, settings, bar) if rerank_model else None
     except (CubeQAError, ValueError, OSError) as exc:
         raise fail(exc) from exc
     for warning in outcome.validation.warnings:
         errors.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(eval_table(outcome.validation, title=f"validation ({val_file.name})"))
     console.print(runtime_summary(runtime))
+    if reranked is not None:
+        console.print(reranker_summary(reranked))
     console.print(f"bundle written to {outcome.bundle_dir}")
     console.print(f"bank default (the bundle's bank, with its lexical index): {write_bundle_bank(outcome.bundle_dir, settings, train_file)}")
+
+
+@app.command("train-rerank")
+def train_rerank(
+    ctx: typer.Context,
+    bundle: Annotated[Path | None, typer.Option(help="bundle directory (default: CUBEQA_BUNDLE_DIR)")] = None,
+    train_file: Annotated[Path, typer.Option("--train", help="training Q→A JSONL")] = DATA_DIR / "squad_sent_train.jsonl",
+    val_file: Annotated[Path, typer.Option("--val", help="validation Q→A JSONL (reported, never trained on)")] = DATA_DIR / "squad_sent_val.jsonl",
+) -> None:
+    """Train the rerank stage's model for an existing bundle (what `cubeqa train` does last) and write it into it."""
+    from pipeline import CubeQAError
+
+    settings: Settings = ctx.obj
+    target = bundle or settings.bundle_dir
+    try:
+        encoder = build_encoder(settings)
+        with progress_bar(console) as bar:
+            remove_reranker(target)
+            record = fit_reranker(target, train_file, val_file, encoder, settings, bar)
+    except (CubeQAError, ValueError, OSError) as exc:
+        raise fail(exc) from exc
+    console.print(reranker_summary(record))
+    console.print(f"written to {target}; fit its confidence with bench/calibration.py (rerank-calibration.json)")
+
+
+def fit_reranker(bundle_dir: Path, train_file: Path, val_file: Path, encoder: Any, settings: Settings, bar: Any) -> dict[str, Any]:
+    """Trains the bundle's reranker (pipeline.training.rerank_trainer) with a progress bar; returns its manifest."""
+    from pipeline.training.rerank_trainer import train_reranker
+    from pipeline.workflows import load_embedded
+
+    on_embed = embed_progress(bar)
+    tasks: dict[str, Any] = {}
+
+    def on_progress(what: str, done: int, total: int) -> None:
+        task = tasks.setdefault(what, bar.add_task(what, total=total))
+        bar.update(task, completed=done, total=total)
+
+    train = load_embedded(train_file, encoder, settings.cache_dir, on_embed)
+    val = load_embedded(val_file, encoder, settings.cache_dir, on_embed)
+    reranker = train_reranker(bundle_dir, train_file, val_file, train, val, encoder=encoder, cache_dir=settings.cache_dir,
+                              on_progress=on_progress)
+    return reranker.save(bundle_dir)
+
+
+def remove_reranker(bundle_dir: Path) -> None:
+    """Deletes the bundle's reranker files and the confidence fit on its scores."""
+    from pipeline.calibration import RERANK_CALIBRATION
+    from pipeline.rerank.ranker import MANIFEST_FILE, MODEL_FILE
+
+    for name in (MANIFEST_FILE, MODEL_FILE, RERANK_CALIBRATION):
+        (Path(bundle_dir) / name).unlink(missing_ok=True)
+
+
+def reranker_summary(record: dict[str, Any]) -> str:
+    """One line on a trained reranker: its validation P@1 against the fused ranking, with the paired interval."""
+    v = record["validation"]
+    d = v["reranked_minus_fused"]
+    return (f"reranker ({record['kind']}, {record['config']['trees']} trees, top {record['config']['depth']}): validation "
+            f"P@1 {v['reranked_p1']:.4f} vs fused {v['fused_p1']:.4f}, {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
 
 
 def write_bundle_bank(bundle_dir: Path, settings: Settings, train_file: Path) -> Path:

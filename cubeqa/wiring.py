@@ -98,16 +98,31 @@ def bank_store(settings: Settings) -> BankStore:
     return BankStore(bank_root(settings), builtin=builtin_banks(settings.bundle_dir, settings.cache_dir))
 
 
-def pin_bank(settings: Settings, name: str | None, min_confidence: float | None = None) -> Pin:
-    """The submission's pin: bank `name` (None: CUBEQA_BANK) resolved to its current version, and the threshold.
+def pin_bank(settings: Settings, name: str | None, min_confidence: float | None = None, rerank: bool | None = None) -> Pin:
+    """The submission's pin: bank `name` (None: CUBEQA_BANK) resolved to its current version, the threshold, and
+    whether the rerank stage answers (`rerank`, None: CUBEQA_RERANK when the bundle has a reranker).
 
-    Raises BankNotFound (naming the bank) for an unknown bank, InputError for a malformed name: both before anything is stored.
+    Raises BankNotFound (naming the bank) for an unknown bank, InputError for a malformed name or a rerank the
+    bundle cannot give: all before anything is stored.
     """
     from storage.repository import Pin
 
     bank = name or settings.bank
     with hinted(settings):
-        return Pin(bank=bank, bank_version=bank_store(settings).resolve(bank), min_confidence=min_confidence)
+        version = bank_store(settings).resolve(bank)
+    return Pin(bank=bank, bank_version=version, min_confidence=min_confidence, rerank=resolve_rerank(settings, rerank))
+
+
+def resolve_rerank(settings: Settings, asked: bool | None) -> bool:
+    """Whether answers are reranked: as asked, else CUBEQA_RERANK; only the bank decoder of a bundle with a reranker can."""
+    from pipeline.errors import InputError
+    from pipeline.rerank.ranker import has_reranker
+
+    able = settings.decoder == "bank" and has_reranker(settings.bundle_dir)
+    if asked and not able:
+        why = "the decoder is not the bank" if settings.decoder != "bank" else f"the bundle {settings.bundle_dir} has no reranker"
+        raise InputError(f"cannot rerank: {why} (cubeqa train-rerank trains one); ask without rerank")
+    return able and (settings.rerank if asked is None else asked)
 
 
 def open_store(settings: Settings) -> sessionmaker[Session]:

@@ -25,6 +25,7 @@ from pipeline.decoders.phrase_bank import BankSource
 from pipeline.errors import InputError
 from pipeline.evaluation import paired_bootstrap
 from pipeline.knowledge.fusion import Fusion, MemoryBank, Ranking
+from pipeline.rerank.ranker import Reranker
 
 if TYPE_CHECKING:
     from pipeline.encoder import TeacherEncoder
@@ -84,13 +85,32 @@ class MapResult:
         return ((self.ranks > 0) & (self.ranks <= 20)).astype(np.float64)
 
 
+@dataclass(frozen=True)
+class Rerank:
+    """The rerank stage as evaluation runs it: the reranker, the questions' teacher vectors (N, D) it reads, and the
+    calibrator fit on its scores with that calibrator's default threshold."""
+
+    reranker: Reranker
+    teacher: np.ndarray
+    calibrator: Calibrator | None = None
+    min_confidence: float | None = None
+
+    def rows(self, keep: Sequence[int]) -> Rerank:
+        return Rerank(self.reranker, self.teacher[list(keep)], self.calibrator, self.min_confidence)
+
+
 def search_map(
     bank: SearchBank, outputs: np.ndarray, golds: Sequence[Sequence[str]], calibrator: Calibrator | None,
     k: int = DEPTH, texts: Sequence[str] | None = None, fusion: Fusion | None = None, ranking: Ranking = "fused",
+    rerank: Rerank | None = None,
 ) -> MapResult:
-    """Searches the bank with one map's outputs (and the question texts, for a lexical or fused ranking) and scores the
-    results against the golds."""
-    hits = bank.hybrid(outputs, texts, k, fusion or Fusion(), ranking)
+    """Searches the bank with one map's outputs (and the question texts, for a lexical or fused ranking), reranks the
+    fused top `rerank.reranker.depth` when `rerank` is given, and scores the results against the golds."""
+    if rerank is not None and texts is not None:
+        fused = bank.hybrid(outputs, texts, max(k, rerank.reranker.depth), fusion or Fusion())
+        hits = rerank.reranker.rerank(fused, texts, rerank.teacher, bank)
+    else:
+        hits = bank.hybrid(outputs, texts, k, fusion or Fusion(), ranking)
     confidence = None if calibrator is None else calibrator.predict(hits.scores, hits.parts())
     return MapResult(hits.scores, gold_ranks(hits.rows, bank.texts, golds), confidence, hits.parts())
 
@@ -111,12 +131,13 @@ def bank_evaluation(
     *,
     texts: Sequence[str],
     fusion: Fusion | None = None,
+    rerank: Rerank | None = None,
     resamples: int = 2000,
     seed: int = 0,
 ) -> dict[str, object]:
-    """P@1, MRR@10, R@20 of the model's vectors ranked dense, lexical and fused, and of identity (dense), with paired
-    bootstrap 95% intervals of lexical − dense, fused − dense and dense − identity; precision and coverage at the
-    threshold for the fused ranking, the one served, with the calibrator fit on it."""
+    """P@1, MRR@10, R@20 of the model's vectors ranked dense, lexical, fused and (with `rerank`) reranked, and of
+    identity (dense), with paired bootstrap 95% intervals of each against the one below it; precision and coverage at
+    the threshold for the fused ranking (its calibrator) and the reranked one (the rerank stage's calibrator)."""
     fusion = fusion or Fusion()
     results = {
         "dense": search_map(bank, cube_outputs, golds, None, texts=texts, fusion=fusion, ranking="dense"),
@@ -124,15 +145,24 @@ def bank_evaluation(
         "fused": search_map(bank, cube_outputs, golds, calibrator, texts=texts, fusion=fusion),
         "identity": search_map(bank, questions, golds, None, texts=None, fusion=fusion, ranking="dense"),
     }
+    thresholds = {"fused": min_confidence}
+    if rerank is not None:
+        results["reranked"] = search_map(bank, cube_outputs, golds, rerank.calibrator, texts=texts, fusion=fusion,
+                                         rerank=rerank)
+        thresholds["reranked"] = rerank.min_confidence
     report: dict[str, object] = {"questions": len(questions), "bank_size": len(bank.texts),
                                  "min_confidence": min_confidence, "fusion": fusion.to_dict()}
     for name, r in results.items():
         figures = {"P@1": float(r.hit.mean()), "MRR@10": float(r.reciprocal.mean()), "R@20": float(r.recall20.mean())}
-        if r.confidence is not None and min_confidence is not None:
-            figures["precision"], figures["coverage"] = precision_at(r.confidence, r.hit, min_confidence)
+        threshold = thresholds.get(name)
+        if r.confidence is not None and threshold is not None:
+            figures["precision"], figures["coverage"] = precision_at(r.confidence, r.hit, threshold)
+            figures["min_confidence"] = threshold
         report[name] = figures
     differences = {}
-    for a, b in (("lexical", "dense"), ("fused", "dense"), ("dense", "identity")):
+    pairs = [("lexical", "dense"), ("fused", "dense"), ("dense", "identity")]
+    pairs += [("reranked", "fused"), ("reranked", "dense")] if rerank is not None else []
+    for a, b in pairs:
         for metric, values in (("P@1", "hit"), ("MRR@10", "reciprocal"), ("R@20", "recall20")):
             change = getattr(results[a], values) - getattr(results[b], values)
             differences[f"{a} − {b}: {metric}"] = paired_bootstrap(change, resamples, seed)
@@ -204,10 +234,11 @@ def eval_records(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def unanswerable_report(bank: SearchBank, outputs: np.ndarray, texts: Sequence[str], calibrator: Calibrator | None,
-                        fusion: Fusion, threshold: float | None, answerable: dict[str, float]) -> dict[str, float]:
+                        fusion: Fusion, threshold: float | None, answerable: dict[str, float],
+                        rerank: Rerank | None = None) -> dict[str, float]:
     """Questions the bank does not answer: the share refused at the threshold, and the precision over everything
     answered when an answered unanswerable question counts as wrong (what a user of the whole set sees)."""
-    result = search_map(bank, outputs, [[] for _ in texts], calibrator, texts=texts, fusion=fusion)
+    result = search_map(bank, outputs, [[] for _ in texts], calibrator, texts=texts, fusion=fusion, rerank=rerank)
     if result.confidence is None or threshold is None:
         return {"questions": len(texts)}
     wrongly_answered = int((result.confidence >= threshold).sum())
@@ -217,13 +248,26 @@ def unanswerable_report(bank: SearchBank, outputs: np.ndarray, texts: Sequence[s
             "precision_all_answered": float(right / answered) if answered else float("nan")}
 
 
+def bundle_rerank(bundle_dir: Path, teacher: np.ndarray, min_confidence: float | None = None) -> Rerank | None:
+    """The bundle's rerank stage for evaluation (None: it has no reranker), reading these teacher vectors; its
+    threshold `min_confidence`, else its calibration's default."""
+    from pipeline.calibration import RERANK_CALIBRATION
+    from pipeline.rerank.ranker import has_reranker, load_reranker
+
+    if not has_reranker(bundle_dir):
+        return None
+    threshold = default_min_confidence(bundle_dir, RERANK_CALIBRATION) if min_confidence is None else min_confidence
+    return Rerank(load_reranker(bundle_dir), teacher, load_calibration(bundle_dir, RERANK_CALIBRATION), threshold)
+
+
 def evaluate_on_bank(
     bundle_dir: Path, bank: SearchBank, data: Path, *, encoder: TeacherEncoder, cache_dir: Path | None, resamples: int = 2000,
     min_confidence: float | None = None, on_embed: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, object]:
-    """`cubeqa eval --bank`: the bundle's model (dense, lexical, fused) and identity answering `data`'s questions from
-    `bank`, scored against its gold sentences (P@1, MRR@10, R@20, precision and coverage at the bundle's confidence
-    threshold), paired intervals."""
+    """`cubeqa eval --bank`: the bundle's model (dense, lexical, fused, reranked when it has a reranker) and identity
+    answering `data`'s questions from `bank`, scored against its gold sentences (P@1, MRR@10, R@20, precision and
+    coverage at the confidence threshold), paired intervals. Unanswerable questions are scored as served: reranked
+    when the bundle reranks."""
     from pipeline.checkpoint import load_bundle
     from pipeline.stages import answer_vectors, bundle_fusion
 
@@ -233,14 +277,20 @@ def evaluate_on_bank(
     teacher = embed_cached(questions, lambda t: encoder.encode(t).vectors, cache_dir, f"questions-{encoder.identity.weights_hash}")
     outputs = answer_vectors(bundle, encoder, questions, teacher)
     fusion, calibrator = bundle_fusion(bundle.manifest), load_calibration(bundle_dir)
+    rerank = bundle_rerank(bundle_dir, teacher, min_confidence)
     keep = [i for i, gold in enumerate(golds) if gold]
     if not keep:
         raise InputError(f"{data}: no question with an answer (every 'answer' is null)")
     report = bank_evaluation(bank, teacher[keep], outputs[keep], [golds[i] for i in keep], calibrator, threshold,
-                             texts=[questions[i] for i in keep], fusion=fusion, resamples=resamples)
+                             texts=[questions[i] for i in keep], fusion=fusion, resamples=resamples,
+                             rerank=None if rerank is None else rerank.rows(keep))
+    served = "reranked" if rerank is not None else "fused"
+    report["served"] = served
     none = [i for i, gold in enumerate(golds) if not gold]
     if none:
-        fused = cast(dict[str, float], report["fused"]) | {"questions": float(len(keep))}
-        report["unanswerable"] = unanswerable_report(bank, outputs[none], [questions[i] for i in none], calibrator, fusion,
-                                                     threshold, fused)
+        row = cast(dict[str, float], report[served])
+        served_threshold = row.get("min_confidence")
+        report["unanswerable"] = unanswerable_report(
+            bank, outputs[none], [questions[i] for i in none], rerank.calibrator if rerank else calibrator, fusion,
+            served_threshold, row | {"questions": float(len(keep))}, None if rerank is None else rerank.rows(none))
     return {"data": str(data), "bundle": str(bundle_dir), **report}

@@ -28,7 +28,8 @@ from pipeline.errors import BundleError
 
 KINDS = ("isotonic", "logistic")
 FEATURES = ("top", "margin")  # the default feature set; the shipped one is in the bundle's calibration.json
-KNOWN_FEATURES = ("top", "margin", "gap10", "dense_top", "lex_top", "lex_margin", "overlap_top")
+KNOWN_FEATURES = ("top", "margin", "gap10", "dense_top", "lex_top", "lex_margin", "overlap_top", "rerank_top",
+                  "rerank_margin")
 Parts = Mapping[str, np.ndarray | None]  # "dense", "lexical", "overlap": (N, k) each, aligned with the scores
 
 
@@ -53,6 +54,8 @@ def features(scores: np.ndarray, names: Sequence[str] = FEATURES, parts: Parts |
         "lex_top": lambda: part("lexical")[:, 0],
         "lex_margin": lambda: part("lexical")[:, 0] - part("lexical")[:, 1],
         "overlap_top": lambda: part("overlap")[:, 0],
+        "rerank_top": lambda: part("rerank")[:, 0],
+        "rerank_margin": lambda: part("rerank")[:, 0] - part("rerank")[:, 1],
     }
     unknown = [n for n in names if n not in columns]
     if unknown:
@@ -234,16 +237,20 @@ def choose(results: Sequence[CVResult]) -> CVResult:
     return min(results, key=lambda r: r.log_loss)
 
 
-def save_calibration(bundle_dir: Path, cal: Calibrator, record: dict[str, object] | None = None) -> Path:
-    """Writes `calibration.json` in the bundle: the calibrator plus what it was fit on (`record`)."""
-    path = Path(bundle_dir) / CALIBRATION_FILE
+RERANK_CALIBRATION = "rerank-calibration.json"  # the calibrator of reranked answers (fit on the rerank stage's scores)
+
+
+def save_calibration(bundle_dir: Path, cal: Calibrator, record: dict[str, object] | None = None,
+                     file: str = CALIBRATION_FILE) -> Path:
+    """Writes `file` (calibration.json, or RERANK_CALIBRATION) in the bundle: the calibrator plus what it was fit on."""
+    path = Path(bundle_dir) / file
     path.write_text(json.dumps({**(record or {}), "calibrator": cal.to_dict()}, indent=2) + "\n", encoding="utf-8")
     return path
 
 
-def read_calibration(bundle_dir: Path) -> dict[str, Any] | None:
-    """The bundle's whole calibration record, or None when it ships none."""
-    path = Path(bundle_dir) / CALIBRATION_FILE
+def read_calibration(bundle_dir: Path, file: str = CALIBRATION_FILE) -> dict[str, Any] | None:
+    """The bundle's whole calibration record in `file`, or None when it ships none."""
+    path = Path(bundle_dir) / file
     if not path.is_file():
         return None
     try:
@@ -255,19 +262,19 @@ def read_calibration(bundle_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-def load_calibration(bundle_dir: Path) -> Calibrator | None:
-    """The bundle's calibrator, or None when it ships none."""
-    record = read_calibration(bundle_dir)
+def load_calibration(bundle_dir: Path, file: str = CALIBRATION_FILE) -> Calibrator | None:
+    """The bundle's calibrator in `file`, or None when it ships none."""
+    record = read_calibration(bundle_dir, file)
     if record is None:
         return None
     try:
         return Calibrator.from_dict(record["calibrator"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{Path(bundle_dir) / CALIBRATION_FILE}: bad calibrator ({exc})") from exc
+        raise BundleError(f"{Path(bundle_dir) / file}: bad calibrator ({exc})") from exc
 
 
-def default_min_confidence(bundle_dir: Path) -> float | None:
-    """The min_confidence the bundle's calibration chose on validation, or None."""
-    record = read_calibration(bundle_dir)
+def default_min_confidence(bundle_dir: Path, file: str = CALIBRATION_FILE) -> float | None:
+    """The min_confidence the bundle's calibration (in `file`) chose on validation, or None."""
+    record = read_calibration(bundle_dir, file)
     value = None if record is None else record.get("min_confidence")
     return None if value is None else float(value)

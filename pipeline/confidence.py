@@ -23,13 +23,14 @@ def with_confidence(answers: Sequence[Answer], calibrator: Calibrator | None, mi
     if not rows:
         return list(answers)
     scores = np.full((len(rows), k), -1.0, dtype=np.float64)  # a bank with fewer than k sentences: missing scores are the floor
-    parts = {name: np.zeros((len(rows), k), dtype=np.float64) for name in ("lexical", "overlap", "dense")}
+    parts = {name: np.zeros((len(rows), k), dtype=np.float64) for name in ("lexical", "overlap", "dense", "rerank")}
     for j, i in enumerate(rows):
         top = answers[i].candidates[:k]
         scores[j, : len(top)] = [c.score for c in top]
         parts["lexical"][j, : len(top)] = [c.lexical or 0.0 for c in top]  # a dense-only search: no lexical side
         parts["overlap"][j, : len(top)] = [c.overlap or 0.0 for c in top]
         parts["dense"][j, : len(top)] = [c.score if c.dense is None else c.dense for c in top]
+        parts["rerank"][j, : len(top)] = [c.rerank or 0.0 for c in top]
     confidence = calibrator.predict(scores, parts)
     out = list(answers)
     for i, p in zip(rows, confidence):
@@ -49,8 +50,10 @@ def evidence(answer: Answer) -> dict[str, Any] | None:
 
     def record(candidate: Any) -> dict[str, Any]:
         where = candidate.provenance.to_dict() if candidate.provenance is not None else {}
-        parts = (("dense", candidate.dense), ("lexical", candidate.lexical), ("overlap", candidate.overlap))
+        parts = (("dense", candidate.dense), ("lexical", candidate.lexical), ("overlap", candidate.overlap),
+                 ("rerank", candidate.rerank))
         scores = {name: round(float(value), 6) for name, value in parts if value is not None}
         return {"sentence": candidate.text, "score": round(float(candidate.score), 6), **scores, **where}
 
-    return {**record(bank[0]), "alternatives": [record(c) for c in bank[1:]]}
+    reranked = bank[0].rerank is not None
+    return {**record(bank[0]), "reranked": reranked, "alternatives": [record(c) for c in bank[1:]]}

@@ -22,6 +22,8 @@ from pipeline.decoders.phrase_bank import PhraseBankConfig
 from pipeline.encoder import Encoded, EncoderConfig, check_texts
 from pipeline.errors import InputError
 from pipeline.knowledge.bank_cache import BankCache, BankRef
+from pipeline.rerank.handoff import arrays_to_hits, hits_to_arrays
+from pipeline.rerank.stage import RerankStage
 from pipeline.stages import CubeStage, DecodeStage, EncodeStage
 
 
@@ -44,10 +46,12 @@ class AnswerResult:
 class ProductionPipeline:
     """Answers questions with a loaded bundle: teacher encoder, cube, phrase bank."""
 
-    def __init__(self, encode_stage: EncodeStage, cube_stage: CubeStage, decode_stage: DecodeStage) -> None:
+    def __init__(self, encode_stage: EncodeStage, cube_stage: CubeStage, decode_stage: DecodeStage,
+                 rerank_stage: RerankStage | None = None) -> None:
         self.encode_stage = encode_stage
         self.cube_stage = cube_stage
         self.decode_stage = decode_stage
+        self.rerank_stage = rerank_stage  # None: the bundle has no reranker, or the decoder is not the bank
 
     @classmethod
     def from_bundle(
@@ -64,9 +68,11 @@ class ProductionPipeline:
         min_confidence: float | None = None,
         runtime: str = "torch",
         threads: int = 0,
+        rerank: bool = True,
     ) -> ProductionPipeline:
-        """Loads the encoder, checks the bundle against it, builds (or reuses the cached) bank index and,
-        for `decoder` generative or hybrid, loads the bundle's generative decoder."""
+        """Loads the encoder, checks the bundle against it, builds (or reuses the cached) bank index, the bundle's
+        reranker when it has one (and `rerank`, for the bank decoder) and, for `decoder` generative or hybrid, the
+        bundle's generative decoder."""
         encode_stage = EncodeStage(bundle_dir, encoder_config, runtime=runtime, threads=threads)
         bundle = load_bundle(bundle_dir, encode_stage.encoder.identity)
         decode_stage = DecodeStage(
@@ -75,7 +81,8 @@ class ProductionPipeline:
             cache_dir=cache_dir,
             decoder=decoder, generative_options=generative_options, banks=banks, min_confidence=min_confidence,
         )
-        return cls(encode_stage, CubeStage(bundle_dir, bundle), decode_stage)
+        reranks = rerank and decode_stage.rerank_depth is not None
+        return cls(encode_stage, CubeStage(bundle_dir, bundle), decode_stage, RerankStage(bundle_dir, decode_stage) if reranks else None)
 
     @property
     def model_version(self) -> str:
@@ -97,32 +104,50 @@ class ProductionPipeline:
         """Stage 3: answers for (N, D) answer vectors (and their questions, for the lexical search)."""
         return self.decode_stage.decode(vectors, bank, min_confidence, texts)
 
+    def decode_reranked(
+        self, vectors: np.ndarray, teacher: np.ndarray, texts: list[str], bank: BankRef | None, min_confidence: float | None,
+    ) -> tuple[list[Answer], dict[str, float]]:
+        """Stages 3 and 4 as the workers run them (the candidates pass through the message's arrays) for answer vectors
+        and the questions' teacher vectors: answers and the ms each stage took."""
+        if self.rerank_stage is None:
+            raise InputError("this bundle has no reranker (rerank.json): answer without --rerank, or train one (cubeqa train)")
+        started = time.perf_counter()
+        hits = arrays_to_hits(*hits_to_arrays(self.decode_stage.retrieve(vectors, bank, texts, self.rerank_stage.depth)))
+        retrieved = time.perf_counter()
+        answers = self.rerank_stage.answer(hits, texts, teacher, bank, min_confidence)
+        return answers, {"decode": 1000 * (retrieved - started), "rerank": 1000 * (time.perf_counter() - retrieved)}
+
     def process_text(self, text: str) -> str:
         """The answer text for one question (or the explicit no-confident-answer marker)."""
         return self.process_batch([text])[0].answer
 
     def process_batch(
-        self, texts: list[str], references: list[str] | None = None, *, bank: BankRef | None = None, min_confidence: float | None = None
+        self, texts: list[str], references: list[str] | None = None, *, bank: BankRef | None = None,
+        min_confidence: float | None = None, rerank: bool | None = None,
     ) -> list[AnswerResult]:
-        """Answers a batch; with references, adds per-item quality metrics (DESIGN.md names)."""
+        """Answers a batch (reranked when `rerank`, None: whenever the pipeline has a rerank stage); with
+        references, adds per-item quality metrics (DESIGN.md names)."""
         check_texts(texts)
         if references is not None:
             if len(references) != len(texts):
                 raise InputError(f"{len(texts)} questions but {len(references)} references")
             check_texts(references)
+        reranks = self.rerank_stage is not None if rerank is None else rerank
         n = max(1, len(texts))
         started = time.perf_counter()
-        encoded = self.encode_stage.encode_questions(texts, teacher_rows=[references is not None] * len(texts))
+        # the reranker reads every question's teacher vector; otherwise only the identity metrics need it
+        teacher_rows = None if reranks else [references is not None] * len(texts)
+        encoded = self.encode_stage.encode_questions(texts, teacher_rows=teacher_rows)
         encoded_at = time.perf_counter()
         answer_vectors = self.map(encoded.tower)
         mapped_at = time.perf_counter()
-        answers = self.decode(answer_vectors, bank, min_confidence, texts)
-        decoded_at = time.perf_counter()
-        timings = {
-            "encode": 1000 * (encoded_at - started) / n,
-            "cube": 1000 * (mapped_at - encoded_at) / n,
-            "decode": 1000 * (decoded_at - mapped_at) / n,
-        }
+        if reranks:
+            answers, timings = self.decode_reranked(answer_vectors, encoded.teacher, texts, bank, min_confidence)
+        else:
+            answers = self.decode(answer_vectors, bank, min_confidence, texts)
+            timings = {"decode": 1000 * (time.perf_counter() - mapped_at)}
+        timings = {"encode": 1000 * (encoded_at - started), "cube": 1000 * (mapped_at - encoded_at), **timings}
+        timings = {stage: ms / n for stage, ms in timings.items()}
         refs = None if references is None else list(self.encode(references).vectors)
         metrics = self.decode_stage.score(encoded.teacher, answer_vectors, answers, refs)
         return [

@@ -19,16 +19,17 @@ from pipeline.checkpoint import Bundle, Manifest, check_encoder, load_bundle
 from pipeline.confidence import with_confidence
 from pipeline.cube import apply_map
 from pipeline.decoders.base import Answer, Decoder, DecoderKind
-from pipeline.decoders.phrase_bank import PhraseBankConfig, PhraseBankDecoder
+from pipeline.decoders.phrase_bank import BankSource, PhraseBankConfig, PhraseBankDecoder
 from pipeline.decoders.registry import DecoderParts, make_decoder
 from pipeline.encode_stage import EncodeStage  # noqa: F401 - re-exported: the three stages live side by side
 from pipeline.encode_stage import model_version as version_of
 from pipeline.encoder import EncoderConfig, TeacherEncoder
 from pipeline.knowledge.bank_cache import BankCache, BankRef
 from pipeline.knowledge.builtin import DEFAULT_BANK, own_bank_dir
-from pipeline.knowledge.fusion import Fusion
+from pipeline.knowledge.fusion import Fusion, Hits
 from pipeline.knowledge.store import BankStore
 from pipeline.metrics import item_metrics
+from pipeline.rerank.ranker import reranker_depth
 from pipeline.tower_io import load_tower_if_any
 
 
@@ -109,7 +110,9 @@ class DecodeStage:
             self.encoder = encoder or TeacherEncoder(encoder_config)
             check_encoder(bundle.manifest, self.encoder.identity, Path(bundle_dir))
         self.fusion = bundle_fusion(bundle.manifest)
+        self.rerank_depth = reranker_depth(Path(bundle_dir)) if kind is DecoderKind.bank else None  # None: no handing on
         self.calibrator: Calibrator | None = load_calibration(bundle_dir)
+        self.set_min_confidence = min_confidence  # the worker's setting, which outranks every calibrator's default
         self.min_confidence = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
         # the calibrator may read more of the ranking than the answer shows (gap10: the top 10)
         self.search_k = max(top_k, needed_k(self.calibrator.feature_names)) if self.calibrator is not None else top_k
@@ -142,9 +145,30 @@ class DecodeStage:
     ) -> list[Answer]:
         """Answers for (N, D) unit answer vectors and their questions (None: dense search only) from `bank` (None: the
         bundle's own), with calibrated confidence; `min_confidence` overrides the stage's threshold for this call."""
-        decoder = self.decoder_for(*self.own) if bank is None else self.decoder_for(bank)
+        decoder = self.held(bank).decoder
         threshold = self.min_confidence if min_confidence is None else min_confidence
-        answers = with_confidence(decoder.decode(vectors, texts), self.calibrator, threshold)
+        return self.shown(with_confidence(decoder.decode(vectors, texts), self.calibrator, threshold))
+
+    def retrieve(self, vectors: np.ndarray, bank: BankRef | None, texts: Sequence[str] | None, k: int) -> Hits:
+        """The fused top k of `bank` (None: the bundle's own) for (N, D) answer vectors and their questions: the
+        candidates the rerank stage reorders."""
+        return self.held(bank).bank.hits(vectors, texts, k)
+
+    def finish(
+        self, hits: Hits, bank: BankRef | None, min_confidence: float | None, calibrator: Calibrator | None,
+    ) -> list[Answer]:
+        """Bank answers from (reranked) search results, with `calibrator`'s confidence and refusal below
+        `min_confidence`; the candidates shown cut to top_k."""
+        return self.shown(with_confidence(self.held(bank).bank.answers(hits), calibrator, min_confidence))
+
+    def source(self, bank: BankRef | None) -> BankSource:
+        """The loaded bank version `bank` names (None: the bundle's own): texts, vectors, lexical index."""
+        return self.held(bank).bank.source
+
+    def held(self, bank: BankRef | None) -> _Held:
+        return self.parts_for(*self.own) if bank is None else self.parts_for(bank)
+
+    def shown(self, answers: list[Answer]) -> list[Answer]:
         return [a if a.path == "generative" else replace(a, candidates=a.candidates[: self.top_k]) for a in answers]
 
     def decoder_for(self, ref: BankRef, cache: BankCache | None = None) -> Decoder:

@@ -18,7 +18,7 @@ from storage.quality import Quality, batch_quality, quality_texts
 from storage.repository import job_dict
 from storage.summary import as_utc
 
-STAGES = ("encode", "cube", "decode")
+STAGES = ("encode", "cube", "decode", "rerank")  # rerank: only jobs submitted with it went through it
 
 
 @dataclass(frozen=True)

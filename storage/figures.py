@@ -285,13 +285,15 @@ def parsed(stamps: list[tuple[tuple[Any, Any, Any], int]]) -> list[tuple[bool, d
 
 
 def stage_times(stamps: list[tuple[bool, dict[str, Any], dict[str, Any], int]]) -> dict[str, StageTimes]:
-    """Per stage, the median and p90 of compute time and of queue wait over the done jobs."""
+    """Per stage, the median and p90 of compute time and of queue wait over the done jobs (rerank only when some
+    job went through it)."""
     quantile = {
         key: weighted_quantiles([(float(t[key]), n) for done, t, _, n in stamps if done and key in t])
         for key in TIMINGS
     }
     return {
-        stage: StageTimes(*quantile[stage], *quantile[f"wait_{stage}"]) for stage in STAGES
+        stage: StageTimes(*quantile[stage], *quantile[f"wait_{stage}"])
+        for stage in STAGES if stage != "rerank" or quantile[stage][0] is not None
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from storage.metrics import stored_metrics
@@ -104,6 +104,7 @@ class Job(Base):
     bank: Mapped[str | None] = mapped_column(String(BANK_LENGTH))
     bank_version: Mapped[str | None] = mapped_column(String(BANK_LENGTH))  # pinned when the job was stored
     min_confidence: Mapped[float | None] = mapped_column(Float)  # the submission's threshold (None: the worker's)
+    rerank: Mapped[bool | None] = mapped_column(Boolean)  # the rerank stage reorders its candidates (None: rows before 0006)
     confidence: Mapped[float | None] = mapped_column(Float)  # calibrated probability the answer sentence is right
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # pipeline.confidence.evidence
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -59,6 +59,7 @@ class Pin:
     bank: str | None = None
     bank_version: str | None = None
     min_confidence: float | None = None
+    rerank: bool = False  # the chain ends with the rerank stage (resolved at submission: cubeqa.wiring.pin_bank)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ def create_batch(
                     "id": job.id, "batch_id": batch_id, "position": i, "line": item.line, "question": item.question,
                     "reference": item.reference, "status": QUEUED, "attempts": 0, "dispatches": 0, "created_at": created_at,
                     "bank": pin.bank, "bank_version": pin.bank_version, "min_confidence": pin.min_confidence,
+                    "rerank": pin.rerank,
                 }
                 for i, (job, item) in enumerate(zip(jobs, items))
             ],
@@ -149,12 +151,14 @@ def jobs_of(*, session: Session, batch_id: str, unfinished: bool = False) -> lis
     return [queued_job(row) for row in session.execute(query.order_by(Job.position)).all()]
 
 
-QUEUED_COLUMNS = (Job.id, Job.batch_id, Job.question, Job.reference, Job.bank, Job.bank_version, Job.min_confidence)
+QUEUED_COLUMNS = (
+    Job.id, Job.batch_id, Job.question, Job.reference, Job.bank, Job.bank_version, Job.min_confidence, Job.rerank,
+)
 
 
 def queued_job(row: Sequence[Any]) -> QueuedJob:
     """A QueuedJob from a row of QUEUED_COLUMNS: the pin stored with the job travels with every (re-)send."""
-    return QueuedJob(row[0], row[1], row[2], row[3], Pin(row[4], row[5], row[6]))
+    return QueuedJob(row[0], row[1], row[2], row[3], Pin(row[4], row[5], row[6], bool(row[7])))
 
 
 def mark_dispatched(*, session: Session, job_ids: Sequence[str]) -> None:
@@ -329,6 +333,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "bank": job.bank,
         "bank_version": job.bank_version,
         "min_confidence": job.min_confidence,
+        "rerank": job.rerank,
         "confidence": job.confidence,
         "evidence": job.evidence,
     }

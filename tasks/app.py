@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-STAGES = ("encode", "cube", "decode")
+STAGES = ("encode", "cube", "decode", "rerank")  # rerank: only for jobs submitted with rerank on
 TASK_NAMES = {stage: f"cubeqa.{stage}" for stage in STAGES}
 EMBED_QUEUE = "embed"  # corpus chunks of distributed bank builds, consumed by the encode workers beside their questions
 EMBED_TASK = "cubeqa.embed_corpus"

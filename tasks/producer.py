@@ -51,7 +51,7 @@ def first_message(batch_id: str, jobs: Sequence[QueuedJob], pin: Pin = Pin()) ->
     """The message the encode stage receives for one micro-batch (its jobs share `pin`)."""
     return MicroBatch(
         batch=batch_id, jobs=[job.id for job in jobs], texts=[job.question for job in jobs], refs=[job.reference for job in jobs],
-        bank=pin.bank, bank_version=pin.bank_version, min_confidence=pin.min_confidence,
+        bank=pin.bank, bank_version=pin.bank_version, min_confidence=pin.min_confidence, rerank=pin.rerank,
     )
 
 
@@ -66,8 +66,9 @@ def word_count(job: QueuedJob) -> int:
 
 
 def stage_chain(message: MicroBatch) -> chain:
-    """encode | cube | decode, each routed to its own queue."""
-    return chain(stages.encode.s(message.to_wire()), stages.cube.s(), stages.decode.s())
+    """encode | cube | decode, and rerank when the jobs ask for it, each routed to its own queue."""
+    rest = [stages.cube.s(), stages.decode.s(), *([stages.rerank.s()] if message.rerank else [])]
+    return chain(stages.encode.s(message.to_wire()), *rest)
 
 
 def dispatch(

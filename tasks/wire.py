@@ -35,7 +35,7 @@ def unpack(data: bytes, dim: int) -> np.ndarray:
 
 @dataclass
 class MicroBatch:
-    """Jobs of one batch travelling encode -> cube -> decode; each stage fills its part and stamps itself.
+    """Jobs of one batch travelling encode -> cube -> decode (-> rerank); each stage fills its part and stamps itself.
 
     `jobs` are the live jobs (a job whose input makes a stage raise moves to `failed`); per-job lists and
     the packed vectors (`q` the teacher's question vectors, `tower` the cube's inputs when the bundle has a
@@ -63,6 +63,11 @@ class MicroBatch:
     bank: str | None = None  # knowledge bank to decode against (None: the bundle's)
     bank_version: str | None = None
     min_confidence: float | None = None  # below it an answer becomes "no confident answer" (None: the worker's setting)
+    rerank: bool = False  # the chain ends with the rerank stage: decode retrieves, rerank answers and writes
+    depth: int = 0  # candidates per job in `hit_rows` / `hit_scores` (decode -> rerank)
+    hit_rows: bytes = b""  # (N, depth) int64 bank rows of the fused candidates, -1 pads a short list
+    hit_scores: bytes = b""  # (N, depth, 4) float64 (exact: the reranker's splits must see what in-process sees):
+    # fused, dense, lexical, overlap (NaN: no lexical side)
     version: int = VERSION
 
     def to_wire(self) -> dict[str, Any]:
@@ -99,6 +104,22 @@ class MicroBatch:
         present = [r for r in refs if r is not None]
         self.has_ref = [r is not None for r in refs]
         self.r = pack(np.stack(present)) if present else b""
+
+    def set_hits(self, rows: np.ndarray, scores: np.ndarray) -> None:
+        """The decode stage's candidates for the rerank stage: rows (N, k) and their four scores (N, k, 4)."""
+        self.depth = int(rows.shape[1])
+        self.hit_rows = np.ascontiguousarray(rows, dtype="<i8").tobytes()
+        self.hit_scores = np.ascontiguousarray(scores, dtype="<f8").tobytes()
+
+    def hits(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inverse of `set_hits`: rows (N, k) int64 and scores (N, k, 4) float64, aligned with the live jobs."""
+        if self.depth <= 0:
+            raise WireError("the rerank stage got no candidates: the decode stage that sent this message retrieved none")
+        rows = np.frombuffer(self.hit_rows, dtype="<i8").reshape(-1, self.depth).astype(np.int64)
+        scores = np.frombuffer(self.hit_scores, dtype="<f8").reshape(-1, self.depth, 4).astype(np.float64)
+        if len(rows) != len(self.jobs) or len(scores) != len(self.jobs):
+            raise WireError(f"{len(rows)} candidate lists for {len(self.jobs)} jobs")
+        return rows, scores
 
     def stamp(self, stage: str, hostname: str, model_version: str, started: float, n: int) -> None:
         """Records this stage's host, model version, per-item compute time and the queue wait before it."""

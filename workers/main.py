@@ -19,13 +19,15 @@ from celery.worker import state as worker_state
 
 from pipeline.encode_stage import EncodeStage
 from pipeline.encoding import EncoderConfig
+from pipeline.rerank.ranker import has_reranker
 from storage.db import check_schema, make_engine
 from tasks import runtime
 from tasks.app import EMBED_QUEUE, STAGES, configure
 from tasks.health import Heartbeat
 
-if TYPE_CHECKING:  # the cube and decode stages import torch: loaded only by the workers that serve them
+if TYPE_CHECKING:  # the cube, decode and rerank stages import torch: loaded only by the workers that serve them
     from pipeline import CubeStage, DecodeStage, PhraseBankConfig
+    from pipeline.rerank.stage import RerankStage
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 class WorkerOptions:
     """Plain values the worker edge reads from settings and the command line."""
 
-    stage: str  # encode, cube, decode or all
+    stage: str  # encode, cube, decode, rerank or all
     broker_url: str
     database_url: str
     bundle_dir: Path
@@ -57,12 +59,18 @@ class WorkerOptions:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return STAGES if self.stage == "all" else (self.stage,)
+        """The stages served; `all` takes the rerank stage only when the bundle has a reranker to load."""
+        return served_stages(self.bundle_dir) if self.stage == "all" else (self.stage,)
 
     @property
     def queues(self) -> tuple[str, ...]:
         """The stages' queues; an encoder also takes corpus chunks of distributed bank builds (tasks.corpus)."""
         return (*self.stages, EMBED_QUEUE) if "encode" in self.stages else self.stages
+
+
+def served_stages(bundle_dir: Path) -> tuple[str, ...]:
+    """The stages a bundle runs: all four, or without rerank when it has no reranker to load."""
+    return STAGES if has_reranker(bundle_dir) else tuple(s for s in STAGES if s != "rerank")
 
 
 WORKER_THREADS = 1  # intra-op threads per running task when CUBEQA_THREADS is 0
@@ -136,7 +144,13 @@ def build_runtime(options: WorkerOptions) -> runtime.Runtime:
             generative_options=options.generative_options, banks=banks, min_confidence=options.min_confidence,
         )
 
-    loaders = {"encode": load_encode, "cube": load_cube, "decode": load_decode}
+    def load_rerank() -> RerankStage:
+        """The reranker over the same banks a decode stage serves: it reads their sentences and writes the answers."""
+        from pipeline.rerank.stage import RerankStage
+
+        return RerankStage(options.bundle_dir, load_decode())
+
+    loaders = {"encode": load_encode, "cube": load_cube, "decode": load_decode, "rerank": load_rerank}
     return runtime.Runtime(
         database_url=options.database_url, loaders={s: loaders[s] for s in options.stages}, warm=options.stages,
         connections=max(5, options.concurrency + 1),
@@ -215,7 +229,7 @@ def run_worker(options: WorkerOptions) -> None:
     rt = build_runtime(options)
     runtime.install(rt)
     threads = worker_threads(options)
-    searches = "decode" in options.stages  # only the decode stage loads FAISS
+    searches = "decode" in options.stages or "rerank" in options.stages  # only the decode and rerank stages load FAISS
 
     unavailable: list[str] = []
     if options.pool == "prefork":

@@ -31,7 +31,7 @@ class Services:
     max_question_chars: int
     max_batch_items: int
     # (bank name or None, threshold) -> pinned version; raises for an unknown bank
-    pin: Callable[[str | None, float | None], Pin]
+    pin: Callable[[str | None, float | None, bool | None], Pin]
 
 
 def get_services(request: Request) -> Services:

@@ -34,7 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
         token=settings.api_token.get_secret_value().encode() if settings.api_token else None,
         micro_batch=settings.micro_batch, max_question_chars=settings.max_question_chars,
         max_batch_items=settings.max_batch_items,
-        pin=lambda bank, min_confidence: pin_bank(settings, bank, min_confidence),
+        pin=lambda bank, min_confidence, rerank: pin_bank(settings, bank, min_confidence, rerank),
     )
     max_bytes = settings.max_request_bytes
 

@@ -20,6 +20,7 @@ class QuestionIn(BaseModel):
 
 BANK = Field(None, description="knowledge bank to answer from (default: CUBEQA_BANK); its current version is pinned for every job")
 MIN_CONFIDENCE = Field(None, ge=0.0, le=1.0, description="answers less likely right than this become 'no confident answer'")
+RERANK = Field(None, description="rerank the candidates in the rerank stage (default: CUBEQA_RERANK, when the bundle has a reranker)")
 
 
 class JobIn(QuestionIn):
@@ -27,12 +28,14 @@ class JobIn(QuestionIn):
 
     bank: str | None = BANK
     min_confidence: float | None = MIN_CONFIDENCE
+    rerank: bool | None = RERANK
 
 
 class BatchIn(BaseModel):
     items: list[QuestionIn] = Field(min_length=1, description="the questions")
     bank: str | None = BANK
     min_confidence: float | None = MIN_CONFIDENCE
+    rerank: bool | None = RERANK
     key: str | None = Field(None, max_length=KEY_LENGTH, description="idempotency key: resubmitting with it is a no-op")
     micro_batch: int | None = Field(None, ge=1, le=MAX_MICRO_BATCH, description="jobs per stage task")
 
@@ -72,6 +75,7 @@ class JobPublic(BaseModel):
     bank: str | None  # None: the bundle's own bank (jobs stored before banks)
     bank_version: str | None
     min_confidence: float | None
+    rerank: bool | None = Field(None, description="whether the rerank stage answers this job (None: jobs stored before it existed)")
     confidence: float | None = Field(description="calibrated probability that the answer sentence is right; None for generated text")
     evidence: dict[str, Any] | None = Field(
         description="the answer sentence, its document (doc_id, title, source), position, neighbours (before, after), score "

@@ -39,6 +39,7 @@ class Candidate:
     dense: float | None = None  # bank: cosine of the answer vector and the sentence
     lexical: float | None = None  # bank: BM25 / the question's highest BM25 in the bank; None: no lexical search
     overlap: float | None = None  # bank: share of the question's distinct words (stemmed, no stop words) it holds
+    rerank: float | None = None  # bank: the rerank stage's score, when it reordered the candidates
 
     def pair(self) -> tuple[str, float]:
         """(text, score): the shape results and the CLI show."""

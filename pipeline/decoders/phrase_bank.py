@@ -105,9 +105,10 @@ class PhraseBankDecoder:
         missing = np.full(hits.rows.shape, np.nan)
         lexical = missing if hits.lexical is None else hits.lexical
         overlap = missing if hits.overlap is None else hits.overlap
-        for fused, rows, dense, lex, share in zip(hits.scores, hits.rows, hits.dense, lexical, overlap):
-            candidates = tuple(self.candidate(int(r), float(f), float(d), optional(x), optional(o))
-                               for f, r, d, x, o in zip(fused, rows, dense, lex, share) if r >= 0)
+        reranked = missing if hits.rerank is None else hits.rerank
+        for fused, rows, dense, lex, share, learned in zip(hits.scores, hits.rows, hits.dense, lexical, overlap, reranked):
+            candidates = tuple(self.candidate(int(r), float(f), float(d), optional(x), optional(o), optional(z))
+                               for f, r, d, x, o, z in zip(fused, rows, dense, lex, share, learned) if r >= 0)
             best = candidates[0]
             confident = routed or bool(dense[0] >= self.config.min_score)
             out.append(Answer(
@@ -117,10 +118,10 @@ class PhraseBankDecoder:
         return out
 
     def candidate(self, row: int, score: float, dense: float | None = None, lexical: float | None = None,
-                  overlap: float | None = None) -> Candidate:
-        return Candidate(self.texts[row], score, row, self.source.provenance(row), dense, lexical, overlap)
+                  overlap: float | None = None, rerank: float | None = None) -> Candidate:
+        return Candidate(self.texts[row], score, row, self.source.provenance(row), dense, lexical, overlap, rerank)
 
 
 def optional(value: float) -> float | None:
-    """NaN (no lexical side in the search) as None."""
+    """NaN (no lexical side in the search, no rerank) as None."""
     return None if np.isnan(value) else float(value)

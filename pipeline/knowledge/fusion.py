@@ -51,10 +51,11 @@ class Hits:
     dense: np.ndarray  # (N, k) cosine
     lexical: np.ndarray | None  # (N, k) BM25 / the question's max BM25, in [0, 1]; None for a dense-only search
     overlap: np.ndarray | None = None  # (N, k) share of the question's distinct words the sentence holds
+    rerank: np.ndarray | None = None  # (N, k) the reranker's score when the rerank stage reordered the list
 
     def parts(self) -> dict[str, np.ndarray | None]:
         """The parts of the scores, as the calibrator reads them (pipeline.calibration.features)."""
-        return {"dense": self.dense, "lexical": self.lexical, "overlap": self.overlap}
+        return {"dense": self.dense, "lexical": self.lexical, "overlap": self.overlap, "rerank": self.rerank}
 
 
 def dense_hits(search: DenseSearch, queries: np.ndarray, k: int) -> Hits:

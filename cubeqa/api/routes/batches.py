@@ -26,7 +26,7 @@ MAX_OFFSET = 2**31 - 1  # within every backend's integer
 def create_batch(batch: BatchIn, services: ServicesDep) -> Accepted:
     """Submit many questions as one batch, answered from one pinned bank version; a repeated idempotency key returns the existing batch."""
     jobs = checked_jobs(batch.items, services, ("items",))
-    return enqueue(services, jobs, batch.key, batch.micro_batch, "api:batch", pinned(services, batch.bank, batch.min_confidence))
+    return enqueue(services, jobs, batch.key, batch.micro_batch, "api:batch", pinned(services, batch.bank, batch.min_confidence, batch.rerank))
 
 
 @router.get("", response_model=BatchList)

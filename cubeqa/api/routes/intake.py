@@ -35,15 +35,17 @@ def checked_jobs(items: Sequence[QuestionIn], services: Services, where: tuple[s
     return jobs
 
 
-def pinned(services: Services, bank: str | None, min_confidence: float | None) -> Pin:
-    """The bank named (None: the configured one) at its current version, or a 422 naming it when there is no such bank."""
+def pinned(services: Services, bank: str | None, min_confidence: float | None, rerank: bool | None = None) -> Pin:
+    """The bank named (None: the configured one) at its current version, or a 422 naming it when there is no such bank
+    (or a rerank this server cannot give)."""
     try:
-        return services.pin(bank, min_confidence)
+        return services.pin(bank, min_confidence, rerank)
     except BankNotFound as exc:  # the message names the server's bank directory: not for clients
         shown = bank if bank is not None else "(the configured default)"
         raise RequestValidationError([{"type": "value_error", "loc": ("body", "bank"), "msg": f"no knowledge bank named {shown!r}"}]) from exc
     except InputError as exc:
-        raise RequestValidationError([{"type": "value_error", "loc": ("body", "bank"), "msg": str(exc)}]) from exc
+        field = "rerank" if str(exc).startswith("cannot rerank") else "bank"
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": str(exc)}]) from exc
 
 
 def enqueue(services: Services, jobs: list[NewJob], key: str | None, micro_batch: int | None, source: str, pin: Pin) -> Accepted:

@@ -26,7 +26,7 @@ def create_job(
 ) -> JobPublic:
     """Submit one question; with `wait`, return its answer if it is ready within that many seconds (200 once final)."""
     jobs = checked_jobs([item], services, ())
-    accepted = enqueue(services, jobs, None, 1, "api:job", pinned(services, item.bank, item.min_confidence))
+    accepted = enqueue(services, jobs, None, 1, "api:job", pinned(services, item.bank, item.min_confidence, item.rerank))
     job_id = accepted.job_ids[0]
     deadline = time.monotonic() + wait
     while True:
