@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from cubeqa.supervise import redis_server_binary, stop_all, stop_process, with_group
 from storage.db import make_engine, session_factory, upgrade
 from storage.models import Batch, Job
-from storage.repository import NewJob
+from storage.repository import NewJob, Pin
 from tasks.app import STAGES, configure
 from tasks.producer import submit
 
@@ -286,7 +286,8 @@ class Rig:
     def run(self, scenario: Scenario, jobs: int, deadline: float) -> Row:
         """Submits `jobs` questions, injects the fault once `scenario.at` of them are final, waits, counts."""
         items = bulk(jobs, scenario.poisoned)
-        result = submit(self.sessions, items, micro_batch=32, source=f"chaos: {scenario.name}")
+        # rerank on, as a job that does not say is served by a bundle with a reranker: all four stages carry the bulk
+        result = submit(self.sessions, items, micro_batch=32, source=f"chaos: {scenario.name}", pin=Pin(rerank=True))
         trigger = int(jobs * scenario.at)
         wait_until(lambda: self.final_count(result.batch_id) >= trigger, deadline, f"{scenario.name}: {trigger} jobs final")
         fault_at = time.monotonic()
@@ -358,6 +359,7 @@ SCENARIOS = {
         Scenario("SIGKILL encode worker", signal_and_replace("encode", signal.SIGKILL)),
         Scenario("SIGKILL cube worker", signal_and_replace("cube", signal.SIGKILL)),
         Scenario("SIGKILL decode worker", signal_and_replace("decode", signal.SIGKILL)),
+        Scenario("SIGKILL rerank worker", signal_and_replace("rerank", signal.SIGKILL)),
         Scenario("SIGTERM encode worker", signal_and_replace("encode", signal.SIGTERM)),
         Scenario("Redis restarted empty", lambda rig: rig.restart_redis_empty()),
         Scenario("PostgreSQL restarted", lambda rig: rig.restart_postgres()),

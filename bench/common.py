@@ -55,6 +55,7 @@ def service_options(p: argparse.ArgumentParser, *, redis_db: int, backends: str 
     p.add_argument("--micro-batch", type=int, default=None, help="jobs per chain (default: CUBEQA_MICRO_BATCH)")
     p.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE", help="a variable for the workers only (repeatable)")
     p.add_argument("--worker-args", default="", help='extra `cubeqa worker` options for every stage, e.g. "--pool prefork --concurrency 1"')
+    p.add_argument("--rerank", action="store_true", help="jobs (and the in-process reference) go through the rerank stage")
 
 
 def backends(value: str) -> list[str]:
@@ -156,8 +157,9 @@ def settings():  # cubeqa.settings.Settings
     return Settings()
 
 
-def in_process(settings) -> Any:
-    """The ProductionPipeline `cubeqa ask` builds, from the same settings the workers read."""
+def in_process(settings, rerank: bool = False) -> Any:
+    """The ProductionPipeline `cubeqa ask` builds, from the same settings the workers read (with the rerank stage when
+    `rerank`)."""
     from cubeqa.cli import build_encoder_config
     from cubeqa.wiring import bank_config, generative_options
     from pipeline import ProductionPipeline
@@ -165,7 +167,7 @@ def in_process(settings) -> Any:
     return ProductionPipeline.from_bundle(
         settings.bundle_dir, encoder_config=build_encoder_config(settings), bank_config=bank_config(settings),
         cache_dir=settings.cache_dir, top_k=settings.top_k, decoder=settings.decoder, generative_options=generative_options(settings),
-        runtime=settings.runtime, threads=settings.threads,
+        runtime=settings.runtime, threads=settings.threads, rerank=rerank,
     )
 
 
@@ -231,6 +233,7 @@ class Stack:
     env: dict[str, str]  # the workers' environment
     app: Any  # the configured Celery app
     worker_args: list[str]  # extra `cubeqa worker` options (--worker-args)
+    pin: Any = None  # storage.repository.Pin every submission carries (--rerank)
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,10 @@ def job_stack(backend: str, args: argparse.Namespace, warm_up: int = 64) -> Iter
         worker_args = args.worker_args.split()
         processes = stack.enter_context(supervise.stage_workers(env, logdir, worker_args))
         supervise.wait_for_workers(app, processes, logdir)
-        result = Stack(backend, args.broker, url, session_factory(engine), processes, logdir, micro_batch, env, app, worker_args)
+        from storage.repository import Pin
+
+        result = Stack(backend, args.broker, url, session_factory(engine), processes, logdir, micro_batch, env, app, worker_args,
+                       Pin(rerank=getattr(args, "rerank", False)))
         if warm_up:
             run_batch(result, questions(args.data, min(warm_up, args.questions)))  # the first tasks wait for each model to load
         yield result
@@ -317,7 +323,9 @@ def run_batch(stack: Stack, texts: Sequence[str], *, producers: int = 1, timeout
         from tasks.producer import submit
 
         started = time.time()
-        batch_ids: tuple[str, ...] = (submit(stack.sessions, new_jobs(texts), micro_batch=stack.micro_batch, source="bench").batch_id,)
+        batch_ids: tuple[str, ...] = (
+            submit(stack.sessions, new_jobs(texts), micro_batch=stack.micro_batch, source="bench", pin=stack.pin).batch_id,
+        )
     else:
         started, batch_ids = parallel_submit(stack, texts, producers)
     return collect(stack, batch_ids, started, timeout)
@@ -345,7 +353,7 @@ def collect(stack: Stack, batch_ids: Sequence[str], started: float, timeout: flo
     )
 
 
-def produce(broker_url: str, database_url: str, texts: list[str], micro_batch: int, go: Any, out: Any) -> None:
+def produce(broker_url: str, database_url: str, texts: list[str], micro_batch: int, go: Any, out: Any, pin: Any) -> None:
     """A producer process: connects, waits for the common start signal, submits its share."""
     from storage.db import make_engine, session_factory
     from tasks.app import configure
@@ -356,7 +364,7 @@ def produce(broker_url: str, database_url: str, texts: list[str], micro_batch: i
     sessions = session_factory(make_engine(database_url))
     out.put("ready")
     go.wait()
-    out.put(submit(sessions, new_jobs(texts), micro_batch=micro_batch, source="bench").batch_id)
+    out.put(submit(sessions, new_jobs(texts), micro_batch=micro_batch, source="bench", pin=pin).batch_id)
 
 
 def parallel_submit(stack: Stack, texts: Sequence[str], producers: int) -> tuple[float, tuple[str, ...]]:
@@ -367,7 +375,7 @@ def parallel_submit(stack: Stack, texts: Sequence[str], producers: int) -> tuple
     go, out = context.Event(), context.Queue()
     share = -(-len(texts) // producers)
     workers = [
-        context.Process(target=produce, args=(stack.broker_url, stack.database_url, list(texts[i * share : (i + 1) * share]), stack.micro_batch, go, out))
+        context.Process(target=produce, args=(stack.broker_url, stack.database_url, list(texts[i * share : (i + 1) * share]), stack.micro_batch, go, out, stack.pin))
         for i in range(producers)
     ]
     for process in workers:

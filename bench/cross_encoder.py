@@ -1,7 +1,7 @@
 """The cross-encoder candidate of the rerank stage, trained and measured on its own and as one more LTR feature.
 
 A cross-encoder reads question and sentence together: the teacher's first `--layers` transformer layers
-(initialised from its own weights, no download) and a linear head on [CLS], trained listwise (softmax over
+(initialised from its own weights, no download) and a linear head on their mean-pooled states, trained listwise (softmax over
 1 gold + `--negatives` hard negatives drawn from the fused top 30) for a fixed `--steps` schedule with AdamW.
 Training questions are the first half of the training split (by row: its articles are contiguous); a sample
 of the second half (`--stack-questions`) trains the learning-to-rank models compared here, one of them with
@@ -36,7 +36,8 @@ from pipeline.rerank.ranker import RankerConfig, train_ranker  # noqa: E402
 
 
 class CrossEncoder(torch.nn.Module):
-    """The teacher's embeddings and first `layers` layers, and a score from the [CLS] state."""
+    """The teacher's embeddings and first `layers` layers, and a score from the mean of the pair's token states (the
+    teacher was trained with mean pooling: its [CLS] state barely moves with the sentence)."""
 
     def __init__(self, teacher: TeacherEncoder, layers: int) -> None:
         super().__init__()
@@ -44,11 +45,14 @@ class CrossEncoder(torch.nn.Module):
 
         model = copy.deepcopy(teacher.model)
         model.encoder.layer = model.encoder.layer[:layers]
+        model.requires_grad_(True)  # the teacher's copy arrives frozen
         self.body = model
         self.head = torch.nn.Linear(model.config.hidden_size, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.body(**batch).last_hidden_state[:, 0]).squeeze(-1)
+        states = self.body(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+        return self.head((states * mask).sum(1) / mask.sum(1)).squeeze(-1)
 
 
 def pairs_batch(tokenizer, questions: list[str], sentences: list[str], max_length: int) -> dict[str, torch.Tensor]:
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--questions", type=int, default=8, help="questions per step")
     p.add_argument("--negatives", type=int, default=7)
-    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--head-lr", type=float, default=1e-3)
     p.add_argument("--max-length", type=int, default=96)
     p.add_argument("--depth", type=int, default=20, help="candidates scored per question")

@@ -29,7 +29,7 @@ def main() -> None:
     threads = common.thread_counts(args.limit_threads)
     encode_batches = common.sizes(args.limit_encode_batch_sizes)
     texts = common.questions(args.data, args.questions)
-    pipe = common.in_process(common.settings())
+    pipe = common.in_process(common.settings(), rerank=args.rerank)
     pipe.process_batch(texts[:256])
 
     results: dict[str, dict] = {}

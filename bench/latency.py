@@ -8,9 +8,10 @@ and the job row's `finished_at`:
 
     end to end   = result seen in SQL - start of submit        (polled every 2 ms)
     submit       = the producer call: batch + job rows written, chain sent, dispatch recorded
-    queue wait   = wait_encode + wait_cube + wait_decode: hand-over to task start (Redis hop,
+    queue wait   = wait_encode + wait_cube + wait_decode (+ wait_rerank): hand-over to task start (Redis hop,
                    message decoding, a free worker)
-    compute      = encode + cube + decode task bodies (encode includes marking the job running in SQL)
+    compute      = encode + cube + decode (+ rerank) task bodies (encode includes marking the job running in SQL)
+    --rerank     = the job goes through the rerank stage too (retrieval in decode, reranking and the write in rerank)
     SQL write    = result seen - result transaction started (record_outcomes, commit, <= 2 ms poll)
     serialization: msgpack dumps+loads of each hop's message, measured apart (it is inside queue wait)
 
@@ -24,7 +25,7 @@ from typing import Any
 
 import common
 
-PARTS = ("submit", "wait_encode", "encode", "wait_cube", "cube", "wait_decode", "decode", "sql_write")
+PARTS = ("submit", "wait_encode", "encode", "wait_cube", "cube", "wait_decode", "decode", "wait_rerank", "rerank", "sql_write")
 
 
 def one_job(stack: common.Stack, text: str, poll: float = 0.002) -> dict[str, float]:
@@ -36,7 +37,8 @@ def one_job(stack: common.Stack, text: str, poll: float = 0.002) -> dict[str, fl
     from tasks.producer import submit
 
     started = time.time()
-    batch_id = submit(stack.sessions, common.new_jobs([text]), micro_batch=stack.micro_batch, source="bench-latency").batch_id
+    batch_id = submit(stack.sessions, common.new_jobs([text]), micro_batch=stack.micro_batch, source="bench-latency",
+                      pin=stack.pin).batch_id
     submitted = time.time()
     deadline = time.monotonic() + 120
     while True:
@@ -57,8 +59,8 @@ def one_job(stack: common.Stack, text: str, poll: float = 0.002) -> dict[str, fl
         "sql_write": 1000 * (seen - as_utc(row.finished_at).timestamp()),
     }
     out.update({key: float(timings.get(key, 0.0)) for key in PARTS if key not in out})
-    out["queue_wait"] = out["wait_encode"] + out["wait_cube"] + out["wait_decode"]
-    out["compute"] = out["encode"] + out["cube"] + out["decode"]
+    out["queue_wait"] = out["wait_encode"] + out["wait_cube"] + out["wait_decode"] + out["wait_rerank"]
+    out["compute"] = out["encode"] + out["cube"] + out["decode"] + out["rerank"]
     return out
 
 

@@ -17,13 +17,15 @@ from typing import Any
 
 import common
 
+from cubeqa.supervise import worker_stage
 from tasks.app import STAGES
 
 
 def measure(stack: common.Stack) -> dict[str, Any]:
     """Peak and current RSS of each stage worker's processes, MB."""
     out: dict[str, Any] = {}
-    for stage, process in zip(STAGES, stack.processes):
+    for process in stack.processes:
+        stage = worker_stage(process)
         pids = common.process_tree(process.pid)
         per_process = {("main" if pid == process.pid else f"child-{pid}"): common.memory_of(pid) for pid in pids}
         children = [m for name, m in per_process.items() if name != "main"]
@@ -35,7 +37,7 @@ def measure(stack: common.Stack) -> dict[str, Any]:
             "child_peak_mb": max((m["peak_mb"] for m in children), default=0.0),
             "processes": float(len(pids)),
         }
-    out["all"] = {key: sum(out[s][key] for s in STAGES) for key in ("peak_mb", "rss_mb", "pss_mb")}
+    out["all"] = {key: sum(out[s][key] for s in STAGES if s in out) for key in ("peak_mb", "rss_mb", "pss_mb")}
     return out
 
 
@@ -56,7 +58,7 @@ def main() -> None:
             "done": [r["done"] for r in runs],
             "workers": {
                 name: {key: common.spread([r["memory"][name][key] for r in runs]) for key in runs[0]["memory"][name]}
-                for name in (*STAGES, "all")
+                for name in runs[0]["memory"]
             },
         }
     for backend, r in results.items():

@@ -26,7 +26,7 @@ from cubeqa.jobs_cli import safe_url, summary_table, watch
 from cubeqa.render import confidence_text, progress_bar
 from cubeqa.settings import Settings
 from cubeqa.supervise import SupervisionError, embedded_redis, stage_workers, wait_for_workers
-from cubeqa.wiring import bank_root, bank_store, celery_app, encoder_config, open_store
+from cubeqa.wiring import bank_root, bank_store, celery_app, encoder_config, open_store, resolve_rerank
 from storage.db import upgrade
 from storage.quality import Quality
 from storage.repository import Pin, iter_results
@@ -84,13 +84,15 @@ def demo(settings: Settings, *, questions: int, data: Path, console: Console) ->
         sessions = open_store(settings)
         app = celery_app(settings)
         bank = demo_bank(settings, console)
+        rerank = resolve_rerank(settings, None)  # as a job that does not say: on when the bundle has a reranker
         env = {**os.environ, "CUBEQA_BROKER_URL": broker_url, "CUBEQA_DATABASE_URL": database_url, "HF_HUB_OFFLINE": "1",
                "CUBEQA_BANK_ROOT": str(bank_root(settings))}
-        with console.status("starting one worker per stage (encode, cube, decode)"):
+        stages = "encode, cube, decode, rerank" if rerank else "encode, cube, decode"
+        with console.status(f"starting one worker per stage ({stages})"):
             processes = stack.enter_context(stage_workers(env, workdir))
             wait_for_workers(app, processes, workdir)
         result = submit(sessions, intake.jobs, micro_batch=settings.micro_batch, source=f"demo: {data.name}",
-                        pin=Pin(bank=bank.name, bank_version=bank.version))
+                        pin=Pin(bank=bank.name, bank_version=bank.version, rerank=rerank))
         console.print(f"submitted {result.jobs} questions as batch {result.batch_id}")
         summary = watch(sessions, result.batch_id)
         with sessions() as session:

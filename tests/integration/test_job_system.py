@@ -13,7 +13,7 @@ from conftest import DATA, migrated
 from jobsystem import postgres_database, stage_workers, wait_for_batch, wait_until_idle
 
 from storage.models import Job
-from storage.repository import CreatedBatch, NewJob, create_batch, iter_results
+from storage.repository import CreatedBatch, NewJob, Pin, create_batch, iter_results
 from tasks.app import app as celery
 from tasks.producer import dispatch, reconcile, submit
 
@@ -62,9 +62,12 @@ def results(stack: Stack, batch_id: str) -> list[dict]:
         return list(iter_results(session=session, batch_id=batch_id))
 
 
-def test_bulk_through_three_stage_workers_matches_in_process(stack: Stack, in_process) -> None:
+@pytest.mark.parametrize("rerank", [False, True], ids=["fused", "reranked"])
+def test_bulk_through_stage_workers_matches_in_process(stack: Stack, in_process, rerank: bool) -> None:
+    """240 validation questions through the stage workers (with the rerank stage, or without) give the answers,
+    scores, confidences and metrics ProductionPipeline gives in one process."""
     items = val_items(240)
-    result = submit(stack.sessions, items, micro_batch=32, source="test")
+    result = submit(stack.sessions, items, micro_batch=32, source="test", pin=Pin(rerank=rerank))
     summary = wait_for_batch(stack.sessions, result.batch_id)
     assert (summary.done, summary.failed, summary.total) == (240, 0, 240)
     assert summary.counts["done"] == 240 and summary.no_error_rate == 1.0
@@ -72,17 +75,27 @@ def test_bulk_through_three_stage_workers_matches_in_process(stack: Stack, in_pr
 
     rows = results(stack, result.batch_id)
     assert [row["id"] for row in rows] == result.job_ids
-    expected = in_process.process_batch([i.question for i in items], [i.reference for i in items])
+    expected = in_process.process_batch([i.question for i in items], [i.reference for i in items], rerank=rerank)
     assert [row["question"] for row in rows] == [i.question for i in items]  # input order
     assert [row["answer"] for row in rows] == [e.answer for e in expected]
+    stages = ("encode", "cube", "decode", *(("rerank",) if rerank else ()))
     for row, local in zip(rows, expected):
-        assert row["status"] == "done" and row["decoder_path"] == local.path
+        assert row["status"] == "done" and row["decoder_path"] == local.path and row["rerank"] is rerank
         assert row["score"] == pytest.approx(local.score, abs=1e-4)
+        assert row["confidence"] == pytest.approx(local.confidence, abs=1e-6)
         assert row["metrics"]["cube_cos"] == pytest.approx(local.metrics["cube_cos"], abs=1e-4)
         assert row["model_version"] == in_process.model_version
-        assert {row["hosts"][s].split("-")[0] for s in ("encode", "cube", "decode")} == {"encode", "cube", "decode"}
+        assert {s: row["hosts"][s].split("-")[0] for s in row["hosts"]} == {s: s for s in stages}
         assert row["timings_ms"]["encode"] > 0 and "wait_cube" in row["timings_ms"]
         assert row["attempts"] == 1
+        assert row["evidence"]["reranked"] is rerank and ("rerank" in row["evidence"]) is rerank
+        if rerank:
+            assert row["evidence"]["rerank"] == pytest.approx(local.evidence["rerank"], abs=1e-9)
+            assert [a["rerank"] for a in row["evidence"]["alternatives"]] == sorted(
+                (a["rerank"] for a in row["evidence"]["alternatives"]), reverse=True)
+    if rerank:  # the reranker changed some answers: it is in the path, not only in the hosts
+        plain = in_process.process_batch([i.question for i in items], rerank=False)
+        assert sum(p.answer != e.answer for p, e in zip(plain, expected)) >= 5
 
 
 def children(pid: int) -> list[int]:

@@ -115,3 +115,38 @@ def test_training_twice_with_one_seed_gives_the_same_bundle(tiny_bundle, encoder
         resamples=100,
     )
     assert read_manifest(again.bundle_dir).extra["bundle_id"] == read_manifest(tiny_bundle).extra["bundle_id"]
+
+
+def test_the_rerank_stage_reorders_the_fused_candidates_in_process(tiny_bundle, encoder, small_data, tmp_path) -> None:
+    """A reranker trained for the bundle (cubeqa train's last step) makes answers come from the rerank stage: the
+    candidates ordered by its score, the evidence saying so; without it, or with rerank=False, the fused order."""
+    import shutil
+
+    from pipeline.rerank.ranker import RankerConfig, has_reranker
+    from pipeline.training.rerank_trainer import train_reranker
+    from pipeline.workflows import load_embedded
+
+    bundle = tmp_path / "with-reranker"
+    shutil.copytree(tiny_bundle, bundle)
+    train, val = (load_embedded(small_data[s], encoder, tmp_path / "cache") for s in ("train", "val"))
+    reranker = train_reranker(bundle, small_data["train"], small_data["val"], train, val, encoder=encoder,
+                              cache_dir=tmp_path / "cache", config=RankerConfig(depth=10, trees=30), resamples=100)
+    record = reranker.save(bundle)
+    assert has_reranker(bundle) and record["validation"]["fused_p1"] >= 0 and record["training"]["questions"] > 100
+
+    questions = [row["question"] for row in read_jsonl(small_data["val"])[:12]]
+    pipe = ProductionPipeline.from_bundle(bundle, encoder_config=encoder.config, cache_dir=tmp_path / "cache")
+    assert pipe.rerank_stage is not None and pipe.rerank_stage.depth == 10
+    reranked = pipe.process_batch(questions)
+    fused = pipe.process_batch(questions, rerank=False)
+    for r, f in zip(reranked, fused):
+        assert r.evidence is not None and r.evidence["reranked"] is True and f.evidence["reranked"] is False
+        order = [r.evidence["rerank"], *(a["rerank"] for a in r.evidence["alternatives"])]
+        assert order == sorted(order, reverse=True)
+        assert "rerank" in r.timings_ms and "rerank" not in f.timings_ms
+        assert r.confidence is None  # no rerank-calibration.json yet: no confidence is invented
+        assert [c[1] for c in f.candidates] == sorted((c[1] for c in f.candidates), reverse=True)  # fused scores
+    plain = ProductionPipeline.from_bundle(tiny_bundle, encoder_config=encoder.config, cache_dir=tmp_path / "cache")
+    assert plain.rerank_stage is None
+    with pytest.raises(InputError, match="no reranker"):
+        plain.process_batch(questions[:1], rerank=True)

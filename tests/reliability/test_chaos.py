@@ -19,6 +19,7 @@ SCENARIOS = [
     "SIGKILL encode worker",
     "SIGKILL cube worker",
     "SIGKILL decode worker",
+    "SIGKILL rerank worker",
     "SIGTERM encode worker",
     "Redis restarted empty",
     "PostgreSQL restarted",
@@ -30,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Runs every scenario once (one rig, about eight minutes on 2 cores); rows by scenario name."""
+    """Runs every scenario once (one rig, about nine minutes on 2 cores); rows by scenario name."""
     out = tmp_path_factory.mktemp("chaos")
     args = [sys.executable, str(ROOT / "bench" / "reliability.py"), "--jobs", str(JOBS), "--json", str(out / "rows.json")]
     for name in SCENARIOS:

@@ -68,3 +68,21 @@ def test_generative_knobs_override_only_what_is_set(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CUBEQA_GENERATIVE_MIN_LENGTH", "-1")
     with pytest.raises(ValidationError, match="generative_min_length"):
         Settings()
+
+
+def test_rerank_is_on_by_default_only_where_the_bundle_can_rerank(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from cubeqa.wiring import resolve_rerank
+    from pipeline.errors import InputError
+
+    monkeypatch.delenv("CUBEQA_BUNDLE_DIR", raising=False)
+    shipped = Settings()
+    assert (resolve_rerank(shipped, None), resolve_rerank(shipped, False), resolve_rerank(shipped, True)) == (True, False, True)
+    monkeypatch.setenv("CUBEQA_RERANK", "false")
+    assert resolve_rerank(Settings(), None) is False and resolve_rerank(Settings(), True) is True
+    monkeypatch.delenv("CUBEQA_RERANK")
+    without = Settings(bundle_dir=tmp_path)  # no rerank.json: jobs that do not say are not reranked
+    assert resolve_rerank(without, None) is False
+    with pytest.raises(InputError, match="has no reranker"):
+        resolve_rerank(without, True)
+    with pytest.raises(InputError, match="decoder is not the bank"):
+        resolve_rerank(Settings(decoder="hybrid"), True)
