@@ -429,9 +429,9 @@ def cpu_seconds(pid: int) -> float:
 
 def stage_cpu(stack: Stack) -> dict[str, float]:
     """CPU seconds used so far by each stage's worker process tree."""
-    from tasks.app import STAGES
+    from cubeqa.supervise import worker_stage
 
-    return {stage: cpu_seconds(process.pid) for stage, process in zip(STAGES, stack.processes)}
+    return {worker_stage(process): cpu_seconds(process.pid) for process in stack.processes}
 
 
 def memory_of(pid: int) -> dict[str, float]:

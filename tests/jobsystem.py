@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 REDIS = os.environ.get("CUBEQA_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES = os.environ.get("CUBEQA_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
-STAGES = ("encode", "cube", "decode")
+STAGES = ("encode", "cube", "decode", "rerank")  # tasks.app.STAGES
 TEST_DATABASES = range(9, 16)
 _handed = [0]  # how many databases this process has handed out: the next search starts after the last one
 BANK_ROOT = tempfile.mkdtemp(prefix="cubeqa-test-banks-")  # this test process's bank root for its subprocesses

@@ -15,7 +15,7 @@ import pytest
 from browser.browser_stack import free_port, wait_http
 
 pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(1200)]
-STAGES = ("encode", "cube", "decode")
+STAGES = ("encode", "cube", "decode", "rerank")  # the shipped bundle has a reranker: a worker per stage
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_flower_lists_every_stage_worker_with_its_queue(flower, visit, shoot) ->
     v = visit()
     page = v.page
     page.goto(url + "/")
-    page.wait_for_function("[...document.querySelectorAll('#workers-table tbody tr')].filter(r => /Online/.test(r.textContent)).length >= 3",
+    page.wait_for_function(f"[...document.querySelectorAll('#workers-table tbody tr')].filter(r => /Online/.test(r.textContent)).length >= {len(STAGES)}",
                            timeout=120_000)
     names = worker_names(page)
     assert sorted(name.split("-", 1)[0] for name in names) == sorted(STAGES), names

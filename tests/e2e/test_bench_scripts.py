@@ -50,7 +50,7 @@ def test_distributed_on_both_stores(tmp_path: Path) -> None:
     for row in figures["backends"].values():
         assert (row["submitted"], row["done"], row["failed"], row["micro_batch"]) == (12, [12], [0], 4)
         assert positive(row["distributed_qps"]) and positive(row["limit_qps"]) and positive(row["ratio"])
-        assert set(row["worker_cpu_ms_per_question"]) == {"encode", "cube", "decode"}
+        assert set(row["worker_cpu_ms_per_question"]) == {"encode", "cube", "decode", "rerank"}  # the bundle reranks
         assert positive(row["worker_cpu_ms_per_question"]["encode"])  # clock ticks of 10 ms: only the encoder is sure to register
         assert {"encode", "cube", "decode", "wait_encode", "wait_cube", "wait_decode"} <= set(row["stage_ms_per_question"])
 
@@ -69,11 +69,12 @@ def test_memory(tmp_path: Path) -> None:
     figures = run("memory", tmp_path, *TINY, "--broker", redis_database())
     row = figures["backends"]["sqlite"]
     assert row["done"] == [12]
-    for stage in ("encode", "cube", "decode"):
+    for stage in ("encode", "cube", "decode", "rerank"):
         worker = row["workers"][stage]
         assert worker["processes"]["median"] == 1  # the default threads pool: one process holds the model
         assert worker["peak_mb"]["median"] == worker["main_peak_mb"]["median"] > 50
-    assert row["workers"]["all"]["peak_mb"]["median"] == pytest.approx(sum(row["workers"][s]["peak_mb"]["median"] for s in ("encode", "cube", "decode")))
+    stages = ("encode", "cube", "decode", "rerank")
+    assert row["workers"]["all"]["peak_mb"]["median"] == pytest.approx(sum(row["workers"][s]["peak_mb"]["median"] for s in stages))
 
 
 def test_scaling(tmp_path: Path) -> None:

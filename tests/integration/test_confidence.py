@@ -55,3 +55,18 @@ def test_questions_whose_answers_the_bank_holds_are_answered_often_and_then_righ
     assert answered.mean() > 0.5  # validation coverage at the default threshold is 0.68 (docs/confidence.md)
     right = np.array([b == r["answer"] for b, r in zip(best, records)])
     assert right[answered].mean() > 0.8 > right[~answered].mean()
+
+
+def test_reranked_answers_refuse_offtopic_questions_and_answer_held_ones_rightly(in_process) -> None:
+    """The served path (the rerank stage and its own calibrator, rerank-calibration.json): off-topic questions are
+    refused but for the two docs/confidence.md names; questions the bank answers are answered often and then rightly."""
+    assert in_process.rerank_stage is not None and in_process.rerank_stage.calibrator is not None
+    questions = [line.strip() for line in OFFTOPIC.read_text(encoding="utf-8").splitlines() if line.strip()]
+    answered = {r.question: round(float(r.confidence), 3) for r in in_process.process_batch(questions) if r.path != "none"}
+    assert set(answered) <= {"How do I reverse a linked list in Python?", "Is it okay to eat cereal for dinner?"}, answered
+    records = [json.loads(line) for line in (ROOT / "data" / "squad_sent_train.jsonl").read_text(encoding="utf-8").splitlines()[::200]]
+    results = in_process.process_batch([r["question"] for r in records])
+    given = np.array([r.path == "bank" for r in results])
+    right = np.array([r.evidence["sentence"] == rec["answer"] for r, rec in zip(results, records)])
+    assert all(r.evidence["reranked"] for r in results)
+    assert given.mean() > 0.5 and right[given].mean() > 0.85 > right[~given].mean()
