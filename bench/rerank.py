@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depths", type=int, nargs="+", default=[10, 20, 50])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--one-job", type=int, default=200, help="validation questions answered one at a time in process, "
+                   "with and without the rerank stage (0: skip)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(2)
@@ -59,11 +61,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"top {depth:>3}: P@1 {row['reranked_p1']:.4f} (fused {row['fused_p1']:.4f}; gold in the list "
               f"{row['recall_at_depth']:.4f}), − fused {interval.mean:+.4f} [{interval.low:+.4f}, {interval.high:+.4f}], "
               f"{ms:.3f} ms a question, trained in {row['train_seconds']:.0f} s", flush=True)
+    one_job = one_job_ms(val.questions[: args.one_job]) if args.one_job else {}
+    for name, figures in one_job.items():
+        print(f"one job in process, {name}: p50 {figures['p50']:.1f} ms, p95 {figures['p95']:.1f} ms")
     if args.json:
-        record = {"run": run_record("bench/rerank.py", sys.argv[1:] if argv is None else argv), "rows": rows}
+        record = {"run": run_record("bench/rerank.py", sys.argv[1:] if argv is None else argv), "rows": rows,
+                  "one_job_in_process_ms": one_job}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+def one_job_ms(questions: list[str]) -> dict[str, dict[str, float]]:
+    """p50 / p95 ms of ProductionPipeline answering one question at a time (shipped bundle, built-in bank), without
+    and with the rerank stage, alternating question by question so both see the same machine."""
+    from pipeline import EncoderConfig, ProductionPipeline
+    from rerank_data import BUNDLE
+
+    pipe = ProductionPipeline.from_bundle(BUNDLE, encoder_config=EncoderConfig(device="cpu"))
+    times: dict[str, list[float]] = {"fused": [], "reranked": []}
+    for question in questions[:5]:
+        pipe.process_batch([question], rerank=True)
+    for question in questions:
+        for name, rerank in (("fused", False), ("reranked", True)):
+            started = time.perf_counter()
+            pipe.process_batch([question], rerank=rerank)
+            times[name].append(1000 * (time.perf_counter() - started))
+    return {name: {"p50": float(np.percentile(t, 50)), "p95": float(np.percentile(t, 95)), "n": len(t)}
+            for name, t in times.items()}
 
 
 def rerank_ms(ranker, val, repeats: int) -> float:
