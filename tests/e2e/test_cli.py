@@ -35,18 +35,25 @@ def trained(small_data, tmp_path_factory) -> dict[str, object]:
     return {"bundle": bundle, "env": {**env, "CUBEQA_BUNDLE_DIR": str(bundle)}, "output": run.stdout, "work": work}
 
 
+def score_line(result) -> str:
+    """What `ask` prints after the answer: the fused score, the rerank score when the rerank stage answered, the path."""
+    reranked = (result.evidence or {}).get("rerank")
+    return f"score {result.score:.4f}" + ("" if reranked is None else f"  reranked {reranked:.2f}") + f"  path {result.path}"
+
+
 def test_train_writes_a_bundle_and_prints_the_validation_table(trained) -> None:
     bundle: Path = trained["bundle"]
     assert {p.name for p in bundle.iterdir()} == {
         "manifest.json", "cube.safetensors", "bank.jsonl", "bank.safetensors", "tower.safetensors", "tower.json", "reference_cube.safetensors",
-        "runtime",
-    }  # the default trains the question tower, then the cube, and the comparison cube, and exports the int8 runtime
+        "runtime", "rerank.txt", "rerank.json",
+    }  # the default trains the question tower, then the cube, and the comparison cube, exports the int8 runtime, trains the reranker
     assert {p.name for p in (bundle / "runtime").iterdir()} == {
         "runtime.json", "encoder.int8.onnx", "tower_lower.int8.onnx", "tower_tuned.int8.onnx", "tower_frozen.int8.onnx",
     }
     assert "int8 runtime: encoder.int8.onnx" in trained["output"]
     assert "cube − mean_shift: cos" in trained["output"] and "tower − identity: R@1" in trained["output"]
     assert "bundle written to" in trained["output"]
+    assert "reranker (lightgbm-lambdarank, 300 trees, top 20): validation P@1" in " ".join(trained["output"].split())
 
 
 def test_ask_gives_the_library_answer_from_the_trained_bank(trained, small_data) -> None:
@@ -58,7 +65,7 @@ def test_ask_gives_the_library_answer_from_the_trained_bank(trained, small_data)
     expected = ProductionPipeline.from_bundle(trained["bundle"]).process_batch([question])[0]
     assert expected.answer in {r["answer"] for r in read_jsonl(small_data["train"])} | {"no confident answer"}
     assert "answer: " + " ".join(expected.answer.split()) in " ".join(run.stdout.split())
-    assert f"score {expected.score:.4f}  path {expected.path}" in run.stdout
+    assert score_line(expected) in run.stdout
 
 
 def test_train_logs_a_line_per_epoch_with_rate_and_eta_when_stdout_is_not_a_terminal(trained) -> None:
@@ -109,7 +116,7 @@ def test_ask_answers_questions_from_arguments_and_a_file_with_one_load(trained, 
     assert f"skipped {listed}:5: not UTF-8" in run.stderr
     expected = ProductionPipeline.from_bundle(trained["bundle"]).process_batch(questions)
     assert answers(run.stdout) == [(" ".join(r.question.split()), " ".join(r.answer.split())) for r in expected]
-    assert all(f"score {r.score:.4f}  path {r.path}" in run.stdout for r in expected)
+    assert all(score_line(r) in run.stdout for r in expected)
 
 
 def test_ask_reads_standard_input_when_no_question_is_given(trained, small_data) -> None:

@@ -254,7 +254,7 @@ def test_flower_asks_for_basic_auth_when_configured(system, tmp_path) -> None:
 def test_health_proves_each_stage_consumes(system) -> None:
     run = cubeqa("health", "--timeout", "30", env=system["env"])
     assert run.returncode == 0, run.stdout + run.stderr
-    assert [line.split()[:2] for line in run.stdout.splitlines()] == [["encode", "ok"], ["cube", "ok"], ["decode", "ok"]]
+    assert [line.split()[:2] for line in run.stdout.splitlines()] == [[s, "ok"] for s in ("encode", "cube", "decode", "rerank")]
     from tasks.health import unserved_queues
 
     assert unserved_queues() == {}  # every stage worker keeps its heartbeat on its queue
