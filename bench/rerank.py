@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 def one_job_ms(questions: list[str]) -> dict[str, dict[str, float]]:
     """p50 / p95 ms of ProductionPipeline answering one question at a time (shipped bundle, built-in bank), without
     and with the rerank stage, alternating question by question so both see the same machine."""
-    from pipeline import EncoderConfig, ProductionPipeline
     from rerank_data import BUNDLE
+
+    from pipeline import EncoderConfig, ProductionPipeline
 
     pipe = ProductionPipeline.from_bundle(BUNDLE, encoder_config=EncoderConfig(device="cpu"))
     times: dict[str, list[float]] = {"fused": [], "reranked": []}
