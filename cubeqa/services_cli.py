@@ -17,10 +17,9 @@ from cubeqa.cli_base import app, console, fail
 from cubeqa.settings import Settings
 from cubeqa.wiring import worker_options
 from storage.db import StorageError
-from tasks.app import STAGES
 
 # functional form: a class body member named `encode` would shadow str.encode
-Stage = StrEnum("Stage", {**{s: s for s in STAGES}, "all": "all"})
+Stage = StrEnum("Stage", {"encode": "encode", "cube": "cube", "decode": "decode", "rerank": "rerank", "all": "all"})
 
 
 class Pool(StrEnum):
