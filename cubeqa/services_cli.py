@@ -63,8 +63,8 @@ def health_command(
     """Prove each stage is consuming (rerank only for a bundle with a reranker): a ping task goes through its queue;
     exit 1 if a stage does not answer."""
     from cubeqa.wiring import celery_app
+    from tasks.app import served_stages
     from tasks.health import probe_stages
-    from workers.main import served_stages
 
     celery_app(ctx.obj)
     stages = tuple(s.value for s in stage or [] if s.value != "all") or served_stages(ctx.obj.bundle_dir)

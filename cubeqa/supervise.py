@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cubeqa.settings import default_bundle_dir
-from workers.main import served_stages
+from tasks.app import served_stages
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -137,6 +137,7 @@ def train(
     console.print(runtime_summary(runtime))
     if reranked is not None:
         console.print(reranker_summary(reranked))
+        console.print("jobs are reranked by default once its confidence is fit: bench/calibration.py --rerank")
     console.print(f"bundle written to {outcome.bundle_dir}")
     console.print(f"bank default (the bundle's bank, with its lexical index): {write_bundle_bank(outcome.bundle_dir, settings, train_file)}")
 
@@ -156,12 +157,12 @@ def train_rerank(
     try:
         encoder = build_encoder(settings)
         with progress_bar(console) as bar:
-            remove_reranker(target)
-            record = fit_reranker(target, train_file, val_file, encoder, settings, bar)
+            record = fit_reranker(target, train_file, val_file, encoder, settings, bar)  # replaces the old one once trained
     except (CubeQAError, ValueError, OSError) as exc:
         raise fail(exc) from exc
     console.print(reranker_summary(record))
-    console.print(f"written to {target}; fit its confidence with bench/calibration.py (rerank-calibration.json)")
+    console.print(f"written to {target}; jobs are reranked by default once its confidence is fit: "
+                  "bench/calibration.py --rerank (rerank-calibration.json)")
 
 
 def fit_reranker(bundle_dir: Path, train_file: Path, val_file: Path, encoder: Any, settings: Settings, bar: Any) -> dict[str, Any]:
@@ -180,6 +181,7 @@ def fit_reranker(bundle_dir: Path, train_file: Path, val_file: Path, encoder: An
     val = load_embedded(val_file, encoder, settings.cache_dir, on_embed)
     reranker = train_reranker(bundle_dir, train_file, val_file, train, val, encoder=encoder, cache_dir=settings.cache_dir,
                               on_progress=on_progress)
+    remove_reranker(bundle_dir)  # the old model and the confidence fit on its scores go only once the new one is trained
     return reranker.save(bundle_dir)
 
 

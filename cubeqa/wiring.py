@@ -116,13 +116,15 @@ def pin_bank(settings: Settings, name: str | None, min_confidence: float | None 
 def resolve_rerank(settings: Settings, asked: bool | None) -> bool:
     """Whether answers are reranked: as asked, else CUBEQA_RERANK; only the bank decoder of a bundle with a reranker can."""
     from pipeline.errors import InputError
-    from pipeline.rerank.ranker import has_reranker
+    from pipeline.rerank.ranker import has_reranker, reranks_by_default
 
     able = settings.decoder == "bank" and has_reranker(settings.bundle_dir)
     if asked and not able:
         why = "the decoder is not the bank" if settings.decoder != "bank" else f"the bundle {settings.bundle_dir} has no reranker"
         raise InputError(f"cannot rerank: {why} (cubeqa train-rerank trains one); ask without rerank")
-    return able and (settings.rerank if asked is None else asked)
+    if asked is None:  # by default only with the confidence fit on the reranker's scores, which refuses
+        return able and settings.rerank and reranks_by_default(settings.bundle_dir)
+    return able and asked
 
 
 def open_store(settings: Settings) -> sessionmaker[Session]:

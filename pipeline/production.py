@@ -125,14 +125,14 @@ class ProductionPipeline:
         self, texts: list[str], references: list[str] | None = None, *, bank: BankRef | None = None,
         min_confidence: float | None = None, rerank: bool | None = None,
     ) -> list[AnswerResult]:
-        """Answers a batch (reranked when `rerank`, None: whenever the pipeline has a rerank stage); with
+        """Answers a batch (reranked when `rerank`, None: when the pipeline has a rerank stage with its calibrator); with
         references, adds per-item quality metrics (DESIGN.md names)."""
         check_texts(texts)
         if references is not None:
             if len(references) != len(texts):
                 raise InputError(f"{len(texts)} questions but {len(references)} references")
             check_texts(references)
-        reranks = self.rerank_stage is not None if rerank is None else rerank
+        reranks = (self.rerank_stage is not None and self.rerank_stage.calibrator is not None) if rerank is None else rerank
         n = max(1, len(texts))
         started = time.perf_counter()
         # the reranker reads every question's teacher vector; otherwise only the identity metrics need it

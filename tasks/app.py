@@ -6,9 +6,19 @@ The app object is created unconfigured at import (tasks register on it);
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from celery import Celery
 
 STAGES = ("encode", "cube", "decode", "rerank")  # rerank: only for jobs submitted with rerank on
+OPTIONAL_STAGES = ("rerank",)  # a deployment whose bundle has no reranker runs no worker for it
+
+
+def served_stages(bundle_dir: Path) -> tuple[str, ...]:
+    """The stages a bundle runs: all four, or without rerank when it has no reranker to load."""
+    from pipeline.rerank.ranker import has_reranker
+
+    return STAGES if has_reranker(bundle_dir) else tuple(s for s in STAGES if s not in OPTIONAL_STAGES)
 TASK_NAMES = {stage: f"cubeqa.{stage}" for stage in STAGES}
 EMBED_QUEUE = "embed"  # corpus chunks of distributed bank builds, consumed by the encode workers beside their questions
 EMBED_TASK = "cubeqa.embed_corpus"

@@ -19,10 +19,9 @@ from celery.worker import state as worker_state
 
 from pipeline.encode_stage import EncodeStage
 from pipeline.encoding import EncoderConfig
-from pipeline.rerank.ranker import has_reranker
 from storage.db import check_schema, make_engine
 from tasks import runtime
-from tasks.app import EMBED_QUEUE, STAGES, configure
+from tasks.app import EMBED_QUEUE, configure, served_stages
 from tasks.health import Heartbeat
 
 if TYPE_CHECKING:  # the cube, decode and rerank stages import torch: loaded only by the workers that serve them
@@ -66,11 +65,6 @@ class WorkerOptions:
     def queues(self) -> tuple[str, ...]:
         """The stages' queues; an encoder also takes corpus chunks of distributed bank builds (tasks.corpus)."""
         return (*self.stages, EMBED_QUEUE) if "encode" in self.stages else self.stages
-
-
-def served_stages(bundle_dir: Path) -> tuple[str, ...]:
-    """The stages a bundle runs: all four, or without rerank when it has no reranker to load."""
-    return STAGES if has_reranker(bundle_dir) else tuple(s for s in STAGES if s != "rerank")
 
 
 WORKER_THREADS = 1  # intra-op threads per running task when CUBEQA_THREADS is 0
@@ -126,7 +120,14 @@ def build_runtime(options: WorkerOptions) -> runtime.Runtime:
 
         return CubeStage(options.bundle_dir)
 
+    decode_stages: list[DecodeStage] = []  # `--stage all`: the rerank stage shares the decode stage (its banks)
+
     def load_decode() -> DecodeStage:
+        if not decode_stages:  # Runtime.stage loads under its lock: one copy per process
+            decode_stages.append(new_decode_stage())
+        return decode_stages[0]
+
+    def new_decode_stage() -> DecodeStage:
         from pipeline import DecodeStage
         from pipeline.checkpoint import load_bundle
         from pipeline.knowledge.bank_cache import BankCache

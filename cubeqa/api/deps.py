@@ -32,6 +32,7 @@ class Services:
     max_batch_items: int
     # (bank name or None, threshold) -> pinned version; raises for an unknown bank
     pin: Callable[[str | None, float | None, bool | None], Pin]
+    stages: tuple[str, ...] = ("encode", "cube", "decode")  # the stages the bundle runs (`/healthz` pings each)
 
 
 def get_services(request: Request) -> Services:

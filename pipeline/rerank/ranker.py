@@ -102,6 +102,14 @@ def has_reranker(bundle_dir: Path) -> bool:
     return (Path(bundle_dir) / MANIFEST_FILE).is_file()
 
 
+def reranks_by_default(bundle_dir: Path) -> bool:
+    """Whether jobs that do not say are reranked: the bundle has a reranker and the confidence fit on its scores
+    (rerank-calibration.json). A reranker without it would answer everything, refusing nothing."""
+    from pipeline.calibration import RERANK_CALIBRATION
+
+    return has_reranker(bundle_dir) and (Path(bundle_dir) / RERANK_CALIBRATION).is_file()
+
+
 def reranker_depth(bundle_dir: Path) -> int | None:
     """Candidates per question the bundle's reranker reads (what the decode stage retrieves for it); None: no reranker."""
     if not has_reranker(bundle_dir):
@@ -132,7 +140,10 @@ def load_reranker(bundle_dir: Path) -> Reranker:
     if list(manifest.get("features", [])) != list(NAMES):
         raise BundleError(f"{path / MANIFEST_FILE}: the reranker was trained on features {manifest.get('features')}, "
                           f"this code computes {list(NAMES)}")
-    config = RankerConfig(**manifest["config"])
+    try:
+        config = RankerConfig(**manifest["config"])
+    except (KeyError, TypeError) as exc:
+        raise BundleError(f"{path / MANIFEST_FILE}: no readable config ({exc})") from exc
     record = {k: v for k, v in manifest.items() if k not in ("format_version", "kind", "file", "sha256", "features", "config")}
     return Reranker(lightgbm.Booster(model_str=text), config, record)
 

@@ -118,8 +118,9 @@ def test_training_twice_with_one_seed_gives_the_same_bundle(tiny_bundle, encoder
 
 
 def test_the_rerank_stage_reorders_the_fused_candidates_in_process(tiny_bundle, encoder, small_data, tmp_path) -> None:
-    """A reranker trained for the bundle (cubeqa train's last step) makes answers come from the rerank stage: the
-    candidates ordered by its score, the evidence saying so; without it, or with rerank=False, the fused order."""
+    """A reranker trained for the bundle (cubeqa train's last step) answers the questions that ask for it: the
+    candidates ordered by its score, the evidence saying so; without a reranker, or by default before its confidence
+    is fit, the fused order."""
     import shutil
 
     from pipeline.rerank.ranker import RankerConfig, has_reranker
@@ -137,8 +138,9 @@ def test_the_rerank_stage_reorders_the_fused_candidates_in_process(tiny_bundle, 
     questions = [row["question"] for row in read_jsonl(small_data["val"])[:12]]
     pipe = ProductionPipeline.from_bundle(bundle, encoder_config=encoder.config, cache_dir=tmp_path / "cache")
     assert pipe.rerank_stage is not None and pipe.rerank_stage.depth == 10
-    reranked = pipe.process_batch(questions)
-    fused = pipe.process_batch(questions, rerank=False)
+    reranked = pipe.process_batch(questions, rerank=True)
+    fused = pipe.process_batch(questions)  # by default only with rerank-calibration.json: a confidence that refuses
+    assert pipe.rerank_stage.calibrator is None
     for r, f in zip(reranked, fused):
         assert r.evidence is not None and r.evidence["reranked"] is True and f.evidence["reranked"] is False
         order = [r.evidence["rerank"], *(a["rerank"] for a in r.evidence["alternatives"])]

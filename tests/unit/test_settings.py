@@ -84,5 +84,7 @@ def test_rerank_is_on_by_default_only_where_the_bundle_can_rerank(monkeypatch: p
     assert resolve_rerank(without, None) is False
     with pytest.raises(InputError, match="has no reranker"):
         resolve_rerank(without, True)
+    (tmp_path / "rerank.json").write_text("{}")  # a reranker whose confidence is not fit yet: only when asked
+    assert resolve_rerank(without, None) is False and resolve_rerank(without, True) is True
     with pytest.raises(InputError, match="decoder is not the bank"):
         resolve_rerank(Settings(decoder="hybrid"), True)

@@ -59,7 +59,7 @@ def healthz(
     checks = service_checks(services)
     if checks["broker"] == "ok":
         try:
-            for result in probe_stages(timeout):
+            for result in probe_stages(timeout, services.stages):
                 checks[result.stage] = "ok" if result.ok else f"error: {stage_problem(result, timeout)}"
         except Exception as exc:  # the broker went away mid-probe
             checks["stages"] = f"error: {type(exc).__name__}"
