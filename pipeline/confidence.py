@@ -34,7 +34,7 @@ def with_confidence(answers: Sequence[Answer], calibrator: Calibrator | None, mi
     confidence = calibrator.predict(scores, parts)
     out = list(answers)
     for i, p in zip(rows, confidence):
-        answer = replace(out[i], confidence=float(p))
+        answer = replace(out[i], confidence=float(p), threshold=min_confidence)
         if answer.path == "bank" and min_confidence is not None and p < min_confidence:
             answer = replace(answer, text=NO_CONFIDENT_ANSWER, path="none")
         out[i] = answer
@@ -42,8 +42,8 @@ def with_confidence(answers: Sequence[Answer], calibrator: Calibrator | None, mi
 
 
 def evidence(answer: Answer) -> dict[str, Any] | None:
-    """The answer's bank sentence with its document, position and neighbours, and the alternatives with theirs;
-    None for generated text."""
+    """The answer's bank sentence with its document, position and neighbours, the alternatives with theirs and the
+    confidence threshold it was judged against (when one was); None for generated text."""
     bank = [c for c in answer.candidates if c.row is not None]
     if not bank:
         return None
@@ -56,4 +56,5 @@ def evidence(answer: Answer) -> dict[str, Any] | None:
         return {"sentence": candidate.text, "score": round(float(candidate.score), 6), **scores, **where}
 
     reranked = bank[0].rerank is not None
-    return {**record(bank[0]), "reranked": reranked, "alternatives": [record(c) for c in bank[1:]]}
+    judged = {} if answer.threshold is None else {"threshold": answer.threshold}
+    return {**record(bank[0]), "reranked": reranked, **judged, "alternatives": [record(c) for c in bank[1:]]}

@@ -1,5 +1,5 @@
 """What the dashboard lists, read in SQL: batches with their counts, a page of a batch's jobs, one job's record,
-model versions and per-question metric means for the compare view (the charts' figures are storage.figures).
+model versions (the compare view's questions are storage.comparison) (the charts' figures are storage.figures).
 Every function takes an open Session; SQLite and PostgreSQL both work."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from storage import metrics as registry
+from storage.comparison import OWN_BANK, SETUP_COLUMNS, Setup, SetupParts
 from storage.models import DONE, FAILED, QUEUED, RUNNING, STATUSES, Batch, Job
 from storage.quality import Quality, batch_quality, quality_texts
 from storage.repository import job_dict
@@ -35,6 +35,7 @@ class BatchRow:
     versions: list[str] = field(default_factory=list)
     banks: list[str] = field(default_factory=list)
     quality: Quality = field(default_factory=Quality)
+    setup: Setup = field(default_factory=Setup)  # banks with versions, thresholds, rerank, decoder paths
 
     @property
     def final(self) -> int:
@@ -93,31 +94,32 @@ def batch_rows(
 
     ids = [b.id for b in batches if not unchanged(b)]
     counts = {i: dict.fromkeys(STATUSES, 0) for i in ids}
-    versions: dict[str, set[str]] = {i: set() for i in ids}
-    banks: dict[str, set[str]] = {i: set() for i in ids}
+    setups = {i: SetupParts() for i in ids}
     last: dict[str, datetime] = {}
     quality = batch_quality(session=session, batch_ids=ids)
     if ids:
         grouped = session.execute(
-            select(Job.batch_id, Job.status, Job.model_version, Job.bank, func.count(), func.max(Job.finished_at))
-            .where(Job.batch_id.in_(ids)).group_by(Job.batch_id, Job.status, Job.model_version, Job.bank)
+            select(Job.batch_id, Job.status, func.count(), func.max(Job.finished_at), *SETUP_COLUMNS)
+            .where(Job.batch_id.in_(ids)).group_by(Job.batch_id, Job.status, *SETUP_COLUMNS)
         ).all()
-        for batch, status, version, bank_name, count, finished in grouped:
+        for batch, status, count, finished, *setup in grouped:
             counts[batch][status] += count
-            if version is not None:
-                versions[batch].add(str(version))
-            if bank_name is not None:
-                banks[batch].add(str(bank_name))
+            setups[batch].add(tuple(setup), done=status == DONE)
             if finished is not None and (batch not in last or as_utc(finished) > last[batch]):
                 last[batch] = as_utc(finished)
-    return [
-        known[b.id] if unchanged(b) else BatchRow(
-            id=b.id, source=b.source, total=b.total, counts=counts[b.id], created_at=as_utc(b.created_at),
-            finished_at=as_utc(b.finished_at) if b.finished_at else None, last_finished=last.get(b.id),
-            versions=sorted(versions[b.id]), banks=sorted(banks[b.id]), quality=quality[b.id],
-        )
-        for b in batches
-    ]
+    return [known[b.id] if unchanged(b) else new_row(b, counts[b.id], last.get(b.id), setups[b.id], quality[b.id])
+            for b in batches]
+
+
+def new_row(batch: Batch, counts: dict[str, int], last: datetime | None, parts: SetupParts, quality: Quality) -> BatchRow:
+    """A batch's row from what batch_rows read of its jobs."""
+    setup = parts.setup()
+    return BatchRow(
+        id=batch.id, source=batch.source, total=batch.total, counts=counts, created_at=as_utc(batch.created_at),
+        finished_at=as_utc(batch.finished_at) if batch.finished_at else None, last_finished=last,
+        versions=list(setup.versions), banks=sorted({b.split("@")[0] for b in setup.banks if b != OWN_BANK}),
+        quality=quality, setup=setup,
+    )
 
 
 def batch_count(session: Session) -> int:
@@ -182,15 +184,3 @@ def model_versions(session: Session) -> list[tuple[str, int]]:
         select(Job.model_version, func.count()).where(Job.model_version.is_not(None))
         .group_by(Job.model_version).order_by(Job.model_version)
     ).all()]
-
-
-def per_question(
-    session: Session, *, batch_id: str | None = None, version: str | None = None
-) -> dict[str, dict[str, float | None]]:
-    """Mean of each registry metric per question text over the done jobs of a batch or of a model version."""
-    column, value = (Job.batch_id, batch_id) if batch_id is not None else (Job.model_version, version)
-    names = [m.name for m in registry.METRICS]
-    means = [func.avg(m.column(Job)) for m in registry.METRICS]
-    query = select(Job.question, *means).where(Job.status == DONE, column == value).group_by(Job.question)
-    rows = session.execute(query).all()
-    return {row[0]: {name: (None if v is None else float(v)) for name, v in zip(names, row[1:])} for row in rows}

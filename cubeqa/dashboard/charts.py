@@ -89,7 +89,10 @@ def throughput_chart(series: Throughput) -> Chart | None:
     return {"data": [trace], "layout": layout("time since submission (s)", "throughput (jobs/s)")}
 
 
-def diff_chart(diffs: list[MetricDiff], labels: dict[str, str]) -> Chart | None:
+def diff_chart(
+    diffs: list[MetricDiff], labels: dict[str, str],
+    x_title: str = "difference of means, B − A (metric units; 95% bootstrap interval)",
+) -> Chart | None:
     """One point per metric: mean difference B − A with its 95% bootstrap interval as an error bar."""
     if not diffs:
         return None
@@ -102,7 +105,7 @@ def diff_chart(diffs: list[MetricDiff], labels: dict[str, str]) -> Chart | None:
     }
     shapes = [{"type": "line", "x0": 0, "x1": 0, "y0": 0, "y1": 1, "yref": "paper",
                "line": {"color": "#0f172a", "width": 1}}]
-    chart = layout("difference of means, B − A (metric units; 95% bootstrap interval)", "metric", shapes=shapes,
+    chart = layout(x_title, "metric", shapes=shapes,
                    height=60 + 40 * len(diffs))
     chart["yaxis"] = {"title": {"text": "metric", "standoff": 16}, "automargin": True, "autorange": "reversed"}
     chart["margin"]["l"] = 200  # room for the metric names and the axis title beside them

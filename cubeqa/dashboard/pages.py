@@ -19,6 +19,7 @@ from cubeqa.api.deps import ServicesDep
 from cubeqa.dashboard import charts
 from cubeqa.dashboard.cache import FinishedBatches
 from cubeqa.dashboard.charts import Chart
+from cubeqa.render import confidence_text
 from storage import metrics as registry
 from storage.dashboard_queries import BatchRow
 from storage.figures import BatchFigures, batch_figures
@@ -50,13 +51,18 @@ def percent(share: float | None) -> str:
     return "–" if share is None else f"{100 * share:.1f} %"
 
 
+def confidence_or_dash(value: float | None) -> str:
+    """A confidence as the CLI prints it (two places, never 1.00); "–" for none."""
+    return "–" if value is None else confidence_text(value)
+
+
 def embed(value: Any) -> str:
     """JSON safe inside a <script type="application/json"> element (no "</script>" can end it early)."""
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-templates.env.filters.update(when=when, number=number, percent=percent)
+templates.env.filters.update(when=when, number=number, percent=percent, confidence=confidence_or_dash)
 templates.env.globals.update(
     path_labels=charts.PATH_LABELS, no_answer=charts.NO_ANSWER,
     quality_figures=QUALITY_FIGURES, quality_texts=quality_texts,

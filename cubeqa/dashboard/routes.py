@@ -18,15 +18,21 @@ from cubeqa.dashboard import charts
 from cubeqa.dashboard.assets import asset_response, dashboard_files
 from cubeqa.dashboard.auth import LOGIN, log_in, log_out, login_required, safe_next, token_matches
 from cubeqa.dashboard.cache import FinishedBatches
-from cubeqa.dashboard.compare import MetricDiff, compare
+from cubeqa.dashboard.compare import RATE_TEXTS, Side, comparison
 from cubeqa.dashboard.pages import PER_PAGE, BatchView, CacheDep, PagesDep, embed
 from storage import dashboard_queries as q
 from storage import metrics as registry
+from storage.comparison import outcomes, version_setup
+from storage.evidence import job_detail
 from storage.models import STATUSES, is_id
+from storage.quality import RIGHT_COLUMN
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 LOGGED_IN = [Depends(login_required)]  # HTML pages: a visitor without the token goes to the login form
-Side = Annotated[str | None, Query(max_length=300, description="batch id, or v:MODEL_VERSION")]
+SideParam = Annotated[str | None, Query(max_length=300, description="batch id, or v:MODEL_VERSION")]
+# the metrics compared where both sides answered (right answers are the outcome rates' business)
+COMPARED = tuple(m.name for m in registry.METRICS if m.name != RIGHT_COLUMN)
+SHARES_AXIS = "difference of shares, B − A (95% bootstrap interval)"
 
 
 @functools.cache
@@ -104,35 +110,42 @@ def batch_charts(session: SessionDep, cache: CacheDep, batch_id: str) -> JSONRes
 
 @router.get("/jobs/{job_id}", dependencies=LOGGED_IN, response_class=HTMLResponse)
 def job(pages: PagesDep, session: SessionDep, job_id: str) -> HTMLResponse:
-    """A job's full record."""
+    """A job: its answer judged (confidence against its threshold), evidence and alternatives, and its full record."""
     record = q.job_record(session, job_id) if is_id(job_id) else None
-    if record is None:
+    detail = job_detail(session, job_id) if record is not None else None
+    if record is None or detail is None:
         raise HTTPException(404, "no such job")
-    return pages.render("job.html", record=record, record_json=json.dumps(record, indent=2, ensure_ascii=False))
+    return pages.render("job.html", job=detail, record_json=json.dumps(record, indent=2, ensure_ascii=False))
 
 
-def side(session: Session, name: str, value: str) -> dict[str, dict[str, float | None]]:
-    """One side of a comparison: per-question metric means of a batch id or of `v:MODEL_VERSION`."""
+def side(session: Session, cache: FinishedBatches[BatchView], name: str, value: str) -> Side:
+    """One side of a comparison: a batch id or `v:MODEL_VERSION`, with its setup and its questions' outcomes."""
     if value.startswith("v:"):
-        return q.per_question(session, version=value[2:])
+        version = value[2:]
+        return Side(f"model version {version}", version_setup(session, version), outcomes(session, version=version))
     if is_id(value):
-        return q.per_question(session, batch_id=value)
+        row = one_batch(session, cache, value)
+        title = f"batch {row.id[:12]}" + (f" ({row.source})" if row.source else "")
+        return Side(title, row.setup, outcomes(session, batch_id=value))
     raise HTTPException(422, f"{name}: give a batch id or v:MODEL_VERSION")
 
 
 @router.get("/compare", dependencies=LOGGED_IN, response_class=HTMLResponse)
-def compare_page(pages: PagesDep, session: SessionDep, cache: CacheDep, a: Side = None, b: Side = None) -> HTMLResponse:
-    """Two batches or two model versions on the questions they share: paired differences with intervals."""
-    options = cache.batch_rows(session, limit=200)
-    sides = {name: side(session, name, value) for name, value in (("a", a), ("b", b)) if value}
-    shared, diffs, chart = 0, list[MetricDiff](), None
+def compare_page(
+    pages: PagesDep, session: SessionDep, cache: CacheDep, a: SideParam = None, b: SideParam = None
+) -> HTMLResponse:
+    """Two batches or two model versions on the questions they share: outcome rates and metric differences with
+    paired intervals, and the questions whose outcome differs."""
+    sides = {name: side(session, cache, name, value) for name, value in (("a", a), ("b", b)) if value}
+    result, drawn = None, {}
     if len(sides) == 2:
-        shared, diffs = compare(sides["a"], sides["b"], tuple(m.name for m in registry.METRICS))
-        chart = charts.diff_chart(diffs, {m.name: m.label for m in registry.METRICS})
+        result = comparison(sides["a"].outcomes, sides["b"].outcomes, COMPARED)
+        rate_labels = {k: label for k, (label, _) in RATE_TEXTS.items()}
+        drawn = {"rates": charts.diff_chart(result.rates, rate_labels, SHARES_AXIS),
+                 "diff": charts.diff_chart(result.metrics, {m.name: m.label for m in registry.METRICS})}
     return pages.render(
-        "compare.html", options=options, versions=q.model_versions(session), a=a or "", b=b or "",
-        compared=len(sides) == 2, sizes={k: len(v) for k, v in sides.items()}, shared=shared, diffs=diffs,
-        charts_json=embed({"diff": chart}),
+        "compare.html", options=cache.batch_rows(session, limit=200), versions=q.model_versions(session),
+        a=a or "", b=b or "", sides=sides, result=result, rate_texts=RATE_TEXTS, charts_json=embed(drawn),
     )
 
 

@@ -52,7 +52,8 @@ class Answer:
 
     `score` is the bank's fused score of the best sentence when the bank answered; for a generated answer it is
     cos(enc(text), answer vector): fidelity to the vector, not a confidence that the answer is right.
-    `confidence` is a calibrated probability of being right, None until a calibrator gives one (never for generated text).
+    `confidence` is a calibrated probability of being right, None until a calibrator gives one (never for generated text);
+    `threshold` the confidence it was judged against (None: none was applied).
     """
 
     text: str
@@ -62,6 +63,7 @@ class Answer:
     vector: np.ndarray  # teacher embedding of `text` (for the metrics; from the bank or re-encoded)
     bank_score: float  # the bank's best score, also when another path answered
     confidence: float | None = None
+    threshold: float | None = None
 
     def candidate_pairs(self) -> tuple[tuple[str, float], ...]:
         """The candidates as (text, score) pairs, the shape results record."""

@@ -140,15 +140,27 @@ def test_job_page_filters_and_paginates(store) -> None:
     assert n_literal == 0 and literal == []  # % and _ are matched literally
 
 
-def test_per_question_means_and_versions(store) -> None:
+def test_question_outcomes_setups_and_versions(store) -> None:
+    from storage.comparison import OWN_BANK, Setup, outcomes, version_setup
+
     sessions, batch_id, rows = store
     with sessions() as session:
-        by_batch = q.per_question(session, batch_id=batch_id)
-        by_version = q.per_question(session, version="m@1")
+        by_batch = outcomes(session, batch_id=batch_id)
+        by_version = outcomes(session, version="m@1")
         versions = q.model_versions(session)
+        [row] = q.batch_rows(session, batch_id=batch_id)
+        setup = version_setup(session, "m@1")
     assert by_batch == by_version and versions == [("m@1", len(done(rows)))]
-    asked = [r for r in done(rows) if r["question"] == "question 10"]
-    assert by_batch["question 10"]["score"] == pytest.approx(np.mean([r["score"] for r in asked]))
+    asked = [r for r in done(rows) if r["question"] == "question 0"]
+    answered = [r for r in asked if r["decoder_path"] != "none"]
+    outcome = by_batch["question 0"]
+    assert (outcome.jobs, outcome.answered) == (len(asked), len(answered)) == (2, 1)
+    assert outcome.judged == 1 and outcome.right == sum(r["right_answer"] for r in answered)
+    assert outcome.label == f"1 of 2 answered, {outcome.right} right"
+    assert outcome.metrics["score"] == pytest.approx(np.mean([r["score"] for r in answered]))  # over answered jobs only
+    assert row.setup == setup == Setup(banks=(OWN_BANK,), thresholds=(None,), reranks=(None,), paths=("bank", "none"),
+                                       versions=("m@1",))
+    assert setup.texts()["threshold"] == "worker default" and row.versions == ["m@1"] and row.banks == []
 
 
 def test_compare_gives_each_metric_its_paired_interval() -> None:
