@@ -1,6 +1,7 @@
 """The screenshots of docs/dashboard.md, from a real bulk run: N questions with references answered by real
-workers of two model versions (the shipped bundle with the phrase-bank decoder; a copy of it named default-b
-with the hybrid decoder), then each dashboard page, Flower and /docs in headless Chromium.
+workers of two model versions (the shipped bundle with the phrase-bank decoder at its default confidence threshold,
+then at --min-confidence 0.3; a copy of it named default-b with the hybrid decoder), then each dashboard page,
+Flower and /docs in headless Chromium; it prints the compare view's figures.
 
     python bench/dashboard_screenshots.py --questions 1000 --out docs/img --broker redis://127.0.0.1:6379/13
 """
@@ -48,16 +49,19 @@ def serve(args: list[str], env: dict[str, str], log: Path, probe: str) -> subpro
     raise SystemExit(f"{args[0]} did not start; see {log}")
 
 
-def run_batch(env: dict[str, str], logdir: Path, sessions, items: list, broker_url: str, during=None) -> str:
+def run_batch(env: dict[str, str], logdir: Path, sessions, items: list, broker_url: str, during=None,
+              min_confidence: float | None = None) -> str:
     """Answers `items` with one worker per stage started with `env`; `during(batch_id)` runs while they work."""
     from cubeqa import supervise as demo
+    from storage.repository import Pin
     from tasks.app import configure
     from tasks.producer import submit
 
     logdir.mkdir()
+    source = f"{len(items)} SQuAD questions" + ("" if min_confidence is None else f", min_confidence {min_confidence}")
     with demo.stage_workers(env, logdir) as workers:
         demo.wait_for_workers(configure(broker_url), workers, logdir, timeout=300)
-        batch_id = submit(sessions, items, micro_batch=32, source=f"{len(items)} SQuAD questions").batch_id
+        batch_id = submit(sessions, items, micro_batch=32, source=source, pin=Pin(min_confidence=min_confidence)).batch_id
         if during is not None:
             during(batch_id)
         while not finished(sessions, batch_id):
@@ -111,6 +115,10 @@ def main() -> None:
         started = time.perf_counter()
         batch_a = run_batch(env, root / "workers-a", sessions, items, args.broker)
         print(f"version a: {args.questions} questions in {time.perf_counter() - started:.0f} s", flush=True)
+        started = time.perf_counter()
+        batch_low = run_batch(env, root / "workers-a-0.3", sessions, items, args.broker, min_confidence=0.3)
+        print(f"version a at min_confidence 0.3: {args.questions} questions in {time.perf_counter() - started:.0f} s",
+              flush=True)
         bundle_b = root / "default-b"
         shutil.copytree(default_bundle_dir(), bundle_b)
         # Version b answers generatively below a bank score of 0.5 (the shipped bundle's threshold, -1, never does).
@@ -134,9 +142,13 @@ def main() -> None:
         shot(f"{api}/dashboard/batches/{batch_a}", "dashboard-batch", full=False, height=1250)
         shot(f"{api}/dashboard/batches/{batch_b}?text=kenya#jobs-section", "dashboard-batch-filtered", full=False)
         with sessions() as session:
-            job = next(r for r in iter_results(session=session, batch_id=batch_b) if r["decoder_path"] == "generative")
+            job = next(r for r in iter_results(session=session, batch_id=batch_a)
+                       if r["decoder_path"] == "none" and r["evidence"] and r["evidence"]["before"])
         shot(f"{api}/dashboard/jobs/{job['id']}", "dashboard-job")
-        shot(f"{api}/dashboard/compare?a=v:{versions['a']}&b=v:{versions['b']}", "dashboard-compare")
+        shot(f"{api}/dashboard/compare?a={batch_a}&b={batch_low}", "dashboard-compare")
+        print_comparison(page)
+        shot(f"{api}/dashboard/compare?a=v:{versions['a']}&b=v:{versions['b']}", "dashboard-compare-versions")
+        print_comparison(page)
         shot(f"http://127.0.0.1:{token_port}/dashboard", "dashboard-login")
         shot(f"{api}/docs", "api-docs", full=False)
         timings = []
@@ -150,6 +162,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def print_comparison(page) -> None:
+    """The compare view's rows as the page shows them: figure, n, A, B, B − A, interval."""
+    for row in page.locator("#rates tbody tr, #diffs tbody tr").all():
+        print(" | ".join(cell.inner_text() for cell in row.locator("td").all()), flush=True)
+    print(f"outcome differs on {page.locator('#changed-count').inner_text()} questions", flush=True)
 
 
 def finished(sessions, batch_id: str) -> bool:

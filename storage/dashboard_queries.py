@@ -136,6 +136,7 @@ class JobLine:
     question: str
     answer: str | None
     score: float | None
+    confidence: float | None
     status: str
     error: str | None
     decoder_path: str | None
@@ -159,7 +160,8 @@ def job_page(
     else:
         total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     rows = session.execute(
-        select(Job.id, Job.position, Job.question, Job.answer, Job.score, Job.status, Job.error, Job.decoder_path)
+        select(Job.id, Job.position, Job.question, Job.answer, Job.score, Job.confidence, Job.status, Job.error,
+               Job.decoder_path)
         .where(*where).order_by(Job.position).limit(per_page).offset((max(page, 1) - 1) * per_page)
     ).all()
     return [JobLine(**row._asdict()) for row in rows], total

@@ -32,6 +32,7 @@ class Metric:
     # True: the store decides its value when it writes the result (storage.repository.outcome_row), not
     # pipeline.metrics; it still lands in the metrics JSON and its column like any stored metric.
     by_store: bool = False
+    over: str = "done jobs"  # which jobs have a value, in words (pages say how many did)
 
     def __post_init__(self) -> None:
         if self.per_unit is not None and self.share:
@@ -49,19 +50,27 @@ class Metric:
 
 METRICS: tuple[Metric, ...] = (
     Metric("score", "answer score", "the search score of the sentence chosen: cosine + 0.5 × its BM25 share, "
-           "from 0 to 1.5 (not the confidence)", unit="fused score", per_unit=100, sql=lambda job: job.score),
-    Metric("e2e_cos", "e2e_cos", "cosine of the answer to the reference answer (jobs with a reference and an answer)",
-           per_unit=100),
-    Metric("cube_gain", "cube_cos − identity_cos", "what the cube adds over answering with the question itself",
-           unit="cosine difference", per_unit=1000, fmt="+.4f", sql=lambda job: job.cube_cos - job.identity_cos),
-    Metric("cube_cos", "cube_cos", "cosine of the cube's output to the reference answer"),
-    Metric("identity_cos", "identity_cos", "cosine of the question to the reference answer: the cube's baseline"),
-    Metric("decode_fidelity", "decode_fidelity", "cosine of the decoded answer to the cube output it was decoded from"),
-    Metric("echo", "echo share", "answers closer to their question than to the reference answer", unit="share",
-           share=True),
+           "from 0 to 1.5 (not the confidence)", unit="fused score", per_unit=100, sql=lambda job: job.score,
+           over="done jobs with a score"),
+    Metric("e2e_cos", "answer vs reference (e2e_cos)", "cosine of the answer's embedding to the reference answer's: "
+           "how close the answer's meaning is to the right one, end to end", per_unit=100,
+           over="answered jobs with a reference"),
+    Metric("cube_gain", "the cube's gain", "cube_cos − identity_cos: how much closer the cube's output is to the "
+           "reference than the question itself; above 0 the cube helped", unit="cosine difference", per_unit=1000,
+           fmt="+.4f", sql=lambda job: job.cube_cos - job.identity_cos, over="done jobs with a reference"),
+    Metric("cube_cos", "cube output vs reference (cube_cos)", "cosine of the cube's output to the reference answer",
+           over="done jobs with a reference"),
+    Metric("identity_cos", "question vs reference (identity_cos)", "cosine of the question to the reference answer: "
+           "the baseline the cube must beat", over="done jobs with a reference"),
+    Metric("decode_fidelity", "answer vs cube output (decode_fidelity)", "cosine of the answer's embedding to the "
+           "cube output it was decoded from: how faithfully the decoder put the vector into words (needs no "
+           "reference)"),
+    Metric("echo", "echoes", "answers closer to their question than to the reference answer: a decoder that "
+           "paraphrases the question can score a fair e2e_cos while answering nothing", unit="share", share=True,
+           over="answered jobs with a reference"),
     # 1/0 for an answered job with a reference (storage.quality.right_answer)
     Metric("right_answer", "right answers", "answered jobs whose answer is the reference sentence (precision)",
-           unit="share", share=True, by_store=True),
+           unit="share", share=True, by_store=True, over="answered jobs with a reference"),
 )
 
 

@@ -96,6 +96,11 @@ def batch_view(session: Session, row: BatchRow) -> BatchView:
         texts[f"n-{metric.name}"] = str(hist.n)
     for name, share in figures.shares.items():
         texts[f"share-{name}"], texts[f"n-{name}"] = percent(share.share), str(share.n)
+    # the quality tiles and the charts come from one read, so they agree while the batch runs
+    texts |= {f"q-{key}": text for key, text in quality_texts(row.quality).items()}
+    texts["snapshot-final"] = str(row.final)
+    width = figures.throughput.width
+    texts["throughput-width"] = "no job final yet" if width is None else f"{width:.2f} s a slice"
     drawn |= {
         "paths": charts.paths_chart(figures.paths), "stages": charts.stage_chart(figures.times),
         "throughput": charts.throughput_chart(figures.throughput),

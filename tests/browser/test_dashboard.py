@@ -86,7 +86,7 @@ def test_batch_page_charts_hold_what_the_store_holds(stack, visit, shoot) -> Non
     drawn = chart(page, "throughput")
     # the bar width from the first and last bar centres (each rounded to 1 ms, so the error is spread over 39 widths)
     width = page.evaluate("() => fetch(location.pathname + '/charts.json').then(r => r.json()).then(f => { const x = f.charts.throughput.data[0].x; return (x[x.length - 1] - x[0]) / (x.length - 1); })")
-    assert drawn["drawn"] == len(drawn["ys"][0]) == 40
+    assert drawn["drawn"] == len(drawn["ys"][0]) and (len(drawn["ys"][0]) == 40 or width >= 1.0)  # MIN_SLICE
     assert abs(sum(drawn["ys"][0]) * width - len(jobs)) < 0.5
     assert "jobs/s" in drawn["ytitle"] and "(s)" in drawn["xtitle"]
     workers = page.locator("#workers tbody tr")
@@ -147,7 +147,7 @@ def test_compare_shows_two_versions_with_intervals(stack, visit, shoot) -> None:
     assert page.locator("#shared").inner_text() == str(len(questions))
     rows = page.locator("#diffs tbody tr")
     names = [rows.nth(i).locator("td").nth(0).inner_text() for i in range(rows.count())]
-    assert {"answer score", "e2e_cos", "cube_cos − identity_cos"} <= set(names)
+    assert {"answer score", "answer vs reference (e2e_cos)", "the cube's gain"} <= set(names)
     for i in range(rows.count()):
         low, high = (float(x) for x in rows.nth(i).locator("td").nth(5).inner_text().strip("[]").split(","))
         diff = float(rows.nth(i).locator("td").nth(4).inner_text())
@@ -156,7 +156,7 @@ def test_compare_shows_two_versions_with_intervals(stack, visit, shoot) -> None:
     assert drawn["drawn"] == rows.count() == len(drawn["ys"][0])
     # Same cube, another decoder: the cube's cosines are the same, the answers' are not.
     by_name = {names[i]: float(rows.nth(i).locator("td").nth(4).inner_text()) for i in range(rows.count())}
-    assert by_name["cube_cos − identity_cos"] == 0 and by_name["e2e_cos"] != 0
+    assert by_name["the cube's gain"] == 0 and by_name["answer vs reference (e2e_cos)"] != 0
     shoot(page, "dashboard-compare")
     clean(v)
 
@@ -269,9 +269,9 @@ def test_batch_page_shows_the_quality_the_cli_and_api_report_to_the_job(stack, v
     v = visit()
     page = load(v, f"{stack.api}/dashboard/batches/{batch_id}")
     for key, count in expected.items():
-        tile = page.locator(f'#quality [data-field="q-{key}"]')
+        tile = page.locator(f'#quality [data-text="q-{key}"]')
         assert tile.inner_text() == str(count), key
         assert tile.is_visible() and tile.bounding_box()["y"] < 900, key  # on the first screen (900 px high)
-    assert page.locator('#quality [data-field="q-precision"]').inner_text() == f"{100 * api['precision']:.1f} %"
+    assert page.locator('#quality [data-text="q-precision"]').inner_text() == f"{100 * api['precision']:.1f} %"
     shoot(page, "dashboard-batch-quality")
     clean(v)

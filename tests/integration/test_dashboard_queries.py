@@ -116,11 +116,12 @@ def test_stage_quantiles_and_workers_match_the_rows(store) -> None:
 def test_throughput_counts_every_final_job(store) -> None:
     sessions, batch_id, rows = store
     series = page_figures(sessions, batch_id).throughput
-    assert series.width is not None and len(series.seconds) == 40
+    # the last job finishes 29.9 s after submission: 29 slices of at least MIN_SLICE (1 s), not 40 of 0.75 s
+    assert series.width is not None and len(series.seconds) == 29 and series.width == pytest.approx(29.9 / 29)
     assert sum(series.jobs_per_second) * series.width == pytest.approx(len(rows))
-    expected = [0] * 40  # no job finishes on an inner bucket edge here
+    expected = [0] * 29  # no job finishes on an inner bucket edge here
     for r in rows:
-        expected[min(int((r["finished_at"] - r["created_at"]).total_seconds() / series.width), 39)] += 1
+        expected[min(int((r["finished_at"] - r["created_at"]).total_seconds() / series.width), 28)] += 1
     assert [round(n * series.width) for n in series.jobs_per_second] == expected
 
 
