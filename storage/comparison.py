@@ -3,7 +3,7 @@ the side's jobs were run with (banks, thresholds, rerank, decoder paths, model v
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, select
@@ -28,10 +28,12 @@ class Setup:
     reranks: tuple[bool | None, ...] = ()  # None: rows from before the rerank stage
     paths: tuple[str, ...] = ()  # decoder paths of the done jobs ("none": refused)
     versions: tuple[str, ...] = ()
+    defaults: tuple[float, ...] = ()  # the worker defaults its jobs recorded judging by (with_defaults), if read
 
     def texts(self) -> dict[str, str]:
         """Each part as a page prints it, by label."""
-        threshold = [DEFAULT_THRESHOLD if t is None else f"{t:.2f}" for t in self.thresholds]
+        default = DEFAULT_THRESHOLD + (f" ({', '.join(f'{t:.2f}' for t in self.defaults)})" if self.defaults else "")
+        threshold = [default if t is None else f"{t:.2f}" for t in self.thresholds]
         rerank = ["–" if r is None else ("on" if r else "off") for r in self.reranks]
         return {
             "bank": ", ".join(self.banks) or "–", "threshold": ", ".join(threshold) or "–",
@@ -77,6 +79,19 @@ class SetupParts:
             reranks=tuple(sorted(self.reranks, key=none_first)), paths=tuple(sorted(self.paths)),
             versions=tuple(sorted(self.versions)),
         )
+
+
+def with_defaults(session: Session, setup: Setup, where: ColumnElement[bool]) -> Setup:
+    """The setup with the default thresholds the workers recorded in the evidence of the done jobs that had no
+    threshold of their own (`where` picks the jobs)."""
+    if None not in setup.thresholds:
+        return setup
+    recorded = Job.evidence["threshold"].as_float()
+    values = session.scalars(
+        select(recorded).where(where, Job.status == DONE, Job.min_confidence.is_(None), recorded.is_not(None))
+        .group_by(recorded)
+    ).all()
+    return replace(setup, defaults=tuple(sorted(float(v) for v in values)))
 
 
 def version_setup(session: Session, version: str) -> Setup:

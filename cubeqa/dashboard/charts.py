@@ -80,11 +80,12 @@ def stage_chart(times: dict[str, StageTimes]) -> Chart | None:
 
 
 def throughput_chart(series: Throughput) -> Chart | None:
-    """Final jobs per second over the time since submission."""
-    if not series.seconds:
+    """Final jobs per second in each time slice since submission, one bar per slice (jobs become final in
+    micro-batches: bars show the slices, where a line would draw rates between them)."""
+    if not series.seconds or series.width is None:
         return None
-    trace = {"type": "scatter", "mode": "lines+markers", "x": series.seconds, "y": series.jobs_per_second,
-             "line": {"color": COLOURS["green"]}, "marker": {"size": 5},
+    trace = {"type": "bar", "x": series.seconds, "y": series.jobs_per_second,
+             "width": [series.width] * len(series.seconds), "marker": {"color": COLOURS["green"]},
              "hovertemplate": "%{x:.1f} s: %{y:.1f} jobs/s<extra></extra>"}
     return {"data": [trace], "layout": layout("time since submission (s)", "throughput (jobs/s)")}
 

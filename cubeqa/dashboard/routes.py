@@ -22,9 +22,9 @@ from cubeqa.dashboard.compare import RATE_TEXTS, Side, comparison
 from cubeqa.dashboard.pages import PER_PAGE, BatchView, CacheDep, PagesDep, embed
 from storage import dashboard_queries as q
 from storage import metrics as registry
-from storage.comparison import outcomes, version_setup
+from storage.comparison import outcomes, version_setup, with_defaults
 from storage.evidence import job_detail
-from storage.models import STATUSES, is_id
+from storage.models import STATUSES, Job, is_id
 from storage.quality import RIGHT_COLUMN
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
@@ -122,11 +122,12 @@ def side(session: Session, cache: FinishedBatches[BatchView], name: str, value: 
     """One side of a comparison: a batch id or `v:MODEL_VERSION`, with its setup and its questions' outcomes."""
     if value.startswith("v:"):
         version = value[2:]
-        return Side(f"model version {version}", version_setup(session, version), outcomes(session, version=version))
+        setup = with_defaults(session, version_setup(session, version), Job.model_version == version)
+        return Side(f"model version {version}", setup, outcomes(session, version=version))
     if is_id(value):
         row = one_batch(session, cache, value)
         title = f"batch {row.id[:12]}" + (f" ({row.source})" if row.source else "")
-        return Side(title, row.setup, outcomes(session, batch_id=value))
+        return Side(title, with_defaults(session, row.setup, Job.batch_id == value), outcomes(session, batch_id=value))
     raise HTTPException(422, f"{name}: give a batch id or v:MODEL_VERSION")
 
 

@@ -111,7 +111,8 @@ def test_comparing_two_thresholds_shows_the_coverage_difference(stack, threshold
     refusal = page.locator('#rates tr[data-name="refusal"]')
     assert float(refusal.get_attribute("data-high")) < 0
     threshold = page.locator('#setup tr[data-setup="threshold"]')
-    assert threshold.locator("td").nth(1).inner_text() == "worker default"
+    recorded = {j["evidence"]["threshold"] for j in a.values() if j["evidence"]}  # what the workers judged by
+    assert threshold.locator("td").nth(1).inner_text() == f"worker default ({recorded.pop():.2f})" and not recorded
     assert threshold.locator("td").nth(2).inner_text() == "0.30" and "differs" in threshold.get_attribute("class")
     both = sum(a[q]["decoder_path"] != "none" and b[q]["decoder_path"] != "none" for q in a)
     assert page.locator("#both-answered").inner_text() == str(both)

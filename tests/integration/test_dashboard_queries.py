@@ -164,6 +164,22 @@ def test_question_outcomes_setups_and_versions(store) -> None:
     assert setup.texts()["threshold"] == "worker default" and row.versions == ["m@1"] and row.banks == []
 
 
+def test_the_compare_header_reads_the_default_thresholds_the_workers_recorded(store) -> None:
+    from sqlalchemy import update
+
+    from storage.comparison import with_defaults
+
+    sessions, batch_id, rows = store
+    first, second = (r["id"] for r in done(rows)[:2])
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == first).values(evidence={"sentence": "A.", "threshold": 0.45}))
+        session.execute(update(Job).where(Job.id == second).values(evidence={"sentence": "B."}))  # before 0.45 was kept
+    with sessions() as session:
+        [row] = q.batch_rows(session, batch_id=batch_id)
+        setup = with_defaults(session, row.setup, Job.batch_id == batch_id)
+    assert setup.defaults == (0.45,) and setup.texts()["threshold"] == "worker default (0.45)"
+
+
 def test_compare_gives_each_metric_its_paired_interval() -> None:
     from cubeqa.dashboard.compare import compare
 
