@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
@@ -141,13 +142,15 @@ def main() -> None:
         shot(f"{api}/dashboard", "dashboard-batches")
         shot(f"{api}/dashboard/batches/{batch_a}", "dashboard-batch", full=False, height=1250)
         shot(f"{api}/dashboard/batches/{batch_b}?text=kenya#jobs-section", "dashboard-batch-filtered", full=False)
-        with sessions() as session:
-            job = next(r for r in iter_results(session=session, batch_id=batch_a)
-                       if r["decoder_path"] == "none" and r["evidence"] and r["evidence"]["before"])
+        with sessions() as session:  # a refused job, its best match with neighbours where the bank keeps them
+            refused = [r for r in iter_results(session=session, batch_id=batch_a)
+                       if r["decoder_path"] == "none" and r["evidence"]]
+        job = max(refused, key=lambda r: len(r["evidence"]["before"]) + len(r["evidence"]["after"]))
         shot(f"{api}/dashboard/jobs/{job['id']}", "dashboard-job")
-        shot(f"{api}/dashboard/compare?a={batch_a}&b={batch_low}", "dashboard-compare")
+        shot(f"{api}/dashboard/compare?a={batch_a}&b={batch_low}", "dashboard-compare", full=False, height=1700)
         print_comparison(page)
-        shot(f"{api}/dashboard/compare?a=v:{versions['a']}&b=v:{versions['b']}", "dashboard-compare-versions")
+        sides = urllib.parse.urlencode({"a": f"v:{versions['a']}", "b": f"v:{versions['b']}"})  # versions hold a "+"
+        shot(f"{api}/dashboard/compare?{sides}", "dashboard-compare-versions", full=False, height=1700)
         print_comparison(page)
         shot(f"http://127.0.0.1:{token_port}/dashboard", "dashboard-login")
         shot(f"{api}/docs", "api-docs", full=False)
@@ -159,9 +162,6 @@ def main() -> None:
             timings.append(time.perf_counter() - t)
         print(f"batch page of {args.questions} jobs, navigation to charts drawn in Chromium: {common.band(common.spread([1000 * x for x in timings]), 0)} ms")
 
-
-if __name__ == "__main__":
-    main()
 
 
 def print_comparison(page) -> None:
@@ -177,3 +177,7 @@ def finished(sessions, batch_id: str) -> bool:
 
     with sessions() as session:
         return batch_summary(session=session, batch_id=batch_id).finished
+
+
+if __name__ == "__main__":
+    main()

@@ -120,11 +120,10 @@ class Outcome:
 
     @property
     def label(self) -> str:
-        """In words: refused, right, wrong, answered (no reference), or for a question asked more than once the
-        counts."""
-        if self.jobs == 1:
-            if not self.answered:
-                return "refused"
+        """In words, when all its jobs agree: refused, right, wrong, answered (no reference); else the counts."""
+        if not self.answered:
+            return "refused"
+        if self.answered == self.jobs and self.judged in (0, self.answered) and self.right in (0, self.judged):
             return "answered" if not self.judged else ("right" if self.right else "wrong")
         text = f"{self.answered} of {self.jobs} answered"
         return f"{text}, {self.right} right" if self.judged else text

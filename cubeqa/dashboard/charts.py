@@ -92,7 +92,7 @@ def throughput_chart(series: Throughput) -> Chart | None:
 
 def diff_chart(
     diffs: list[MetricDiff], labels: dict[str, str],
-    x_title: str = "difference of means, B − A (metric units; 95% bootstrap interval)",
+    x_title: str = "difference of means, B − A (metric units; 95% bootstrap interval)", y_title: str = "metric",
 ) -> Chart | None:
     """One point per metric: mean difference B − A with its 95% bootstrap interval as an error bar."""
     if not diffs:
@@ -106,8 +106,8 @@ def diff_chart(
     }
     shapes = [{"type": "line", "x0": 0, "x1": 0, "y0": 0, "y1": 1, "yref": "paper",
                "line": {"color": "#0f172a", "width": 1}}]
-    chart = layout(x_title, "metric", shapes=shapes,
+    chart = layout(x_title, y_title, shapes=shapes,
                    height=60 + 40 * len(diffs))
-    chart["yaxis"] = {"title": {"text": "metric", "standoff": 16}, "automargin": True, "autorange": "reversed"}
+    chart["yaxis"] = {"title": {"text": y_title, "standoff": 16}, "automargin": True, "autorange": "reversed"}
     chart["margin"]["l"] = 200  # room for the metric names and the axis title beside them
     return {"data": [trace], "layout": chart}

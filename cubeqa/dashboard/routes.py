@@ -142,7 +142,7 @@ def compare_page(
     if len(sides) == 2:
         result = comparison(sides["a"].outcomes, sides["b"].outcomes, COMPARED)
         rate_labels = {k: label for k, (label, _) in RATE_TEXTS.items()}
-        drawn = {"rates": charts.diff_chart(result.rates, rate_labels, SHARES_AXIS),
+        drawn = {"rates": charts.diff_chart(result.rates, rate_labels, SHARES_AXIS, "figure"),
                  "diff": charts.diff_chart(result.metrics, {m.name: m.label for m in registry.METRICS})}
     return pages.render(
         "compare.html", options=cache.batch_rows(session, limit=200), versions=q.model_versions(session),

@@ -39,6 +39,14 @@ def test_rates_pair_up_on_the_shared_questions() -> None:
     assert changed["q55"] == ("refused", "right") and changed["q25"] == ("right", "wrong") and "q5" not in changed
 
 
+def test_a_question_asked_several_times_has_one_word_when_its_jobs_agree() -> None:
+    def asked(jobs: int, answered: int, right: int) -> str:
+        return Outcome(jobs, answered, jobs, answered, right, None, None, {}).label
+
+    assert (asked(2, 0, 0), asked(2, 2, 0), asked(2, 2, 2)) == ("refused", "wrong", "right")
+    assert (asked(2, 1, 0), asked(2, 2, 1)) == ("1 of 2 answered, 0 right", "2 of 2 answered, 1 right")
+
+
 def test_the_precision_interval_is_a_paired_bootstrap_of_the_ratio() -> None:
     rng = np.random.default_rng(3)
     n = 400
