@@ -108,8 +108,10 @@ class Client:
     def batch(self, batch_id: str) -> BatchPublic:
         return _read(self.http.get(f"/v1/batches/{batch_id}"), BatchPublic)
 
-    def batches(self, *, offset: int = 0, limit: int = 50) -> BatchList:
-        return _read(self.http.get("/v1/batches", params={"offset": offset, "limit": limit}), BatchList)
+    def batches(self, *, offset: int = 0, limit: int = 50, interactive: bool = False) -> BatchList:
+        """A page of batches, newest first (the one-job batches of single questions only with `interactive`)."""
+        params = {"offset": offset, "limit": limit, "interactive": interactive}
+        return _read(self.http.get("/v1/batches", params=params), BatchList)
 
     def wait(self, batch_id: str, *, poll: float = 0.5, timeout: float | None = None,
              progress: Progress | None = None) -> BatchPublic:
@@ -171,8 +173,9 @@ class AsyncClient:
     async def batch(self, batch_id: str) -> BatchPublic:
         return _read(await self.http.get(f"/v1/batches/{batch_id}"), BatchPublic)
 
-    async def batches(self, *, offset: int = 0, limit: int = 50) -> BatchList:
-        return _read(await self.http.get("/v1/batches", params={"offset": offset, "limit": limit}), BatchList)
+    async def batches(self, *, offset: int = 0, limit: int = 50, interactive: bool = False) -> BatchList:
+        params = {"offset": offset, "limit": limit, "interactive": interactive}
+        return _read(await self.http.get("/v1/batches", params=params), BatchList)
 
     async def wait(self, batch_id: str, *, poll: float = 0.5, timeout: float | None = None,
                    progress: Progress | None = None) -> BatchPublic:

@@ -238,11 +238,13 @@ def batches_command(
     limit: Annotated[int, typer.Option(min=1, max=500, help="batches to show")] = 20,
     offset: Annotated[int, typer.Option(min=0, max=2**31 - 1, help="newest batches to skip")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the batches as JSON")] = False,
+    interactive: Annotated[bool, typer.Option(
+        "--interactive", help="also list the one-job batches of single questions (POST /v1/jobs, ask --api)")] = False,
 ) -> None:
-    """Batches newest first, with their progress."""
+    """Batches newest first, with their progress (single questions' one-job batches with --interactive)."""
     with store(ctx.obj)() as session:
-        page = list_batches(session=session, offset=offset, limit=limit)
-        total = count_batches(session=session)
+        page = list_batches(session=session, offset=offset, limit=limit, interactive=interactive)
+        total = count_batches(session=session, interactive=interactive)
     if as_json:
         print(json.dumps({"batches": [s.to_dict() for s in page], "total": total, "offset": offset, "limit": limit}, indent=2))
         return

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="address `cubeqa api` listens on")
     api_port: int = Field(8000, ge=1, le=65535, description="port `cubeqa api` listens on")
     api_token: SecretStr | None = Field(None, description="bearer token the HTTP API requires; unset: no auth")
+    api_url: str | None = Field(
+        None, description="a running `cubeqa api` that `cubeqa ask` sends its questions to (its workers keep the models loaded)"
+    )
     flower_host: str = Field("127.0.0.1", description="address `cubeqa flower` listens on")
     flower_port: int = Field(5555, ge=1, le=65535, description="port `cubeqa flower` listens on")
     flower_basic_auth: SecretStr | None = Field(None, description="user:password Flower requires; unset: no auth")

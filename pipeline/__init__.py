@@ -57,7 +57,7 @@ EXPORTS: dict[str, str] = {  # public name -> the module defining it
     "CubeStage": "pipeline.stages",
     "DecodeStage": "pipeline.stages",
     "ProductionPipeline": "pipeline.production",
-    "AnswerResult": "pipeline.production",
+    "AnswerResult": "pipeline.answer_result",
     "set_threads": "pipeline.production",
     # bundles
     "Bundle": "pipeline.checkpoint",

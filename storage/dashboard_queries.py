@@ -16,7 +16,7 @@ from storage import metrics as registry
 from storage.models import DONE, FAILED, QUEUED, RUNNING, STATUSES, Batch, Job
 from storage.quality import Quality, batch_quality, quality_texts
 from storage.repository import job_dict
-from storage.summary import as_utc
+from storage.summary import as_utc, listed
 
 STAGES = ("encode", "cube", "decode", "rerank")  # rerank: only jobs submitted with it went through it
 
@@ -76,12 +76,12 @@ def is_postgres(session: Session) -> bool:
 
 def batch_rows(
     session: Session, *, limit: int = 50, offset: int = 0, batch_id: str | None = None,
-    known: Mapping[str, BatchRow] | None = None,
+    known: Mapping[str, BatchRow] | None = None, interactive: bool = False,
 ) -> list[BatchRow]:
     """Batches newest first (or the one named) with status counts, model versions and banks, from one scan of
     their jobs. `known` holds rows read before by batch id; a finished batch among them (same finish time)
     cannot have changed and is not scanned again."""
-    query = select(Batch).order_by(Batch.created_at.desc(), Batch.id).limit(limit).offset(offset)
+    query = listed(select(Batch), interactive).order_by(Batch.created_at.desc(), Batch.id).limit(limit).offset(offset)
     if batch_id is not None:
         query = select(Batch).where(Batch.id == batch_id)
     batches = session.scalars(query).all()
@@ -118,11 +118,6 @@ def batch_rows(
         )
         for b in batches
     ]
-
-
-def batch_count(session: Session) -> int:
-    """The number of batches in the store."""
-    return session.scalar(select(func.count()).select_from(Batch)) or 0
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ FINAL = (DONE, FAILED)
 ID_LENGTH = 32  # uuid4 hex (repository.new_id)
 KEY_LENGTH = 200  # longest idempotency key
 SOURCE_LENGTH = 500  # longest batch source label
+INTERACTIVE = "api:job"  # source of the one-job batches of single questions (POST /v1/jobs): listings skip them unless asked
 BANK_LENGTH = 64  # longest bank name (pipeline.knowledge.store.check_name) and version
 # The registry's stored metrics (pipeline.metrics.item_metrics computes them), which a job row also keeps as plain
 # columns beside its metrics JSON, so that SQL sums and bins them without parsing JSON (storage.figures).

@@ -23,6 +23,7 @@ from cubeqa.dashboard.pages import PER_PAGE, BatchView, CacheDep, PagesDep, embe
 from storage import dashboard_queries as q
 from storage import metrics as registry
 from storage.models import STATUSES, is_id
+from storage.summary import count_batches
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 LOGGED_IN = [Depends(login_required)]  # HTML pages: a visitor without the token goes to the login form
@@ -56,12 +57,14 @@ def asset(name: str) -> FileResponse:
 
 @router.get("", dependencies=LOGGED_IN, response_class=HTMLResponse)
 def batches(
-    pages: PagesDep, session: SessionDep, cache: CacheDep, number: Annotated[int, Query(alias="page", ge=1)] = 1
+    pages: PagesDep, session: SessionDep, cache: CacheDep, number: Annotated[int, Query(alias="page", ge=1)] = 1,
+    interactive: Annotated[bool, Query(description="also list the one-job batches of single questions")] = False,
 ) -> HTMLResponse:
     """Batches newest first."""
-    rows = cache.batch_rows(session, limit=PER_PAGE, offset=(number - 1) * PER_PAGE)
-    total = q.batch_count(session)
-    return pages.render("batches.html", rows=rows, page=number, pages=pages_of(total), total=total)
+    rows = cache.batch_rows(session, limit=PER_PAGE, offset=(number - 1) * PER_PAGE, interactive=interactive)
+    total = count_batches(session=session, interactive=interactive)
+    return pages.render("batches.html", rows=rows, page=number, pages=pages_of(total), total=total,
+                        interactive=interactive)
 
 
 @router.get("/batches/{batch_id}", dependencies=LOGGED_IN, response_class=HTMLResponse)

@@ -34,10 +34,12 @@ def get_batches(
     session: SessionDep,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="batches to skip")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="batches to return")] = PAGE,
+    interactive: Annotated[bool, Query(description="also list the one-job batches of single questions (POST /v1/jobs)")] = False,
 ) -> BatchList:
     """Batches newest first, a page at a time, each with its progress and quality aggregates."""
-    page = list_batches(session=session, offset=offset, limit=limit)
-    return BatchList(batches=[BatchPublic.of(s) for s in page], total=count_batches(session=session), offset=offset, limit=limit)
+    page = list_batches(session=session, offset=offset, limit=limit, interactive=interactive)
+    total = count_batches(session=session, interactive=interactive)
+    return BatchList(batches=[BatchPublic.of(s) for s in page], total=total, offset=offset, limit=limit)
 
 
 @router.get("/{batch_id}", response_model=BatchPublic)
