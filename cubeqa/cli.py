@@ -166,7 +166,7 @@ def ask(
     evidence and the decoder path."""
     from cubeqa.client import Client
     from cubeqa.remote import RemoteError, ask_api
-    from pipeline import CubeQAError
+    from pipeline import CubeQAError, resolve_min_confidence
     from pipeline.encoding import check_texts
 
     settings: Settings = ctx.obj
@@ -192,7 +192,7 @@ def ask(
                                       rerank=rerank):
                     show_answer(result, heading=len(given) > 1)
             return
-        threshold = settings.min_confidence if min_confidence is None else min_confidence
+        threshold = resolve_min_confidence(min_confidence, settings.min_confidence, None)  # the bundle's: in the stage
         reranks = resolve_rerank(settings.model_copy(update={"decoder": decoder or settings.decoder}), rerank)
         if interactive:
             with errors.status("loading the models"):

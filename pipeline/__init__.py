@@ -59,6 +59,7 @@ EXPORTS: dict[str, str] = {  # public name -> the module defining it
     "ProductionPipeline": "pipeline.production",
     "AnswerResult": "pipeline.answer_result",
     "set_threads": "pipeline.production",
+    "resolve_min_confidence": "pipeline.calibration",
     # bundles
     "Bundle": "pipeline.checkpoint",
     "Manifest": "pipeline.checkpoint",
