@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local directories only
 
@@ -304,6 +304,14 @@ def prompted_questions() -> Iterator[str]:
         yield line
 
 
+def evidence_place(evidence: dict[str, Any]) -> str:
+    """Where an evidence sentence is: its file's name, the document title and the section path, each said once."""
+    source = evidence.get("source")
+    parts = [Path(source).name if source else None, evidence.get("title"), *evidence.get("section", [])]
+    named = [str(part) for part in dict.fromkeys(parts) if part]
+    return " › ".join(named) or str(evidence["doc_id"])
+
+
 def show_answer(result: AnswerResult, heading: bool = False) -> None:
     """One question's answer, score, decoder path, other candidates and metrics (headed by the question among several)."""
     if heading:
@@ -315,9 +323,7 @@ def show_answer(result: AnswerResult, heading: bool = False) -> None:
     order = "" if reranked is None else f"  reranked {reranked:.2f}"
     console.print(f"{confidence}{kind} {result.score:.4f}{order}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
     if result.evidence is not None and result.evidence.get("doc_id") is not None:
-        where = result.evidence.get("title") or result.evidence.get("source") or result.evidence["doc_id"]
-        where = " › ".join([where, *(part for part in result.evidence.get("section", []) if part != where)])
-        console.print(f"  from {escape(str(where))}, sentence {result.evidence['position'] + 1}"
+        console.print(f"  from {escape(evidence_place(result.evidence))}, sentence {result.evidence['position'] + 1}"
                       + (f" (best match: {escape(result.evidence['sentence'])})" if result.path == "none" else ""), style="dim")
         for text in result.evidence.get("before", [])[-1:]:
             console.print(f"  before: {escape(text)}", style="dim")
