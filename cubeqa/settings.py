@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(
         False, description="accept callback hosts resolving to loopback, private or link-local addresses (SSRF guard off)"
     )
-    webhook_timeout: float = Field(10.0, gt=0, le=120, description="seconds one webhook attempt may take, connecting included")
+    webhook_timeout: float = Field(10.0, gt=0, le=120, description="seconds a webhook attempt may take to connect, to send, and to get the answer, each")
     webhook_max_attempts: int = Field(8, ge=1, le=50, description="attempts of a webhook delivery before it is given up")
     webhook_backoff: float = Field(5.0, gt=0, description="seconds before a webhook's second attempt; doubling after each failure")
     webhook_backoff_max: float = Field(600.0, gt=0, description="longest wait between two webhook attempts (below CUBEQA_VISIBILITY_TIMEOUT)")

@@ -109,7 +109,7 @@ class HookConfig:
 
     secret: bytes
     policy: HookPolicy = HookPolicy()
-    timeout: float = 10.0  # seconds per attempt, connecting included
+    timeout: float = 10.0  # seconds to connect, to send, and to get the answer, each
     max_attempts: int = 8
     backoff: float = 5.0  # seconds before the second attempt; doubling after each failure
     backoff_max: float = 600.0
@@ -122,8 +122,8 @@ class HookConfig:
 
     @property
     def lease(self) -> timedelta:
-        """How long a claimed attempt is held: past its timeout, so no second worker posts while it runs."""
-        return timedelta(seconds=2 * self.timeout + 5)
+        """How long a claimed attempt is held: past its three timeouts, so no second worker posts while it runs."""
+        return timedelta(seconds=3 * self.timeout + 5)
 
 
 def payload_of(session: Session, attempt: Attempt) -> dict[str, Any] | None:

@@ -98,7 +98,7 @@ def test_the_signature_is_what_the_documented_check_recomputes() -> None:
 def test_retries_double_up_to_the_cap_and_stop_after_the_last_attempt() -> None:
     config = HookConfig(secret=b"k", max_attempts=6, backoff=5, backoff_max=30)
     assert [config.retry_in(n) for n in range(1, 7)] == [5, 10, 20, 30, 30, None]
-    assert config.lease > timedelta(seconds=2 * config.timeout)
+    assert config.lease > timedelta(seconds=3 * config.timeout)
 
 
 def test_settings_refuse_an_empty_secret_and_a_back_off_beyond_the_visibility_timeout(monkeypatch) -> None:
