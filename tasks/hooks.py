@@ -61,7 +61,10 @@ class HookPolicy:
 def check_callback(url: str, policy: HookPolicy) -> list[str]:
     """The addresses the URL's host resolves to, once its scheme and every address pass `policy`; raises
     UnsafeCallback saying why not (UnresolvableCallback when the host does not resolve)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
+        raise UnsafeCallback(f"callback URL: {exc}") from exc
     if parts.scheme.lower() not in policy.schemes:
         raise UnsafeCallback(f"callback URL scheme {parts.scheme or '(none)'!r} is not allowed: use {' or '.join(policy.schemes)}")
     if parts.username is not None or parts.password is not None:
@@ -161,6 +164,8 @@ def attempt_post(config: HookConfig, attempt: Attempt, payload: dict[str, Any] |
     """One POST: (the status code, the error or None once delivered, whether to give up now)."""
     if payload is None:
         return None, "the batch or job no longer exists", True
+    if attempt.number > config.max_attempts:  # earlier attempts died mid-POST (their worker killed): none is recorded
+        return None, f"gave up after {config.max_attempts} attempts", True
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
     try:
         addresses = check_callback(attempt.url, config.policy)
@@ -170,7 +175,7 @@ def attempt_post(config: HookConfig, attempt: Attempt, payload: dict[str, Any] |
         return None, f"refused: {exc}", True
     try:
         status = post(attempt.url, addresses[0], body, headers_of(config.secret, attempt, body), config.timeout)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # whatever the receiver's address or answer makes httpx raise fails this attempt only
         return None, f"{type(exc).__name__}: {exc}", False
     return status, None if 200 <= status < 300 else f"HTTP {status}", False
 

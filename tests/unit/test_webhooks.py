@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from contextlib import ExitStack
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -15,10 +17,18 @@ from typer.testing import CliRunner
 
 from cubeqa.cli import app
 from cubeqa.intake import check_callback_url
-from storage.hooks import Callback, claim_attempt, deliveries_of, overdue_deliveries, record_attempt
+from storage.hooks import Attempt, Callback, claim_attempt, deliveries_of, overdue_deliveries, record_attempt
 from storage.models import WebhookDelivery, now
 from storage.repository import JobOutcome, NewJob, create_batch, record_outcomes
-from tasks.hooks import HookConfig, HookPolicy, UnresolvableCallback, UnsafeCallback, check_callback, signature
+from tasks.hooks import (
+    HookConfig,
+    HookPolicy,
+    UnresolvableCallback,
+    UnsafeCallback,
+    attempt_post,
+    check_callback,
+    signature,
+)
 from tests.conftest import migrated
 
 OPEN = HookPolicy(allow_http=True, allow_private=True)
@@ -121,11 +131,19 @@ def test_submit_refuses_a_loopback_callback_in_one_line_before_reading_the_file(
     assert not (tmp_path / "none.db").exists()
 
 
-@pytest.fixture
-def sessions(tmp_path):
-    sessions = migrated(f"sqlite:///{tmp_path / 'hooks.db'}")
-    yield sessions
-    sessions.kw["bind"].dispose()
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.services, pytest.mark.slow])])
+def sessions(request, tmp_path):
+    """The store on SQLite, and on PostgreSQL where services run."""
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'hooks.db'}"
+        else:
+            from jobsystem import postgres_database
+
+            url = stack.enter_context(postgres_database())
+        sessions = migrated(url)
+        yield sessions
+        sessions.kw["bind"].dispose()
 
 
 def finish(sessions, job_ids: list[str]):
@@ -173,3 +191,11 @@ def test_an_attempt_is_claimed_once_retried_when_due_and_given_up_at_the_end(ses
     assert (row["status"], row["attempts"], row["last_status_code"], row["last_error"]) == ("failed", 2, None, "ConnectError: refused")
     with sessions.begin() as session:
         assert claim_attempt(session=session, delivery_id=delivery, lease=lease) is None  # given up stays given up
+
+
+def test_an_attempt_past_the_limit_posts_nothing_and_gives_up() -> None:
+    """Attempts whose worker died mid-POST were counted but never recorded: the next claim past the limit ends it."""
+    config = HookConfig(secret=b"k", max_attempts=2)
+    late = Attempt("d" * 32, "b" * 32, None, "https://93.184.216.34/hook", 3)
+    assert attempt_post(config, late, {"id": "b" * 32}) == (None, "gave up after 2 attempts", True)
+    assert attempt_post(config, replace(late, number=1), None) == (None, "the batch or job no longer exists", True)
