@@ -28,7 +28,7 @@ from storage.repository import (
     stale_jobs,
 )
 from tasks import hooks, stages
-from tasks.app import STAGES
+from tasks.app import HOOKS_QUEUE, STAGES
 from tasks.errors import BROKER_DOWN
 from tasks.wire import MicroBatch
 
@@ -155,14 +155,14 @@ class ReconcileReport:
     hooks: int = 0  # webhook deliveries whose message was lost, sent again
 
 
-def waiting_messages(app: Celery) -> int:
-    """Messages waiting in the stage queues (not counting those a worker holds)."""
+def waiting_messages(app: Celery, queues: Sequence[str] = STAGES) -> int:
+    """Messages waiting in the queues, the stage queues by default (not counting those a worker holds)."""
     with app.connection_for_read() as connection:
         channel = connection.default_channel
         total = 0
-        for stage in STAGES:
+        for queue in queues:
             try:
-                total += channel.queue_declare(queue=stage, passive=True).message_count
+                total += channel.queue_declare(queue=queue, passive=True).message_count
             except kombu.exceptions.ChannelError:  # Redis drops an empty list: the queue does not exist while nothing waits
                 pass
         return total
@@ -170,15 +170,17 @@ def waiting_messages(app: Celery) -> int:
 
 def reconcile(sessions: sessionmaker[Session], *, after: timedelta, max_attempts: int, micro_batch: int) -> ReconcileReport:
     """One pass: re-sends jobs that look lost (see `stale_jobs`); fails those delivered max_attempts times; sends
-    again the webhook deliveries overdue by `after` (their message was lost).
+    again the webhook deliveries overdue by `after` while the hooks queue is empty (their message was lost, not
+    waiting for a hooks worker: passes without one would pile up copies).
 
     Re-sending is safe because result writes are idempotent: whichever copy finishes first wins; a delivery's
     attempt is claimed in SQL, so a duplicate message posts nothing.
     """
     idle = waiting_messages(stages.encode.app) == 0
+    hooks_idle = waiting_messages(stages.encode.app, (HOOKS_QUEUE,)) == 0
     with sessions() as session:
         stale = stale_jobs(session=session, older_than=after, queues_idle=idle)
-        overdue = overdue_deliveries(session=session, older_than=after)
+        overdue = overdue_deliveries(session=session, older_than=after) if hooks_idle else []
     give_up = [job for job, attempts in stale if attempts >= max_attempts]
     retry = [job for job, attempts in stale if attempts < max_attempts]
     failed = 0
