@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -152,6 +154,18 @@ def settled(stack: Stack, batch_id: str, count: int = 1) -> list[dict[str, Any]]
     """The batch's deliveries once `count` of them are no longer pending."""
     return eventually(lambda: (rows := deliveries(stack, batch_id)) and sum(r["status"] != "pending" for r in rows) >= count
                       and rows, what=f"deliveries of {batch_id}")
+
+
+def test_the_hooks_worker_answers_health_pings_and_one_without_a_secret_exits_saying_so(stack: Stack) -> None:
+    from tasks.health import probe_stages
+
+    (health,) = probe_stages(30, ("hooks",))
+    assert health.ok and health.worker is not None and health.worker.startswith("hooks-")
+    env = {k: v for k, v in stack.env.items() if k != "CUBEQA_WEBHOOK_SECRET"}
+    ended = subprocess.run([sys.executable, "-m", "cubeqa", "worker", "--stage", "hooks"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert ended.returncode == 1
+    assert "the hooks stage cannot load: ValueError: CUBEQA_WEBHOOK_SECRET is unset" in " ".join(ended.stderr.split())
 
 
 def test_a_batch_callback_arrives_once_signed_with_the_summary_get_returns(stack: Stack) -> None:
