@@ -27,6 +27,7 @@ from cubeqa.waiting import Stall, queued_too_long, why_waiting
 from cubeqa.wiring import celery_app, hook_policy, open_store, pin_bank
 from pipeline.errors import BankError, InputError
 from storage.db import StorageError, upgrade
+from storage.hooks import deliveries_of
 from storage.ids import AmbiguousId, resolve_id
 from storage.models import SOURCE_LENGTH, Batch, is_id
 from storage.quality import QUALITY_FIGURES, quality_texts
@@ -226,6 +227,19 @@ def status_command(
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         console.print(summary_table(summary))
+        with sessions() as session:
+            for line in webhook_lines(deliveries_of(session=session, batch_id=summary.id)):
+                console.print(line, soft_wrap=True)
+
+
+def webhook_lines(deliveries: list[dict[str, Any]]) -> list[str]:
+    """One line per webhook delivery of the batch (its own and its jobs'): where, its state, attempts, last outcome."""
+    lines = []
+    for d in deliveries:
+        outcome = d["last_error"] or (f"HTTP {d['last_status_code']}" if d["last_status_code"] else "not tried yet")
+        whose = "batch" if d["job_id"] is None else f"job {d['job_id'][:SHORT_ID]}"
+        lines.append(escape(f"webhook ({whose}) {d['url']}: {d['status']} after {d['attempts']} attempt(s), {outcome}"))
+    return lines
 
 
 def store(settings: Settings) -> sessionmaker[Session]:

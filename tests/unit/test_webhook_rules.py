@@ -199,3 +199,16 @@ def test_an_attempt_past_the_limit_posts_nothing_and_gives_up() -> None:
     late = Attempt("d" * 32, "b" * 32, None, "https://93.184.216.34/hook", 3)
     assert attempt_post(config, late, {"id": "b" * 32}) == (None, "gave up after 2 attempts", True)
     assert attempt_post(config, replace(late, number=1), None) == (None, "the batch or job no longer exists", True)
+
+
+def test_status_prints_each_webhook_delivery_with_its_last_outcome(sessions) -> None:
+    with sessions.begin() as session:
+        batch = create_batch(session=session, items=[NewJob("a?")], callback=Callback("https://h.example/b"))
+    (delivery,) = finish(sessions, batch.job_ids).hooks
+    with sessions.begin() as session:
+        claim_attempt(session=session, delivery_id=delivery, lease=timedelta(seconds=30))
+        record_attempt(session=session, delivery_id=delivery, status_code=500, error="HTTP 500", retry_in=5)
+    url = sessions.kw["bind"].url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(app, ["status", batch.id], env={"CUBEQA_DATABASE_URL": url, "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "webhook (batch) https://h.example/b: pending after 1 attempt(s), HTTP 500" in result.output
