@@ -156,7 +156,8 @@ def hook_policy(settings: Settings) -> HookPolicy:
 
 
 def hook_config(settings: Settings) -> HookConfig | None:
-    """The hooks worker's delivery config (None without a signing secret)."""
+    """The hooks worker's delivery config (None without a signing secret). The back-off is capped at half the
+    visibility timeout: Redis would deliver a retry held longer twice."""
     from tasks.hooks import HookConfig
 
     if settings.webhook_secret is None:
@@ -164,7 +165,7 @@ def hook_config(settings: Settings) -> HookConfig | None:
     return HookConfig(
         secret=settings.webhook_secret.get_secret_value().encode(), policy=hook_policy(settings),
         timeout=settings.webhook_timeout, max_attempts=settings.webhook_max_attempts, backoff=settings.webhook_backoff,
-        backoff_max=settings.webhook_backoff_max,
+        backoff_max=min(settings.webhook_backoff_max, settings.visibility_timeout / 2),
     )
 
 

@@ -111,16 +111,18 @@ def test_retries_double_up_to_the_cap_and_stop_after_the_last_attempt() -> None:
     assert config.lease > timedelta(seconds=3 * config.timeout)
 
 
-def test_settings_refuse_an_empty_secret_and_a_back_off_beyond_the_visibility_timeout(monkeypatch) -> None:
+def test_settings_refuse_an_empty_secret_and_cap_the_back_off_below_the_visibility_timeout(monkeypatch) -> None:
     from cubeqa.settings import Settings
+    from cubeqa.wiring import hook_config
 
     for name in [k for k in __import__("os").environ if k.upper().startswith("CUBEQA_")]:
         monkeypatch.delenv(name)
     with pytest.raises(ValidationError, match="CUBEQA_WEBHOOK_SECRET is empty"):
         Settings(webhook_secret=" ")
-    with pytest.raises(ValidationError, match="below CUBEQA_VISIBILITY_TIMEOUT"):
-        Settings(webhook_backoff_max=3600)
-    assert Settings(webhook_secret="x").webhook_secret is not None
+    assert hook_config(Settings()) is None
+    config = hook_config(Settings(webhook_secret="x", visibility_timeout=60, webhook_allow_http=True))
+    assert config is not None and config.secret == b"x" and config.backoff_max == 30 and config.policy.allow_http
+    assert hook_config(Settings(webhook_secret="x")).backoff_max == 600  # type: ignore[union-attr]
 
 
 def test_submit_refuses_a_loopback_callback_in_one_line_before_reading_the_file(tmp_path) -> None:
