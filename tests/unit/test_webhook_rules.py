@@ -214,3 +214,39 @@ def test_status_prints_each_webhook_delivery_with_its_last_outcome(sessions) -> 
     result = CliRunner().invoke(app, ["status", batch.id], env={"CUBEQA_DATABASE_URL": url, "COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "webhook (batch) https://h.example/b: pending after 1 attempt(s), HTTP 500" in result.output
+
+
+def test_https_goes_to_the_checked_address_with_the_url_host_as_tls_name(tmp_path) -> None:
+    """The request connects to the address given (hooks.test resolves nowhere), sends the URL's host as SNI and checks
+    the certificate against it: a self-signed one is refused, so nothing is posted."""
+    import socket
+    import ssl
+    import subprocess
+    import threading
+
+    import httpx
+
+    from tasks.hooks import post
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=hooks.test", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    context.sni_callback = lambda _sock, name, _ctx: names.append(name)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            try:
+                context.wrap_socket(connection, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                pass  # the client refuses the certificate mid-handshake
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = listener.getsockname()[1]
+    with listener, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        post(f"https://hooks.test:{port}/hook", "127.0.0.1", b"{}", {}, timeout=10)
+    assert names == ["hooks.test"]
