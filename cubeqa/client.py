@@ -43,16 +43,17 @@ def _headers(token: str | None) -> dict[str, str]:
 
 
 def _job_body(question: str, reference: str | None, bank: str | None, min_confidence: float | None,
-              rerank: bool | None = None) -> dict[str, Any]:
-    body = {"question": question, "reference": reference, "bank": bank, "min_confidence": min_confidence, "rerank": rerank}
+              rerank: bool | None = None, callback: str | None = None) -> dict[str, Any]:
+    body = {"question": question, "reference": reference, "bank": bank, "min_confidence": min_confidence, "rerank": rerank,
+            "callback_url": callback}
     return {k: v for k, v in body.items() if v is not None}
 
 
 def _batch_body(items: Iterable[Item], bank: str | None, min_confidence: float | None, key: str | None,
-                micro_batch: int | None, rerank: bool | None = None) -> dict[str, Any]:
+                micro_batch: int | None, rerank: bool | None = None, callback: str | None = None) -> dict[str, Any]:
     listed = [{"question": item} if isinstance(item, str) else dict(item) for item in items]
     body = {"items": listed, "bank": bank, "min_confidence": min_confidence, "key": key, "micro_batch": micro_batch,
-            "rerank": rerank}
+            "rerank": rerank, "callback_url": callback}
     return {k: v for k, v in body.items() if v is not None}
 
 
@@ -90,19 +91,24 @@ class Client:
         self.http.close()
 
     def ask(self, question: str, *, reference: str | None = None, bank: str | None = None,
-            min_confidence: float | None = None, rerank: bool | None = None, wait: float = 30.0) -> JobPublic:
-        """One question; waits up to `wait` seconds on the server for its answer (status "done" once answered)."""
+            min_confidence: float | None = None, rerank: bool | None = None, wait: float = 30.0,
+            callback: str | None = None) -> JobPublic:
+        """One question; waits up to `wait` seconds on the server for its answer (status "done" once answered);
+        `callback`: a URL the job's final state is POSTed to (signed; docs/user-guide.md, Webhooks)."""
         response = self.http.post("/v1/jobs", params={"wait": wait},
-                                  json=_job_body(question, reference, bank, min_confidence, rerank), timeout=wait + WAIT_SLACK)
+                                  json=_job_body(question, reference, bank, min_confidence, rerank, callback),
+                                  timeout=wait + WAIT_SLACK)
         return _read(response, JobPublic)
 
     def job(self, job_id: str) -> JobPublic:
         return _read(self.http.get(f"/v1/jobs/{job_id}"), JobPublic)
 
     def submit(self, items: Iterable[Item], *, bank: str | None = None, min_confidence: float | None = None,
-               key: str | None = None, micro_batch: int | None = None, rerank: bool | None = None) -> Accepted:
-        """One batch of questions (strings or {"question", "reference"} objects); `key` makes a resubmission a no-op."""
-        body = _batch_body(items, bank, min_confidence, key, micro_batch, rerank)
+               key: str | None = None, micro_batch: int | None = None, rerank: bool | None = None,
+               callback: str | None = None) -> Accepted:
+        """One batch of questions (strings or {"question", "reference"} objects); `key` makes a resubmission a no-op;
+        `callback`: a URL the batch's summary is POSTed to once every job is final."""
+        body = _batch_body(items, bank, min_confidence, key, micro_batch, rerank, callback)
         return _read(self.http.post("/v1/batches", json=body), Accepted)
 
     def batch(self, batch_id: str) -> BatchPublic:
@@ -156,9 +162,10 @@ class AsyncClient:
         await self.http.aclose()
 
     async def ask(self, question: str, *, reference: str | None = None, bank: str | None = None,
-                  min_confidence: float | None = None, rerank: bool | None = None, wait: float = 30.0) -> JobPublic:
+                  min_confidence: float | None = None, rerank: bool | None = None, wait: float = 30.0,
+                  callback: str | None = None) -> JobPublic:
         response = await self.http.post("/v1/jobs", params={"wait": wait},
-                                        json=_job_body(question, reference, bank, min_confidence, rerank),
+                                        json=_job_body(question, reference, bank, min_confidence, rerank, callback),
                                         timeout=wait + WAIT_SLACK)
         return _read(response, JobPublic)
 
@@ -166,8 +173,9 @@ class AsyncClient:
         return _read(await self.http.get(f"/v1/jobs/{job_id}"), JobPublic)
 
     async def submit(self, items: Iterable[Item], *, bank: str | None = None, min_confidence: float | None = None,
-                     key: str | None = None, micro_batch: int | None = None, rerank: bool | None = None) -> Accepted:
-        body = _batch_body(items, bank, min_confidence, key, micro_batch, rerank)
+                     key: str | None = None, micro_batch: int | None = None, rerank: bool | None = None,
+                     callback: str | None = None) -> Accepted:
+        body = _batch_body(items, bank, min_confidence, key, micro_batch, rerank, callback)
         return _read(await self.http.post("/v1/batches", json=body), Accepted)
 
     async def batch(self, batch_id: str) -> BatchPublic:
