@@ -107,12 +107,12 @@ def check_docx(path: Path, max_unpacked: int) -> None:
             members = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
         raise UploadRefused(415, f"{path.name} is not a .docx file (not a zip archive: {exc})") from exc
-    unpacked = sum(m.file_size for m in members)
-    if unpacked > max_unpacked:
-        raise UploadRefused(413, f"{path.name} unpacks to {unpacked:,} bytes, more than the limit of {max_unpacked:,}")
     for member in members:
         if member.file_size > CHUNK and member.file_size > MAX_RATIO * max(member.compress_size, 1):
             raise UploadRefused(413, f"{path.name}: {member.filename} unpacks {member.file_size // max(member.compress_size, 1):,}"
                                      f" times its packed size (a zip bomb?); refused")
+    unpacked = sum(m.file_size for m in members)
+    if unpacked > max_unpacked:
+        raise UploadRefused(413, f"{path.name} unpacks to {unpacked:,} bytes, more than the limit of {max_unpacked:,}")
     if "word/document.xml" not in {m.filename for m in members}:
         raise UploadRefused(415, f"{path.name} is not a .docx file (no word/document.xml in the archive)")
