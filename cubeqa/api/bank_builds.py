@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -59,9 +60,10 @@ def now() -> str:
 class BankBuilds:
     """Queues builds for a daemon thread (one at a time: each embeds on the same workers) and keeps their records."""
 
-    def __init__(self, broker: redis.Redis, run: Run) -> None:
+    def __init__(self, broker: redis.Redis, run: Run, staging_root: Path) -> None:
         self.broker = broker
         self.run = run
+        self.staging_root = staging_root
         self.pending: queue.Queue[tuple[str, str, Path, list[str], BuildOptions]] = queue.Queue()
         self.leases: dict[str, str] = {}  # build id -> bank name, of this process's queued and running builds
         self.lock = threading.Lock()
@@ -72,12 +74,38 @@ class BankBuilds:
         held = self.broker.get(ACTIVE.format(name))
         return _text(held) if held else None
 
-    def start(self, name: str, staging: Path, files: list[str], options: BuildOptions) -> dict[str, str]:
-        """Queues a build of `name` from the files staged in `staging` (removed once it ends); its first record."""
+    def reserve(self, name: str) -> tuple[str, Path]:
+        """A new build id holding the lease of bank `name`, and an empty folder for its uploads: the same folder for
+        every build of `name`, so the same documents give the same provenance and so the same version."""
         build_id = uuid.uuid4().hex
         if not self.broker.set(ACTIVE.format(name), build_id, nx=True, ex=LEASE):
             raise BuildRunning(f"a build of bank {name!r} is already queued or running ({self.active(name)}); "
                                "wait for it to finish")
+        with self.lock:
+            self.leases[build_id] = name
+            if not self.threads:  # started on the first build: an API that builds nothing runs no threads
+                self.threads = [threading.Thread(target=target, name=f"cubeqa-bank-{role}", daemon=True)
+                                for role, target in (("builds", self.serve), ("leases", self.renew))]
+                for thread in self.threads:
+                    thread.start()
+        staging = self.staging_root / name
+        shutil.rmtree(staging, ignore_errors=True)  # a build's leftovers, from a process killed mid-way
+        staging.mkdir(parents=True)
+        return build_id, staging
+
+    def release(self, build_id: str, name: str, staging: Path) -> None:
+        """Removes the staged files and gives up the lease of bank `name`, if this build still holds it."""
+        shutil.rmtree(staging, ignore_errors=True)
+        with self.lock:
+            self.leases.pop(build_id, None)
+        try:
+            if self.active(name) == build_id:
+                self.broker.delete(ACTIVE.format(name))
+        except redis.RedisError as exc:  # the lease lapses by itself
+            log.warning("bank build %s: lease not released: %s", build_id, exc)
+
+    def start(self, build_id: str, name: str, staging: Path, files: list[str], options: BuildOptions) -> dict[str, str]:
+        """Queues reserved build `build_id` of the files staged in `staging` (released once it ends); its first record."""
         record = {"id": build_id, "bank": name, "state": "queued", "stage": "", "done": "0", "total": "0",
                   "files": json.dumps(files), "version": "", "sentences": "", "notes": "[]", "error": "",
                   "created_at": now(), "finished_at": ""}
@@ -86,13 +114,6 @@ class BankBuilds:
             transaction.hset(key, mapping={k: v for k, v in record.items()})
             transaction.expire(key, RECORD_TTL)
             transaction.execute()
-        with self.lock:
-            self.leases[build_id] = name
-            if not self.threads:  # started on the first build: an API that builds nothing runs no threads
-                self.threads = [threading.Thread(target=target, name=f"cubeqa-bank-{role}", daemon=True)
-                                for role, target in (("builds", self.serve), ("leases", self.renew))]
-                for thread in self.threads:
-                    thread.start()
         self.pending.put((build_id, name, staging, files, options))
         return record
 
@@ -152,14 +173,7 @@ class BankBuilds:
             record(state="failed", error=f"internal error ({type(exc).__name__}); the API log has the details",
                    finished_at=now())
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            with self.lock:
-                self.leases.pop(build_id, None)
-            try:
-                if self.active(name) == build_id:
-                    self.broker.delete(ACTIVE.format(name))
-            except redis.RedisError as exc:  # the lease lapses by itself
-                log.warning("bank build %s: lease not released: %s", build_id, exc)
+            self.release(build_id, name, staging)
 
 
 @dataclass(frozen=True)
@@ -183,4 +197,6 @@ def bank_service(settings: Settings, broker: redis.Redis) -> BankService:
     def run(name: str, paths: list[Path], options: BuildOptions, progress: Progress) -> BankInfo:
         return build_bank(settings, name, paths, options, progress=progress, encoder=teacher())
 
-    return BankService(store=bank_store(settings), builds=BankBuilds(broker, run), max_unpacked=settings.max_unpacked_bytes)
+    staging = Path(tempfile.gettempdir()) / f"cubeqa-uploads-{os.getuid()}"
+    return BankService(store=bank_store(settings), builds=BankBuilds(broker, run, staging),
+                       max_unpacked=settings.max_unpacked_bytes)

@@ -69,6 +69,8 @@ def test_build_answer_add_and_remove_a_bank_through_the_client(api, tmp_path) ->
         assert [(v.version, v.current, v.parent) for v in detail.kept] == [
             (added.version, True, build.version), (build.version, False, None)]
         assert detail.samples and detail.encoder["dim"] == 384
+        again = client.build_bank(name, [folder], replace=True, poll=0.2, timeout=300)
+        assert again.version == build.version == client.bank(name).version  # the same documents, the same version
 
         client.remove_bank(name)
         with pytest.raises(ClientError) as gone:

@@ -48,7 +48,7 @@ def client(broker_url, tmp_path_factory):
 def snapshot(root: Path) -> list[tuple[str, int]]:
     """Every path under the bank root with its size, and the upload folders in the temporary directory."""
     inside = sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*")) if root.exists() else []
-    staged = sorted((p.name, 0) for p in Path(tempfile.gettempdir()).glob("cubeqa-upload-*"))
+    staged = sorted((str(p), 0) for p in Path(tempfile.gettempdir()).glob(f"cubeqa-uploads-{os.getuid()}/*/*"))
     return inside + staged
 
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -147,17 +144,18 @@ def may_build(banks: BankService, name: str, options: BuildOptions) -> None:
 
 
 def start(banks: BankService, name: str, uploads: list[UploadFile], options: BuildOptions) -> dict[str, str]:
-    """Stages and checks the uploads in a folder of their own, then queues the build; nothing is left on a refusal."""
-    staging = Path(tempfile.mkdtemp(prefix="cubeqa-upload-"))
+    """Stages and checks the uploads under the build's lease, then queues the build; nothing is left on a refusal."""
+    try:
+        build_id, staging = banks.builds.reserve(name)
+    except BuildRunning as exc:
+        raise HTTPException(409, str(exc)) from exc
     try:
         files = stage_uploads(uploads, staging, banks.max_unpacked)
-        return banks.builds.start(name, staging, files, options)
+        return banks.builds.start(build_id, name, staging, files, options)
     except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        banks.builds.release(build_id, name, staging)
         if isinstance(exc, UploadRefused):
             raise HTTPException(exc.status, exc.detail) from exc
-        if isinstance(exc, BuildRunning):
-            raise HTTPException(409, str(exc)) from exc
         raise
 
 
