@@ -123,6 +123,9 @@ def test_requests_the_route_cannot_take_are_refused(client) -> None:
     assert api.post("/v1/banks/uploads", headers=AUTH, files=[]).status_code in (400, 422)
     fields = api.post("/v1/banks/uploads", headers=AUTH, data={"files": "not a file"}, files=[("files", ("a.md", PROSE))])
     assert fields.status_code == 422 and "only files" in fields.json()["detail"]
+    other = api.post("/v1/banks/uploads", headers=AUTH, data={"note": "x"},
+                     files=[("files", ("a.md", PROSE)), ("files", ("b.md", PROSE))])
+    assert other.status_code == 422 and "only files" in other.json()["detail"]
     bad_name = api.post("/v1/banks/..", headers=AUTH, files=[("files", ("a.md", PROSE))])
     assert bad_name.status_code in (404, 422)  # `..` is resolved by the client or refused by the name rule
     assert api.post("/v1/banks/-x", headers=AUTH, files=[("files", ("a.md", PROSE))]).status_code == 422

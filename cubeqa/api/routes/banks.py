@@ -117,7 +117,7 @@ async def build_bank(
     form = await request.form()
     try:
         uploads = form.getlist("files")
-        if not all(isinstance(u, UploadFile) for u in uploads) or len(form) > len(uploads):
+        if not all(isinstance(u, UploadFile) for u in uploads) or len(form.multi_items()) > len(uploads):
             raise HTTPException(422, "send only files, each as a multipart form field named 'files'")
         record = await run_in_threadpool(start, banks, name, [u for u in uploads if isinstance(u, UploadFile)], options)
     finally:
