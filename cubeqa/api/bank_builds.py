@@ -89,8 +89,12 @@ class BankBuilds:
                 for thread in self.threads:
                     thread.start()
         staging = self.staging_root / name
-        shutil.rmtree(staging, ignore_errors=True)  # a build's leftovers, from a process killed mid-way
-        staging.mkdir(parents=True)
+        try:
+            shutil.rmtree(staging, ignore_errors=True)  # a build's leftovers, from a process killed mid-way
+            staging.mkdir(parents=True)
+        except BaseException:
+            self.release(build_id, name, staging)
+            raise
         return build_id, staging
 
     def release(self, build_id: str, name: str, staging: Path) -> None:
@@ -133,14 +137,17 @@ class BankBuilds:
     def serve(self) -> None:
         """The build thread: one queued build after another."""
         while True:
-            self.build(*self.pending.get())
+            try:
+                self.build(*self.pending.get())
+            except Exception:  # the thread must outlive any one build
+                log.exception("bank build thread")
 
     def renew(self) -> None:
         """The lease thread: renews this process's leases while their builds are queued or running."""
         while True:
             with self.lock:
-                held = list(self.leases.items())
-            for _build_id, name in held:
+                held = list(self.leases.values())
+            for name in held:
                 try:
                     self.broker.expire(ACTIVE.format(name), LEASE)
                 except redis.RedisError as exc:

@@ -162,3 +162,29 @@ def test_unknown_banks_and_builds_are_404_and_builtin_banks_stay(client) -> None
     assert removed.status_code == 409 and "built in" in removed.json()["detail"]
     detail = api.get("/v1/banks/default", headers=AUTH).json()
     assert detail["builtin"] and detail["kept"][0]["current"] and detail["kept"][0]["version"] == detail["version"]
+
+
+def test_a_build_of_a_bank_being_built_is_refused_and_a_dead_build_reads_failed(client, broker_url) -> None:
+    import redis
+
+    from cubeqa.api.bank_builds import ACTIVE, LOST, RECORD
+
+    api, root = client
+    broker = redis.Redis.from_url(broker_url)
+    build_id = "b" * 32
+    record = {"id": build_id, "bank": "held", "state": "running", "stage": "embed", "done": "10", "total": "40",
+              "files": '["a.md"]', "version": "", "sentences": "", "notes": "[]", "error": "", "created_at": "x",
+              "finished_at": ""}
+    broker.hset(RECORD.format(build_id), mapping=record)
+    broker.set(ACTIVE.format("held"), build_id, ex=30)  # as another API process holds it while building
+    before = snapshot(root)
+    refused = api.post("/v1/banks/held", headers=AUTH, files=[("files", ("a.md", PROSE))])
+    assert refused.status_code == 409 and build_id in refused.json()["detail"]
+    assert api.delete("/v1/banks/held", headers=AUTH).status_code == 409
+    running = api.get(f"/v1/banks/held/builds/{build_id}", headers=AUTH).json()
+    assert (running["state"], running["stage"], running["done"], running["total"]) == ("running", "embed", 10, 40)
+    assert api.get(f"/v1/banks/other/builds/{build_id}", headers=AUTH).status_code == 404  # another bank's build
+    broker.delete(ACTIVE.format("held"))  # its process died: the lease lapsed
+    lost = api.get(f"/v1/banks/held/builds/{build_id}", headers=AUTH).json()
+    assert (lost["state"], lost["error"]) == ("failed", LOST)
+    assert snapshot(root) == before
