@@ -14,8 +14,8 @@ from single_worker import clean_settings
 
 from tests.conftest import migrated
 
-pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(900)]
 REQUESTS = int(os.environ.get("FUZZ_REQUESTS", "2000"))
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(max(900, REQUESTS // 5))]  # 10,000: 866 s seen
 PER_MODE = REQUESTS // 2 + 10  # positive and negative examples each
 
 
