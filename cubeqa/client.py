@@ -174,7 +174,6 @@ class Client:
                 if line:
                     yield JobPublic.model_validate(json.loads(line))
 
-
     def banks(self) -> BankList:
         """Every bank: current version, versions kept, counts, size on disk, build time."""
         return _read(self.http.get("/v1/banks"), BankList)
