@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(4000, ge=1, description="longest accepted question or reference, in characters")
     max_batch_items: int = Field(100_000, ge=1, description="most jobs in one submitted batch")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted HTTP request body")
+    max_unpacked_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="most bytes an uploaded compressed document (.docx) may unpack to; more is refused"
+    )
     task_time_limit: int = Field(300, ge=10, description="seconds a stage task may run before it is killed")
     visibility_timeout: int = Field(3600, ge=60, description="seconds before Redis re-delivers an unacknowledged task")
     reconcile_after: int = Field(600, ge=1, description="seconds a job may sit unfinished before the reconciler re-sends it")

@@ -14,12 +14,15 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from sqlalchemy.orm import Session
 
 from cubeqa.api.deps import ServicesDep, SessionDep, guarded
+from cubeqa.api.routes.banks import BanksDep
 from cubeqa.dashboard import charts
 from cubeqa.dashboard.assets import asset_response, dashboard_files
 from cubeqa.dashboard.auth import LOGIN, log_in, log_out, login_required, safe_next, token_matches
 from cubeqa.dashboard.cache import FinishedBatches
 from cubeqa.dashboard.compare import MetricDiff, compare
 from cubeqa.dashboard.pages import PER_PAGE, BatchView, CacheDep, PagesDep, embed
+from pipeline.errors import BankNotFound
+from pipeline.knowledge.store import BankInfo, BankStore, VersionInfo
 from storage import dashboard_queries as q
 from storage import metrics as registry
 from storage.models import STATUSES, is_id
@@ -137,6 +140,20 @@ def compare_page(pages: PagesDep, session: SessionDep, cache: CacheDep, a: Side 
         compared=len(sides) == 2, sizes={k: len(v) for k, v in sides.items()}, shared=shared, diffs=diffs,
         charts_json=embed({"diff": chart}),
     )
+
+
+@router.get("/banks", dependencies=LOGGED_IN, response_class=HTMLResponse)
+def banks_page(pages: PagesDep, banks: BanksDep) -> HTMLResponse:
+    """The knowledge banks with their versions and sizes."""
+    return pages.render("banks.html", banks=[(info, kept_versions(banks.store, info)) for info in banks.store.infos()])
+
+
+def kept_versions(store: BankStore, info: BankInfo) -> list[VersionInfo]:
+    """A bank's versions, none for one that cannot be read or was removed a moment ago."""
+    try:
+        return [] if info.problem else store.versions(info.name)
+    except BankNotFound:
+        return []
 
 
 @router.get("/login", response_class=HTMLResponse)
