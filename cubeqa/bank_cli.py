@@ -13,10 +13,11 @@ from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
+from cubeqa.bank_build import BuildOptions, build_bank, build_errors
 from cubeqa.cli_base import app, console, errors, fail
 from cubeqa.render import progress_bar
 from cubeqa.settings import Settings
-from cubeqa.wiring import bank_root, bank_store, celery_app, encoder_config, hinted, legacy_hint
+from cubeqa.wiring import bank_root, bank_store, hinted, legacy_hint
 
 bank_app = typer.Typer(help="Knowledge banks: the user's documents, split into sentences, embedded and indexed.", no_args_is_help=True)
 app.add_typer(bank_app, name="bank")
@@ -33,12 +34,6 @@ SkipBadOption = Annotated[bool, typer.Option(
 DistributedOption = Annotated[bool, typer.Option("--distributed", help="embed on the encode workers (the bank root must be on a volume they share)")]
 ChunkOption = Annotated[int, typer.Option("--chunk", min=1, help="sentences per task sent to the encode workers (with --distributed)")]
 WaitOption = Annotated[float, typer.Option("--wait", min=1, help="seconds without a finished chunk before --distributed gives up on the workers")]
-
-
-def embedding_cache(settings: Settings) -> Path:
-    """The embedding cache every build uses: under the bank root, so the encode workers of a distributed build
-    write where a local build reads, and a rerun of either kind reuses what the other embedded."""
-    return bank_root(settings) / ".embeddings"
 
 
 def stage_progress(bar: Progress) -> Callable[[str, int, int], None]:
@@ -71,28 +66,12 @@ def run_build(
     distributed: bool = False, chunk: int = 128, wait: float = 180.0, skip_bad: bool = False,
 ) -> None:
     """Builds (or extends) a bank with the teacher encoder, showing progress; domain errors end as one line."""
-    from pipeline import CubeQAError, TeacherEncoder
-    from tasks.corpus import WorkersUnavailable, embed_sources
-    from tasks.errors import BROKER_DOWN
-
     try:
-        store = bank_store(settings)
-        if add:  # an unknown bank is named (with its root) before the encoder loads
-            with hinted(settings):
-                store.resolve(name)
-        encoder = TeacherEncoder(encoder_config(settings))
-        cache_dir = embedding_cache(settings)
-        options: dict[str, Any] = dict(
-            embed=lambda texts: encoder.encode(texts).vectors, encoder_identity=encoder.identity, kind=kind,
-            index_params=index_overrides(params), split=split, cache_dir=cache_dir, skip_bad=skip_bad,
-        )
+        options = BuildOptions(add=add, replace=replace, kind=kind, index_params=index_overrides(params), split=split,
+                               skip_bad=skip_bad, distributed=distributed, chunk=chunk, wait=wait)
         with progress_bar(console) as bar:
-            options["progress"] = stage_progress(bar)
-            if distributed:
-                embed_sources(celery_app(settings), store, name, paths, encoder.identity, cache_dir, add=add, replace=replace, split=split,
-                              chunk=chunk, progress=options["progress"], stall_timeout=wait, skip_bad=skip_bad)
-            info = store.add(name, paths, **options) if add else store.build(name, paths, replace=replace, **options)
-    except (CubeQAError, ValueError, OSError, WorkersUnavailable, *BROKER_DOWN) as exc:
+            info = build_bank(settings, name, paths, options, progress=stage_progress(bar))
+    except build_errors() as exc:
         raise fail(exc) from exc
     console.print(
         f"bank [bold]{info.name}[/bold] version {info.version}: {info.sentences:,} sentences from {info.documents:,} documents, "

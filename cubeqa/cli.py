@@ -3,13 +3,14 @@ job-system commands in `cubeqa.jobs_cli` and `cubeqa.services_cli`. Each command
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local directories only
 
@@ -26,7 +27,8 @@ from cubeqa.wiring import bank_config, bank_store, generative_options, hinted, r
 
 if TYPE_CHECKING:
     from pipeline import BankRef
-    from pipeline.production import AnswerResult, ProductionPipeline
+    from pipeline.answer_result import AnswerResult
+    from pipeline.production import ProductionPipeline
 
 
 
@@ -157,10 +159,15 @@ def ask(
     ] = None,
     rerank: Annotated[bool | None, typer.Option(
         "--rerank/--no-rerank", help="reorder the candidates with the bundle's reranker (default CUBEQA_RERANK, when it has one)")] = None,
+    api: Annotated[str | None, typer.Option(
+        "--api", help="URL of a running `cubeqa api`: its workers answer, with no model load here (default CUBEQA_API_URL)")] = None,
 ) -> None:
-    """Answer questions, loading the models once: prints each answer, its confidence, the evidence and the decoder path."""
-    from pipeline import CubeQAError
-    from pipeline.encoder import check_texts
+    """Answer questions, loading the models once (or through a running API): prints each answer, its confidence, the
+    evidence and the decoder path."""
+    from cubeqa.client import Client
+    from cubeqa.remote import RemoteError, ask_api
+    from pipeline import CubeQAError, resolve_min_confidence
+    from pipeline.encoding import check_texts
 
     settings: Settings = ctx.obj
     if decoder not in (None, "bank", "generative", "hybrid"):
@@ -176,7 +183,16 @@ def ask(
             given += question_lines(file, settings.max_question_chars)
         if reference is not None and (len(given) != 1 or interactive):
             raise ValueError(f"--reference scores one answer: give exactly one question with it ({len(given)} given)")
-        threshold = settings.min_confidence if min_confidence is None else min_confidence
+        if (api or settings.api_url) is not None:
+            if decoder is not None:
+                raise ValueError("--decoder is the API workers' setting: drop it with --api, or answer here without --api")
+            asked = prompted_questions() if interactive else given
+            with Client(api or settings.api_url or "", token=settings.api_token.get_secret_value() if settings.api_token else None) as client:
+                for result in ask_api(client, asked, reference=reference, bank=bank, min_confidence=min_confidence,
+                                      rerank=rerank):
+                    show_answer(result, heading=len(given) > 1)
+            return
+        threshold = resolve_min_confidence(min_confidence, settings.min_confidence, None)  # the bundle's: in the stage
         reranks = resolve_rerank(settings.model_copy(update={"decoder": decoder or settings.decoder}), rerank)
         if interactive:
             with errors.status("loading the models"):
@@ -190,7 +206,7 @@ def ask(
             refs = None if reference is None else [reference]
             for result in pipe.process_batch(chunk, refs, bank=ref, min_confidence=threshold, rerank=reranks):
                 show_answer(result, heading=len(given) > 1)
-    except (CubeQAError, OSError, ValueError) as exc:
+    except (CubeQAError, OSError, ValueError, RemoteError) as exc:
         raise fail(exc) from exc
 
 
@@ -266,9 +282,11 @@ def question_lines(file: Path | None, max_chars: int) -> list[str]:
 
 def prompted_questions() -> Iterator[str]:
     """Questions typed at a prompt until an empty line, Ctrl-D or Ctrl-C; a bad one is refused and the prompt returns."""
-    from pipeline.encoder import check_texts
+    from pipeline.encoding import check_texts
     from pipeline.errors import InputError
 
+    with contextlib.suppress(ImportError):  # console.input reads through input(): with readline, arrow keys recall questions
+        import readline  # noqa: F401
     errors.print("one question a line; an empty line or Ctrl-D ends", style="dim")
     while True:
         try:
@@ -286,6 +304,14 @@ def prompted_questions() -> Iterator[str]:
         yield line
 
 
+def evidence_place(evidence: dict[str, Any]) -> str:
+    """Where an evidence sentence is: its file's name, the document title and the section path, each said once."""
+    source = evidence.get("source")
+    parts = [Path(source).name if source else None, evidence.get("title"), *evidence.get("section", [])]
+    named = [str(part) for part in dict.fromkeys(parts) if part]
+    return " › ".join(named) or str(evidence["doc_id"])
+
+
 def show_answer(result: AnswerResult, heading: bool = False) -> None:
     """One question's answer, score, decoder path, other candidates and metrics (headed by the question among several)."""
     if heading:
@@ -297,9 +323,7 @@ def show_answer(result: AnswerResult, heading: bool = False) -> None:
     order = "" if reranked is None else f"  reranked {reranked:.2f}"
     console.print(f"{confidence}{kind} {result.score:.4f}{order}  path {result.path}" + ("  (question truncated)" if result.truncated else ""))
     if result.evidence is not None and result.evidence.get("doc_id") is not None:
-        where = result.evidence.get("title") or result.evidence.get("source") or result.evidence["doc_id"]
-        where = " › ".join([where, *(part for part in result.evidence.get("section", []) if part != where)])
-        console.print(f"  from {escape(str(where))}, sentence {result.evidence['position'] + 1}"
+        console.print(f"  from {escape(evidence_place(result.evidence))}, sentence {result.evidence['position'] + 1}"
                       + (f" (best match: {escape(result.evidence['sentence'])})" if result.path == "none" else ""), style="dim")
         for text in result.evidence.get("before", [])[-1:]:
             console.print(f"  before: {escape(text)}", style="dim")

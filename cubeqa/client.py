@@ -5,6 +5,7 @@
         accepted = api.submit(["Who designed it?", {"question": "When?", "reference": "In 1889."}])
         summary = api.wait(accepted.batch_id, progress=print)         # BatchPublic, once every job is final
         for row in api.results(accepted.batch_id): ...                 # JobPublic per job, in input order
+        build = api.build_bank("manuals", ["docs/"], progress=print)   # BankBuild, once the bank is built
 
 `AsyncClient` has the same methods as coroutines (`results` an async iterator). Requests are built and responses
 read by the functions below, shared by both, so the two cannot drift apart.
@@ -16,11 +17,13 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
+from cubeqa.api.bank_schemas import UPLOAD_SUFFIXES, BankBuild, BankDetail, BankList
 from cubeqa.api.schemas import Accepted, BatchList, BatchPublic, JobPublic
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -43,17 +46,54 @@ def _headers(token: str | None) -> dict[str, str]:
 
 
 def _job_body(question: str, reference: str | None, bank: str | None, min_confidence: float | None,
-              rerank: bool | None = None) -> dict[str, Any]:
-    body = {"question": question, "reference": reference, "bank": bank, "min_confidence": min_confidence, "rerank": rerank}
+              rerank: bool | None = None, callback: str | None = None) -> dict[str, Any]:
+    body = {"question": question, "reference": reference, "bank": bank, "min_confidence": min_confidence, "rerank": rerank,
+            "callback_url": callback}
     return {k: v for k, v in body.items() if v is not None}
 
 
 def _batch_body(items: Iterable[Item], bank: str | None, min_confidence: float | None, key: str | None,
-                micro_batch: int | None, rerank: bool | None = None) -> dict[str, Any]:
+                micro_batch: int | None, rerank: bool | None = None, callback: str | None = None) -> dict[str, Any]:
     listed = [{"question": item} if isinstance(item, str) else dict(item) for item in items]
     body = {"items": listed, "bank": bank, "min_confidence": min_confidence, "key": key, "micro_batch": micro_batch,
-            "rerank": rerank}
+            "rerank": rerank, "callback_url": callback}
     return {k: v for k, v in body.items() if v is not None}
+
+
+class BankBuildFailed(Exception):
+    """A bank build ended failed: its record, with the reason in `build.error`."""
+
+    def __init__(self, build: BankBuild) -> None:
+        super().__init__(f"build {build.id} of bank {build.bank} failed: {build.error}")
+        self.build = build
+
+
+def _uploads(paths: Iterable[str | Path]) -> list[tuple[str, tuple[str, bytes]]]:
+    """Multipart files: each file under its own name, and a folder's supported files (recursively, hidden ones
+    skipped); names must differ, as the server keeps no folders."""
+    files: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            files += [p for p in sorted(given.rglob("*")) if p.is_file() and p.suffix.lower() in UPLOAD_SUFFIXES
+                      and not any(part.startswith(".") for part in p.relative_to(given).parts)]
+        else:
+            files.append(given)
+    names = [p.name for p in files]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"files of the same name cannot go into one build: {', '.join(twice)}")
+    return [("files", (p.name, p.read_bytes())) for p in files]
+
+
+def _build_params(add: bool, replace: bool, index: str | None, split: bool, skip_bad: bool) -> dict[str, Any]:
+    params = {"add": add, "replace": replace, "index": index, "split": split, "skip_bad": skip_bad}
+    return {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items() if v is not None}
+
+
+def _finished(build: BankBuild) -> bool:
+    """Whether the build has ended; BankBuildFailed when it failed."""
+    if build.state == "failed":
+        raise BankBuildFailed(build)
+    return build.state == "done"
 
 
 def _refused(response: httpx.Response) -> None:
@@ -90,26 +130,33 @@ class Client:
         self.http.close()
 
     def ask(self, question: str, *, reference: str | None = None, bank: str | None = None,
-            min_confidence: float | None = None, rerank: bool | None = None, wait: float = 30.0) -> JobPublic:
-        """One question; waits up to `wait` seconds on the server for its answer (status "done" once answered)."""
+            min_confidence: float | None = None, rerank: bool | None = None, wait: float = 30.0,
+            callback: str | None = None) -> JobPublic:
+        """One question; waits up to `wait` seconds on the server for its answer (status "done" once answered);
+        `callback`: a URL the job's final state is POSTed to (signed; docs/user-guide.md, Webhooks)."""
         response = self.http.post("/v1/jobs", params={"wait": wait},
-                                  json=_job_body(question, reference, bank, min_confidence, rerank), timeout=wait + WAIT_SLACK)
+                                  json=_job_body(question, reference, bank, min_confidence, rerank, callback),
+                                  timeout=wait + WAIT_SLACK)
         return _read(response, JobPublic)
 
     def job(self, job_id: str) -> JobPublic:
         return _read(self.http.get(f"/v1/jobs/{job_id}"), JobPublic)
 
     def submit(self, items: Iterable[Item], *, bank: str | None = None, min_confidence: float | None = None,
-               key: str | None = None, micro_batch: int | None = None, rerank: bool | None = None) -> Accepted:
-        """One batch of questions (strings or {"question", "reference"} objects); `key` makes a resubmission a no-op."""
-        body = _batch_body(items, bank, min_confidence, key, micro_batch, rerank)
+               key: str | None = None, micro_batch: int | None = None, rerank: bool | None = None,
+               callback: str | None = None) -> Accepted:
+        """One batch of questions (strings or {"question", "reference"} objects); `key` makes a resubmission a no-op;
+        `callback`: a URL the batch's summary is POSTed to once every job is final."""
+        body = _batch_body(items, bank, min_confidence, key, micro_batch, rerank, callback)
         return _read(self.http.post("/v1/batches", json=body), Accepted)
 
     def batch(self, batch_id: str) -> BatchPublic:
         return _read(self.http.get(f"/v1/batches/{batch_id}"), BatchPublic)
 
-    def batches(self, *, offset: int = 0, limit: int = 50) -> BatchList:
-        return _read(self.http.get("/v1/batches", params={"offset": offset, "limit": limit}), BatchList)
+    def batches(self, *, offset: int = 0, limit: int = 50, interactive: bool = False) -> BatchList:
+        """A page of batches, newest first (the one-job batches of single questions only with `interactive`)."""
+        params = {"offset": offset, "limit": limit, "interactive": interactive}
+        return _read(self.http.get("/v1/batches", params=params), BatchList)
 
     def wait(self, batch_id: str, *, poll: float = 0.5, timeout: float | None = None,
              progress: Progress | None = None) -> BatchPublic:
@@ -135,6 +182,41 @@ class Client:
                 if line:
                     yield JobPublic.model_validate(json.loads(line))
 
+    def banks(self) -> BankList:
+        """Every bank: current version, versions kept, counts, size on disk, build time."""
+        return _read(self.http.get("/v1/banks"), BankList)
+
+    def bank(self, name: str) -> BankDetail:
+        return _read(self.http.get(f"/v1/banks/{name}"), BankDetail)
+
+    def bank_build(self, name: str, build_id: str) -> BankBuild:
+        return _read(self.http.get(f"/v1/banks/{name}/builds/{build_id}"), BankBuild)
+
+    def build_bank(self, name: str, paths: Iterable[str | Path], *, add: bool = False, replace: bool = False,
+                   index: str | None = None, split: bool = True, skip_bad: bool = False, wait: bool = True,
+                   poll: float = 0.5, timeout: float | None = None,
+                   progress: Callable[[BankBuild], None] | None = None) -> BankBuild:
+        """Uploads files (and folders' documents) to build a new version of bank `name`; with `wait`, polls the build
+        until done (`progress` sees each record), raising BankBuildFailed if it fails and TimeoutError after `timeout` s."""
+        response = self.http.post(f"/v1/banks/{name}", params=_build_params(add, replace, index, split, skip_bad),
+                                  files=_uploads(paths))
+        build = _read(response, BankBuild)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while wait:
+            if progress:
+                progress(build)
+            if _finished(build):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"build {build.id} of bank {name}: {build.state} after {timeout} s")
+            time.sleep(poll)
+            build = self.bank_build(name, build.id)
+        return build
+
+    def remove_bank(self, name: str) -> None:
+        """Removes a bank and all its versions."""
+        _refused(self.http.delete(f"/v1/banks/{name}"))
+
 
 class AsyncClient:
     """The same client for asyncio; use `async with` or await `aclose()`."""
@@ -154,9 +236,10 @@ class AsyncClient:
         await self.http.aclose()
 
     async def ask(self, question: str, *, reference: str | None = None, bank: str | None = None,
-                  min_confidence: float | None = None, rerank: bool | None = None, wait: float = 30.0) -> JobPublic:
+                  min_confidence: float | None = None, rerank: bool | None = None, wait: float = 30.0,
+                  callback: str | None = None) -> JobPublic:
         response = await self.http.post("/v1/jobs", params={"wait": wait},
-                                        json=_job_body(question, reference, bank, min_confidence, rerank),
+                                        json=_job_body(question, reference, bank, min_confidence, rerank, callback),
                                         timeout=wait + WAIT_SLACK)
         return _read(response, JobPublic)
 
@@ -164,15 +247,17 @@ class AsyncClient:
         return _read(await self.http.get(f"/v1/jobs/{job_id}"), JobPublic)
 
     async def submit(self, items: Iterable[Item], *, bank: str | None = None, min_confidence: float | None = None,
-                     key: str | None = None, micro_batch: int | None = None, rerank: bool | None = None) -> Accepted:
-        body = _batch_body(items, bank, min_confidence, key, micro_batch, rerank)
+                     key: str | None = None, micro_batch: int | None = None, rerank: bool | None = None,
+                     callback: str | None = None) -> Accepted:
+        body = _batch_body(items, bank, min_confidence, key, micro_batch, rerank, callback)
         return _read(await self.http.post("/v1/batches", json=body), Accepted)
 
     async def batch(self, batch_id: str) -> BatchPublic:
         return _read(await self.http.get(f"/v1/batches/{batch_id}"), BatchPublic)
 
-    async def batches(self, *, offset: int = 0, limit: int = 50) -> BatchList:
-        return _read(await self.http.get("/v1/batches", params={"offset": offset, "limit": limit}), BatchList)
+    async def batches(self, *, offset: int = 0, limit: int = 50, interactive: bool = False) -> BatchList:
+        params = {"offset": offset, "limit": limit, "interactive": interactive}
+        return _read(await self.http.get("/v1/batches", params=params), BatchList)
 
     async def wait(self, batch_id: str, *, poll: float = 0.5, timeout: float | None = None,
                    progress: Progress | None = None) -> BatchPublic:
@@ -193,3 +278,32 @@ class AsyncClient:
             async for line in response.aiter_lines():
                 if line:
                     yield JobPublic.model_validate(json.loads(line))
+
+    async def banks(self) -> BankList:
+        return _read(await self.http.get("/v1/banks"), BankList)
+
+    async def bank(self, name: str) -> BankDetail:
+        return _read(await self.http.get(f"/v1/banks/{name}"), BankDetail)
+
+    async def bank_build(self, name: str, build_id: str) -> BankBuild:
+        return _read(await self.http.get(f"/v1/banks/{name}/builds/{build_id}"), BankBuild)
+
+    async def build_bank(self, name: str, paths: Iterable[str | Path], *, add: bool = False, replace: bool = False,
+                         index: str | None = None, split: bool = True, skip_bad: bool = False, wait: bool = True,
+                         poll: float = 0.5, timeout: float | None = None,
+                         progress: Callable[[BankBuild], None] | None = None) -> BankBuild:
+        response = await self.http.post(f"/v1/banks/{name}", params=_build_params(add, replace, index, split, skip_bad),
+                                        files=_uploads(paths))
+        build = _read(response, BankBuild)
+        async with asyncio.timeout(timeout):
+            while wait:
+                if progress:
+                    progress(build)
+                if _finished(build):
+                    break
+                await asyncio.sleep(poll)
+                build = await self.bank_build(name, build.id)
+        return build
+
+    async def remove_bank(self, name: str) -> None:
+        _refused(await self.http.delete(f"/v1/banks/{name}"))

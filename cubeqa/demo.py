@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from cubeqa.bank_cli import embedding_cache, stage_progress
+from cubeqa.bank_build import embedding_cache
+from cubeqa.bank_cli import stage_progress
 from cubeqa.intake import IntakeError, read_bulk
 from cubeqa.jobs_cli import safe_url, summary_table, watch
 from cubeqa.render import confidence_text, progress_bar

@@ -12,11 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.models import KEY_LENGTH
+from storage.hooks import Callback
+from storage.models import KEY_LENGTH, URL_LENGTH
 from storage.repository import NewJob
+from tasks.hooks import HookPolicy, UnsafeCallback, check_callback
 from tasks.wire import MAX_MICRO_BATCH
 
-__all__ = ["MAX_MICRO_BATCH", "FieldError", "Intake", "IntakeError", "TooManyItems", "check_count", "check_key", "item_problems", "read_bulk"]
+__all__ = [
+    "MAX_MICRO_BATCH", "FieldError", "Intake", "IntakeError", "TooManyItems", "check_callback_url", "check_count", "check_key",
+    "item_problems", "read_bulk",
+]
 
 WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
@@ -64,6 +69,21 @@ def check_key(key: str) -> str:
         raise ValueError(f"the key has {len(key)} characters; the limit is {KEY_LENGTH}")
     check_characters(key, "key")
     return key
+
+
+def check_callback_url(url: str | None, policy: HookPolicy, *, each_job: bool = False) -> Callback | None:
+    """The submission's callback (None without a URL), once its length, characters, scheme and every address its host
+    resolves to pass (tasks.hooks.check_callback); raises UnsafeCallback saying why not."""
+    if url is None:
+        return None
+    if len(url) > URL_LENGTH:
+        raise UnsafeCallback(f"the callback URL has {len(url)} characters; the limit is {URL_LENGTH}")
+    try:
+        check_characters(url, "callback URL")
+    except ValueError as exc:
+        raise UnsafeCallback(str(exc)) from exc
+    check_callback(url, policy)
+    return Callback(url, each_job=each_job)
 
 
 def check_count(count: int, max_items: int) -> None:

@@ -20,13 +20,14 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cubeqa.cli_base import app, console, errors, fail
-from cubeqa.intake import MAX_MICRO_BATCH, IntakeError, check_key, read_bulk
+from cubeqa.intake import MAX_MICRO_BATCH, IntakeError, check_callback_url, check_key, read_bulk
 from cubeqa.render import confidence_text, progress_bar
 from cubeqa.settings import Settings
 from cubeqa.waiting import Stall, queued_too_long, why_waiting
-from cubeqa.wiring import celery_app, open_store, pin_bank
+from cubeqa.wiring import celery_app, hook_policy, open_store, pin_bank
 from pipeline.errors import BankError, InputError
 from storage.db import StorageError, upgrade
+from storage.hooks import deliveries_of
 from storage.ids import AmbiguousId, resolve_id
 from storage.models import SOURCE_LENGTH, Batch, is_id
 from storage.quality import QUALITY_FIGURES, quality_texts
@@ -93,11 +94,14 @@ def submit_command(
     ] = None,
     rerank: Annotated[bool | None, typer.Option(
         "--rerank/--no-rerank", help="answer through the rerank stage (default CUBEQA_RERANK, when the bundle has a reranker)")] = None,
+    callback: Annotated[str | None, typer.Option(
+        metavar="URL", help="POST the batch's summary here, signed, once every job is final (see docs/user-guide.md, Webhooks)")] = None,
 ) -> None:
     """Submit a bulk file: bad lines are reported with their line numbers; the good ones are queued."""
     settings: Settings = ctx.obj
     try:
         key = None if key is None else check_key(key)
+        hook = check_callback_url(callback, hook_policy(settings))
         pin = pin_bank(settings, bank, min_confidence, rerank)  # an unknown bank is refused before anything is read or stored
         intake = read_bulk(file, max_chars=settings.max_question_chars, max_items=settings.max_batch_items)
     except (ValueError, IntakeError, BankError, InputError) as exc:
@@ -116,7 +120,7 @@ def submit_command(
             sending = bar.add_task("send", total=len(intake.jobs))
             result = submit(
                 sessions, intake.jobs, micro_batch=batch_size or settings.micro_batch, key=key, source=source, pin=pin,
-                on_sent=lambda n: bar.advance(sending, n),
+                on_sent=lambda n: bar.advance(sending, n), callback=hook,
             )
     except (StorageError, BrokerUnavailable) as exc:
         raise fail(exc) from exc
@@ -223,6 +227,19 @@ def status_command(
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         console.print(summary_table(summary))
+        with sessions() as session:
+            for line in webhook_lines(deliveries_of(session=session, batch_id=summary.id)):
+                console.print(line, soft_wrap=True)
+
+
+def webhook_lines(deliveries: list[dict[str, Any]]) -> list[str]:
+    """One line per webhook delivery of the batch (its own and its jobs'): where, its state, attempts, last outcome."""
+    lines = []
+    for d in deliveries:
+        outcome = d["last_error"] or (f"HTTP {d['last_status_code']}" if d["last_status_code"] else "not tried yet")
+        whose = "batch" if d["job_id"] is None else f"job {d['job_id'][:SHORT_ID]}"
+        lines.append(escape(f"webhook ({whose}) {d['url']}: {d['status']} after {d['attempts']} attempt(s), {outcome}"))
+    return lines
 
 
 def store(settings: Settings) -> sessionmaker[Session]:
@@ -238,11 +255,13 @@ def batches_command(
     limit: Annotated[int, typer.Option(min=1, max=500, help="batches to show")] = 20,
     offset: Annotated[int, typer.Option(min=0, max=2**31 - 1, help="newest batches to skip")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the batches as JSON")] = False,
+    interactive: Annotated[bool, typer.Option(
+        "--interactive", help="also list the one-job batches of single questions (POST /v1/jobs, ask --api)")] = False,
 ) -> None:
-    """Batches newest first, with their progress."""
+    """Batches newest first, with their progress (single questions' one-job batches with --interactive)."""
     with store(ctx.obj)() as session:
-        page = list_batches(session=session, offset=offset, limit=limit)
-        total = count_batches(session=session)
+        page = list_batches(session=session, offset=offset, limit=limit, interactive=interactive)
+        total = count_batches(session=session, interactive=interactive)
     if as_json:
         print(json.dumps({"batches": [s.to_dict() for s in page], "total": total, "offset": offset, "limit": limit}, indent=2))
         return
@@ -380,7 +399,8 @@ def reconcile_command(
     while True:
         try:
             report = reconcile(sessions, after=deadline, max_attempts=settings.max_attempts, micro_batch=settings.micro_batch)
-            console.print(f"re-sent {report.resent} stuck jobs, failed {report.failed} after {settings.max_attempts} attempts")
+            console.print(f"re-sent {report.resent} stuck jobs, failed {report.failed} after {settings.max_attempts} attempts"
+                          + (f", re-sent {report.hooks} webhook deliveries" if report.hooks else ""))
         except (BrokerUnavailable, OperationalError) as exc:
             if every is None:
                 raise fail(exc) from exc

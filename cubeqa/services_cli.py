@@ -19,7 +19,9 @@ from cubeqa.wiring import worker_options
 from storage.db import StorageError
 
 # functional form: a class body member named `encode` would shadow str.encode
-Stage = StrEnum("Stage", {"encode": "encode", "cube": "cube", "decode": "decode", "rerank": "rerank", "all": "all"})
+Stage = StrEnum(
+    "Stage", {"encode": "encode", "cube": "cube", "decode": "decode", "rerank": "rerank", "all": "all", "hooks": "hooks"}
+)
 
 
 class Pool(StrEnum):
@@ -30,11 +32,12 @@ class Pool(StrEnum):
 @app.command("worker")
 def worker_command(
     ctx: typer.Context,
-    stage: Annotated[Stage, typer.Option(help="the stage this worker serves: encode, cube, decode, rerank or all")],
+    stage: Annotated[Stage, typer.Option(
+        help="the stage this worker serves: encode, cube, decode, rerank or all; hooks: the webhook deliveries")],
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default CUBEQA_DEVICE)")] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, help="tasks run at once (threads sharing one model copy, or prefork processes with a copy each); default: one per usable CPU core for encode and all on the CPU, else 1"),
+        typer.Option(min=1, help="tasks run at once (threads sharing one model copy, or prefork processes with a copy each); default: one per usable CPU core for encode and all on the CPU, 4 for hooks, else 1"),
     ] = None,
     pool: Annotated[Pool, typer.Option(help="threads: one process; prefork: one child process per slot, hard time limits enforced")] = Pool.threads,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(4000, ge=1, description="longest accepted question or reference, in characters")
     max_batch_items: int = Field(100_000, ge=1, description="most jobs in one submitted batch")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted HTTP request body")
+    max_unpacked_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="most bytes an uploaded compressed document (.docx) may unpack to; more is refused"
+    )
     task_time_limit: int = Field(300, ge=10, description="seconds a stage task may run before it is killed")
     visibility_timeout: int = Field(3600, ge=60, description="seconds before Redis re-delivers an unacknowledged task")
     reconcile_after: int = Field(600, ge=1, description="seconds a job may sit unfinished before the reconciler re-sends it")
@@ -96,9 +99,26 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="address `cubeqa api` listens on")
     api_port: int = Field(8000, ge=1, le=65535, description="port `cubeqa api` listens on")
     api_token: SecretStr | None = Field(None, description="bearer token the HTTP API requires; unset: no auth")
+    api_url: str | None = Field(
+        None, description="a running `cubeqa api` that `cubeqa ask` sends its questions to (its workers keep the models loaded)"
+    )
     flower_host: str = Field("127.0.0.1", description="address `cubeqa flower` listens on")
     flower_port: int = Field(5555, ge=1, le=65535, description="port `cubeqa flower` listens on")
     flower_basic_auth: SecretStr | None = Field(None, description="user:password Flower requires; unset: no auth")
+
+    # Webhooks (a batch's or job's callback URL).
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key webhooks are signed with: the secret of the API token's users, shared with their "
+        "receivers; the hooks worker needs it (unset: it refuses to start)"
+    )
+    webhook_allow_http: bool = Field(False, description="accept http:// callback URLs, not only https://")
+    webhook_allow_private: bool = Field(
+        False, description="accept callback hosts resolving to loopback, private or link-local addresses (SSRF guard off)"
+    )
+    webhook_timeout: float = Field(10.0, gt=0, le=120, description="seconds a webhook attempt may take to connect, to send, and to get the answer, each")
+    webhook_max_attempts: int = Field(8, ge=1, le=50, description="attempts of a webhook delivery before it is given up")
+    webhook_backoff: float = Field(5.0, gt=0, description="seconds before a webhook's second attempt; doubling after each failure")
+    webhook_backoff_max: float = Field(600.0, gt=0, description="longest wait between two webhook attempts (at most half CUBEQA_VISIBILITY_TIMEOUT is used)")
 
     @model_validator(mode="after")
     def secrets_are_meaningful(self) -> Settings:
@@ -109,6 +129,13 @@ class Settings(BaseSettings):
             user, _, password = self.flower_basic_auth.get_secret_value().partition(":")
             if not user or not password:
                 raise ValueError("CUBEQA_FLOWER_BASIC_AUTH must be user:password, both non-empty")
+        return self
+
+    @model_validator(mode="after")
+    def webhook_secret_signs(self) -> Settings:
+        """An empty secret would sign with a key anyone can guess."""
+        if self.webhook_secret is not None and not self.webhook_secret.get_secret_value().strip():
+            raise ValueError("CUBEQA_WEBHOOK_SECRET is empty: set a long random value, or unset it to send no webhooks")
         return self
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pipeline import EncoderConfig, PhraseBankConfig
     from pipeline.knowledge.store import BankStore
     from storage.repository import Pin
+    from tasks.hooks import HookConfig, HookPolicy
     from workers.main import WorkerOptions
 
 
@@ -147,6 +148,27 @@ def celery_app(settings: Settings) -> Celery:
     return configure(settings.broker_url, task_time_limit=settings.task_time_limit, visibility_timeout=settings.visibility_timeout)
 
 
+def hook_policy(settings: Settings) -> HookPolicy:
+    """Which callback URLs are accepted at submission and posted to at delivery."""
+    from tasks.hooks import HookPolicy
+
+    return HookPolicy(allow_http=settings.webhook_allow_http, allow_private=settings.webhook_allow_private)
+
+
+def hook_config(settings: Settings) -> HookConfig | None:
+    """The hooks worker's delivery config (None without a signing secret). The back-off is capped at half the
+    visibility timeout: Redis would deliver a retry held longer twice."""
+    from tasks.hooks import HookConfig
+
+    if settings.webhook_secret is None:
+        return None
+    return HookConfig(
+        secret=settings.webhook_secret.get_secret_value().encode(), policy=hook_policy(settings),
+        timeout=settings.webhook_timeout, max_attempts=settings.webhook_max_attempts, backoff=settings.webhook_backoff,
+        backoff_max=min(settings.webhook_backoff_max, settings.visibility_timeout / 2),
+    )
+
+
 def worker_options(settings: Settings, stage: str, concurrency: int | None, loglevel: str = "INFO", pool: str = "threads") -> WorkerOptions:
     """Worker options from settings; `concurrency` None picks the stage's default (see `default_concurrency`)."""
     from workers.main import WorkerOptions, default_concurrency
@@ -172,4 +194,5 @@ def worker_options(settings: Settings, stage: str, concurrency: int | None, logl
         bank_root=bank_root(settings),
         bank_cache_bytes=settings.bank_cache_mb * 2**20,
         min_confidence=settings.min_confidence,
+        hooks=hook_config(settings) if stage == "hooks" else None,
     )

@@ -57,8 +57,9 @@ EXPORTS: dict[str, str] = {  # public name -> the module defining it
     "CubeStage": "pipeline.stages",
     "DecodeStage": "pipeline.stages",
     "ProductionPipeline": "pipeline.production",
-    "AnswerResult": "pipeline.production",
+    "AnswerResult": "pipeline.answer_result",
     "set_threads": "pipeline.production",
+    "resolve_min_confidence": "pipeline.calibration",
     # bundles
     "Bundle": "pipeline.checkpoint",
     "Manifest": "pipeline.checkpoint",

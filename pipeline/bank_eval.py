@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from pipeline.calibration import Calibrator, default_min_confidence, expected_calibration_error, load_calibration
+from pipeline.calibration import (
+    Calibrator,
+    default_min_confidence,
+    expected_calibration_error,
+    load_calibration,
+    resolve_min_confidence,
+)
 from pipeline.data import answer_key, embed_cached, numbered_lines
 from pipeline.decoders.phrase_bank import BankSource
 from pipeline.errors import InputError
@@ -256,7 +262,7 @@ def bundle_rerank(bundle_dir: Path, teacher: np.ndarray, min_confidence: float |
 
     if not has_reranker(bundle_dir):
         return None
-    threshold = default_min_confidence(bundle_dir, RERANK_CALIBRATION) if min_confidence is None else min_confidence
+    threshold = resolve_min_confidence(min_confidence, None, default_min_confidence(bundle_dir, RERANK_CALIBRATION))
     return Rerank(load_reranker(bundle_dir), teacher, load_calibration(bundle_dir, RERANK_CALIBRATION), threshold)
 
 
@@ -273,7 +279,7 @@ def evaluate_on_bank(
 
     bundle = load_bundle(bundle_dir, encoder.identity)
     questions, golds = eval_records(data)
-    threshold = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
+    threshold = resolve_min_confidence(min_confidence, None, default_min_confidence(bundle_dir))
     teacher = embed_cached(questions, lambda t: encoder.encode(t).vectors, cache_dir, f"questions-{encoder.identity.weights_hash}")
     outputs = answer_vectors(bundle, encoder, questions, teacher)
     fusion, calibrator = bundle_fusion(bundle.manifest), load_calibration(bundle_dir)

@@ -273,6 +273,12 @@ def load_calibration(bundle_dir: Path, file: str = CALIBRATION_FILE) -> Calibrat
         raise BundleError(f"{Path(bundle_dir) / file}: bad calibrator ({exc})") from exc
 
 
+def resolve_min_confidence(job: float | None, setting: float | None, bundle: float | None) -> float | None:
+    """The threshold an answer is judged against: the job's own, else the worker's setting (CUBEQA_MIN_CONFIDENCE),
+    else the bundle's calibrated default; None refuses nothing."""
+    return next((value for value in (job, setting, bundle) if value is not None), None)
+
+
 def default_min_confidence(bundle_dir: Path, file: str = CALIBRATION_FILE) -> float | None:
     """The min_confidence the bundle's calibration (in `file`) chose on validation, or None."""
     record = read_calibration(bundle_dir, file)

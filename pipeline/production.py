@@ -8,13 +8,12 @@ the same input.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from pipeline.answer_result import AnswerResult
 from pipeline.checkpoint import load_bundle
 from pipeline.confidence import evidence
 from pipeline.decoders.base import Answer, DecoderKind
@@ -25,22 +24,6 @@ from pipeline.knowledge.bank_cache import BankCache, BankRef
 from pipeline.rerank.handoff import arrays_to_hits, hits_to_arrays
 from pipeline.rerank.stage import RerankStage
 from pipeline.stages import CubeStage, DecodeStage, EncodeStage
-
-
-@dataclass(frozen=True)
-class AnswerResult:
-    """One question's outcome: the answer text, which decoder path gave it, scores, timings, metrics."""
-
-    question: str
-    answer: str
-    path: str  # "bank", "generative", or "none" when no bank sentence clears the bank's threshold
-    score: float  # bank: fused score of the best sentence (cosine + lexical); generative: cos(enc(answer), output)
-    candidates: tuple[tuple[str, float], ...]
-    truncated: bool  # the question was longer than the encoder's limit and was cut
-    timings_ms: dict[str, float] = field(default_factory=dict)  # per-item share of each stage's batch time
-    metrics: dict[str, float] = field(default_factory=dict)
-    confidence: float | None = None  # calibrated probability that the bank sentence is right; None for generated text
-    evidence: dict[str, Any] | None = None  # the sentence's document, position, neighbours and the alternatives (pipeline.confidence.evidence)
 
 
 class ProductionPipeline:

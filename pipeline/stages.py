@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.calibration import Calibrator, default_min_confidence, load_calibration, needed_k
+from pipeline.calibration import Calibrator, default_min_confidence, load_calibration, needed_k, resolve_min_confidence
 from pipeline.checkpoint import Bundle, Manifest, check_encoder, load_bundle
 from pipeline.confidence import with_confidence
 from pipeline.cube import apply_map
@@ -113,7 +113,7 @@ class DecodeStage:
         self.rerank_depth = reranker_depth(Path(bundle_dir)) if kind is DecoderKind.bank else None  # None: no handing on
         self.calibrator: Calibrator | None = load_calibration(bundle_dir)
         self.set_min_confidence = min_confidence  # the worker's setting, which outranks every calibrator's default
-        self.min_confidence = default_min_confidence(bundle_dir) if min_confidence is None else min_confidence
+        self.min_confidence = resolve_min_confidence(None, min_confidence, default_min_confidence(bundle_dir))
         # the calibrator may read more of the ranking than the answer shows (gap10: the top 10)
         self.search_k = max(top_k, needed_k(self.calibrator.feature_names)) if self.calibrator is not None else top_k
         self.bank_config = bank_config
@@ -146,7 +146,7 @@ class DecodeStage:
         """Answers for (N, D) unit answer vectors and their questions (None: dense search only) from `bank` (None: the
         bundle's own), with calibrated confidence; `min_confidence` overrides the stage's threshold for this call."""
         decoder = self.held(bank).decoder
-        threshold = self.min_confidence if min_confidence is None else min_confidence
+        threshold = resolve_min_confidence(min_confidence, self.min_confidence, None)
         return self.shown(with_confidence(decoder.decode(vectors, texts), self.calibrator, threshold))
 
     def retrieve(self, vectors: np.ndarray, bank: BankRef | None, texts: Sequence[str] | None, k: int) -> Hits:

@@ -1,5 +1,5 @@
 """What the dashboard lists, read in SQL: batches with their counts, a page of a batch's jobs, one job's record,
-model versions (the compare view's questions are storage.comparison) (the charts' figures are storage.figures).
+model versions (the compare view reads storage.comparison, the charts storage.figures).
 Every function takes an open Session; SQLite and PostgreSQL both work."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from storage.comparison import OWN_BANK, SETUP_COLUMNS, Setup, SetupParts
 from storage.models import DONE, FAILED, QUEUED, RUNNING, STATUSES, Batch, Job
 from storage.quality import Quality, batch_quality, quality_texts
 from storage.repository import job_dict
-from storage.summary import as_utc
+from storage.summary import as_utc, listed
 
 STAGES = ("encode", "cube", "decode", "rerank")  # rerank: only jobs submitted with it went through it
 
@@ -77,12 +77,12 @@ def is_postgres(session: Session) -> bool:
 
 def batch_rows(
     session: Session, *, limit: int = 50, offset: int = 0, batch_id: str | None = None,
-    known: Mapping[str, BatchRow] | None = None,
+    known: Mapping[str, BatchRow] | None = None, interactive: bool = False,
 ) -> list[BatchRow]:
     """Batches newest first (or the one named) with status counts, model versions and banks, from one scan of
     their jobs. `known` holds rows read before by batch id; a finished batch among them (same finish time)
     cannot have changed and is not scanned again."""
-    query = select(Batch).order_by(Batch.created_at.desc(), Batch.id).limit(limit).offset(offset)
+    query = listed(select(Batch), interactive).order_by(Batch.created_at.desc(), Batch.id).limit(limit).offset(offset)
     if batch_id is not None:
         query = select(Batch).where(Batch.id == batch_id)
     batches = session.scalars(query).all()
@@ -120,11 +120,6 @@ def new_row(batch: Batch, counts: dict[str, int], last: datetime | None, parts: 
         versions=list(setup.versions), banks=sorted({b.split("@")[0] for b in setup.banks if b != OWN_BANK}),
         quality=quality, setup=setup,
     )
-
-
-def batch_count(session: Session) -> int:
-    """The number of batches in the store."""
-    return session.scalar(select(func.count()).select_from(Batch)) or 0
 
 
 @dataclass(frozen=True)

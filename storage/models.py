@@ -1,8 +1,9 @@
-"""SQLAlchemy 2.x tables: batch, job and model version."""
+"""SQLAlchemy 2.x tables: batch, job, model version and webhook delivery."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
@@ -16,7 +17,10 @@ FINAL = (DONE, FAILED)
 ID_LENGTH = 32  # uuid4 hex (repository.new_id)
 KEY_LENGTH = 200  # longest idempotency key
 SOURCE_LENGTH = 500  # longest batch source label
+INTERACTIVE = "api:job"  # source of the one-job batches of single questions (POST /v1/jobs): listings skip them unless asked
 BANK_LENGTH = 64  # longest bank name (pipeline.knowledge.store.check_name) and version
+URL_LENGTH = 2000  # longest callback URL
+PENDING, DELIVERED = "pending", "delivered"  # a webhook delivery's states besides FAILED (given up)
 # The registry's stored metrics (pipeline.metrics.item_metrics computes them), which a job row also keeps as plain
 # columns beside its metrics JSON, so that SQL sums and bins them without parsing JSON (storage.figures).
 METRIC_COLUMNS = tuple(metric.name for metric in stored_metrics())
@@ -26,6 +30,14 @@ def metric_columns(metrics: dict[str, Any] | None) -> dict[str, float | None]:
     """The METRIC_COLUMNS values of a metrics dict (None where it has no such metric)."""
     metrics = metrics or {}
     return {name: None if metrics.get(name) is None else float(metrics[name]) for name in METRIC_COLUMNS}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
 
 
 def is_id(value: str) -> bool:
@@ -72,6 +84,7 @@ class Batch(Base):
     failed_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    callback_url: Mapped[str | None] = mapped_column(String(URL_LENGTH))  # POSTed the summary once every job is final
 
 
 class Job(Base):
@@ -107,10 +120,32 @@ class Job(Base):
     rerank: Mapped[bool | None] = mapped_column(Boolean)  # the rerank stage reorders its candidates (None: rows before 0006)
     confidence: Mapped[float | None] = mapped_column(Float)  # calibrated probability the answer sentence is right
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # pipeline.confidence.evidence
+    callback_url: Mapped[str | None] = mapped_column(String(URL_LENGTH))  # POSTed the job once it is final
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(Base):
+    """One POST of a final batch's or job's summary to its callback URL, with every attempt's outcome (an outbox row:
+    written in the transaction that made it final, sent by the hooks worker, re-sent by the reconciler if lost)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))  # None: the batch's hook
+    url: Mapped[str] = mapped_column(String(URL_LENGTH))
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)  # pending, delivered or failed (gave up)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)  # the receiver's last HTTP status (None: no answer)
+    last_error: Mapped[str | None] = mapped_column(Text)  # why the last attempt failed (None after a success)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # an attempt is under way until then
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 def add_metric_columns(job: type[Job]) -> None:

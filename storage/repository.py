@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, func, insert, or_, select, update
@@ -13,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from storage.hooks import Callback, hooks_on_final
 from storage.models import (
     DONE,
     FAILED,
@@ -25,19 +25,13 @@ from storage.models import (
     Job,
     ModelVersion,
     metric_columns,
+    new_id,
+    now,
 )
 from storage.quality import RIGHT_COLUMN, right_answer
 from storage.summary import BatchSummary, batch_summary, count_batches, list_batches
 
 JOB_TABLE = cast(Table, Job.__table__)  # the Core table, for executemany inserts and updates
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -103,11 +97,13 @@ class CreatedBatch:
 
 
 def create_batch(
-    *, session: Session, items: Sequence[NewJob], key: str | None = None, source: str | None = None, pin: Pin = Pin()
+    *, session: Session, items: Sequence[NewJob], key: str | None = None, source: str | None = None, pin: Pin = Pin(),
+    callback: Callback | None = None,
 ) -> CreatedBatch:
     """Adds a batch and its queued jobs, each recording `pin`, to the caller's transaction; returns its id and jobs.
 
     With a key that already names a batch, nothing is written and that batch comes back (created False). A concurrent insert of the same key makes the caller's commit raise IntegrityError.
+    A `callback` URL goes on the batch, or on each job (`each_job`): its final summary is posted there (storage.hooks).
     """
     if key is not None:
         existing = find_batch_by_key(session=session, key=key)
@@ -116,7 +112,9 @@ def create_batch(
     batch_id = new_id()
     created_at = now()
     jobs = [QueuedJob(new_id(), batch_id, item.question, item.reference, pin) for item in items]
-    session.add(Batch(id=batch_id, key=key, source=source, total=len(items), done_count=0, failed_count=0, created_at=created_at))
+    batch_url, job_url = (None, None) if callback is None else (None, callback.url) if callback.each_job else (callback.url, None)
+    session.add(Batch(id=batch_id, key=key, source=source, total=len(items), done_count=0, failed_count=0, created_at=created_at,
+                      callback_url=batch_url))
     session.flush()
     if items:  # one executemany, not an ORM object per job
         session.execute(
@@ -126,7 +124,7 @@ def create_batch(
                     "id": job.id, "batch_id": batch_id, "position": i, "line": item.line, "question": item.question,
                     "reference": item.reference, "status": QUEUED, "attempts": 0, "dispatches": 0, "created_at": created_at,
                     "bank": pin.bank, "bank_version": pin.bank_version, "min_confidence": pin.min_confidence,
-                    "rerank": pin.rerank,
+                    "rerank": pin.rerank, "callback_url": job_url,
                 }
                 for i, (job, item) in enumerate(zip(jobs, items))
             ],
@@ -177,8 +175,18 @@ def mark_running(*, session: Session, job_ids: Sequence[str]) -> None:
     )
 
 
-def record_outcomes(*, session: Session, outcomes: Sequence[JobOutcome], model_version: str | None) -> int:
-    """Writes final results in the caller's transaction; returns how many jobs this call finished.
+@dataclass(frozen=True)
+class Recorded:
+    """What `record_outcomes` changed: how many jobs it finished, and the webhook deliveries that queued (to send
+    once the transaction commits: tasks.hooks.send)."""
+
+    finished: int
+    hooks: list[str] = field(default_factory=list)
+
+
+def record_outcomes(*, session: Session, outcomes: Sequence[JobOutcome], model_version: str | None) -> Recorded:
+    """Writes final results in the caller's transaction; returns how many jobs this call finished and the webhook
+    deliveries of the jobs and batches it made final (storage.hooks.hooks_on_final).
 
     Idempotent: a job already done or failed is left as it is and not counted again, so a redelivered
     or retried task never creates a second result or moves a batch counter twice. One UPDATE claims
@@ -193,13 +201,14 @@ def record_outcomes(*, session: Session, outcomes: Sequence[JobOutcome], model_v
         update(Job)
         .where(Job.id.in_(list(by_id)), Job.status.notin_(FINAL))
         .values(finished_at=finished_at)
-        .returning(Job.id, Job.batch_id, Job.reference)
+        .returning(Job.id, Job.batch_id, Job.reference, Job.callback_url)
     ).all()
     if not claimed:
-        return 0  # all already final: this is a redelivery
-    session.execute(OUTCOME_UPDATE, [outcome_row(by_id[job_id], model_version, ref) for job_id, _, ref in claimed])
+        return Recorded(0)  # all already final: this is a redelivery
+    session.execute(OUTCOME_UPDATE, [outcome_row(by_id[job_id], model_version, ref) for job_id, _, ref, _ in claimed])
     per_batch: dict[str, list[int]] = {}
-    for job_id, batch_id, _ in claimed:
+    finished_batches: list[tuple[str, str | None]] = []
+    for job_id, batch_id, _, _ in claimed:
         counts = per_batch.setdefault(batch_id, [0, 0])
         counts[0 if by_id[job_id].error is None else 1] += 1
     for batch_id in sorted(per_batch):  # one lock order for every writer
@@ -209,12 +218,14 @@ def record_outcomes(*, session: Session, outcomes: Sequence[JobOutcome], model_v
             .where(Batch.id == batch_id)
             .values(done_count=Batch.done_count + done, failed_count=Batch.failed_count + failed)
         )
-        session.execute(
+        finished_batches += session.execute(
             update(Batch)
             .where(Batch.id == batch_id, Batch.finished_at.is_(None), Batch.done_count + Batch.failed_count >= Batch.total)
             .values(finished_at=finished_at)
-        )
-    return len(claimed)
+            .returning(Batch.id, Batch.callback_url)
+        ).tuples().all()
+    jobs = [(job_id, batch_id, url) for job_id, batch_id, _, url in claimed]
+    return Recorded(len(claimed), hooks_on_final(session=session, jobs=jobs, batches=finished_batches))
 
 
 OUTCOME_COLUMNS = (
@@ -364,6 +375,7 @@ __all__ = [
     "NewJob",
     "Pin",
     "QueuedJob",
+    "Recorded",
     "batch_summary",
     "count_batches",
     "create_batch",

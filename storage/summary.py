@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_field
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.metrics import stored_metrics
-from storage.models import DONE, STATUSES, Batch, Job
+from storage.models import DONE, INTERACTIVE, STATUSES, Batch, Job
 from storage.quality import Quality, batch_quality
 
 # "+00:00", not pydantic's "Z"
@@ -99,16 +99,22 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-def list_batches(*, session: Session, offset: int = 0, limit: int = 50) -> list[BatchSummary]:
-    """Batches newest first (a page of them), each summarised as `batch_summary` does."""
-    newest = select(Batch.id).order_by(Batch.created_at.desc(), Batch.id)
+def listed(query: Select[Any], interactive: bool) -> Select[Any]:
+    """`query` over batches without the one-job batches of single questions, unless `interactive`."""
+    return query if interactive else query.where(or_(Batch.source.is_(None), Batch.source != INTERACTIVE))
+
+
+def list_batches(*, session: Session, offset: int = 0, limit: int = 50, interactive: bool = False) -> list[BatchSummary]:
+    """Batches newest first (a page of them; single questions' batches only if `interactive`), summarised as
+    `batch_summary` does."""
+    newest = listed(select(Batch.id), interactive).order_by(Batch.created_at.desc(), Batch.id)
     ids = session.scalars(newest.offset(offset).limit(limit)).all()
     return [summary for batch_id in ids if (summary := batch_summary(session=session, batch_id=batch_id)) is not None]
 
 
-def count_batches(*, session: Session) -> int:
-    """The number of batches in the store."""
-    return session.scalar(select(func.count()).select_from(Batch)) or 0
+def count_batches(*, session: Session, interactive: bool = False) -> int:
+    """The number of batches in the store (single questions' batches only if `interactive`)."""
+    return session.scalar(listed(select(func.count()).select_from(Batch), interactive)) or 0
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -22,8 +22,10 @@ def served_stages(bundle_dir: Path) -> tuple[str, ...]:
 TASK_NAMES = {stage: f"cubeqa.{stage}" for stage in STAGES}
 EMBED_QUEUE = "embed"  # corpus chunks of distributed bank builds, consumed by the encode workers beside their questions
 EMBED_TASK = "cubeqa.embed_corpus"
+HOOKS_QUEUE = "hooks"  # webhook deliveries, consumed by `cubeqa worker --stage hooks`: a slow receiver holds no model stage
+HOOK_TASK = "cubeqa.deliver_hook"
 
-app = Celery("cubeqa", set_as_current=False, include=["tasks.stages", "tasks.health", "tasks.corpus"])
+app = Celery("cubeqa", set_as_current=False, include=["tasks.stages", "tasks.health", "tasks.corpus", "tasks.hooks"])
 
 
 def configure(broker_url: str, *, task_time_limit: int = 300, visibility_timeout: int = 3600) -> Celery:
@@ -45,7 +47,8 @@ def configure(broker_url: str, *, task_time_limit: int = 300, visibility_timeout
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_time_limit=task_time_limit,
         task_soft_time_limit=max(5, task_time_limit - 10),
-        task_routes={**{name: {"queue": stage} for stage, name in TASK_NAMES.items()}, EMBED_TASK: {"queue": EMBED_QUEUE}},
+        task_routes={**{name: {"queue": stage} for stage, name in TASK_NAMES.items()}, EMBED_TASK: {"queue": EMBED_QUEUE},
+                     HOOK_TASK: {"queue": HOOKS_QUEUE}},
         task_default_queue="encode",
         # Events for Flower.
         worker_send_task_events=True,

@@ -12,6 +12,7 @@ from celery import Celery, chain
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.hooks import Callback, overdue_deliveries
 from storage.repository import (
     CreatedBatch,
     JobOutcome,
@@ -26,8 +27,8 @@ from storage.repository import (
     record_outcomes,
     stale_jobs,
 )
-from tasks import stages
-from tasks.app import STAGES
+from tasks import hooks, stages
+from tasks.app import HOOKS_QUEUE, STAGES
 from tasks.errors import BROKER_DOWN
 from tasks.wire import MicroBatch
 
@@ -106,12 +107,13 @@ def dispatch(
 
 
 def store(
-    sessions: sessionmaker[Session], items: Sequence[NewJob], *, key: str | None, source: str | None, pin: Pin = Pin()
+    sessions: sessionmaker[Session], items: Sequence[NewJob], *, key: str | None, source: str | None, pin: Pin = Pin(),
+    callback: Callback | None = None,
 ) -> CreatedBatch:
     """The batch and its jobs in one transaction; the existing batch when `key` names one (also after losing a race)."""
     try:
         with sessions.begin() as session:
-            return create_batch(session=session, items=items, key=key, source=source, pin=pin)
+            return create_batch(session=session, items=items, key=key, source=source, pin=pin, callback=callback)
     except IntegrityError:
         if key is None:
             raise
@@ -131,13 +133,15 @@ def submit(
     source: str | None = None,
     pin: Pin = Pin(),
     on_sent: Callable[[int], None] | None = None,
+    callback: Callback | None = None,
 ) -> Submission:
     """Stores a batch (a no-op when `key` names an existing one) and sends its jobs, pinned to `pin`'s bank version.
 
     The caller resolves the bank name to its current version (`BankStore.resolve`) before calling: every job of
-    the batch records that version, so a bank rebuilt while the batch runs never mixes versions in it.
+    the batch records that version, so a bank rebuilt while the batch runs never mixes versions in it. The caller
+    also checks a `callback` URL (tasks.hooks.check_callback).
     """
-    batch = store(sessions, items, key=key, source=source, pin=pin)
+    batch = store(sessions, items, key=key, source=source, pin=pin, callback=callback)
     if not batch.created:
         return Submission(batch.id, False, len(items), 0, batch.job_ids)
     sent = dispatch(sessions, batch.jobs, micro_batch, on_sent)
@@ -148,35 +152,43 @@ def submit(
 class ReconcileReport:
     resent: int
     failed: int  # given up after max_attempts deliveries
+    hooks: int = 0  # webhook deliveries whose message was lost, sent again
 
 
-def waiting_messages(app: Celery) -> int:
-    """Messages waiting in the stage queues (not counting those a worker holds)."""
+def waiting_messages(app: Celery, queues: Sequence[str] = STAGES) -> int:
+    """Messages waiting in the queues, the stage queues by default (not counting those a worker holds)."""
     with app.connection_for_read() as connection:
         channel = connection.default_channel
         total = 0
-        for stage in STAGES:
+        for queue in queues:
             try:
-                total += channel.queue_declare(queue=stage, passive=True).message_count
+                total += channel.queue_declare(queue=queue, passive=True).message_count
             except kombu.exceptions.ChannelError:  # Redis drops an empty list: the queue does not exist while nothing waits
                 pass
         return total
 
 
 def reconcile(sessions: sessionmaker[Session], *, after: timedelta, max_attempts: int, micro_batch: int) -> ReconcileReport:
-    """One pass: re-sends jobs that look lost (see `stale_jobs`); fails those delivered max_attempts times.
+    """One pass: re-sends jobs that look lost (see `stale_jobs`); fails those delivered max_attempts times; sends
+    again the webhook deliveries overdue by `after` while the hooks queue is empty (their message was lost, not
+    waiting for a hooks worker: passes without one would pile up copies).
 
-    Re-sending is safe because result writes are idempotent: whichever copy finishes first wins.
+    Re-sending is safe because result writes are idempotent: whichever copy finishes first wins; a delivery's
+    attempt is claimed in SQL, so a duplicate message posts nothing.
     """
     idle = waiting_messages(stages.encode.app) == 0
+    hooks_idle = waiting_messages(stages.encode.app, (HOOKS_QUEUE,)) == 0
     with sessions() as session:
         stale = stale_jobs(session=session, older_than=after, queues_idle=idle)
+        overdue = overdue_deliveries(session=session, older_than=after) if hooks_idle else []
     give_up = [job for job, attempts in stale if attempts >= max_attempts]
     retry = [job for job, attempts in stale if attempts < max_attempts]
     failed = 0
     if give_up:
         outcomes = [JobOutcome(job_id=job.id, error=f"gave up after {max_attempts} delivery attempts") for job in give_up]
         with sessions.begin() as session:
-            failed = record_outcomes(session=session, outcomes=outcomes, model_version=None)
+            recorded = record_outcomes(session=session, outcomes=outcomes, model_version=None)
+        failed = recorded.finished
+        hooks.send(recorded.hooks)
     resent = dispatch(sessions, retry, micro_batch) if retry else 0
-    return ReconcileReport(resent=resent, failed=failed)
+    return ReconcileReport(resent=resent, failed=failed, hooks=hooks.send(overdue))

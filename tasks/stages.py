@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.repository import JobOutcome, mark_running, record_outcomes
+from tasks import hooks
 from tasks.runner import describe, in_background, isolate, stage_task
 from tasks.runtime import Runtime
 from tasks.wire import MicroBatch, pack, unpack
@@ -134,8 +135,9 @@ def write_outcomes(rt: Runtime, batch: MicroBatch, answers: list[Any]) -> dict[s
     outcomes = outcomes_of(batch, answers)
     versions = sorted(set(batch.versions.values()))
     with rt.sessions.begin() as session:
-        finished = record_outcomes(session=session, outcomes=outcomes, model_version=versions[0] if len(versions) == 1 else " | ".join(versions))
-    return {"jobs": len(outcomes), "finished": finished}
+        recorded = record_outcomes(session=session, outcomes=outcomes, model_version=versions[0] if len(versions) == 1 else " | ".join(versions))
+    hooks.send(recorded.hooks)  # only queued here: the hooks worker posts them
+    return {"jobs": len(outcomes), "finished": recorded.finished}
 
 
 def mark_jobs_running(sessions: sessionmaker[Session], job_ids: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""`cubeqa worker`: a Celery worker serving one stage (or all three) with its model loaded once per process."""
+"""`cubeqa worker`: a Celery worker serving one stage (or all three) with its model loaded once per process, or the
+webhook deliveries (`--stage hooks`: no model, its config is the stage)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from pipeline.encode_stage import EncodeStage
 from pipeline.encoding import EncoderConfig
 from storage.db import check_schema, make_engine
 from tasks import runtime
-from tasks.app import EMBED_QUEUE, configure, served_stages
+from tasks.app import EMBED_QUEUE, HOOKS_QUEUE, configure, served_stages
 from tasks.health import Heartbeat
+from tasks.hooks import HookConfig
 
 if TYPE_CHECKING:  # the cube, decode and rerank stages import torch: loaded only by the workers that serve them
     from pipeline import CubeStage, DecodeStage, PhraseBankConfig
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 class WorkerOptions:
     """Plain values the worker edge reads from settings and the command line."""
 
-    stage: str  # encode, cube, decode, rerank or all
+    stage: str  # encode, cube, decode, rerank, all, or hooks (webhook deliveries)
     broker_url: str
     database_url: str
     bundle_dir: Path
@@ -55,6 +57,7 @@ class WorkerOptions:
     bank_cache_bytes: int = 256 * 2**20  # loaded bank versions kept, least recently used dropped first
     min_confidence: float | None = None  # None: the bundle's threshold
     runtime: str = "torch"  # the encode stage's serving runtime: torch or int8 (pipeline.encode_stage)
+    hooks: HookConfig | None = None  # webhook deliveries (None: no signing secret, so the hooks stage cannot serve)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -68,6 +71,7 @@ class WorkerOptions:
 
 
 WORKER_THREADS = 1  # intra-op threads per running task when CUBEQA_THREADS is 0
+HOOK_CONCURRENCY = 4  # webhook attempts at once: they wait on the network, not on a core
 
 
 def worker_threads(options: WorkerOptions) -> int:
@@ -88,6 +92,8 @@ def default_concurrency(stage: str, device: str) -> int:
     decode stages are light, and a GPU serialises its work anyway ("auto" counts as a GPU when the
     machine shows one, checked without initialising CUDA, which must not happen before a fork).
     """
+    if stage == HOOKS_QUEUE:
+        return HOOK_CONCURRENCY
     on_gpu = device.startswith("cuda") or (device == "auto" and nvidia_gpu_visible())
     return usable_cores() if stage in ("encode", "all") and not on_gpu else 1
 
@@ -151,7 +157,12 @@ def build_runtime(options: WorkerOptions) -> runtime.Runtime:
 
         return RerankStage(options.bundle_dir, load_decode())
 
-    loaders = {"encode": load_encode, "cube": load_cube, "decode": load_decode, "rerank": load_rerank}
+    def load_hooks() -> HookConfig:
+        if options.hooks is None:
+            raise ValueError("CUBEQA_WEBHOOK_SECRET is unset: webhooks are signed with it (docs/operations.md)")
+        return options.hooks
+
+    loaders = {"encode": load_encode, "cube": load_cube, "decode": load_decode, "rerank": load_rerank, HOOKS_QUEUE: load_hooks}
     return runtime.Runtime(
         database_url=options.database_url, loaders={s: loaders[s] for s in options.stages}, warm=options.stages,
         connections=max(5, options.concurrency + 1),
@@ -207,8 +218,9 @@ def stop_when_told(reasons: list[str]) -> Callable[[str], None]:
 
 def set_threads(options: WorkerOptions, threads: int, *, search: bool) -> None:
     """Caps torch's (and FAISS's) threads in the calling thread; an int8 encode worker has no torch to cap (its ONNX
-    Runtime sessions got `threads` when loaded), and importing torch for it would cost ~250 MB for nothing."""
-    if options.stages == ("encode",) and options.runtime == "int8":
+    Runtime sessions got `threads` when loaded), nor has the hooks worker, and importing torch for them would cost
+    ~250 MB for nothing."""
+    if options.stages == ("encode",) and options.runtime == "int8" or options.stages == (HOOKS_QUEUE,):
         return
     from pipeline.production import set_threads as set_library_threads
 

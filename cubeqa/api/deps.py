@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.ids import AmbiguousId, resolve_id
 from storage.models import Batch, Job
 from storage.repository import Pin
+from tasks.hooks import HookPolicy
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Services:
     # (bank name or None, threshold) -> pinned version; raises for an unknown bank
     pin: Callable[[str | None, float | None, bool | None], Pin]
     stages: tuple[str, ...] = ("encode", "cube", "decode")  # the stages the bundle runs (`/healthz` pings each)
+    hooks: HookPolicy = HookPolicy()  # the callback URLs accepted
 
 
 def get_services(request: Request) -> Services:

@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 
 from cubeqa import dashboard
+from cubeqa.api.bank_builds import bank_service
 from cubeqa.api.deps import Services
-from cubeqa.api.routes import batches, jobs, ops
+from cubeqa.api.routes import banks, batches, jobs, ops
 from cubeqa.metrics import StoreCollector
 from cubeqa.settings import Settings
-from cubeqa.wiring import celery_app, open_store, pin_bank, redis_client
+from cubeqa.wiring import celery_app, hook_policy, open_store, pin_bank, redis_client
 from tasks.app import served_stages
 
 
@@ -36,7 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
         micro_batch=settings.micro_batch, max_question_chars=settings.max_question_chars,
         max_batch_items=settings.max_batch_items,
         pin=lambda bank, min_confidence, rerank: pin_bank(settings, bank, min_confidence, rerank),
-        stages=served_stages(settings.bundle_dir),
+        stages=served_stages(settings.bundle_dir), hooks=hook_policy(settings),
     )
     max_bytes = settings.max_request_bytes
 
@@ -58,7 +59,8 @@ def create_app(settings: Settings) -> FastAPI:
         return await call_next(request)
 
     app.state.finished_batches = dashboard.FinishedBatches(dashboard.batch_view)  # the dashboard's, per app
-    for router in (jobs.router, batches.router, ops.router, dashboard.router):
+    app.state.banks = bank_service(settings, broker)
+    for router in (jobs.router, batches.router, ops.router, banks.router, dashboard.router):
         app.include_router(router)
     dashboard.offline_docs(app)
     return app

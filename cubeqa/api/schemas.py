@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
@@ -21,6 +22,8 @@ class QuestionIn(BaseModel):
 BANK = Field(None, description="knowledge bank to answer from (default: CUBEQA_BANK); its current version is pinned for every job")
 MIN_CONFIDENCE = Field(None, ge=0.0, le=1.0, description="answers less likely right than this become 'no confident answer'")
 RERANK = Field(None, description="rerank the candidates in the rerank stage (default: CUBEQA_RERANK, when the bundle has a reranker)")
+CALLBACK = Field(None, description="POST the final summary here (the body GET returns), signed with HMAC-SHA256; "
+                 "https to a public address unless the server allows more (docs/user-guide.md, Webhooks)")
 
 
 class JobIn(QuestionIn):
@@ -29,6 +32,7 @@ class JobIn(QuestionIn):
     bank: str | None = BANK
     min_confidence: float | None = MIN_CONFIDENCE
     rerank: bool | None = RERANK
+    callback_url: str | None = CALLBACK
 
 
 class BatchIn(BaseModel):
@@ -36,6 +40,7 @@ class BatchIn(BaseModel):
     bank: str | None = BANK
     min_confidence: float | None = MIN_CONFIDENCE
     rerank: bool | None = RERANK
+    callback_url: str | None = CALLBACK
     key: str | None = Field(None, max_length=KEY_LENGTH, description="idempotency key: resubmitting with it is a no-op")
     micro_batch: int | None = Field(None, ge=1, le=MAX_MICRO_BATCH, description="jobs per stage task")
 
@@ -98,3 +103,20 @@ class BatchList(BaseModel):
     total: int
     offset: int
     limit: int
+
+
+class WebhookDeliveryPublic(BaseModel):
+    """One webhook delivery of a batch (event batch.final) or of one of its jobs (job.final), with its attempts."""
+
+    id: str = Field(description="the X-Cubeqa-Delivery header: the same on every attempt")
+    event: str
+    batch_id: str
+    job_id: str | None
+    url: str
+    status: str = Field(description="pending, delivered, or failed (every attempt spent, or the URL refused)")
+    attempts: int
+    last_status_code: int | None = Field(description="the receiver's HTTP status at the last attempt (None: no answer)")
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None

@@ -14,18 +14,22 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from sqlalchemy.orm import Session
 
 from cubeqa.api.deps import ServicesDep, SessionDep, guarded
+from cubeqa.api.routes.banks import BanksDep
 from cubeqa.dashboard import charts
 from cubeqa.dashboard.assets import asset_response, dashboard_files
 from cubeqa.dashboard.auth import LOGIN, log_in, log_out, login_required, safe_next, token_matches
 from cubeqa.dashboard.cache import FinishedBatches
 from cubeqa.dashboard.compare import RATE_TEXTS, Side, comparison
 from cubeqa.dashboard.pages import PER_PAGE, BatchView, CacheDep, PagesDep, embed
+from pipeline.errors import BankNotFound
+from pipeline.knowledge.store import BankInfo, BankStore, VersionInfo
 from storage import dashboard_queries as q
 from storage import metrics as registry
 from storage.comparison import outcomes, version_setup, with_defaults
 from storage.evidence import job_detail
 from storage.models import STATUSES, Job, is_id
 from storage.quality import RIGHT_COLUMN
+from storage.summary import count_batches
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 LOGGED_IN = [Depends(login_required)]  # HTML pages: a visitor without the token goes to the login form
@@ -62,12 +66,14 @@ def asset(name: str) -> FileResponse:
 
 @router.get("", dependencies=LOGGED_IN, response_class=HTMLResponse)
 def batches(
-    pages: PagesDep, session: SessionDep, cache: CacheDep, number: Annotated[int, Query(alias="page", ge=1)] = 1
+    pages: PagesDep, session: SessionDep, cache: CacheDep, number: Annotated[int, Query(alias="page", ge=1)] = 1,
+    interactive: Annotated[bool, Query(description="also list the one-job batches of single questions")] = False,
 ) -> HTMLResponse:
     """Batches newest first."""
-    rows = cache.batch_rows(session, limit=PER_PAGE, offset=(number - 1) * PER_PAGE)
-    total = q.batch_count(session)
-    return pages.render("batches.html", rows=rows, page=number, pages=pages_of(total), total=total)
+    rows = cache.batch_rows(session, limit=PER_PAGE, offset=(number - 1) * PER_PAGE, interactive=interactive)
+    total = count_batches(session=session, interactive=interactive)
+    return pages.render("batches.html", rows=rows, page=number, pages=pages_of(total), total=total,
+                        interactive=interactive)
 
 
 @router.get("/batches/{batch_id}", dependencies=LOGGED_IN, response_class=HTMLResponse)
@@ -148,6 +154,20 @@ def compare_page(
         "compare.html", options=cache.batch_rows(session, limit=200), versions=q.model_versions(session),
         a=a or "", b=b or "", sides=sides, result=result, rate_texts=RATE_TEXTS, charts_json=embed(drawn),
     )
+
+
+@router.get("/banks", dependencies=LOGGED_IN, response_class=HTMLResponse)
+def banks_page(pages: PagesDep, banks: BanksDep) -> HTMLResponse:
+    """The knowledge banks with their versions and sizes."""
+    return pages.render("banks.html", banks=[(info, kept_versions(banks.store, info)) for info in banks.store.infos()])
+
+
+def kept_versions(store: BankStore, info: BankInfo) -> list[VersionInfo]:
+    """A bank's versions, none for one that cannot be read or was removed a moment ago."""
+    try:
+        return [] if info.problem else store.versions(info.name)
+    except BankNotFound:
+        return []
 
 
 @router.get("/login", response_class=HTMLResponse)

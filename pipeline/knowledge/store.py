@@ -75,6 +75,19 @@ class BankInfo:
                 "versions": list(self.versions), "sources": list(self.sources), "samples": list(self.samples)}
 
 
+@dataclass(frozen=True)
+class VersionInfo:
+    """One kept version of a bank, as `versions` lists it."""
+
+    version: str
+    current: bool
+    sentences: int
+    documents: int
+    size_bytes: int
+    built_at: str
+    parent: str | None = None  # the version `add` extended; None for a build
+
+
 def check_name(name: str) -> str:
     """A bank name: letters, digits, '_', '.', '-' (first a letter or digit), at most 64; no path characters."""
     if not isinstance(name, str) or not NAME.match(name) or name in (".", ".."):
@@ -131,10 +144,7 @@ class BankStore:
         with open(vdir / files.SENTENCES, encoding="utf-8") as handle:
             for _, line in zip(range(samples), handle):
                 texts.append(json.loads(line)["text"])
-        size = sum(p.stat().st_size for p in vdir.iterdir() if p.is_file())
-        external = files.vectors_path(vdir, manifest, trusted=builtin)
-        if external.parent != vdir.resolve() and external.is_file():
-            size += external.stat().st_size
+        size = _version_size(vdir, manifest, builtin)
         versions = tuple(sorted((p.name for p in (directory / "versions").iterdir() if (p / files.MANIFEST).is_file()), key=lambda v: (v != version, v)))
         return BankInfo(
             name=name, version=version, versions=versions, sentences=int(manifest["sentences"]), documents=int(manifest["documents"]),
@@ -142,6 +152,22 @@ class BankStore:
             sources=tuple(manifest.get("sources", ())), samples=tuple(texts), builtin=builtin, path=str(vdir),
             extra={"build_seconds": manifest.get("build_seconds"), "content_hash": manifest.get("content_hash")},
         )
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Every kept version of bank `name`, newest first, with its counts, size on disk and build time."""
+        directory, builtin = self._bank_dir(name)
+        current = self.resolve(name)
+        kept = []
+        for vdir in (directory / "versions").iterdir():
+            if not (vdir / files.MANIFEST).is_file():
+                continue  # a version being pruned or never completed
+            manifest = files.read_manifest(vdir)
+            kept.append(VersionInfo(
+                version=vdir.name, current=vdir.name == current, sentences=int(manifest["sentences"]),
+                documents=int(manifest["documents"]), size_bytes=_version_size(vdir, manifest, builtin),
+                built_at=str(manifest["built_at"]), parent=manifest.get("parent"),
+            ))
+        return sorted(kept, key=lambda v: v.built_at, reverse=True)
 
     def infos(self) -> list[BankInfo]:
         """Every bank with a current version, by name (own banks shadow built-in ones of the same name)."""
@@ -344,6 +370,15 @@ class BankStore:
         dated.sort(key=lambda item: (item[0], item[1]), reverse=True)
         for _, _, vdir in dated[self.keep_versions :]:
             shutil.rmtree(vdir, ignore_errors=True)
+
+
+def _version_size(vdir: Path, manifest: dict[str, Any], builtin: bool) -> int:
+    """Bytes on disk of a version: its files, and its vectors when they live outside it (a built-in bank)."""
+    size = sum(p.stat().st_size for p in vdir.iterdir() if p.is_file())
+    external = files.vectors_path(vdir, manifest, trusted=builtin)
+    if external.parent != vdir.resolve() and external.is_file():
+        size += external.stat().st_size
+    return size
 
 
 def _index_progress(progress: Progress | None, total: int) -> Callable[[int], None] | None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.calibration import RERANK_CALIBRATION, default_min_confidence, load_calibration
+from pipeline.calibration import RERANK_CALIBRATION, default_min_confidence, load_calibration, resolve_min_confidence
 from pipeline.decoders.base import Answer
 from pipeline.knowledge.bank_cache import BankRef
 from pipeline.knowledge.fusion import Hits
@@ -26,8 +26,8 @@ class RerankStage:
         self.reranker = reranker or load_reranker(bundle_dir)
         self.decode_stage = decode_stage
         self.calibrator = load_calibration(bundle_dir, RERANK_CALIBRATION)
-        setting = decode_stage.set_min_confidence
-        self.min_confidence = default_min_confidence(bundle_dir, RERANK_CALIBRATION) if setting is None else setting
+        self.min_confidence = resolve_min_confidence(
+            None, decode_stage.set_min_confidence, default_min_confidence(bundle_dir, RERANK_CALIBRATION))
         self.model_version = decode_stage.model_version
 
     @property
@@ -45,5 +45,5 @@ class RerankStage:
     ) -> list[Answer]:
         """Final answers: the reranked top candidate with the reranked calibrator's confidence, refused below the
         threshold (`min_confidence`, else the worker's setting, else the rerank calibration's default)."""
-        threshold = self.min_confidence if min_confidence is None else min_confidence
+        threshold = resolve_min_confidence(min_confidence, self.min_confidence, None)
         return self.decode_stage.finish(self.rerank(hits, texts, teacher, bank), bank, threshold, self.calibrator)

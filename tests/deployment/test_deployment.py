@@ -499,6 +499,17 @@ def test_each_stage_has_its_own_k8s_worker(stage: str) -> None:
     assert spec["terminationGracePeriodSeconds"] > limit, "scale-down must let the running task finish"
 
 
+def test_the_hooks_worker_runs_beside_the_stages_with_the_signing_secret_and_no_other() -> None:
+    """Webhooks are posted by their own worker, which alone gets CUBEQA_WEBHOOK_SECRET (compose: from the shell)."""
+    container = only_container(k8s("Deployment")["worker-hooks"])
+    assert container["args"] == ["worker", "--stage", "hooks"] and container_env(container)["CUBEQA_WEBHOOK_SECRET"]
+    for where, other in cubeqa_containers().items():
+        assert ("CUBEQA_WEBHOOK_SECRET" in container_env(other)) == (other["args"] == container["args"]), where
+    service = services()["worker-hooks"]
+    assert service["command"] == ["worker", "--stage", "hooks"] and "webhooks" in service["profiles"]
+    assert "CUBEQA_WEBHOOK_SECRET" in passed_through(service)
+
+
 def test_pods_get_no_service_links() -> None:
     """No Service's FOO_PORT=tcp://... variables in any pod (Flower, for one, reads FLOWER_* as its options)."""
     assert "flower" in k8s("Service")
@@ -539,7 +550,7 @@ def test_database_workloads_wait_for_the_schema_in_an_init_container() -> None:
             # The same settings as the container it guards (a subset: it needs no API token).
             assert container_env(check).items() <= container_env(container).items(), workload
         checked.add(workload)
-    assert checked == {f"Deployment/{name}" for name in ("api", "reconciler", *(f"worker-{s}" for s in STAGES))}
+    assert checked == {f"Deployment/{name}" for name in ("api", "reconciler", "worker-hooks", *(f"worker-{s}" for s in STAGES))}
 
 
 def test_db_check_passes_only_at_the_current_schema(sqlite_url: str, tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:

@@ -202,6 +202,43 @@ def test_the_python_client_asks_submits_waits_and_streams_typed_results(system, 
         stop([process])
 
 
+def test_ask_through_a_running_api_answers_as_a_local_ask_and_hides_its_batches(system, tmp_path) -> None:
+    records = [json.loads(line) for line in (DATA / "squad_sent_val.jsonl").read_text(encoding="utf-8").splitlines()[:20]]
+    questions = tmp_path / "questions.txt"
+    questions.write_text("\n".join(r["question"] for r in records) + "\n", encoding="utf-8")
+    process, base = serve_api(system, tmp_path / "api.log", CUBEQA_API_TOKEN=TOKEN)
+    env = {**system["env"], "CUBEQA_API_TOKEN": TOKEN}
+    try:
+        listed = httpx.get(f"{base}/v1/batches", params={"interactive": True, "limit": 1}, headers={"Authorization": f"Bearer {TOKEN}"})
+        before = listed.json()["total"]
+        remote = cubeqa("ask", "--api", base, "--file", str(questions), "--min-confidence", "0", env=env)
+        assert remote.returncode == 0, remote.stderr
+        assert remote.stdout.count("answer:") == 20 and remote.stdout.count("question:") == 20
+        assert all(f"question: {r['question']}" in remote.stdout for r in records)
+
+        one = records[0]["question"]
+        via_env = cubeqa("ask", one, "--min-confidence", "0", env={**env, "CUBEQA_API_URL": base})
+        local = cubeqa("ask", one, "--min-confidence", "0", env=system["env"])
+        assert via_env.returncode == 0 and local.returncode == 0, via_env.stderr + local.stderr
+        answer_line = next(line for line in local.stdout.splitlines() if line.startswith("answer:"))
+        assert answer_line in via_env.stdout.splitlines()  # the workers give the answer this process gives
+
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        shown = httpx.get(f"{base}/v1/batches", params={"limit": 500}, headers=auth).json()
+        everything = httpx.get(f"{base}/v1/batches", params={"limit": 500, "interactive": True}, headers=auth).json()
+        assert everything["total"] == before + 21  # one job, one batch each
+        assert everything["total"] - shown["total"] >= 21 and all(b["source"] != "api:job" for b in shown["batches"])
+        listing = cubeqa("batches", "--json", "--limit", "500", env=system["env"])
+        assert len(json.loads(listing.stdout)["batches"]) == shown["total"]
+
+        refused = cubeqa("ask", one, "--api", base, "--decoder", "generative", env=env)
+        assert refused.returncode == 1 and "--decoder is the API workers' setting" in refused.stderr
+    finally:
+        stop([process])
+    nobody = cubeqa("ask", "Where is kenya located?", "--api", f"http://127.0.0.1:{free_port()}", env=env)
+    assert nobody.returncode == 1 and "no cubeqa API answers at" in nobody.stderr and "Traceback" not in nobody.stderr
+
+
 def test_http_api_without_a_token_needs_no_auth(system, tmp_path) -> None:
     process, base = serve_api(system, tmp_path / "api.log")
     try:

@@ -49,7 +49,7 @@ def queued(sessions, batch_id: str) -> list:
 
 def write(sessions, outcomes: list[JobOutcome], model_version: str | None) -> int:
     with sessions.begin() as session:
-        return record_outcomes(session=session, outcomes=outcomes, model_version=model_version)
+        return record_outcomes(session=session, outcomes=outcomes, model_version=model_version).finished
 
 
 def summary(sessions, batch_id: str):

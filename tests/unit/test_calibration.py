@@ -179,3 +179,13 @@ def test_questions_the_bank_does_not_answer_count_as_refused_or_as_wrong_answers
     report = unanswerable_report(bank, near, ["Which pump?", "What is love?"], cal, Fusion(), threshold, answerable)
     assert report["questions"] == 2 and report["refused"] == 0.5
     assert report["precision_all_answered"] == pytest.approx(4 / 6)  # one wrong answer joins the five answered
+
+
+def test_the_threshold_is_the_jobs_else_the_settings_else_the_bundles() -> None:
+    from pipeline import resolve_min_confidence
+
+    assert resolve_min_confidence(0.3, 0.5, 0.72) == 0.3
+    assert resolve_min_confidence(0.0, 0.5, 0.72) == 0.0  # a job's 0 answers everything: zero is a choice, not unset
+    assert resolve_min_confidence(None, 0.5, 0.72) == 0.5
+    assert resolve_min_confidence(None, None, 0.72) == 0.72
+    assert resolve_min_confidence(None, None, None) is None

@@ -37,3 +37,12 @@ def test_noqa_comments_name_only_rules_ruff_selects_and_nothing_is_type_ignored(
         for codes in re.findall(r"#\s*noqa:\s*([A-Z0-9, ]+)", text):
             for code in re.split(r"[,\s]+", codes.strip()):
                 assert re.match(r"[A-Z]+", code)[0] in selected, f"{name}: noqa {code} names a rule ruff does not run"
+
+
+def test_evidence_names_the_file_the_title_and_the_section_once() -> None:
+    from cubeqa.cli import evidence_place
+
+    full = {"doc_id": "d1", "source": "/docs/guide/timeouts.md", "title": "Timeouts", "section": ["Timeouts", "Write timeout"]}
+    assert evidence_place(full) == "timeouts.md › Timeouts › Write timeout"
+    assert evidence_place({"doc_id": "d2", "source": None, "title": None, "section": []}) == "d2"
+    assert evidence_place({"doc_id": "d3", "title": "Kenya"}) == "Kenya"

@@ -267,3 +267,17 @@ def test_list_reports_a_broken_bank_beside_the_good_ones(tmp_path: Path, docs: P
     assert "BankCorrupt" in infos["broken"].problem and "not valid JSON" in infos["broken"].problem
     with pytest.raises(BankCorrupt, match="not valid JSON"):
         store.load("broken", encoder_identity=IDENTITY)
+
+
+def test_versions_lists_each_kept_version_newest_first_with_its_counts_and_size(tmp_path: Path, docs: Path) -> None:
+    store = BankStore(tmp_path / "banks")
+    first = build(store, "manual", [docs / "pumps.txt"])
+    second = store.add("manual", [docs / "valves.md"], embed=hash_embed, encoder_identity=IDENTITY)
+    kept = store.versions("manual")
+    assert [(v.version, v.current, v.parent) for v in kept] == [(second.version, True, first.version), (first.version, False, None)]
+    assert [(v.sentences, v.documents) for v in kept] == [(5, 2), (3, 1)]
+    assert kept[0].size_bytes == second.size_bytes and kept[0].built_at == second.built_at
+    (store.root / "manual" / "versions" / "partial").mkdir()  # a version never completed is not listed
+    assert len(store.versions("manual")) == 2
+    with pytest.raises(BankNotFound):
+        store.versions("nothing")

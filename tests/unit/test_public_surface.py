@@ -20,7 +20,7 @@ PINNED = (  # the public surface, written out: adding or removing a name is a de
     "ProductionPipeline", "Provenance", "QAPair", "QuestionTower", "TeacherEncoder", "TowerConfig", "TowerStage",
     "TowerTrainConfig", "TrainConfig", "apply_map", "evaluate", "evaluate_bundle", "evaluate_decoders", "evidence",
     "load_bundle", "load_embedded", "load_generative", "load_pairs", "paired_bootstrap", "read_manifest",
-    "save_bundle", "save_threshold", "set_threads", "train_bundle", "train_decoder_bundle", "with_confidence",
+    "resolve_min_confidence", "save_bundle", "save_threshold", "set_threads", "train_bundle", "train_decoder_bundle", "with_confidence",
 )
 
 

@@ -1,4 +1,4 @@
-"""POST /v1/batches, GET /v1/batches (newest first), GET /v1/batches/{id} and its results as JSON lines."""
+"""POST /v1/batches, GET /v1/batches (newest first), GET /v1/batches/{id}, its results as JSON lines and its webhooks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
 from cubeqa.api.deps import ServicesDep, SessionDep, full_id, guarded
-from cubeqa.api.routes.intake import checked_jobs, enqueue, pinned
-from cubeqa.api.schemas import Accepted, BatchIn, BatchList, BatchPublic
+from cubeqa.api.routes.intake import callback_of, checked_jobs, enqueue, pinned
+from cubeqa.api.schemas import Accepted, BatchIn, BatchList, BatchPublic, WebhookDeliveryPublic
+from storage.hooks import deliveries_of
 from storage.models import Batch
 from storage.repository import iter_results
 from storage.summary import batch_summary, count_batches, list_batches
@@ -26,7 +27,9 @@ MAX_OFFSET = 2**31 - 1  # within every backend's integer
 def create_batch(batch: BatchIn, services: ServicesDep) -> Accepted:
     """Submit many questions as one batch, answered from one pinned bank version; a repeated idempotency key returns the existing batch."""
     jobs = checked_jobs(batch.items, services, ("items",))
-    return enqueue(services, jobs, batch.key, batch.micro_batch, "api:batch", pinned(services, batch.bank, batch.min_confidence, batch.rerank))
+    callback = callback_of(services, batch.callback_url)
+    pin = pinned(services, batch.bank, batch.min_confidence, batch.rerank)
+    return enqueue(services, jobs, batch.key, batch.micro_batch, "api:batch", pin, callback)
 
 
 @router.get("", response_model=BatchList)
@@ -34,10 +37,12 @@ def get_batches(
     session: SessionDep,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="batches to skip")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="batches to return")] = PAGE,
+    interactive: Annotated[bool, Query(description="also list the one-job batches of single questions (POST /v1/jobs)")] = False,
 ) -> BatchList:
     """Batches newest first, a page at a time, each with its progress and quality aggregates."""
-    page = list_batches(session=session, offset=offset, limit=limit)
-    return BatchList(batches=[BatchPublic.of(s) for s in page], total=count_batches(session=session), offset=offset, limit=limit)
+    page = list_batches(session=session, offset=offset, limit=limit, interactive=interactive)
+    total = count_batches(session=session, interactive=interactive)
+    return BatchList(batches=[BatchPublic.of(s) for s in page], total=total, offset=offset, limit=limit)
 
 
 @router.get("/{batch_id}", response_model=BatchPublic)
@@ -61,3 +66,10 @@ def get_results(batch_id: str, services: ServicesDep) -> StreamingResponse:
                 yield (json.dumps(row, ensure_ascii=False) + "\n").encode()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.get("/{batch_id}/webhooks", response_model=list[WebhookDeliveryPublic])
+def get_webhooks(batch_id: str, session: SessionDep) -> list[WebhookDeliveryPublic]:
+    """The webhook deliveries of the batch and its jobs, oldest first: attempts, last status or error, delivery time."""
+    found = full_id(session, Batch, batch_id)
+    return [WebhookDeliveryPublic(**row) for row in deliveries_of(session=session, batch_id=found)]

@@ -9,9 +9,11 @@ from fastapi.exceptions import RequestValidationError
 
 from cubeqa.api.deps import Services
 from cubeqa.api.schemas import Accepted, QuestionIn
-from cubeqa.intake import TooManyItems, check_count, item_problems
+from cubeqa.intake import TooManyItems, check_callback_url, check_count, item_problems
 from pipeline.errors import BankNotFound, InputError
+from storage.hooks import Callback
 from storage.repository import NewJob, Pin
+from tasks.hooks import UnsafeCallback
 from tasks.producer import BrokerUnavailable, submit
 
 
@@ -48,10 +50,20 @@ def pinned(services: Services, bank: str | None, min_confidence: float | None, r
         raise RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": str(exc)}]) from exc
 
 
-def enqueue(services: Services, jobs: list[NewJob], key: str | None, micro_batch: int | None, source: str, pin: Pin) -> Accepted:
+def callback_of(services: Services, url: str | None, *, each_job: bool = False) -> Callback | None:
+    """The submission's callback, or a 422 naming `callback_url` and why this service will not post there."""
+    try:
+        return check_callback_url(url, services.hooks, each_job=each_job)
+    except UnsafeCallback as exc:
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", "callback_url"), "msg": str(exc)}]) from exc
+
+
+def enqueue(services: Services, jobs: list[NewJob], key: str | None, micro_batch: int | None, source: str, pin: Pin,
+            callback: Callback | None = None) -> Accepted:
     """Stores and sends the jobs pinned to `pin`; 503 when the broker is down (they stay stored for the reconciler)."""
     try:
-        result = submit(services.sessions, jobs, micro_batch=micro_batch or services.micro_batch, key=key, source=source, pin=pin)
+        result = submit(services.sessions, jobs, micro_batch=micro_batch or services.micro_batch, key=key, source=source, pin=pin,
+                        callback=callback)
     except BrokerUnavailable as exc:
         raise HTTPException(503, "queue unavailable; the jobs are stored and will be sent by the reconciler") from exc
     return Accepted(batch_id=result.batch_id, job_ids=result.job_ids, created=result.created, jobs=result.jobs)

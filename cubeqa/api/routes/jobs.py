@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from cubeqa.api.deps import ServicesDep, SessionDep, full_id, guarded
-from cubeqa.api.routes.intake import checked_jobs, enqueue, pinned
+from cubeqa.api.routes.intake import callback_of, checked_jobs, enqueue, pinned
 from cubeqa.api.schemas import JobIn, JobPublic
-from storage.models import FINAL, Job
+from storage.models import FINAL, INTERACTIVE, Job
 from storage.repository import job_view
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=guarded)
@@ -26,7 +26,9 @@ def create_job(
 ) -> JobPublic:
     """Submit one question; with `wait`, return its answer if it is ready within that many seconds (200 once final)."""
     jobs = checked_jobs([item], services, ())
-    accepted = enqueue(services, jobs, None, 1, "api:job", pinned(services, item.bank, item.min_confidence, item.rerank))
+    callback = callback_of(services, item.callback_url, each_job=True)
+    pin = pinned(services, item.bank, item.min_confidence, item.rerank)
+    accepted = enqueue(services, jobs, None, 1, INTERACTIVE, pin, callback)
     job_id = accepted.job_ids[0]
     deadline = time.monotonic() + wait
     while True:

@@ -1,0 +1,53 @@
+"""`cubeqa ask --api`: questions answered by a running `cubeqa api` and its workers, whose models stay loaded, read
+back as the same AnswerResult a local `ask` prints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import httpx
+
+from cubeqa.api.schemas import JobPublic
+from cubeqa.client import Client, ClientError
+from pipeline.answer_result import AnswerResult
+
+WAIT = 30.0  # seconds the API holds each request for its answer
+
+
+class RemoteError(Exception):
+    """The API could not be reached, refused a question, or did not answer it in time."""
+
+
+def answer_of(job: JobPublic) -> AnswerResult:
+    """A final job as the AnswerResult a local `ask` prints: the answer, its evidence's sentence and alternatives as the
+    candidates, the stored metrics (the truncation flag read back as `truncated`)."""
+    evidence: dict[str, Any] = job.evidence or {}
+    ranked = [evidence, *evidence.get("alternatives", [])] if evidence else []
+    metrics = {name: float(value) for name, value in job.metrics.items()
+               if name != "truncated" and isinstance(value, int | float) and not isinstance(value, bool)}
+    return AnswerResult(
+        question=job.question, answer=job.answer or "", path=job.decoder_path or "none", score=job.score or 0.0,
+        candidates=tuple((c["sentence"], float(c["score"])) for c in ranked), truncated=bool(job.metrics.get("truncated")),
+        timings_ms=dict(job.timings_ms), metrics=metrics, confidence=job.confidence, evidence=job.evidence,
+    )
+
+
+def ask_api(client: Client, questions: Iterable[str], *, reference: str | None = None, bank: str | None = None,
+            min_confidence: float | None = None, rerank: bool | None = None) -> Iterator[AnswerResult]:
+    """Each question sent as one job (the API waits for its answer), in order; RemoteError names what went wrong."""
+    for question in questions:
+        try:
+            job = client.ask(question, reference=reference, bank=bank, min_confidence=min_confidence, rerank=rerank,
+                             wait=WAIT)
+        except ClientError as exc:
+            raise RemoteError(f"the API refused {question!r}: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise RemoteError(f"no cubeqa API answers at {client.http.base_url} ({exc}); start one with `cubeqa api`, "
+                              f"or drop --api / CUBEQA_API_URL to answer in this process") from exc
+        if job.status == "failed":
+            raise RemoteError(f"job {job.id} failed: {job.error}")
+        if job.status != "done":
+            raise RemoteError(f"job {job.id} is still {job.status} after {WAIT:.0f} s: are the workers running? "
+                              f"(`cubeqa health`; GET /v1/jobs/{job.id[:8]} shows it later)")
+        yield answer_of(job)
