@@ -32,7 +32,7 @@ lint: install
 # The full suite (what .ci/run calls): unit, deployment, integration, e2e and reliability tiers, in two
 # pytest processes (pytest-xdist; a file's tests stay in one, so its module fixtures start once).
 test: lint
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --durations 25
 
 # The inner loop, with no services running: everything not marked slow (model loads, worker processes,
 # training runs) or services (Redis, PostgreSQL).
