@@ -181,7 +181,8 @@ def retry_batch(*, session: Session, batch_id: str, failed: bool = True, refused
         raise ControlError(f"batch {batch_id} is cancelled: nothing to retry")
     of_batch = Job.batch_id == batch_id
     again_failed = requeue(session, of_batch & (Job.status == FAILED)) if failed else []
-    again_refused = requeue(session, of_batch & (Job.status == DONE) & (Job.decoder_path == REFUSED_PATH)) if refused else []
+    was_refused = (Job.status == DONE) & (Job.decoder_path == REFUSED_PATH)
+    again_refused = requeue(session, of_batch & was_refused) if refused else []
     if again_failed or again_refused:
         set_batch(
             session, batch_id, finished_at=None, failed_count=Batch.failed_count - len(again_failed),
@@ -196,7 +197,8 @@ def requeue(session: Session, condition: ColumnElement[bool]) -> list[QueuedJob]
     rows = session.execute(
         update(Job)
         .where(condition)
-        .values(status=QUEUED, attempt_base=Job.attempts, dispatched_at=None, started_at=None, finished_at=None, **cleared)
+        .values(status=QUEUED, attempt_base=Job.attempts, dispatched_at=None, started_at=None, finished_at=None,
+                **cleared)
         .returning(*QUEUED_COLUMNS)
         .execution_options(**NO_SYNC)
     ).all()

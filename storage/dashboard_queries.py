@@ -110,7 +110,9 @@ def batch_rows(
                 versions[batch].add(str(version))
             if bank_name is not None:
                 banks[batch].add(str(bank_name))
-            if status in RESULT_STATES and finished is not None and (batch not in last or as_utc(finished) > last[batch]):
+            if status not in RESULT_STATES:  # a cancel is no work done: throughput counts to the last result
+                continue
+            if finished is not None and (batch not in last or as_utc(finished) > last[batch]):
                 last[batch] = as_utc(finished)
     return [
         known[b.id] if unchanged(b) else BatchRow(

@@ -199,7 +199,8 @@ def sqlite_statement(batch_id: str, metrics: Sequence[Metric], start: float, wid
     seconds = (func.julianday(Job.finished_at) - 2440587.5) * 86400.0
     bucket = func.min(func.max(cast((seconds - start) / width, Integer), 0), last)
     v = select(
-        done.label("done"), Job.decoder_path.label("path"), case((Job.status.in_(RESULT_STATES), bucket)).label("bucket"),
+        done.label("done"), Job.decoder_path.label("path"),
+        case((Job.status.in_(RESULT_STATES), bucket)).label("bucket"),
         *(case((done, m.column(Job))).label(f"m_{m.name}") for m in metrics),
     ).where(Job.batch_id == batch_id).cte("v")
     parts: list[Select[*tuple[Any, ...]]] = [

@@ -76,7 +76,7 @@ class Batch(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # set: no new work of it is started
-    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # set: its unfinished jobs were cancelled
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # set: its jobs were cancelled
 
 
 class Job(Base):

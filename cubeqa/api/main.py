@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from cubeqa import dashboard
 from cubeqa.api.deps import Services
-from cubeqa.api.routes import batches, jobs, ops
+from cubeqa.api.routes import batches, control, jobs, ops
 from cubeqa.metrics import StoreCollector
 from cubeqa.settings import Settings
 from cubeqa.wiring import celery_app, open_store, pin_bank, redis_client
@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
         return await call_next(request)
 
     app.state.finished_batches = dashboard.FinishedBatches(dashboard.batch_view)  # the dashboard's, per app
-    for router in (jobs.router, batches.router, ops.router, dashboard.router):
+    for router in (jobs.router, batches.router, control.batches, control.jobs, ops.router, dashboard.router):
         app.include_router(router)
     dashboard.offline_docs(app)
     return app

@@ -98,3 +98,12 @@ class BatchList(BaseModel):
     total: int
     offset: int
     limit: int
+
+
+class Controlled(BaseModel):
+    """What a cancel, pause, resume or retry did, and the batch after it."""
+
+    action: str = Field(description="cancel, pause, resume or retry")
+    jobs: int = Field(description="jobs cancelled, waiting (pause), resumed or retried")
+    sent: int = Field(0, description="of them, sent to the queues now (resume, retry)")
+    batch: BatchPublic
