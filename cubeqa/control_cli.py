@@ -33,7 +33,8 @@ def target(sessions: sessionmaker[Session], given: str, models: tuple[Model, ...
     try:
         with sessions() as session:
             for model in models:
-                if (full := resolve_id(session=session, model=model, given=given)) is not None:
+                full = resolve_id(session=session, model=model, given=given)
+                if full is not None and session.get(model, full) is not None:  # a full-length id is not looked up
                     found.append((model, full))
     except AmbiguousId as exc:
         raise fail(exc) from exc
