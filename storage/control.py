@@ -50,10 +50,13 @@ class StageControl:
 
 
 def stage_control(*, session: Session, batch_id: str, job_ids: Sequence[str]) -> StageControl:
-    """The cancelled jobs among `job_ids` and whether their batch is paused."""
-    cancelled = session.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.status == CANCELLED)).all()
-    paused = session.scalar(select(Batch.paused_at).where(Batch.id == batch_id)) is not None
-    return StageControl(frozenset(cancelled), paused)
+    """The cancelled jobs among `job_ids` and whether their batch is paused, in one round trip."""
+    rows = session.execute(
+        select(Job.id, Job.status, Batch.paused_at).join(Batch, Batch.id == Job.batch_id)
+        .where(Job.id.in_(list(job_ids)), Batch.id == batch_id)
+    ).all()
+    cancelled = frozenset(job_id for job_id, status, _ in rows if status == CANCELLED)
+    return StageControl(cancelled, any(paused_at is not None for _, _, paused_at in rows))
 
 
 def batch_paused(*, session: Session, batch_id: str) -> bool:

@@ -31,6 +31,8 @@ def controlled(services: ServicesDep, model: type[Batch] | type[Job], given: str
         target = full_id(session, model, given)
     try:
         report = action(services.sessions, target)
+    except LookupError as exc:  # a full-length id is not looked up by full_id
+        raise HTTPException(404, str(exc)) from exc
     except ControlError as exc:
         raise HTTPException(409, str(exc)) from exc
     except BrokerUnavailable as exc:
