@@ -56,7 +56,8 @@ def wait_for_api(base: str, process: subprocess.Popen, log: Path) -> None:
 
 
 def cubeqa(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cubeqa", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    command = [sys.executable, "-m", "cubeqa", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
 def questions(count: int, start: int) -> list[str]:

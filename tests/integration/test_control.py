@@ -38,7 +38,8 @@ def questions(count: int, start: int = 0, poisoned: frozenset[int] = frozenset()
     """Validation questions with their references; an empty question (the encoder's input error) at `poisoned`."""
     lines = (DATA / "squad_sent_val.jsonl").read_text(encoding="utf-8").splitlines()[start : start + count]
     rows = [json.loads(line) for line in lines]
-    return [NewJob(question="" if i in poisoned else r["question"], reference=r["answer"], line=i + 1) for i, r in enumerate(rows)]
+    return [NewJob(question="" if i in poisoned else r["question"], reference=r["answer"], line=i + 1)
+            for i, r in enumerate(rows)]
 
 
 def jobs(sessions, batch_id: str) -> dict[str, tuple]:
@@ -125,7 +126,8 @@ def test_retry_makes_new_attempts_of_failed_and_refused_jobs_and_leaves_answered
     result = submit(sessions, questions(48, start=800, poisoned=poisoned), micro_batch=16, pin=Pin(min_confidence=0.6))
     first = wait_for_batch(sessions, result.batch_id)
     before = jobs(sessions, result.batch_id)
-    refused = {job_id for job_id, (status, answer, *_) in before.items() if status == "done" and answer == "no confident answer"}
+    refused = {job_id for job_id, (status, answer, *_) in before.items()
+               if status == "done" and answer == "no confident answer"}
     failed = {job_id for job_id, (status, *_) in before.items() if status == "failed"}
     assert len(failed) == 3 and 0 < len(refused) < 45 and first.quality.refused == len(refused)
 

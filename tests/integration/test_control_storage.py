@@ -38,7 +38,8 @@ pytestmark = pytest.mark.services
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def sessions(request, tmp_path):
     with ExitStack() as stack:
-        url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else stack.enter_context(postgres_database())
+        sqlite = f"sqlite:///{tmp_path / 'store.db'}"
+        url = sqlite if request.param == "sqlite" else stack.enter_context(postgres_database())
         factory = migrated(url)
         yield factory
         factory.kw["bind"].dispose()
@@ -79,7 +80,8 @@ def test_a_result_written_after_a_cancel_claims_nothing_and_the_counters_stay_ex
     with sessions() as session:
         summary = batch_summary(session=session, batch_id=batch.id)
         assert session.scalar(select(Job.answer).where(Job.id == fourth)) is None
-    assert (summary.done, summary.failed, summary.cancelled, summary.finished, summary.state) == (1, 0, 3, True, "cancelled")
+    assert (summary.done, summary.failed, summary.cancelled) == (1, 0, 3)
+    assert (summary.finished, summary.state) == (True, "cancelled")
     with pytest.raises(ControlError, match="is done: nothing to cancel"):
         in_transaction(sessions, lambda s: cancel_job(session=s, job_id=first))
 
@@ -92,7 +94,8 @@ def test_a_result_write_racing_a_cancel_waits_for_its_row_lock_and_writes_nothin
         written: list[int] = []
         with sessions.begin() as session:
             assert cancel_batch(session=session, batch_id=batch.id) == 3  # not committed yet: the rows are locked
-            writer = threading.Thread(target=lambda: written.append(write(sessions, [answer(j) for j in batch.job_ids])))
+            late = [answer(job_id) for job_id in batch.job_ids]
+            writer = threading.Thread(target=lambda: written.append(write(sessions, late)))
             writer.start()
             writer.join(1.0)
             assert writer.is_alive()  # blocked on the cancel's row locks

@@ -26,7 +26,8 @@ def test_a_cancel_racing_a_sigkill_and_the_reconciler_loses_and_duplicates_nothi
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUBEQA_")} | {"HF_HUB_OFFLINE": "1"}
     run = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=850)
     if not out.is_file():
-        pytest.fail(f"bench/reliability.py wrote no rows (exit {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
+        pytest.fail(f"bench/reliability.py wrote no rows (exit {run.returncode}):\n{run.stdout[-4000:]}\n"
+                    f"{run.stderr[-4000:]}")
     (row,) = json.loads(out.read_text())
     assert row["hit_running_task"], row  # the worker died holding a micro-batch
     assert row["cancelled"] > 0 and row["done"] + row["cancelled"] == JOBS, row
