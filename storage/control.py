@@ -59,8 +59,8 @@ def stage_control(*, session: Session, batch_id: str, job_ids: Sequence[str]) ->
     return StageControl(cancelled, any(paused_at is not None for _, _, paused_at in rows))
 
 
-def batch_paused(*, session: Session, batch_id: str) -> bool:
-    """Whether the batch is paused or cancelled: the producer sends none of its jobs then."""
+def batch_stopped(*, session: Session, batch_id: str) -> bool:
+    """Whether the batch is paused or cancelled: the producer sends no more of its jobs then."""
     row = session.execute(select(Batch.paused_at, Batch.cancelled_at).where(Batch.id == batch_id)).one_or_none()
     return row is not None and (row.paused_at is not None or row.cancelled_at is not None)
 

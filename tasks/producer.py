@@ -14,7 +14,7 @@ from celery import Celery, chain
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.control import batch_paused, orphaned_parks, park
+from storage.control import batch_stopped, orphaned_parks, park
 from storage.repository import (
     CreatedBatch,
     JobOutcome,
@@ -89,7 +89,7 @@ class Gate:
             return False
         self.read_at = time.monotonic()
         with self.sessions() as session:
-            return batch_paused(session=session, batch_id=self.batch_id)
+            return batch_stopped(session=session, batch_id=self.batch_id)
 
 
 def hold(sessions: sessionmaker[Session], groups: Sequence[Sequence[QueuedJob]]) -> None:
