@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,9 +29,11 @@ import sqlalchemy.exc
 from sqlalchemy import func, select
 
 from cubeqa.supervise import redis_server_binary, stop_all, stop_process, with_group
+from storage.control import ControlError
 from storage.db import make_engine, session_factory, upgrade
 from storage.models import Batch, Job
 from storage.repository import NewJob, Pin
+from tasks import control
 from tasks.app import STAGES, configure
 from tasks.producer import submit
 
@@ -148,8 +151,10 @@ class Row:
     submitted: int
     done: int
     failed_as_expected: int  # poisoned jobs failed with the encoder's own message ("... is empty ...")
-    lost: int  # accepted but not answered: unfinished at the deadline, or failed without being poisoned
+    lost: int  # accepted, not cancelled and not answered: unfinished at the deadline, or failed without being poisoned
     duplicated: int  # job rows beyond one per submitted line, plus batch counter increments beyond the final rows
+    cancelled: int  # jobs a cancel of the scenario made final (their rows say `cancelled`)
+    written_after_cancel: int  # jobs whose cancel committed but whose row holds a result (or another status)
     redelivered: int  # jobs delivered more than once (absorbed by the idempotent result write)
     counters_exact: bool
     hit_running_task: bool | None  # a worker fault: whether the worker was running a task when signalled
@@ -168,6 +173,8 @@ class Rig:
         self.others: list[subprocess.Popen] = []
         self.sessions = None
         self.app = None
+        self.batch_id = ""  # the batch the running scenario submitted
+        self.cancelled_ids: set[str] = set()  # jobs a scenario's cancel committed for
 
     @contextmanager
     def running(self) -> Iterator[Rig]:
@@ -281,13 +288,28 @@ class Rig:
                 time.sleep(0.5)
 
     def final_count(self, batch_id: str) -> int:
-        return self.query(lambda s: s.scalar(select(func.count()).where(Job.batch_id == batch_id, Job.status.in_(("done", "failed")))))
+        final = ("done", "failed", "cancelled")
+        counted = select(func.count()).where(Job.batch_id == batch_id, Job.status.in_(final))
+        return self.query(lambda s: s.scalar(counted))
+
+    def cancel_every_other(self) -> None:
+        """Cancels every other unfinished job of the running batch, one job per transaction (as `cubeqa cancel JOB`
+        does), racing the workers' result writes; records the jobs whose cancel committed."""
+        unfinished = self.query(lambda s: s.scalars(select(Job.id).where(
+            Job.batch_id == self.batch_id, Job.status.in_(("queued", "running"))).order_by(Job.position)).all())
+        for job_id in unfinished[::2]:
+            try:
+                if control.cancel_one(self.sessions, job_id).jobs:
+                    self.cancelled_ids.add(job_id)
+            except ControlError:
+                pass  # finished in the meantime: a result won the race
 
     def run(self, scenario: Scenario, jobs: int, deadline: float) -> Row:
         """Submits `jobs` questions, injects the fault once `scenario.at` of them are final, waits, counts."""
         items = bulk(jobs, scenario.poisoned)
         # rerank on, as a job that does not say is served by a bundle with a reranker: all four stages carry the bulk
         result = submit(self.sessions, items, micro_batch=32, source=f"chaos: {scenario.name}", pin=Pin(rerank=True))
+        self.batch_id, self.cancelled_ids = result.batch_id, set()
         trigger = int(jobs * scenario.at)
         wait_until(lambda: self.final_count(result.batch_id) >= trigger, deadline, f"{scenario.name}: {trigger} jobs final")
         fault_at = time.monotonic()
@@ -304,19 +326,25 @@ class Rig:
         poisoned = {item.line for item in items if item.question == POISON}
 
         def read(session):
-            rows = session.execute(select(Job.position, Job.line, Job.status, Job.error, Job.attempts, Job.dispatches).where(Job.batch_id == batch_id)).all()
+            columns = (Job.id, Job.position, Job.line, Job.status, Job.error, Job.answer, Job.attempts, Job.dispatches)
+            rows = session.execute(select(*columns).where(Job.batch_id == batch_id)).all()
             return rows, session.get(Batch, batch_id)
 
         rows, batch = self.query(read)
         done = sum(1 for r in rows if r.status == "done" and r.line not in poisoned)
         failed_ok = sum(1 for r in rows if r.status == "failed" and r.line in poisoned and "empty" in (r.error or ""))
-        final = sum(1 for r in rows if r.status in ("done", "failed"))
+        cancelled = sum(1 for r in rows if r.status == "cancelled")
+        final = sum(1 for r in rows if r.status in ("done", "failed", "cancelled"))
         extra_rows = len(rows) - len({r.position for r in rows}) + max(0, len(rows) - len(items))
-        extra_counts = max(0, batch.done_count + batch.failed_count - final)
-        exact = (batch.done_count, batch.failed_count) == (sum(r.status == "done" for r in rows), sum(r.status == "failed" for r in rows))
+        extra_counts = max(0, batch.done_count + batch.failed_count + batch.cancelled_count - final)
+        by_status = tuple(sum(r.status == status for r in rows) for status in ("done", "failed", "cancelled"))
+        exact = (batch.done_count, batch.failed_count, batch.cancelled_count) == by_status
+        intact = {r.id for r in rows if r.status == "cancelled" and r.answer is None}
+        broken = len(self.cancelled_ids - intact)
         return Row(
             scenario=scenario.name, submitted=len(items), done=done, failed_as_expected=failed_ok,
-            lost=len(items) - done - failed_ok, duplicated=extra_rows + extra_counts,
+            lost=len(items) - done - failed_ok - cancelled, duplicated=extra_rows + extra_counts, cancelled=cancelled,
+            written_after_cancel=broken,
             redelivered=sum(1 for r in rows if r.attempts > 1 or r.dispatches > 1), counters_exact=exact,
             hit_running_task=hit, recover_s=round(recovered, 1),
         )
@@ -352,6 +380,18 @@ def signal_and_replace(stage: str, sig: signal.Signals) -> Callable[[Rig], bool]
     return fault
 
 
+def cancel_racing_kill(stage: str) -> Callable[[Rig], bool]:
+    """Every other unfinished job cancelled while the stage's worker is SIGKILLed, replaced, and the reconciler runs."""
+    def fault(rig: Rig) -> bool:
+        with ThreadPoolExecutor(1) as pool:
+            cancelling = pool.submit(rig.cancel_every_other)
+            hit = rig.signal_worker(stage, signal.SIGKILL)
+            rig.replace_worker(stage)
+            cancelling.result()
+        return hit
+    return fault
+
+
 SCENARIOS = {
     s.name: s
     for s in (
@@ -364,6 +404,7 @@ SCENARIOS = {
         Scenario("Redis restarted empty", lambda rig: rig.restart_redis_empty()),
         Scenario("PostgreSQL restarted", lambda rig: rig.restart_postgres()),
         Scenario("poisoned jobs", lambda rig: None, poisoned=5),
+        Scenario("cancel racing SIGKILL decode worker", cancel_racing_kill("decode")),
     )
 }
 

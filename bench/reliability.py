@@ -25,7 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from chaos import RECONCILE_AFTER, SCENARIOS, VISIBILITY_TIMEOUT, run_scenarios  # noqa: E402
 
 console = Console(width=150)
-COLUMNS = ("scenario", "submitted", "done", "failed_as_expected", "lost", "duplicated", "redelivered", "counters_exact", "hit_running_task", "recover_s")
+COLUMNS = ("scenario", "submitted", "done", "failed_as_expected", "cancelled", "lost", "duplicated",
+           "written_after_cancel", "redelivered", "counters_exact", "hit_running_task", "recover_s")
 
 
 def table(rows: list[dict]) -> Table:
@@ -52,7 +53,8 @@ def main(
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    bad = [r["scenario"] for r in rows if r["lost"] or r["duplicated"] or not r["counters_exact"]]
+    bad = [r["scenario"] for r in rows
+           if r["lost"] or r["duplicated"] or r["written_after_cancel"] or not r["counters_exact"]]
     if bad:
         console.print(f"[red]jobs lost or duplicated in: {', '.join(bad)}[/red]")
         raise typer.Exit(1)

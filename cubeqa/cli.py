@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 from rich.progress import TaskID
 
-from cubeqa import bank_cli, decoder_cli, jobs_cli, services_cli, train_cli  # noqa: F401 - importing them registers their commands on `app`
+from cubeqa import bank_cli, control_cli, decoder_cli, jobs_cli, services_cli, train_cli  # noqa: F401 - importing them registers their commands on `app`
 from cubeqa.cli_base import DATA_DIR, app, build_encoder, build_encoder_config, console, embed_progress, errors, fail
 from cubeqa.intake import check_text
 from cubeqa.render import bank_eval_table, confidence_text, decoder_tables, eval_table, progress_bar

@@ -6,6 +6,8 @@
         summary = api.wait(accepted.batch_id, progress=print)         # BatchPublic, once every job is final
         for row in api.results(accepted.batch_id): ...                 # JobPublic per job, in input order
         build = api.build_bank("manuals", ["docs/"], progress=print)   # BankBuild, once the bank is built
+        api.pause(batch_id); api.resume(batch_id); api.cancel(batch_id)  # Controlled: what it did, the batch after
+        api.retry(batch_id, refused=True)                              # new attempts of failed and refused jobs
 
 `AsyncClient` has the same methods as coroutines (`results` an async iterator). Requests are built and responses
 read by the functions below, shared by both, so the two cannot drift apart.
@@ -24,7 +26,7 @@ import httpx
 from pydantic import BaseModel
 
 from cubeqa.api.bank_schemas import UPLOAD_SUFFIXES, BankBuild, BankDetail, BankList
-from cubeqa.api.schemas import Accepted, BatchList, BatchPublic, JobPublic
+from cubeqa.api.schemas import Accepted, BatchList, BatchPublic, Controlled, JobPublic
 
 Model = TypeVar("Model", bound=BaseModel)
 Item = str | Mapping[str, Any]  # a question, or {"question": ..., "reference": ...}
@@ -94,6 +96,8 @@ def _finished(build: BankBuild) -> bool:
     if build.state == "failed":
         raise BankBuildFailed(build)
     return build.state == "done"
+def _retry_params(failed: bool, refused: bool) -> dict[str, str]:
+    return {"failed": str(failed).lower(), "refused": str(refused).lower()}
 
 
 def _refused(response: httpx.Response) -> None:
@@ -169,8 +173,28 @@ class Client:
             if summary.finished:
                 return summary
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"batch {batch_id}: {summary.done + summary.failed} of {summary.total} final after {timeout} s")
+                final = summary.done + summary.failed + summary.cancelled
+                raise TimeoutError(f"batch {batch_id}: {final} of {summary.total} final after {timeout} s")
             time.sleep(poll)
+
+    def cancel(self, batch_id: str) -> Controlled:
+        """Cancels the batch's unfinished jobs; no result is written for them afterwards."""
+        return _read(self.http.post(f"/v1/batches/{batch_id}/cancel"), Controlled)
+
+    def cancel_job(self, job_id: str) -> Controlled:
+        """Cancels one job that is not final."""
+        return _read(self.http.post(f"/v1/jobs/{job_id}/cancel"), Controlled)
+
+    def pause(self, batch_id: str) -> Controlled:
+        """Pauses the batch: its micro-batches not yet started wait until `resume`."""
+        return _read(self.http.post(f"/v1/batches/{batch_id}/pause"), Controlled)
+
+    def resume(self, batch_id: str) -> Controlled:
+        return _read(self.http.post(f"/v1/batches/{batch_id}/resume"), Controlled)
+
+    def retry(self, batch_id: str, *, failed: bool = True, refused: bool = False) -> Controlled:
+        """New attempts of the batch's failed (and refused) jobs: same ids; answered jobs stay as they are."""
+        return _read(self.http.post(f"/v1/batches/{batch_id}/retry", params=_retry_params(failed, refused)), Controlled)
 
     def results(self, batch_id: str) -> Iterator[JobPublic]:
         """Every job of the batch in input order, streamed."""
@@ -269,6 +293,22 @@ class AsyncClient:
                 if summary.finished:
                     return summary
                 await asyncio.sleep(poll)
+
+    async def cancel(self, batch_id: str) -> Controlled:
+        return _read(await self.http.post(f"/v1/batches/{batch_id}/cancel"), Controlled)
+
+    async def cancel_job(self, job_id: str) -> Controlled:
+        return _read(await self.http.post(f"/v1/jobs/{job_id}/cancel"), Controlled)
+
+    async def pause(self, batch_id: str) -> Controlled:
+        return _read(await self.http.post(f"/v1/batches/{batch_id}/pause"), Controlled)
+
+    async def resume(self, batch_id: str) -> Controlled:
+        return _read(await self.http.post(f"/v1/batches/{batch_id}/resume"), Controlled)
+
+    async def retry(self, batch_id: str, *, failed: bool = True, refused: bool = False) -> Controlled:
+        response = await self.http.post(f"/v1/batches/{batch_id}/retry", params=_retry_params(failed, refused))
+        return _read(response, Controlled)
 
     async def results(self, batch_id: str) -> AsyncIterator[JobPublic]:
         async with self.http.stream("GET", f"/v1/batches/{batch_id}/results") as response:

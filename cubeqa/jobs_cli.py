@@ -162,16 +162,23 @@ def watch(
     assert summary is not None
     stall = Stall(warn_after) if warn_after else None
     with progress_bar(console) as bar:
-        task = bar.add_task(f"batch {batch_id}", total=summary.total, completed=summary.done + summary.failed)
+        task = bar.add_task(f"batch {batch_id}", total=summary.total, completed=final_jobs(summary))
         while not summary.finished:
             time.sleep(poll)
             summary = summary_of(sessions, batch_id)
             assert summary is not None
-            bar.update(task, completed=summary.done + summary.failed, description=f"batch {batch_id} ({summary.failed} failed)")
-            progress = (summary.done, summary.failed, summary.counts.get("running"))
+            bar.update(task, completed=final_jobs(summary), description=f"batch {batch_id} ({summary.failed} failed)")
+            progress = (summary.done, summary.failed, summary.counts.get("running"), summary.state)
             if stall and (idle := stall.update(progress)) is not None:
-                bar.console.print(f"[yellow]waiting:[/yellow] {escape(why_waiting(idle))}", soft_wrap=True)
+                paused = f"the batch is paused: `cubeqa resume {batch_id}` sends its held jobs"
+                reason = paused if summary.state == "paused" else why_waiting(idle)
+                bar.console.print(f"[yellow]waiting:[/yellow] {escape(reason)}", soft_wrap=True)
     return summary
+
+
+def final_jobs(summary: BatchSummary) -> int:
+    """Jobs done, failed or cancelled."""
+    return summary.done + summary.failed + summary.cancelled
 
 
 def summary_table(summary: BatchSummary) -> Table:
@@ -179,6 +186,7 @@ def summary_table(summary: BatchSummary) -> Table:
     table = Table(title=f"batch {summary.id}" + (f" ({summary.source})" if summary.source else ""), title_justify="left")
     table.add_column("figure")
     table.add_column("value", justify="right")
+    table.add_row("state", summary.state)
     for status, count in summary.counts.items():
         table.add_row(f"jobs {status}", str(count))
     table.add_row("bank", escape(", ".join(summary.banks) or "bundle"))
@@ -278,7 +286,7 @@ def batches_command(
         table.add_row(
             s.id[:SHORT_ID], s.created_at.strftime("%m-%d %H:%M"), escape(Path(s.source).name if s.source else ""),
             escape(", ".join(b.split("@")[0] for b in s.banks) or "bundle"), str(s.total), str(s.done), str(s.failed),
-            "finished" if s.finished else "running",
+            s.state,
         )
     console.print(table)
 

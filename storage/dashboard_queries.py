@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.comparison import OWN_BANK, SETUP_COLUMNS, Setup, SetupParts
-from storage.models import DONE, FAILED, QUEUED, RUNNING, STATUSES, Batch, Job
+from storage.models import CANCELLED, DONE, FAILED, RESULT_STATES, STATUSES, Batch, Job
 from storage.quality import Quality, batch_quality, quality_texts
 from storage.repository import job_dict
 from storage.summary import as_utc, listed
@@ -39,8 +39,8 @@ class BatchRow:
 
     @property
     def final(self) -> int:
-        """Jobs done or failed."""
-        return self.counts[DONE] + self.counts[FAILED]
+        """Jobs done, failed or cancelled."""
+        return self.counts[DONE] + self.counts[FAILED] + self.counts[CANCELLED]
 
     @property
     def running(self) -> bool:
@@ -49,16 +49,18 @@ class BatchRow:
 
     @property
     def no_error_rate(self) -> float | None:
-        """Done jobs over final jobs (a refusal is done: `quality` says how good the answers are)."""
-        return self.counts[DONE] / self.final if self.final else None
+        """Done jobs over done and failed ones (a refusal is done: `quality` says how good the answers are)."""
+        ended = self.counts[DONE] + self.counts[FAILED]
+        return self.counts[DONE] / ended if ended else None
 
     @property
     def jobs_per_second(self) -> float | None:
-        """Final jobs over the time from submission to the last finished job."""
-        if not self.last_finished or not self.final:
+        """Done and failed jobs over the time from submission to the last of them (cancelled jobs did no work)."""
+        ended = self.counts[DONE] + self.counts[FAILED]
+        if not self.last_finished or not ended:
             return None
         seconds = (self.last_finished - self.created_at).total_seconds()
-        return self.final / seconds if seconds > 0 else None
+        return ended / seconds if seconds > 0 else None
 
     def progress(self) -> dict[str, Any]:
         """The JSON a running batch's page polls."""
@@ -105,6 +107,8 @@ def batch_rows(
         for batch, status, count, finished, *setup in grouped:
             counts[batch][status] += count
             setups[batch].add(tuple(setup), done=status == DONE)
+            if status not in RESULT_STATES:  # a cancel is no work done: throughput counts to the last result
+                continue
             if finished is not None and (batch not in last or as_utc(finished) > last[batch]):
                 last[batch] = as_utc(finished)
     return [known[b.id] if unchanged(b) else new_row(b, counts[b.id], last.get(b.id), setups[b.id], quality[b.id])
@@ -145,13 +149,13 @@ def job_page(
     with the number of jobs that match. `counts` (the batch's jobs per status, BatchRow.counts) spares counting
     them again when no text filters the jobs."""
     where = [Job.batch_id == batch_id]
-    if status in (QUEUED, RUNNING, DONE, FAILED):
+    if status in STATUSES:
         where.append(Job.status == status)
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where.append(or_(*(column.ilike(pattern, escape="\\") for column in (Job.question, Job.answer, Job.error))))
     if counts is not None and not text:
-        total = counts[status] if status in (QUEUED, RUNNING, DONE, FAILED) else sum(counts.values())
+        total = counts[status] if status in STATUSES else sum(counts.values())
     else:
         total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     rows = session.execute(

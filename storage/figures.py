@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from storage import metrics as registry
 from storage.dashboard_queries import STAGES, BatchRow, is_postgres
 from storage.metrics import Metric
-from storage.models import DONE, FINAL, Job
+from storage.models import DONE, RESULT_STATES, Job
 
 TIMINGS = tuple(key for stage in STAGES for key in (stage, f"wait_{stage}"))
 EDGES = ARRAY(DateTime(timezone=True))
@@ -153,7 +153,7 @@ def pg_statement(
     bucket = func.width_bucket(Job.finished_at, cast(bindparam("edges", edges, type_=EDGES), EDGES))
     v = select(
         done.label("done"), Job.decoder_path.label("path"), cast(Job.timings_ms, Text).label("timings"),
-        cast(Job.hosts, Text).label("hosts"), case((Job.status.in_(FINAL), bucket)).label("bucket"),
+        cast(Job.hosts, Text).label("hosts"), case((Job.status.in_(RESULT_STATES), bucket)).label("bucket"),
         *(values[m.name].label(f"m_{m.name}") for m in metrics),
         *(cast(func.floor(values[m.name] * m.per_unit), Integer).label(f"b_{m.name}") for m in binned),
     ).where(Job.batch_id == batch_id).offset(0).subquery("v")
@@ -203,7 +203,8 @@ def sqlite_statement(batch_id: str, metrics: Sequence[Metric], start: float, wid
     seconds = (func.julianday(Job.finished_at) - 2440587.5) * 86400.0
     bucket = func.min(func.max(cast((seconds - start) / width, Integer), 0), last)
     v = select(
-        done.label("done"), Job.decoder_path.label("path"), case((Job.status.in_(FINAL), bucket)).label("bucket"),
+        done.label("done"), Job.decoder_path.label("path"),
+        case((Job.status.in_(RESULT_STATES), bucket)).label("bucket"),
         *(case((done, m.column(Job))).label(f"m_{m.name}") for m in metrics),
     ).where(Job.batch_id == batch_id).cte("v")
     parts: list[Select[*tuple[Any, ...]]] = [

@@ -11,9 +11,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from storage.metrics import stored_metrics
 
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-STATUSES = (QUEUED, RUNNING, DONE, FAILED)
-FINAL = (DONE, FAILED)
+QUEUED, RUNNING, PAUSED, DONE, FAILED, CANCELLED = "queued", "running", "paused", "done", "failed", "cancelled"
+STATUSES = (QUEUED, RUNNING, PAUSED, DONE, FAILED, CANCELLED)
+FINAL = (DONE, FAILED, CANCELLED)
+RESULT_STATES = (DONE, FAILED)  # the final states a stage chain writes (a cancel is a user's word, not a result)
+UNFINISHED = (QUEUED, RUNNING, PAUSED)  # PAUSED: held by its paused batch, sent again on resume
 ID_LENGTH = 32  # uuid4 hex (repository.new_id)
 KEY_LENGTH = 200  # longest idempotency key
 SOURCE_LENGTH = 500  # longest batch source label
@@ -72,7 +74,7 @@ class ModelVersion(Base):
 
 
 class Batch(Base):
-    """One submission; its counters move only when a job first reaches a final state."""
+    """One submission; its counters move only when a job first reaches a final state (and back on a retry)."""
 
     __tablename__ = "batch"
 
@@ -82,9 +84,12 @@ class Batch(Base):
     total: Mapped[int] = mapped_column(Integer)
     done_count: Mapped[int] = mapped_column(Integer, default=0)
     failed_count: Mapped[int] = mapped_column(Integer, default=0)
+    cancelled_count: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     callback_url: Mapped[str | None] = mapped_column(String(URL_LENGTH))  # POSTed the summary once every job is final
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # set: no new work of it is started
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # set: its jobs were cancelled
 
 
 class Job(Base):
@@ -105,6 +110,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # deliveries to the encode stage
     dispatches: Mapped[int] = mapped_column(Integer, default=0)  # times sent to the queue (1 + reconciler re-sends)
+    # attempts made before its last retry (cubeqa retry): the reconciler's max_attempts counts from here
+    attempt_base: Mapped[int] = mapped_column(Integer, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     answer: Mapped[str | None] = mapped_column(Text)
     decoder_path: Mapped[str | None] = mapped_column(String(32))

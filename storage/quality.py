@@ -4,6 +4,7 @@ Definitions (docs/user-guide.md, "Reading a batch's quality"):
 - answered: done jobs whose decoder gave an answer (decoder path other than "none");
 - refused: done jobs answered "no confident answer" (decoder path "none");
 - failed: jobs that ended in an error;
+- cancelled: jobs cancelled before they got a result;
 - right: answered jobs whose answer is their reference sentence, compared as normalised text (`same_sentence`);
   decided once, when the result is stored, into the job's `right_answer` column (1, 0, or NULL: refused, failed,
   no reference);
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
-from storage.models import DONE, FAILED, Job
+from storage.models import CANCELLED, DONE, FAILED, Job
 
 RIGHT_COLUMN = "right_answer"  # the registry's metric (storage.metrics) and job column
 REFUSED_PATH = "none"  # pipeline.decoders.base.Answer.path of a refusal
@@ -57,6 +58,7 @@ class Quality(BaseModel):
     answered: int = Field(0, description="done jobs with an answer")
     refused: int = Field(0, description="done jobs answered 'no confident answer'")
     failed: int = Field(0, description="jobs that ended in an error")
+    cancelled: int = Field(0, description="jobs cancelled before they got a result")
     with_reference: int = Field(0, description="done jobs with a reference answer")
     judged: int = Field(0, description="answered jobs with a reference answer: precision's denominator")
     right: int = Field(0, description="answered jobs whose answer is the reference sentence (normalised text)")
@@ -92,15 +94,16 @@ def batch_quality(*, session: Session, batch_ids: Sequence[str]) -> dict[str, Qu
 
     rows = session.execute(
         select(
-            Job.batch_id, count(answered), count(refused), count(Job.status == FAILED),
+            Job.batch_id, count(answered), count(refused), count(Job.status == FAILED), count(Job.status == CANCELLED),
             count(done & Job.reference.is_not(None)), func.count(right), func.sum(right),
             func.avg(case((done, Job.confidence))),
         ).where(Job.batch_id.in_(list(batch_ids))).group_by(Job.batch_id)
     ).all()
     out = {batch_id: Quality() for batch_id in batch_ids}
-    for batch_id, n_answered, n_refused, n_failed, n_reference, n_judged, n_right, confidence in rows:
+    for batch_id, n_answered, n_refused, n_failed, n_cancelled, n_reference, n_judged, n_right, confidence in rows:
         out[batch_id] = Quality(
             answered=int(n_answered or 0), refused=int(n_refused or 0), failed=int(n_failed or 0),
+            cancelled=int(n_cancelled or 0),
             with_reference=int(n_reference or 0), judged=int(n_judged or 0), right=int(n_right or 0),
             mean_confidence=None if confidence is None else float(confidence),
         )
@@ -112,6 +115,7 @@ QUALITY_FIGURES: tuple[tuple[str, str, str], ...] = (
     ("answered", "answered", "done jobs that got an answer"),
     ("refused", "refused", "done jobs answered 'no confident answer': no sentence cleared the confidence threshold"),
     ("failed", "failed", "jobs that ended in an error"),
+    ("cancelled", "cancelled", "jobs cancelled before they got a result"),
     ("right", "right", "answered jobs whose answer is their reference sentence (same text, ignoring case and spaces)"),
     ("judged", "answered with a reference", "answered jobs that have a reference answer: what precision is over"),
     ("precision", "precision", "right answers over answered jobs with a reference"),
@@ -131,6 +135,7 @@ def quality_texts(quality: Quality) -> dict[str, str]:
     confidence = quality.mean_confidence
     return {
         "answered": str(quality.answered), "refused": str(quality.refused), "failed": str(quality.failed),
+        "cancelled": str(quality.cancelled),
         "right": str(quality.right) if judged else "–", "judged": str(quality.judged),
         "precision": percent(quality.precision), "coverage": percent(quality.coverage),
         "mean_confidence": "–" if confidence is None else f"{confidence:.2f}",

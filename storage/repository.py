@@ -21,6 +21,7 @@ from storage.models import (
     QUEUED,
     RUNNING,
     STATUSES,
+    UNFINISHED,
     Batch,
     Job,
     ModelVersion,
@@ -145,7 +146,7 @@ def jobs_of(*, session: Session, batch_id: str, unfinished: bool = False) -> lis
     """A batch's jobs (only those not yet final, if `unfinished`) in input order."""
     query = select(*QUEUED_COLUMNS).where(Job.batch_id == batch_id)
     if unfinished:
-        query = query.where(Job.status.in_((QUEUED, RUNNING)))
+        query = query.where(Job.status.in_(UNFINISHED))
     return [queued_job(row) for row in session.execute(query.order_by(Job.position)).all()]
 
 
@@ -170,7 +171,7 @@ def mark_running(*, session: Session, job_ids: Sequence[str]) -> None:
     """The encode stage picked these jobs up: one more delivery attempt each (final jobs stay final)."""
     session.execute(
         update(Job)
-        .where(Job.id.in_(job_ids), Job.status.in_((QUEUED, RUNNING)))
+        .where(Job.id.in_(job_ids), Job.status.in_(UNFINISHED))
         .values(status=RUNNING, attempts=Job.attempts + 1, started_at=now())
     )
 
@@ -188,10 +189,11 @@ def record_outcomes(*, session: Session, outcomes: Sequence[JobOutcome], model_v
     """Writes final results in the caller's transaction; returns how many jobs this call finished and the webhook
     deliveries of the jobs and batches it made final (storage.hooks.hooks_on_final).
 
-    Idempotent: a job already done or failed is left as it is and not counted again, so a redelivered
-    or retried task never creates a second result or moves a batch counter twice. One UPDATE claims
-    the jobs that are not final yet (and locks them), one executemany writes their values: a
-    micro-batch of 64 costs three statements, not 64.
+    Idempotent: a job already done, failed or cancelled is left as it is and not counted again, so a
+    redelivered or retried task never creates a second result or moves a batch counter twice, and no
+    result lands on a job whose cancel committed first (the claim is conditional in SQL: a racing cancel
+    and write serialise on the job's row). One UPDATE claims the jobs that are not final yet (and locks
+    them), one executemany writes their values: a micro-batch of 64 costs three statements, not 64.
     """
     finished_at = now()
     by_id = {outcome.job_id: outcome for outcome in outcomes}
@@ -206,26 +208,61 @@ def record_outcomes(*, session: Session, outcomes: Sequence[JobOutcome], model_v
     if not claimed:
         return Recorded(0)  # all already final: this is a redelivery
     session.execute(OUTCOME_UPDATE, [outcome_row(by_id[job_id], model_version, ref) for job_id, _, ref, _ in claimed])
-    per_batch: dict[str, list[int]] = {}
-    finished_batches: list[tuple[str, str | None]] = []
+    per_batch: dict[str, Counts] = {}
     for job_id, batch_id, _, _ in claimed:
-        counts = per_batch.setdefault(batch_id, [0, 0])
-        counts[0 if by_id[job_id].error is None else 1] += 1
-    for batch_id in sorted(per_batch):  # one lock order for every writer
-        done, failed = per_batch[batch_id]
+        per_batch[batch_id] = per_batch.get(batch_id, Counts()) + (
+            Counts(done=1) if by_id[job_id].error is None else Counts(failed=1)
+        )
+    settled = move_counters(session=session, deltas=per_batch, at=finished_at)
+    jobs = [(job_id, batch_id, url) for job_id, batch_id, _, url in claimed]
+    return Recorded(len(claimed), hooks_on_final(session=session, jobs=jobs, batches=settled))
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Changes to a batch's done, failed and cancelled counters."""
+
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.done + other.done, self.failed + other.failed, self.cancelled + other.cancelled)
+
+
+def move_counters(*, session: Session, deltas: dict[str, Counts], at: datetime) -> list[tuple[str, str | None]]:
+    """Moves each batch's counters by its deltas, in one lock order for every writer, then settles them
+    (`settle_batches`); returns the batches that reached their final state in this call, with their callback URLs."""
+    for batch_id in sorted(deltas):
+        delta = deltas[batch_id]
         session.execute(
             update(Batch)
             .where(Batch.id == batch_id)
-            .values(done_count=Batch.done_count + done, failed_count=Batch.failed_count + failed)
+            .values(
+                done_count=Batch.done_count + delta.done, failed_count=Batch.failed_count + delta.failed,
+                cancelled_count=Batch.cancelled_count + delta.cancelled,
+            )
         )
-        finished_batches += session.execute(
-            update(Batch)
-            .where(Batch.id == batch_id, Batch.finished_at.is_(None), Batch.done_count + Batch.failed_count >= Batch.total)
-            .values(finished_at=finished_at)
-            .returning(Batch.id, Batch.callback_url)
-        ).tuples().all()
-    jobs = [(job_id, batch_id, url) for job_id, batch_id, _, url in claimed]
-    return Recorded(len(claimed), hooks_on_final(session=session, jobs=jobs, batches=finished_batches))
+    return settle_batches(session=session, batch_ids=sorted(deltas), at=at)
+
+
+def settle_batches(*, session: Session, batch_ids: Sequence[str], at: datetime) -> list[tuple[str, str | None]]:
+    """The one place a batch reaches its final state: every job done, failed or cancelled (its counters say so).
+
+    Sets `finished_at` once and returns the batches that became final in this call with their callback URLs, for
+    the webhooks (storage.hooks.hooks_on_final); a retry (storage.control.retry_batch) reopens a batch, and it
+    settles here again.
+    """
+    if not batch_ids:
+        return []
+    complete = Batch.done_count + Batch.failed_count + Batch.cancelled_count >= Batch.total
+    settled = session.execute(
+        update(Batch)
+        .where(Batch.id.in_(list(batch_ids)), Batch.finished_at.is_(None), complete)
+        .values(finished_at=at)
+        .returning(Batch.id, Batch.callback_url)
+    ).tuples().all()
+    return sorted(settled)
 
 
 OUTCOME_COLUMNS = (
@@ -274,7 +311,7 @@ def ensure_model_version(session: Session, version: str) -> None:
 def stale_jobs(
     *, session: Session, older_than: timedelta, queues_idle: bool, limit: int = 10_000
 ) -> list[tuple[QueuedJob, int]]:
-    """Unfinished jobs that look lost, with their attempt counts.
+    """Unfinished jobs that look lost, with their attempt counts (since their last retry).
 
     A job looks lost when nothing happened to it for `older_than` (last sent, or picked up by the encode
     stage) and its message cannot still be waiting: it was never sent, or the stage queues are idle, or it
@@ -290,7 +327,7 @@ def stale_jobs(
         never_sent = Job.dispatched_at.is_(None)
         conditions.append(never_sent if frontier is None else or_(never_sent, Job.dispatched_at < frontier))
     rows = session.execute(
-        select(*QUEUED_COLUMNS, Job.attempts)
+        select(*QUEUED_COLUMNS, Job.attempts - Job.attempt_base)
         .where(*conditions)
         .order_by(Job.batch_id, Job.position)
         .limit(limit)
@@ -370,6 +407,7 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 __all__ = [
     "BatchSummary",
+    "Counts",
     "CreatedBatch",
     "JobOutcome",
     "NewJob",
@@ -385,7 +423,9 @@ __all__ = [
     "list_batches",
     "mark_dispatched",
     "mark_running",
+    "move_counters",
     "record_outcomes",
+    "settle_batches",
     "stale_jobs",
     "status_counts",
     "unfinished_jobs",

@@ -11,7 +11,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.metrics import stored_metrics
-from storage.models import DONE, INTERACTIVE, STATUSES, Batch, Job
+from storage.models import DONE, INTERACTIVE, RESULT_STATES, STATUSES, Batch, Job
 from storage.quality import Quality, batch_quality
 
 # "+00:00", not pydantic's "Z"
@@ -30,6 +30,8 @@ class BatchSummary(BaseModel):
     counts: dict[str, int]
     done: int
     failed: int
+    cancelled: int = Field(0, description="jobs cancelled before they got a result (a final state of its own)")
+    state: str = Field("running", description="running, paused, finished or cancelled")
     created_at: IsoDatetime
     finished_at: IsoDatetime | None
     metrics: dict[str, dict[str, float | int]]  # name -> mean, p50, p90, n
@@ -40,7 +42,8 @@ class BatchSummary(BaseModel):
     @computed_field  # type: ignore[prop-decorator]  # pydantic documents this stacking
     @property
     def finished(self) -> bool:
-        return self.done + self.failed >= self.total
+        """Whether every job is final: done, failed or cancelled."""
+        return self.done + self.failed + self.cancelled >= self.total
 
     @computed_field  # type: ignore[prop-decorator]  # pydantic documents this stacking
     @property
@@ -63,19 +66,29 @@ def batch_summary(*, session: Session, batch_id: str) -> BatchSummary | None:
     of_batch = Job.batch_id == batch_id
     counts.update(session.execute(select(Job.status, func.count()).where(of_batch).group_by(Job.status)).all())
     metric_rows = session.scalars(select(Job.metrics).where(Job.batch_id == batch_id, Job.status == DONE)).all()
-    last = session.scalar(select(func.max(Job.finished_at)).where(Job.batch_id == batch_id))
+    last = session.scalar(select(func.max(Job.finished_at)).where(of_batch, Job.status.in_(RESULT_STATES)))
     pins = session.execute(select(Job.bank, Job.bank_version).where(of_batch, Job.bank.is_not(None)).distinct()).all()
     metrics = summarise_metrics(metric_rows)
     final = batch.done_count + batch.failed_count
     elapsed = (as_utc(last) - as_utc(batch.created_at)).total_seconds() if last else 0.0
     return BatchSummary(
         id=batch.id, key=batch.key, source=batch.source, total=batch.total, counts=counts, done=batch.done_count,
-        failed=batch.failed_count, created_at=as_utc(batch.created_at),
+        failed=batch.failed_count, cancelled=batch.cancelled_count, state=batch_state(batch),
+        created_at=as_utc(batch.created_at),
         finished_at=as_utc(batch.finished_at) if batch.finished_at else None, metrics=metrics,
         jobs_per_second=final / elapsed if elapsed > 0 else None,
         banks=sorted(f"{bank}@{version}" for bank, version in pins),
         quality=batch_quality(session=session, batch_ids=[batch_id])[batch_id],
     )
+
+
+def batch_state(batch: Batch) -> str:
+    """cancelled (by a user), finished (every job final), paused (no new work starts), or running."""
+    if batch.cancelled_at is not None:
+        return "cancelled"
+    if batch.finished_at is not None:
+        return "finished"
+    return "paused" if batch.paused_at is not None else "running"
 
 
 def summarise_metrics(rows: Sequence[dict[str, Any] | None]) -> dict[str, dict[str, float]]:

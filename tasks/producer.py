@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -12,6 +14,7 @@ from celery import Celery, chain
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.control import batch_stopped, orphaned_parks, park
 from storage.hooks import Callback, overdue_deliveries
 from storage.repository import (
     CreatedBatch,
@@ -72,14 +75,42 @@ def stage_chain(message: MicroBatch) -> chain:
     return chain(stages.encode.s(message.to_wire()), *rest)
 
 
+class Gate:
+    """Whether a batch is paused or cancelled, read again at most every CHECK_EVERY seconds while it is sent."""
+
+    CHECK_EVERY = 0.25  # seconds: a pause stops a long send within this, at one primary-key read per interval
+
+    def __init__(self, sessions: sessionmaker[Session], batch_id: str, just_stored: bool) -> None:
+        self.sessions = sessions
+        self.batch_id = batch_id
+        self.read_at = time.monotonic() if just_stored else -math.inf  # a batch stored a moment ago is not paused
+
+    def closed(self) -> bool:
+        if time.monotonic() - self.read_at < self.CHECK_EVERY:
+            return False
+        self.read_at = time.monotonic()
+        with self.sessions() as session:
+            return batch_stopped(session=session, batch_id=self.batch_id)
+
+
+def hold(sessions: sessionmaker[Session], groups: Sequence[Sequence[QueuedJob]]) -> None:
+    """Holds the unsent jobs of a paused batch (no-op for a cancelled one: its jobs are cancelled already)."""
+    with sessions.begin() as session:
+        park(session=session, job_ids=[job.id for group in groups for job in group])
+
+
 def dispatch(
     sessions: sessionmaker[Session],
     jobs: Sequence[QueuedJob],
     micro_batch: int,
     on_sent: Callable[[int], None] | None = None,
+    *,
+    just_stored: bool = False,
 ) -> int:
     """Sends jobs (grouped by batch and pin) in micro-batches, then records every send in one transaction; returns jobs sent.
 
+    A batch found paused (or cancelled) before a micro-batch is sent gets no more sends: its unsent jobs are held
+    for its resume. `just_stored`: the caller stored the batches a moment ago, so the first read waits CHECK_EVERY.
     Raises BrokerUnavailable when the broker refuses; the jobs sent before are recorded, the rest stay queued in SQL.
     """
     sent: list[str] = []
@@ -88,7 +119,12 @@ def dispatch(
         by_batch.setdefault((job.batch_id, job.pin), []).append(job)
     try:
         for (batch_id, pin), batch_jobs in by_batch.items():
-            for group in chunks(sorted(batch_jobs, key=word_count), micro_batch):
+            gate = Gate(sessions, batch_id, just_stored)
+            groups = list(chunks(sorted(batch_jobs, key=word_count), micro_batch))
+            for n, group in enumerate(groups):
+                if gate.closed():
+                    hold(sessions, groups[n:])
+                    break
                 try:
                     stage_chain(first_message(batch_id, group, pin)).apply_async()
                 except BROKER_DOWN as exc:
@@ -144,14 +180,14 @@ def submit(
     batch = store(sessions, items, key=key, source=source, pin=pin, callback=callback)
     if not batch.created:
         return Submission(batch.id, False, len(items), 0, batch.job_ids)
-    sent = dispatch(sessions, batch.jobs, micro_batch, on_sent)
+    sent = dispatch(sessions, batch.jobs, micro_batch, on_sent, just_stored=True)
     return Submission(batch.id, True, len(items), sent, batch.job_ids)
 
 
 @dataclass(frozen=True)
 class ReconcileReport:
-    resent: int
-    failed: int  # given up after max_attempts deliveries
+    resent: int  # including jobs held by a batch no longer paused (a park that raced its resume)
+    failed: int  # given up after max_attempts deliveries (since their last retry)
     hooks: int = 0  # webhook deliveries whose message was lost, sent again
 
 
@@ -174,13 +210,18 @@ def reconcile(sessions: sessionmaker[Session], *, after: timedelta, max_attempts
     waiting for a hooks worker: passes without one would pile up copies).
 
     Re-sending is safe because result writes are idempotent: whichever copy finishes first wins; a delivery's
-    attempt is claimed in SQL, so a duplicate message posts nothing.
+    attempt is claimed in SQL, so a duplicate message posts nothing. Cancelled jobs are final and never stale; the
+    jobs of a paused batch are held by `dispatch` instead of sent.
     """
     idle = waiting_messages(stages.encode.app) == 0
     hooks_idle = waiting_messages(stages.encode.app, (HOOKS_QUEUE,)) == 0
+    with sessions.begin() as session:
+        orphans = orphaned_parks(session=session)
+    unparked = {job.id for job in orphans}
     with sessions() as session:
-        stale = stale_jobs(session=session, older_than=after, queues_idle=idle)
+        found = stale_jobs(session=session, older_than=after, queues_idle=idle)
         overdue = overdue_deliveries(session=session, older_than=after) if hooks_idle else []
+    stale = [(job, attempts) for job, attempts in found if job.id not in unparked]
     give_up = [job for job, attempts in stale if attempts >= max_attempts]
     retry = [job for job, attempts in stale if attempts < max_attempts]
     failed = 0
@@ -190,5 +231,5 @@ def reconcile(sessions: sessionmaker[Session], *, after: timedelta, max_attempts
             recorded = record_outcomes(session=session, outcomes=outcomes, model_version=None)
         failed = recorded.finished
         hooks.send(recorded.hooks)
-    resent = dispatch(sessions, retry, micro_batch) if retry else 0
+    resent = dispatch(sessions, retry + orphans, micro_batch) if retry or orphans else 0
     return ReconcileReport(resent=resent, failed=failed, hooks=hooks.send(overdue))

@@ -10,10 +10,12 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject
+from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.errors import CubeQAError
+from storage.control import park, stage_control
 from tasks import runtime
-from tasks.app import TASK_NAMES, app
+from tasks.app import STAGES, TASK_NAMES, app
 from tasks.errors import TRANSIENT
 from tasks.wire import MicroBatch
 
@@ -50,6 +52,9 @@ def stage_task(stage: str) -> Callable[[StageBody], Task]:
             except runtime.StageUnavailable as exc:  # not consumed: back to the queue for a worker that can serve it
                 log.error("%s batch=%s refused: %s", stage, batch.batch, exc)
                 raise Reject(str(exc), requeue=True) from exc
+            if not honour_controls(rt.sessions, batch, stage):
+                task.request.chain = None  # every job cancelled or held: the later stages would get none
+                return batch.to_wire()
             n = len(batch.jobs)
             attempt = task.request.retries + 1
             log.info("%s batch=%s jobs=%d attempt=%d", stage, batch.batch, n, attempt)
@@ -71,6 +76,25 @@ def stage_task(stage: str) -> Callable[[StageBody], Task]:
         return app.task(name=TASK_NAMES[stage], bind=True, acks_late=True, **RETRY)(run)
 
     return register
+
+
+def honour_controls(sessions: sessionmaker[Session], batch: MicroBatch, stage: str) -> bool:
+    """Drops the micro-batch's cancelled jobs and, at the first stage, holds the jobs of a paused batch (park) and
+    drops those too; returns whether any job is left to work on or write. Read before the stage works: a micro-batch
+    already inside a stage finishes it, and `record_outcomes` writes nothing on a job whose cancel committed first."""
+    ids = batch.jobs + [job for job, _ in batch.failed]
+    if not ids:
+        return False
+    with sessions() as session:
+        control = stage_control(session=session, batch_id=batch.batch, job_ids=ids)
+    gone = set(control.cancelled)
+    if control.paused and stage == STAGES[0]:
+        with sessions.begin() as session:
+            gone |= set(park(session=session, job_ids=batch.jobs))
+    if gone:
+        log.info("%s batch=%s dropped %d cancelled or held jobs", stage, batch.batch, len(gone))
+        batch.drop_jobs(gone)
+    return bool(batch.jobs or batch.failed)
 
 
 def describe(exc: BaseException) -> str:

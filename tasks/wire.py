@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -89,6 +90,27 @@ class MicroBatch:
         alive = [i for i in range(len(self.jobs)) if i not in errors]
         self.jobs = [self.jobs[i] for i in alive]
         return {name: [values[i] for i in alive] for name, values in keep.items()}
+
+    def drop_jobs(self, gone: Collection[str]) -> None:
+        """Removes these jobs (cancelled, or held by a pause) with every row of theirs: texts, references, flags,
+        vectors and candidates; a removed job gets no outcome from this message."""
+        n = len(self.jobs)
+        alive = [i for i, job in enumerate(self.jobs) if job not in gone]
+        if len(self.r):
+            refs = self.refs_by_row()
+            present = [ref for i in alive if (ref := refs[i]) is not None]
+            self.r = pack(np.stack(present)) if present else b""
+        for name in ("texts", "refs", "truncated", "has_ref"):
+            values = getattr(self, name)
+            if len(values) == n:
+                setattr(self, name, [values[i] for i in alive])
+        for name, width in (("q", 4 * self.dim), ("tower", 4 * self.dim), ("a", 4 * self.dim),
+                            ("hit_rows", 8 * self.depth), ("hit_scores", 32 * self.depth)):
+            data = getattr(self, name)
+            if data and width:
+                setattr(self, name, b"".join(data[i * width : (i + 1) * width] for i in alive))
+        self.jobs = [self.jobs[i] for i in alive]
+        self.failed = [entry for entry in self.failed if entry[0] not in gone]
 
     def question_texts(self) -> list[str]:
         """The live jobs' questions; empty strings for a message encoded before the questions travelled past encode

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from cubeqa import dashboard
 from cubeqa.api.bank_builds import bank_service
 from cubeqa.api.deps import Services
-from cubeqa.api.routes import banks, batches, jobs, ops
+from cubeqa.api.routes import banks, batches, control, jobs, ops
 from cubeqa.metrics import StoreCollector
 from cubeqa.settings import Settings
 from cubeqa.wiring import celery_app, hook_policy, open_store, pin_bank, redis_client
@@ -60,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.state.finished_batches = dashboard.FinishedBatches(dashboard.batch_view)  # the dashboard's, per app
     app.state.banks = bank_service(settings, broker)
-    for router in (jobs.router, batches.router, ops.router, banks.router, dashboard.router):
+    for router in (jobs.router, batches.router, control.batches, control.jobs, ops.router, banks.router, dashboard.router):
         app.include_router(router)
     dashboard.offline_docs(app)
     return app

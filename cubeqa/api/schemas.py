@@ -120,3 +120,10 @@ class WebhookDeliveryPublic(BaseModel):
     created_at: datetime
     next_attempt_at: datetime
     delivered_at: datetime | None
+class Controlled(BaseModel):
+    """What a cancel, pause, resume or retry did, and the batch after it."""
+
+    action: str = Field(description="cancel, pause, resume or retry")
+    jobs: int = Field(description="jobs cancelled, waiting (pause), resumed or retried")
+    sent: int = Field(0, description="of them, sent to the queues now (resume, retry)")
+    batch: BatchPublic

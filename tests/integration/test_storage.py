@@ -103,7 +103,7 @@ def test_a_repeated_result_write_changes_nothing(sessions) -> None:
     assert write(sessions, [done(jobs[1].id, 0.9)], "default@x") == 0  # a failed job stays failed
     result = summary(sessions, batch_id)
     assert (result.done, result.failed, result.total, result.finished) == (1, 1, 3, False)
-    assert result.counts == {"queued": 0, "running": 1, "done": 1, "failed": 1}
+    assert result.counts == {"queued": 0, "running": 1, "paused": 0, "done": 1, "failed": 1, "cancelled": 0}
     assert write(sessions, [done(jobs[2].id, 0.8)], "default@x") == 1
     result = summary(sessions, batch_id)
     assert result.finished and result.finished_at is not None

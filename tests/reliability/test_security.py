@@ -193,7 +193,7 @@ def test_the_worker_accepts_only_msgpack_and_json(broker_url: str) -> None:
 def test_every_v1_route_wants_the_token(secured: Secured) -> None:
     schema = httpx.get(f"{secured.base}/openapi.json").json()
     routes = [(method.upper(), path) for path, item in schema["paths"].items() for method in item if path.startswith("/v1/")]
-    assert len(routes) == 11  # jobs, batches and banks
+    assert len(routes) == 17  # jobs, batches, their controls and webhooks, and banks
     wrong = [
         {},
         {"Authorization": "Bearer"},

@@ -49,6 +49,32 @@ def test_a_failed_row_leaves_the_micro_batch_and_the_rest_stay_aligned() -> None
     assert (batch.jobs, batch.failed, kept["truncated"]) == (["j0", "j2"], [["j1", "bad input"]], [False, False])
 
 
+def test_dropped_jobs_leave_every_row_of_theirs_and_the_rest_stay_aligned() -> None:
+    """A stage drops cancelled jobs from any message: the encode stage's texts and references, the rerank stage's
+    candidates, and the failed entries."""
+    encode = MicroBatch(batch="b", jobs=["j1", "j2", "j3"], texts=["q1", "q2", "q3"], refs=["r1", None, "r3"],
+                        failed=[["j0", "empty"], ["j9", "empty"]])
+    encode.drop_jobs({"j2", "j9"})
+    assert (encode.jobs, encode.texts, encode.refs) == (["j1", "j3"], ["q1", "q3"], ["r1", "r3"])
+    assert encode.failed == [["j0", "empty"]]
+
+    rows = np.arange(3 * 2, dtype=np.int64).reshape(3, 2)
+    scores = np.arange(3 * 2 * 4, dtype=np.float64).reshape(3, 2, 4)
+    vectors = np.arange(3 * 4, dtype=np.float32).reshape(3, 4)
+    rerank = MicroBatch(batch="b", jobs=["j1", "j2", "j3"], dim=4, q=pack(vectors), a=pack(2 * vectors),
+                        truncated=[True, False, False])
+    rerank.set_hits(rows, scores)
+    rerank.set_refs([None, vectors[1], vectors[2]])
+    rerank.drop_jobs({"j1"})
+    kept_rows, kept_scores = rerank.hits()
+    np.testing.assert_array_equal(kept_rows, rows[1:])
+    np.testing.assert_array_equal(kept_scores, scores[1:])
+    np.testing.assert_array_equal(unpack(rerank.a, 4), 2 * vectors[1:])
+    assert rerank.truncated == [False, False] and [r.tolist() for r in rerank.refs_by_row()] == vectors[1:].tolist()
+    rerank.drop_jobs({"j2", "j3"})
+    assert (rerank.jobs, rerank.q, rerank.r, rerank.hit_rows) == ([], b"", b"", b"")
+
+
 def test_the_questions_travel_to_decode_and_an_older_message_without_them_reads_as_blank() -> None:
     batch = MicroBatch(batch="b", jobs=["j0", "j1"], texts=["Who?", "What?"])
     assert MicroBatch.from_wire(batch.to_wire()).question_texts() == ["Who?", "What?"]

@@ -37,6 +37,7 @@
     set("failed", p.counts.failed);
     set("queued", p.counts.queued);
     set("running", p.counts.running);
+    set("paused", p.counts.paused);
     set("pending", p.counts.queued + " / " + p.counts.running);
     Object.keys(p.quality_texts || {}).forEach(function (key) { set("q-" + key, p.quality_texts[key]); });
     set("rate", fixed(p.jobs_per_second, 1));

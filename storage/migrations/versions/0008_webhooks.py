@@ -1,7 +1,7 @@
 """batches and jobs may carry a callback URL; webhook_delivery records each POST of a final summary to it
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-07 22:45:00
 
 Rows from before this revision carry no callback URL: nothing is posted for them.
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0008'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
