@@ -25,7 +25,7 @@ from storage.control import (
     retry_batch,
 )
 from storage.models import Batch, Job
-from storage.repository import JobOutcome, NewJob, create_batch, record_outcomes
+from storage.repository import JobOutcome, NewJob, Recorded, create_batch, record_outcomes
 from storage.summary import batch_summary
 from tasks.app import STAGES
 from tasks.producer import dispatch, reconcile
@@ -52,7 +52,7 @@ def stored(sessions, count: int):
 
 def write(sessions, outcomes: list[JobOutcome]) -> int:
     with sessions.begin() as session:
-        return record_outcomes(session=session, outcomes=outcomes, model_version=None)
+        return record_outcomes(session=session, outcomes=outcomes, model_version=None).finished
 
 
 def statuses(sessions, batch_id: str) -> list[str]:
@@ -73,8 +73,8 @@ def test_a_result_written_after_a_cancel_claims_nothing_and_the_counters_stay_ex
     batch = stored(sessions, 4)
     first, second, third, fourth = batch.job_ids
     assert write(sessions, [answer(first)]) == 1
-    assert in_transaction(sessions, lambda s: cancel_job(session=s, job_id=second)) == (batch.id, 1)
-    assert in_transaction(sessions, lambda s: cancel_batch(session=s, batch_id=batch.id)) == 2
+    assert in_transaction(sessions, lambda s: cancel_job(session=s, job_id=second)) == (batch.id, Recorded(1))
+    assert in_transaction(sessions, lambda s: cancel_batch(session=s, batch_id=batch.id)) == Recorded(2)
     assert write(sessions, [answer(job_id) for job_id in batch.job_ids]) == 0  # a late micro-batch: nothing lands
     assert statuses(sessions, batch.id) == ["done", "cancelled", "cancelled", "cancelled"]
     with sessions() as session:
@@ -93,7 +93,7 @@ def test_a_result_write_racing_a_cancel_waits_for_its_row_lock_and_writes_nothin
         batch = stored(sessions, 3)
         written: list[int] = []
         with sessions.begin() as session:
-            assert cancel_batch(session=session, batch_id=batch.id) == 3  # not committed yet: the rows are locked
+            assert cancel_batch(session=session, batch_id=batch.id) == Recorded(3)  # not committed yet: the rows are locked
             late = [answer(job_id) for job_id in batch.job_ids]
             writer = threading.Thread(target=lambda: written.append(write(sessions, late)))
             writer.start()

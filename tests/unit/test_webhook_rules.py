@@ -171,6 +171,23 @@ def test_a_batch_hook_is_queued_once_when_its_last_job_is_final_and_job_hooks_pe
     assert {batch_hook["id"], job_hook["id"]} == set(recorded.hooks)
 
 
+def test_a_cancel_that_makes_a_batch_or_a_single_job_final_queues_their_hooks(sessions) -> None:
+    from storage.control import cancel_batch, cancel_job
+
+    with sessions.begin() as session:
+        batch = create_batch(session=session, items=[NewJob("a?"), NewJob("b?")], callback=Callback("https://h.example/b"))
+        single = create_batch(session=session, items=[NewJob("c?")], callback=Callback("https://h.example/j", each_job=True))
+    assert finish(sessions, batch.job_ids[:1]).hooks == []
+    with sessions.begin() as session:
+        cancelled = cancel_batch(session=session, batch_id=batch.id)  # the last unfinished job: the batch is final
+        _, one = cancel_job(session=session, job_id=single.job_ids[0])
+    assert (cancelled.finished, len(cancelled.hooks), one.finished, len(one.hooks)) == (1, 1, 1, 1)
+    with sessions() as session:
+        (batch_hook,) = deliveries_of(session=session, batch_id=batch.id)
+        events = sorted(d["event"] for d in deliveries_of(session=session, batch_id=single.id))
+    assert batch_hook["event"] == "batch.final" and events == ["job.final"]  # a single job: its own hook only
+
+
 def test_an_attempt_is_claimed_once_retried_when_due_and_given_up_at_the_end(sessions) -> None:
     with sessions.begin() as session:
         batch = create_batch(session=session, items=[NewJob("a?")], callback=Callback("https://h.example/b"))
