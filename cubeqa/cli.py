@@ -166,7 +166,7 @@ def ask(
     evidence and the decoder path."""
     from cubeqa.client import Client
     from cubeqa.remote import RemoteError, ask_api
-    from pipeline import CubeQAError, resolve_min_confidence
+    from pipeline import CubeQAError
     from pipeline.encoding import check_texts
 
     settings: Settings = ctx.obj
@@ -192,6 +192,8 @@ def ask(
                                       rerank=rerank):
                     show_answer(result, heading=len(given) > 1)
             return
+        from pipeline import resolve_min_confidence  # here: it loads torch, which an --api ask never needs
+
         threshold = resolve_min_confidence(min_confidence, settings.min_confidence, None)  # the bundle's: in the stage
         reranks = resolve_rerank(settings.model_copy(update={"decoder": decoder or settings.decoder}), rerank)
         if interactive:

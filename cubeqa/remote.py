@@ -4,6 +4,7 @@ back as the same AnswerResult a local `ask` prints."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from cubeqa.client import Client, ClientError
 from pipeline.answer_result import AnswerResult
 
 WAIT = 30.0  # seconds the API holds each request for its answer
+IN_FLIGHT = 8  # questions of a list waiting on the API at once
 
 
 class RemoteError(Exception):
@@ -35,19 +37,34 @@ def answer_of(job: JobPublic) -> AnswerResult:
 
 def ask_api(client: Client, questions: Iterable[str], *, reference: str | None = None, bank: str | None = None,
             min_confidence: float | None = None, rerank: bool | None = None) -> Iterator[AnswerResult]:
-    """Each question sent as one job (the API waits for its answer), in order; RemoteError names what went wrong."""
-    for question in questions:
-        try:
-            job = client.ask(question, reference=reference, bank=bank, min_confidence=min_confidence, rerank=rerank,
-                             wait=WAIT)
-        except ClientError as exc:
-            raise RemoteError(f"the API refused {question!r}: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise RemoteError(f"no cubeqa API answers at {client.http.base_url} ({exc}); start one with `cubeqa api`, "
-                              f"or drop --api / CUBEQA_API_URL to answer in this process") from exc
-        if job.status == "failed":
-            raise RemoteError(f"job {job.id} failed: {job.error}")
-        if job.status != "done":
-            raise RemoteError(f"job {job.id} is still {job.status} after {WAIT:.0f} s: are the workers running? "
-                              f"(`cubeqa health`; GET /v1/jobs/{job.id[:8]} shows it later)")
-        yield answer_of(job)
+    """Each question sent as one job (the API waits for its answer), answers in question order; a list is sent
+    IN_FLIGHT at a time (the workers batch what arrives together), a prompt's questions one by one. RemoteError
+    names what went wrong."""
+
+    def one(question: str) -> AnswerResult:
+        return asked(client, question, reference, bank, min_confidence, rerank)
+
+    if isinstance(questions, list) and len(questions) > 1:
+        with ThreadPoolExecutor(IN_FLIGHT) as pool:
+            yield from pool.map(one, questions)
+    else:
+        yield from map(one, questions)
+
+
+def asked(client: Client, question: str, reference: str | None, bank: str | None, min_confidence: float | None,
+          rerank: bool | None) -> AnswerResult:
+    """One question's final answer from the API, or RemoteError."""
+    try:
+        job = client.ask(question, reference=reference, bank=bank, min_confidence=min_confidence, rerank=rerank,
+                         wait=WAIT)
+    except ClientError as exc:
+        raise RemoteError(f"the API refused {question!r}: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise RemoteError(f"no cubeqa API answers at {client.http.base_url} ({exc}); start one with `cubeqa api`, "
+                          f"or drop --api / CUBEQA_API_URL to answer in this process") from exc
+    if job.status == "failed":
+        raise RemoteError(f"job {job.id} failed: {job.error}")
+    if job.status != "done":
+        raise RemoteError(f"job {job.id} is still {job.status} after {WAIT:.0f} s: are the workers running? "
+                          f"(`cubeqa health`; GET /v1/jobs/{job.id[:8]} shows it later)")
+    return answer_of(job)

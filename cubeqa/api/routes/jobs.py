@@ -14,7 +14,7 @@ from storage.models import FINAL, INTERACTIVE, Job
 from storage.repository import job_view
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=guarded)
-POLL = 0.02  # seconds between reads while waiting for an answer
+POLL = 0.01  # seconds between reads while waiting for an answer
 
 
 @router.post("", status_code=202, response_model=JobPublic, responses={200: {"model": JobPublic, "description": "the job is final"}})
