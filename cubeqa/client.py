@@ -26,7 +26,7 @@ import httpx
 from pydantic import BaseModel
 
 from cubeqa.api.bank_schemas import UPLOAD_SUFFIXES, BankBuild, BankDetail, BankList
-from cubeqa.api.schemas import Accepted, BatchList, BatchPublic, Controlled, JobPublic
+from cubeqa.api.schemas import Accepted, BatchList, BatchPublic, Controlled, JobPublic, WebhookDeliveryPublic
 
 Model = TypeVar("Model", bound=BaseModel)
 Item = str | Mapping[str, Any]  # a question, or {"question": ..., "reference": ...}
@@ -114,6 +114,12 @@ def _read(response: httpx.Response, model: type[Model]) -> Model:
     """The response body as `model`, or ClientError carrying the API's `detail`."""
     _refused(response)
     return model.model_validate(response.json())
+
+
+def _deliveries(response: httpx.Response) -> list[WebhookDeliveryPublic]:
+    """A batch's webhook deliveries from the response body, or ClientError."""
+    _refused(response)
+    return [WebhookDeliveryPublic.model_validate(row) for row in response.json()]
 
 
 class Client:
@@ -205,6 +211,10 @@ class Client:
             for line in response.iter_lines():
                 if line:
                     yield JobPublic.model_validate(json.loads(line))
+
+    def webhooks(self, batch_id: str) -> list[WebhookDeliveryPublic]:
+        """The webhook deliveries of the batch and its jobs: status, attempts, last status code or error."""
+        return _deliveries(self.http.get(f"/v1/batches/{batch_id}/webhooks"))
 
     def banks(self) -> BankList:
         """Every bank: current version, versions kept, counts, size on disk, build time."""
@@ -318,6 +328,9 @@ class AsyncClient:
             async for line in response.aiter_lines():
                 if line:
                     yield JobPublic.model_validate(json.loads(line))
+
+    async def webhooks(self, batch_id: str) -> list[WebhookDeliveryPublic]:
+        return _deliveries(await self.http.get(f"/v1/batches/{batch_id}/webhooks"))
 
     async def banks(self) -> BankList:
         return _read(await self.http.get("/v1/banks"), BankList)

@@ -64,6 +64,8 @@ def asked(client: Client, question: str, reference: str | None, bank: str | None
                           f"or drop --api / CUBEQA_API_URL to answer in this process") from exc
     if job.status == "failed":
         raise RemoteError(f"job {job.id} failed: {job.error}")
+    if job.status == "cancelled":
+        raise RemoteError(f"job {job.id} was cancelled")
     if job.status != "done":
         raise RemoteError(f"job {job.id} is still {job.status} after {WAIT:.0f} s: are the workers running? "
                           f"(`cubeqa health`; GET /v1/jobs/{job.id[:8]} shows it later)")

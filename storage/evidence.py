@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from storage.models import DONE, FAILED, Job
+from storage.models import CANCELLED, DONE, FAILED, Job
 from storage.quality import REFUSED_PATH, RIGHT_COLUMN, same_sentence
 from storage.summary import as_utc
 
@@ -93,7 +93,7 @@ class Judgement:
     threshold: float | None
     threshold_from: str  # where the threshold came from, in words
     # answered; refused (confidence below the threshold); below_min_score (no sentence cleared the search's minimum
-    # score); unscored (answered without a confidence: generated text, or no calibrator); open (not final); failed
+    # score); unscored (answered without a confidence: generated text, or no calibrator); open (not final); failed; cancelled
     verdict: str
 
 
@@ -107,7 +107,7 @@ def judgement(job: Job, evidence: Evidence | None) -> Judgement:
     else:
         source = "the worker's default, not recorded for this job"
     if job.status != DONE:
-        verdict = "failed" if job.status == FAILED else "open"
+        verdict = {FAILED: "failed", CANCELLED: "cancelled"}.get(job.status, "open")
     elif job.decoder_path == REFUSED_PATH:
         verdict = "below_min_score" if job.confidence is None else "refused"
     else:

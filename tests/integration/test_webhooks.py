@@ -304,6 +304,8 @@ def test_the_client_asks_with_a_callback_and_the_job_posts_its_final_state(stack
             assert job.status in ("done", "failed")
             (request,) = eventually(lambda: stack.receiver.to(path), what="the job's hook")
             listed = httpx.get(f"{base}/v1/batches/{job.batch_id}/webhooks").json()
+            typed = eventually(lambda: [d for d in api.webhooks(job.batch_id[:8]) if d.status == "delivered"],
+                               what="the delivery recorded as delivered")
             with pytest.raises(ClientError) as refused:
                 api.submit(["q?"], callback="ftp://127.0.0.1/x")
     finally:
@@ -313,6 +315,7 @@ def test_the_client_asks_with_a_callback_and_the_job_posts_its_final_state(stack
         assert body == job_view(session=session, job_id=job.id)
     assert body["id"] == job.id and request.headers["X-Cubeqa-Event"] == "job.final"
     assert [(d["event"], d["job_id"], d["url"]) for d in listed] == [("job.final", job.id, stack.receiver.url + path)]
+    assert [(d.id, d.attempts, d.last_status_code) for d in typed] == [(listed[0]["id"], 1, 200)]
     assert refused.value.status == 422 and "callback_url" in json.dumps(refused.value.detail)
     assert "scheme 'ftp' is not allowed" in json.dumps(refused.value.detail)
     assert results_of(stack.sessions, job.batch_id)[0]["id"] == job.id

@@ -38,7 +38,8 @@
     set("queued", p.counts.queued);
     set("running", p.counts.running);
     set("paused", p.counts.paused);
-    set("pending", p.counts.queued + " / " + p.counts.running);
+    set("cancelled", p.counts.cancelled);
+    set("pending", p.counts.queued + " / " + p.counts.running + " / " + p.counts.paused);
     Object.keys(p.quality_texts || {}).forEach(function (key) { set("q-" + key, p.quality_texts[key]); });
     set("rate", fixed(p.jobs_per_second, 1));
     if (p.finished_at) { set("finished", p.finished_at.replace("T", " ").slice(0, 19) + " UTC"); }
