@@ -79,3 +79,7 @@ def test_verdicts_name_where_the_threshold_came_from() -> None:
     assert below.judgement.verdict == "below_min_score"
     failed = detail_of(job(status="failed", error="bad input", decoder_path=None, evidence=None))
     assert failed.judgement.verdict == "failed"
+    cancelled = detail_of(job(status="cancelled", decoder_path=None, evidence=None, answer=None, confidence=None))
+    assert cancelled.judgement.verdict == "cancelled"
+    queued = detail_of(job(status="queued", decoder_path=None, evidence=None, answer=None, confidence=None))
+    assert queued.judgement.verdict == "open"
