@@ -127,7 +127,7 @@ def test_the_api_and_the_client_pause_cancel_resume_and_retry(system) -> None:
         assert (summary.state, summary.done, summary.failed, summary.cancelled) == ("finished", 399, 0, 1)
         assert api.retry(accepted.batch_id).jobs == 0  # nothing failed: answered jobs stay as they are
         page = httpx.get(f"{base}/dashboard/batches/{accepted.batch_id}", headers={"Authorization": f"Bearer {TOKEN}"})
-        assert page.status_code == 200 and '<b data-field="q-cancelled">1</b><span>cancelled</span>' in page.text
+        assert page.status_code == 200 and '<b data-text="q-cancelled">1</b><span>cancelled</span>' in page.text
         with pytest.raises(ClientError) as conflict:
             api.cancel(accepted.batch_id)
         assert conflict.value.status == 409 and "is finished: nothing to cancel" in str(conflict.value.detail)
