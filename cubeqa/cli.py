@@ -8,7 +8,7 @@ import errno
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -164,8 +164,7 @@ def ask(
 ) -> None:
     """Answer questions, loading the models once (or through a running API): prints each answer, its confidence, the
     evidence and the decoder path."""
-    from cubeqa.client import Client
-    from cubeqa.remote import RemoteError, ask_api
+    from cubeqa.remote import RemoteError
     from pipeline import CubeQAError
     from pipeline.encoding import check_texts
 
@@ -186,30 +185,48 @@ def ask(
         if (api or settings.api_url) is not None:
             if decoder is not None:
                 raise ValueError("--decoder is the API workers' setting: drop it with --api, or answer here without --api")
-            asked = prompted_questions() if interactive else given
-            with Client(api or settings.api_url or "", token=settings.api_token.get_secret_value() if settings.api_token else None) as client:
-                for result in ask_api(client, asked, reference=reference, bank=bank, min_confidence=min_confidence,
-                                      rerank=rerank):
-                    show_answer(result, heading=len(given) > 1)
-            return
-        from pipeline import resolve_min_confidence  # here: it loads torch, which an --api ask never needs
-
-        threshold = resolve_min_confidence(min_confidence, settings.min_confidence, None)  # the bundle's: in the stage
-        reranks = resolve_rerank(settings.model_copy(update={"decoder": decoder or settings.decoder}), rerank)
-        if interactive:
-            with errors.status("loading the models"):
-                pipe, ref = answering_pipeline(settings, decoder, bank, reranks)
-            for question in prompted_questions():
-                show_answer(pipe.process_batch([question], bank=ref, min_confidence=threshold, rerank=reranks)[0])
-            return
-        pipe, ref = answering_pipeline(settings, decoder, bank, reranks)
-        for start in range(0, len(given), ASK_BATCH):
-            chunk = given[start : start + ASK_BATCH]
-            refs = None if reference is None else [reference]
-            for result in pipe.process_batch(chunk, refs, bank=ref, min_confidence=threshold, rerank=reranks):
+            url = api or settings.api_url or ""
+            answers = ask_through(settings, url, prompted_questions() if interactive else given, reference, bank,
+                                  min_confidence, rerank)
+            for result in answers:
                 show_answer(result, heading=len(given) > 1)
+            return
+        ask_here(settings, given, interactive, reference, decoder, bank, min_confidence, rerank)
     except (CubeQAError, OSError, ValueError, RemoteError) as exc:
         raise fail(exc) from exc
+
+
+def ask_here(settings: Settings, given: list[str], interactive: bool, reference: str | None, decoder: str | None,
+             bank: str | None, min_confidence: float | None, rerank: bool | None) -> None:
+    """Answers in this process: the models load once (behind a spinner at a prompt), questions ASK_BATCH at a time."""
+    from pipeline import resolve_min_confidence  # here: it loads torch, which an --api ask never needs
+
+    threshold = resolve_min_confidence(min_confidence, settings.min_confidence, None)  # the bundle's: in the stage
+    reranks = resolve_rerank(settings.model_copy(update={"decoder": decoder or settings.decoder}), rerank)
+    if interactive:
+        with errors.status("loading the models"):
+            pipe, ref = answering_pipeline(settings, decoder, bank, reranks)
+        for question in prompted_questions():
+            show_answer(pipe.process_batch([question], bank=ref, min_confidence=threshold, rerank=reranks)[0])
+        return
+    pipe, ref = answering_pipeline(settings, decoder, bank, reranks)
+    for start in range(0, len(given), ASK_BATCH):
+        chunk = given[start : start + ASK_BATCH]
+        refs = None if reference is None else [reference]
+        for result in pipe.process_batch(chunk, refs, bank=ref, min_confidence=threshold, rerank=reranks):
+            show_answer(result, heading=len(given) > 1)
+
+
+def ask_through(settings: Settings, url: str, questions: Iterable[str], reference: str | None, bank: str | None,
+                min_confidence: float | None, rerank: bool | None) -> Iterator[AnswerResult]:
+    """The answers of a running API at `url` (its bearer token: CUBEQA_API_TOKEN), in question order."""
+    from cubeqa.client import Client
+    from cubeqa.remote import ask_api
+
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    with Client(url, token=token) as client:
+        yield from ask_api(client, questions, reference=reference, bank=bank, min_confidence=min_confidence,
+                           rerank=rerank)
 
 
 ASK_BATCH = 32  # questions encoded together: answers print as they come, memory stays flat

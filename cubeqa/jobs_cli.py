@@ -106,10 +106,7 @@ def submit_command(
         intake = read_bulk(file, max_chars=settings.max_question_chars, max_items=settings.max_batch_items)
     except (ValueError, IntakeError, BankError, InputError) as exc:
         raise fail(exc) from exc
-    for line, reason in intake.rejected[:MAX_SHOWN_REJECTS]:
-        errors.print(f"[yellow]skipped[/yellow] {escape(f'{file}:{line}: {reason}')}")
-    if len(intake.rejected) > MAX_SHOWN_REJECTS:
-        errors.print(f"[yellow]skipped[/yellow] {len(intake.rejected) - MAX_SHOWN_REJECTS} more bad lines")
+    show_rejected(file, intake.rejected)
     if not intake.jobs:
         raise fail(ValueError(f"{file}: no valid questions to submit"))
     source = str(file)[-SOURCE_LENGTH:]  # a label; the store keeps its last SOURCE_LENGTH characters
@@ -143,6 +140,14 @@ def submit_command(
     if wait:
         summary = watch(sessions, result.batch_id, warn_after=settings.queue_wait_warn)
         console.print(summary_table(summary))
+
+
+def show_rejected(file: Path, rejected: list[tuple[int, str]]) -> None:
+    """The bad lines of a bulk file, the first MAX_SHOWN_REJECTS by number, then how many more."""
+    for line, reason in rejected[:MAX_SHOWN_REJECTS]:
+        errors.print(f"[yellow]skipped[/yellow] {escape(f'{file}:{line}: {reason}')}")
+    if len(rejected) > MAX_SHOWN_REJECTS:
+        errors.print(f"[yellow]skipped[/yellow] {len(rejected) - MAX_SHOWN_REJECTS} more bad lines")
 
 
 def summary_of(sessions: sessionmaker[Session], batch_id: str) -> BatchSummary | None:
