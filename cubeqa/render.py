@@ -40,18 +40,14 @@ MAP_LABELS = {
 }
 
 
-RATE_AFTER = 1.0  # seconds a task must have run before its rate is shown
 HEARTBEAT_SECONDS = 60.0  # a log line at least this often while a task moves, however slowly
 STARTED_AT = "started_at"  # task field: `completed` when the clock started, so a resumed count is not read as speed
 
 
 def task_rate(task: Task) -> float | None:
     """Items per second: the recent rate while the task runs (its average when rich's 30 s window holds
-    fewer than two samples, as with slow epochs or one jump), the average over the run once it is finished;
-    None for a task that ran under RATE_AFTER seconds (a phase done in a blink has no meaningful rate)."""
+    fewer than two samples, as with slow epochs or one jump), the average over the run once it is finished."""
     elapsed = task.finished_time if task.finished and task.finished_time is not None else task.elapsed
-    if elapsed is None or elapsed < RATE_AFTER:
-        return None
     done = task.completed - task.fields.get(STARTED_AT, 0)
     average = done / elapsed if elapsed and done > 0 else None
     return average if task.finished else task.speed or average
