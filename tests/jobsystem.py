@@ -28,7 +28,19 @@ if TYPE_CHECKING:
 REDIS = os.environ.get("CUBEQA_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES = os.environ.get("CUBEQA_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 STAGES = ("encode", "cube", "decode", "rerank")  # tasks.app.STAGES
-TEST_DATABASES = range(9, 16)
+ALL_DATABASES = range(9, 16)
+
+
+def own_databases() -> list[int]:
+    """This process's share of 9-15: all of them, or under pytest-xdist one part per worker process (gw0 9-12, gw1
+    13-15 with two), so two processes starting together never both find one database free and take it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker[2:]) if worker else 0
+    return [n for i, n in enumerate(ALL_DATABASES) if i * count // len(ALL_DATABASES) == index]
+
+
+TEST_DATABASES = own_databases()
 _handed = [0]  # how many databases this process has handed out: the next search starts after the last one
 BANK_ROOT = tempfile.mkdtemp(prefix="cubeqa-test-banks-")  # this test process's bank root for its subprocesses
 atexit.register(shutil.rmtree, BANK_ROOT, True)
@@ -54,7 +66,7 @@ def redis_database(wait: float = 60.0) -> str:
             finally:
                 client.close()
         if time.monotonic() >= deadline:
-            raise RuntimeError(f"every Redis database 9-15 on {REDIS} stayed in use by other clients for {wait:.0f} s")
+            raise RuntimeError(f"every Redis database {TEST_DATABASES} on {REDIS} stayed in use by other clients for {wait:.0f} s")
         time.sleep(0.5)
 
 
