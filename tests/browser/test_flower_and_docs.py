@@ -19,17 +19,21 @@ STAGES = ("encode", "cube", "decode", "rerank")  # the shipped bundle has a rera
 
 
 @pytest.fixture(scope="module")
-def flower(stack) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`cubeqa flower --port P` beside one live worker per stage; yields its URL and the `cubeqa flower` process."""
+def flower(stack) -> Iterator[tuple[str, subprocess.Popen, list[str]]]:
+    """`cubeqa flower --port P` beside one live worker per stage; yields its URL, the `cubeqa flower` process and the
+    names of those workers (`stage-PID@host`, as workers/main.py names them)."""
     from jobsystem import start, stop
 
-    stack.start_workers("flower")
+    from cubeqa.supervise import worker_stage
+
+    workers = stack.start_workers("flower")
+    names = [f"{worker_stage(w)}-{w.pid}@{socket.gethostname()}" for w in workers]
     port = free_port()
     log = stack.root / "flower.log"
     process = start(["flower", "--host", "127.0.0.1", "--port", str(port)], stack.env, log)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthcheck", process, log)
-        yield f"http://127.0.0.1:{port}", process
+        yield f"http://127.0.0.1:{port}", process, names
     finally:
         stop([process])
         stack.stop_workers()
@@ -45,14 +49,17 @@ def worker_names(page) -> list[str]:
 
 
 def test_flower_lists_every_stage_worker_with_its_queue(flower, visit, shoot) -> None:
-    url, _ = flower
+    url, _, names = flower
+    assert sorted(name.split("-", 1)[0] for name in names) == sorted(STAGES), names
     v = visit()
     page = v.page
     page.goto(url + "/")
-    page.wait_for_function(f"[...document.querySelectorAll('#workers-table tbody tr')].filter(r => /Online/.test(r.textContent)).length >= {len(STAGES)}",
-                           timeout=120_000)
-    names = worker_names(page)
-    assert sorted(name.split("-", 1)[0] for name in names) == sorted(STAGES), names
+    # Ours, by name: the session's earlier workers may still be listed beside them.
+    page.wait_for_function("""names => {
+        const online = [...document.querySelectorAll('#workers-table tbody tr')].filter(r => /Online/.test(r.textContent))
+            .map(r => r.querySelector("a[href^='/worker/']").textContent.trim());
+        return names.every(n => online.includes(n));
+    }""", arg=names, timeout=120_000)
     shoot(page, "flower-workers")
     for name in names:
         page.goto(f"{url}/worker/{name}")
@@ -69,7 +76,7 @@ def test_flower_lists_every_stage_worker_with_its_queue(flower, visit, shoot) ->
 
 
 def test_stopping_cubeqa_flower_stops_flower(flower) -> None:
-    url, process = flower
+    url, process, _ = flower
     port = int(url.rsplit(":", 1)[1])
     os.killpg(process.pid, 0)  # alive, in its own group
     process.send_signal(signal.SIGTERM)  # to the `cubeqa flower` process only, not its group
