@@ -40,14 +40,6 @@ def flower(stack) -> Iterator[tuple[str, subprocess.Popen, list[str]]]:
         assert "Refusing to deserialize" not in log.read_text(errors="replace")
 
 
-def worker_names(page) -> list[str]:
-    """Names of the workers Flower lists as online (it also lists earlier ones of this broker as offline)."""
-    return page.eval_on_selector_all(
-        "#workers-table tbody tr",
-        "rows => rows.filter(r => /Online/.test(r.textContent)).map(r => r.querySelector(\"a[href^='/worker/']\").textContent.trim())",
-    )
-
-
 def test_flower_lists_every_stage_worker_with_its_queue(flower, visit, shoot) -> None:
     url, _, names = flower
     assert sorted(name.split("-", 1)[0] for name in names) == sorted(STAGES), names
