@@ -15,6 +15,7 @@ from storage.repository import now, recent_stage_timings, status_counts, waiting
 from storage.summary import as_utc, percentile
 from tasks.app import STAGES
 from tasks.health import live_workers
+from tasks.priority import queue_length
 
 
 class StoreCollector(Collector):
@@ -54,7 +55,7 @@ class StoreCollector(Collector):
                 if values:
                     latency.add_metric([stage, f"0.{q}"], percentile(values, q))
         yield latency
-        depth = GaugeMetricFamily("cubeqa_queue_length", "Messages waiting in each stage's Redis queue (LLEN)", labels=["queue"])
+        depth = GaugeMetricFamily("cubeqa_queue_length", "Messages waiting in each stage's Redis queue, all priority levels", labels=["queue"])
         backlog_by_stage = GaugeMetricFamily(
             "cubeqa_stage_backlog", "Messages waiting or delivered-but-unacknowledged per stage: scale on this", labels=["stage"]
         )
@@ -66,7 +67,7 @@ class StoreCollector(Collector):
                 workers.add_metric([stage], live_workers(self.broker, stage))
             unacked = unacked_by_queue(self.broker)
             for stage in STAGES:
-                waiting = int(self.broker.llen(stage))
+                waiting = queue_length(self.broker, stage)
                 depth.add_metric([stage], waiting)
                 backlog_by_stage.add_metric([stage], waiting + unacked.get(stage, 0))
         except redis.RedisError:

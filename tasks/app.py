@@ -10,6 +10,8 @@ from pathlib import Path
 
 from celery import Celery
 
+from tasks.priority import LEVELS
+
 STAGES = ("encode", "cube", "decode", "rerank")  # rerank: only for jobs submitted with rerank on
 OPTIONAL_STAGES = ("rerank",)  # a deployment whose bundle has no reranker runs no worker for it
 
@@ -33,7 +35,8 @@ def configure(broker_url: str, *, task_time_limit: int = 300, visibility_timeout
     app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": visibility_timeout},
+        # One Redis list per priority level and queue (tasks.priority): interactive jobs first, batches sharing workers.
+        broker_transport_options={"visibility_timeout": visibility_timeout, "priority_steps": list(LEVELS)},
         # Messages: msgpack (binary vectors travel as raw float32 bytes); JSON accepted; pickle and YAML refused.
         task_serializer="msgpack",
         accept_content=["msgpack", "json"],

@@ -26,6 +26,7 @@ from pipeline.errors import BankExists, BankNotFound
 from pipeline.knowledge.cache import EmbeddingCache, chunk_name, encoder_dir, text_digest, write_chunk
 from tasks import runtime
 from tasks.app import EMBED_QUEUE, EMBED_TASK, app
+from tasks.priority import bulk_level
 from tasks.runner import RETRY, describe
 from tasks.wire import checked_fields
 
@@ -146,7 +147,7 @@ def embed_on_workers(
     build = uuid.uuid4().hex[:12]
     for index, part in enumerate(chunks):
         message = CorpusChunk(build=build, index=index, encoder=encoder.to_dict(), cache_dir=str(cache_dir.resolve()), texts=part)
-        celery.send_task(EMBED_TASK, args=[message.to_wire()], queue=EMBED_QUEUE)
+        celery.send_task(EMBED_TASK, args=[message.to_wire()], queue=EMBED_QUEUE, priority=bulk_level(index))  # shares with batches
     last_change = time.monotonic()
     while pending:
         finished = [path for path in pending if path.is_file()]

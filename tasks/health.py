@@ -15,6 +15,7 @@ from typing import Any
 
 from tasks import runtime
 from tasks.app import OPTIONAL_STAGES, STAGES, app
+from tasks.priority import queue_length
 
 log = logging.getLogger(__name__)
 PONG_KEY = "cubeqa:pong:{token}"
@@ -115,5 +116,5 @@ def unserved_queues(stages: tuple[str, ...] = STAGES) -> dict[str, int]:
     """Stage queues no live worker consumes (no heartbeat): queue -> messages waiting in it."""
     with app.connection_for_read() as connection:
         client = connection.default_channel.client
-        waiting = {stage: int(client.llen(stage)) for stage in stages if not live_workers(client, stage)}
+        waiting = {stage: queue_length(client, stage) for stage in stages if not live_workers(client, stage)}
         return {stage: n for stage, n in waiting.items() if n or stage not in OPTIONAL_STAGES}

@@ -33,6 +33,7 @@ from storage.repository import (
 from tasks import hooks, stages
 from tasks.app import HOOKS_QUEUE, STAGES
 from tasks.errors import BROKER_DOWN
+from tasks.priority import INTERACTIVE, Schedule, level_of
 from tasks.wire import MicroBatch
 
 WORDS = re.compile(r"\w+|[^\w\s]")
@@ -69,10 +70,10 @@ def word_count(job: QueuedJob) -> int:
     return len(WORDS.findall(job.question))
 
 
-def stage_chain(message: MicroBatch) -> chain:
-    """encode | cube | decode, and rerank when the jobs ask for it, each routed to its own queue."""
+def stage_chain(message: MicroBatch, level: int = INTERACTIVE) -> chain:
+    """encode | cube | decode, and rerank when the jobs ask for it, each routed to its own queue at priority `level`."""
     rest = [stages.cube.s(), stages.decode.s(), *([stages.rerank.s()] if message.rerank else [])]
-    return chain(stages.encode.s(message.to_wire()), *rest)
+    return chain(*(task.set(priority=level) for task in (stages.encode.s(message.to_wire()), *rest)))
 
 
 class Gate:
@@ -106,10 +107,13 @@ def dispatch(
     on_sent: Callable[[int], None] | None = None,
     *,
     just_stored: bool = False,
+    interactive: bool = False,
+    schedule: Schedule = Schedule.FAIR,
 ) -> int:
     """Sends jobs (grouped by batch and pin) in micro-batches, then records every send in one transaction; returns jobs sent.
 
-    A batch found paused (or cancelled) before a micro-batch is sent gets no more sends: its unsent jobs are held
+    Each micro-batch goes at the priority level `schedule` gives it (tasks.priority): level 0 when `interactive`,
+    else by its place in its batch. A batch found paused (or cancelled) before a micro-batch is sent gets no more sends: its unsent jobs are held
     for its resume. `just_stored`: the caller stored the batches a moment ago, so the first read waits CHECK_EVERY.
     Raises BrokerUnavailable when the broker refuses; the jobs sent before are recorded, the rest stay queued in SQL.
     """
@@ -126,7 +130,8 @@ def dispatch(
                     hold(sessions, groups[n:])
                     break
                 try:
-                    stage_chain(first_message(batch_id, group, pin)).apply_async()
+                    level = level_of(n, interactive=interactive, schedule=schedule)
+                    stage_chain(first_message(batch_id, group, pin), level).apply_async()
                 except BROKER_DOWN as exc:
                     raise BrokerUnavailable(
                         f"broker unreachable after {len(sent)} of {len(jobs)} jobs were sent ({exc}); the rest are stored "
@@ -170,8 +175,11 @@ def submit(
     pin: Pin = Pin(),
     on_sent: Callable[[int], None] | None = None,
     callback: Callback | None = None,
+    interactive: bool = False,
+    schedule: Schedule = Schedule.FAIR,
 ) -> Submission:
-    """Stores a batch (a no-op when `key` names an existing one) and sends its jobs, pinned to `pin`'s bank version.
+    """Stores a batch (a no-op when `key` names an existing one) and sends its jobs, pinned to `pin`'s bank version,
+    ahead of bulk work when `interactive` (a person waits for the answer).
 
     The caller resolves the bank name to its current version (`BankStore.resolve`) before calling: every job of
     the batch records that version, so a bank rebuilt while the batch runs never mixes versions in it. The caller
@@ -180,7 +188,7 @@ def submit(
     batch = store(sessions, items, key=key, source=source, pin=pin, callback=callback)
     if not batch.created:
         return Submission(batch.id, False, len(items), 0, batch.job_ids)
-    sent = dispatch(sessions, batch.jobs, micro_batch, on_sent, just_stored=True)
+    sent = dispatch(sessions, batch.jobs, micro_batch, on_sent, just_stored=True, interactive=interactive, schedule=schedule)
     return Submission(batch.id, True, len(items), sent, batch.job_ids)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from storage.scratch import scratch_database
+from tasks.priority import queue_length
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -153,7 +154,7 @@ def wait_until_idle(broker_url: str, app: Celery, timeout: float = 60) -> None:
     quiet = 0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and quiet < 2:
-        queued = sum(client.llen(stage) for stage in STAGES)
+        queued = sum(queue_length(client, stage) for stage in STAGES)
         active = app.control.inspect(timeout=1.0).active() or {}
         quiet = quiet + 1 if queued == 0 and not any(active.values()) else 0
         time.sleep(0.3)

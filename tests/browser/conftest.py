@@ -72,6 +72,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, chromium_path: str, broker_u
         stack.start_workers("b", CUBEQA_BUNDLE_DIR=str(bundle_b), CUBEQA_DECODER="hybrid")
         stack.batches["b"] = stack.submit(items, 16, "browser-test:b")
         wait_for_batch(sessions, stack.batches["b"], timeout=600)
+        stack.stop_workers()  # a test that needs workers starts its own: none is left on the session's broker
         for name, batch_id in stack.batches.items():
             with sessions() as session:
                 (version,) = {row["model_version"] for row in iter_results(session=session, batch_id=batch_id)}

@@ -638,38 +638,23 @@ def test_one_scaled_object_per_stage_worker() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(scaled_objects()))
-def test_scaled_object_watches_its_stage_queue(name: str) -> None:
+def test_scaled_object_scales_on_its_stage_backlog(name: str) -> None:
+    """Each stage worker scales on its stage's true backlog, read through Prometheus: KEDA's redis trigger reads one
+    list, and a stage queue is one list per priority level (tasks.priority)."""
     spec = scaled_objects()[name]["spec"]
     target = k8s("Deployment")[spec["scaleTargetRef"]["name"]]
-    container = only_container(target)
     assert spec["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
-    # LLEN cannot see reserved or running tasks: never scale a stage to zero on it.
-    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]  # never to zero: it keeps the model loaded
     (trigger,) = spec["triggers"]
-    meta = trigger["metadata"]
-    assert trigger["type"] == "redis"
-    assert meta["listName"] in STAGES and meta["listName"] == option(container["args"], "--stage")
-    assert int(meta["listLength"]) >= 1
-    address = meta.get("address") or container_env(container)[meta["addressFromEnv"]]
-    host, port = address.rsplit(":", 1)
-    service_name, namespace = (host.split(".") + [scaled_objects()[name]["metadata"]["namespace"]])[:2]
-    redis = k8s("Service")[service_name]
-    assert redis["metadata"]["namespace"] == namespace and int(port) in {p["port"] for p in redis["spec"]["ports"]}
-    broker = urlsplit(container_env(container)["CUBEQA_BROKER_URL"])
-    assert broker.hostname.split(".")[0] == service_name
-    assert int(meta.get("databaseIndex", 0)) == int(broker.path.strip("/") or 0)
-
-
-def prometheus_example() -> dict[str, Any]:
-    """The commented prometheus-trigger ScaledObject at the end of keda.yaml, uncommented."""
-    text = KEDA.read_text()
-    block = text.split("# BEGIN prometheus-trigger example\n", 1)[1].split("# END prometheus-trigger example", 1)[0]
-    return yaml.safe_load("\n".join(line.removeprefix("#").removeprefix(" ") for line in block.splitlines()).replace("---\n", "", 1))
+    assert trigger["type"] == "prometheus" and float(trigger["metadata"]["threshold"]) > 0
+    assert urlsplit(trigger["metadata"]["serverAddress"]).scheme == "http"
+    stage = re.fullmatch(r'max\(cubeqa_stage_backlog\{stage="(\w+)"\}\)', trigger["metadata"]["query"]).group(1)
+    assert stage == option(only_container(target)["args"], "--stage")
 
 
 def collected(sqlite_url: str, waiting: dict[str, int] | None = None, unacked: tuple[str, ...] = ()) -> dict[str, Any]:
     """The metric families the API's /metrics exports, by name, with a broker holding `waiting`
-    messages per queue and one delivered-but-unacknowledged message per entry of `unacked`."""
+    messages per Redis list and one delivered-but-unacknowledged message per entry of `unacked`."""
     from cubeqa.metrics import StoreCollector
     from storage.db import make_engine, session_factory
 
@@ -688,23 +673,17 @@ def collected(sqlite_url: str, waiting: dict[str, int] | None = None, unacked: t
     return {family.name: family for family in collector.collect()}
 
 
-def test_prometheus_trigger_example_scales_on_the_true_stage_backlog(sqlite_url: str) -> None:
-    example = prometheus_example()
-    assert example["kind"] == "ScaledObject"
-    target = k8s("Deployment")[example["spec"]["scaleTargetRef"]["name"]]
-    assert example["spec"]["minReplicaCount"] >= 1
-    (trigger,) = example["spec"]["triggers"]
-    assert trigger["type"] == "prometheus" and float(trigger["metadata"]["threshold"]) > 0
-    query = trigger["metadata"]["query"]
-    stage = re.fullmatch(r'max\(cubeqa_stage_backlog\{stage="(\w+)"\}\)', query).group(1)
-    assert stage == option(only_container(target)["args"], "--stage")
-    # 2 waiting and 1 reserved message of the stage (and one of another stage): the query reads 3,
-    # where LLEN (cubeqa_queue_length, KEDA's redis trigger) reads 2.
-    other = next(s for s in STAGES if s != stage)
-    families = collected(sqlite_url, waiting={stage: 2}, unacked=(stage, other))
+def test_stage_backlog_counts_every_priority_level_and_the_unacknowledged(sqlite_url: str) -> None:
+    """What the ScaledObjects scale on: 2 interactive and 3 bulk messages waiting in the stage's queue and 1 reserved
+    (one more reserved in another stage) read 6; cubeqa_queue_length reads the 5 waiting."""
+    from tasks.priority import queue_keys
+
+    stage, other = STAGES[0], STAGES[1]
+    interactive, bulk = queue_keys(stage)[0], queue_keys(stage)[4]
+    families = collected(sqlite_url, waiting={interactive: 2, bulk: 3}, unacked=(stage, other))
     backlog = {s.labels["stage"]: s.value for s in families["cubeqa_stage_backlog"].samples}
-    llen = {s.labels["queue"]: s.value for s in families["cubeqa_queue_length"].samples}
-    assert (backlog[stage], llen[stage]) == (3, 2)
+    waiting = {s.labels["queue"]: s.value for s in families["cubeqa_queue_length"].samples}
+    assert (backlog[stage], waiting[stage], backlog[other], waiting[other]) == (6, 5, 1, 0)
 
 
 def test_metrics_named_in_the_deployment_files_are_exported(sqlite_url: str) -> None:
@@ -719,7 +698,7 @@ def test_metrics_named_in_the_deployment_files_are_exported(sqlite_url: str) -> 
                 assert any(label in s.labels for s in families[name].samples), f"{path.name}: {name} has no label {label}"
     assert mentioned
     keda = KEDA.read_text()
-    assert "cubeqa_stage_backlog" in keda and "unacknowledged" in keda and "LLEN" in keda
+    assert "cubeqa_stage_backlog" in keda and "acknowledged" in keda and "priority level" in keda
 
 
 def test_prometheus_scrapes_the_api() -> None:

@@ -14,6 +14,7 @@ import pytest
 import redis
 from jobsystem import redis_database, service_env, start, stop
 
+from tasks.priority import queue_length
 from tests.conftest import ROOT, migrated
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(300)]
@@ -68,7 +69,7 @@ def test_a_prefork_worker_whose_stage_cannot_load_consumes_nothing(broken, tmp_p
     process = start(["worker", "--stage", "encode", "--pool", "prefork", "--concurrency", "2"],
                     {**env, "CUBEQA_BUNDLE_DIR": str(tmp_path / "missing")}, log)
     assert exits(process, log) == 1 and "the encode stage cannot load" in log.read_text(errors="replace")
-    assert redis.Redis.from_url(broken["broker"]).llen("encode") == 1  # refused or handed back, never consumed
+    assert queue_length(redis.Redis.from_url(broken["broker"]), "encode") == 1  # refused or handed back, never consumed
     from storage.models import Job
 
     with migrated(broken["url"])() as session:

@@ -28,6 +28,7 @@ from storage.models import Batch, Job
 from storage.repository import JobOutcome, NewJob, Recorded, create_batch, record_outcomes
 from storage.summary import batch_summary
 from tasks.app import STAGES
+from tasks.priority import queue_keys, queue_length
 from tasks.producer import dispatch, reconcile
 from tasks.runner import honour_controls
 from tasks.wire import MicroBatch, pack
@@ -166,9 +167,9 @@ def test_the_producer_and_the_reconciler_send_nothing_of_a_paused_or_cancelled_b
         in_transaction(sessions, lambda s: pause_batch(session=s, batch_id=paused.id))
         in_transaction(sessions, lambda s: cancel_batch(session=s, batch_id=cancelled.id))
         assert dispatch(sessions, paused.jobs + cancelled.jobs, micro_batch=4) == 0
-        assert statuses(sessions, paused.id) == ["paused"] * 6 and client.llen("encode") == 0
+        assert statuses(sessions, paused.id) == ["paused"] * 6 and queue_length(client, "encode") == 0
         report = reconcile(sessions, after=timedelta(seconds=0), max_attempts=3, micro_batch=4)
-        assert (report.resent, report.failed, client.llen("encode")) == (0, 0, 0)
+        assert (report.resent, report.failed, queue_length(client, "encode")) == (0, 0, 0)
         assert statuses(sessions, cancelled.id) == ["cancelled"] * 2
 
         with sessions.begin() as session:  # a resume whose park lost the race: held jobs of a running batch
@@ -178,9 +179,9 @@ def test_the_producer_and_the_reconciler_send_nothing_of_a_paused_or_cancelled_b
         with sessions.begin() as session:
             session.execute(Job.__table__.update().where(Job.batch_id == paused.id).values(status="paused"))
         report = reconcile(sessions, after=timedelta(seconds=0), max_attempts=3, micro_batch=4)
-        assert report.resent == 6 and client.llen("encode") == 2 and statuses(sessions, paused.id) == ["queued"] * 6
+        assert report.resent == 6 and queue_length(client, "encode") == 2 and statuses(sessions, paused.id) == ["queued"] * 6
     finally:
-        client.delete(*STAGES)
+        client.delete(*(key for stage in STAGES for key in queue_keys(stage)))
         client.close()
 
 

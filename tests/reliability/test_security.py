@@ -22,6 +22,7 @@ import pytest
 from jobsystem import postgres_database, results_of, service_env, start, stop
 from single_worker import all_stage_worker
 
+from tasks.priority import queue_length
 from tests.conftest import ROOT, migrated
 
 DB_PASSWORD = "db-Pa55-" + uuid.uuid4().hex[:8]
@@ -171,7 +172,7 @@ def test_pickle_and_yaml_messages_are_refused_and_never_executed(secured: Secure
     assert log.count("Refusing to deserialize untrusted content of type pickle (application/x-python-serialize)") >= 3, log[-3000:]
     assert log.count("Refusing to deserialize untrusted content of type yaml (application/x-yaml)") >= 3, log[-3000:]
     client = redis.Redis.from_url(secured.broker_url)
-    assert [client.llen(stage) for stage in ("encode", "cube", "decode")] == [0, 0, 0]  # discarded, not requeued
+    assert [queue_length(client, stage) for stage in ("encode", "cube", "decode")] == [0, 0, 0]  # discarded, not requeued
     assert client.hlen("unacked") == 0
 
 

@@ -59,11 +59,12 @@ def callback_of(services: Services, url: str | None, *, each_job: bool = False) 
 
 
 def enqueue(services: Services, jobs: list[NewJob], key: str | None, micro_batch: int | None, source: str, pin: Pin,
-            callback: Callback | None = None) -> Accepted:
-    """Stores and sends the jobs pinned to `pin`; 503 when the broker is down (they stay stored for the reconciler)."""
+            callback: Callback | None = None, *, interactive: bool = False) -> Accepted:
+    """Stores and sends the jobs pinned to `pin` (ahead of bulk work when `interactive`); 503 when the broker is down
+    (they stay stored for the reconciler)."""
     try:
         result = submit(services.sessions, jobs, micro_batch=micro_batch or services.micro_batch, key=key, source=source, pin=pin,
-                        callback=callback)
+                        callback=callback, interactive=interactive)
     except BrokerUnavailable as exc:
         raise HTTPException(503, "queue unavailable; the jobs are stored and will be sent by the reconciler") from exc
     return Accepted(batch_id=result.batch_id, job_ids=result.job_ids, created=result.created, jobs=result.jobs)

@@ -28,7 +28,7 @@ def create_job(
     jobs = checked_jobs([item], services, ())
     callback = callback_of(services, item.callback_url, each_job=True)
     pin = pinned(services, item.bank, item.min_confidence, item.rerank)
-    accepted = enqueue(services, jobs, None, 1, INTERACTIVE, pin, callback)
+    accepted = enqueue(services, jobs, None, 1, INTERACTIVE, pin, callback, interactive=True)  # a person waits: ahead of bulk
     job_id = accepted.job_ids[0]
     deadline = time.monotonic() + wait
     while True:
