@@ -17,13 +17,22 @@ For each schedule (fair, fifo), on one stack of real `cubeqa worker` processes (
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import common
 
 
-def latency_run(stack: common.Stack, texts: list[str], schedule: Any, every: float) -> dict[str, Any]:
-    """Single jobs submitted every `every` s while a bulk batch runs: their latencies, and the bulk batch's time."""
+def in_process(stack: common.Stack, schedule: Any) -> Callable[[str], str]:
+    """Sends one question as POST /v1/jobs does, in this process; returns its job id."""
+    from tasks.producer import submit
+
+    return lambda question: submit(stack.sessions, common.new_jobs([question]), micro_batch=1, source="api:job", pin=stack.pin,
+                                   interactive=True, schedule=schedule).job_ids[0]
+
+
+def latency_run(stack: common.Stack, texts: list[str], schedule: Any, every: float, send: Callable[[str], str]) -> dict[str, Any]:
+    """Single jobs sent by `send` every `every` s while a bulk batch runs: their latencies, and the bulk batch's time."""
     from tasks.producer import submit
 
     started = time.time()
@@ -33,13 +42,29 @@ def latency_run(stack: common.Stack, texts: list[str], schedule: Any, every: flo
     while not batch_finished(stack, bulk):
         one = texts[(len(asked) * 7919) % len(texts)]
         sent = time.time()
-        asked.append((sent, submit(stack.sessions, common.new_jobs([one]), micro_batch=1, source="api:job", pin=stack.pin,
-                                   interactive=True, schedule=schedule).job_ids[0]))
+        asked.append((sent, send(one)))
         time.sleep(max(0.0, sent + every - time.time()))
     run = common.collect(stack, (bulk,), started, timeout=3600)
     seconds = [finished_at(stack, job_id, timeout=3600) - sent for sent, job_id in asked]
     return {"singles": common.percentiles(seconds), "single_seconds": seconds, "bulk_seconds": run.seconds,
             "bulk_done": run.done, "bulk_jobs": run.jobs}
+
+
+def through_api(stack: common.Stack, texts: list[str], every: float) -> dict[str, Any]:
+    """The fair latency run with the singles sent to a running `cubeqa api` (POST /v1/jobs?wait=0)."""
+    from ask_api import serve_api
+
+    from cubeqa.client import Client
+    from tasks.priority import Schedule
+
+    api, base = serve_api(stack.env, stack.logdir)
+    try:
+        with Client(base) as client:
+            client.ask(texts[0])  # the API's first request opens its connections
+            return latency_run(stack, texts, Schedule.FAIR, every, lambda question: client.ask(question, wait=0).id)
+    finally:
+        api.terminate()
+        api.wait(30)
 
 
 def batch_finished(stack: common.Stack, batch_id: str) -> bool:
@@ -87,6 +112,7 @@ def main() -> None:
     p.add_argument("--pair", type=int, default=5000, help="questions of each of the two batches")
     p.add_argument("--gap", type=float, default=10.0, help="seconds between the two batches' submissions")
     p.add_argument("--schedules", default="fair,fifo", help="comma-separated: fair, fifo")
+    p.add_argument("--api", action="store_true", help="also a fair run whose singles go through a `cubeqa api` (Client.ask, wait=0)")
     args = p.parse_args()
     from tasks.priority import Schedule
 
@@ -97,14 +123,18 @@ def main() -> None:
     with common.job_stack("sqlite", args) as stack:
         for schedule in schedules:
             print(f"{schedule}: a single question every {args.every} s beside {args.bulk} bulk questions ...", flush=True)
-            latency = latency_run(stack, bulk, schedule, args.every)
+            latency = latency_run(stack, bulk, schedule, args.every, in_process(stack, schedule))
             print(f"{schedule}: two batches of {args.pair}, {args.gap:.0f} s apart ...", flush=True)
             figures["runs"][str(schedule)] = {"latency": latency, "pair": pair_run(stack, pair, schedule, args.gap)}
+        if args.api:
+            print(f"fair, through the API: a single question every {args.every} s beside {args.bulk} bulk questions ...", flush=True)
+            figures["runs"]["fair, through the API"] = {"latency": through_api(stack, bulk, args.every)}
     rows = []
     for name, run in figures["runs"].items():
-        s, pr = run["latency"]["singles"], run["pair"]
-        rows.append([name, len(run["latency"]["single_seconds"]), s["p50"], s["p95"], max(run["latency"]["single_seconds"]), run["latency"]["bulk_seconds"],
-                     pr["first_finished"], pr["second_finished"], f"{pr['spread']:.0%}"])
+        s, pr = run["latency"]["singles"], run.get("pair")
+        pair_cells = [pr["first_finished"], pr["second_finished"], f"{pr['spread']:.0%}"] if pr else ["-", "-", "-"]
+        rows.append([name, len(run["latency"]["single_seconds"]), s["p50"], s["p95"], max(run["latency"]["single_seconds"]),
+                     run["latency"]["bulk_seconds"], *pair_cells])
     common.table(f"Single jobs beside a {args.bulk}-question batch; two {args.pair}-question batches {args.gap:.0f} s apart (seconds)",
                  ["schedule", "singles", "single p50", "single p95", "single max", "bulk batch", "first batch done", "second batch done", "spread"],
                  rows)
