@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cubeqa.bank_build import BuildOptions, build_bank, build_errors
 from cubeqa.cli_base import app, console, errors, fail
-from cubeqa.render import progress_bar
+from cubeqa.render import STARTED_AT, progress_bar
 from cubeqa.settings import Settings
 from cubeqa.wiring import bank_root, bank_store, hinted, legacy_hint
 
@@ -37,12 +37,14 @@ WaitOption = Annotated[float, typer.Option("--wait", min=1, help="seconds withou
 
 
 def stage_progress(bar: Progress) -> Callable[[str, int, int], None]:
-    """One bar per build stage (read, embed, index, write); a total of 0 means not yet known."""
+    """One bar per build stage (read, embed, index, write); a total of 0 means not yet known. What a stage's first
+    report already holds was done before its bar existed (read and write report once, at their end; embed's first
+    count is the cached sentences): it is counted, but not as speed, so those show no rate instead of millions a second."""
     tasks: dict[str, TaskID] = {}
 
     def on_progress(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total or None)
+            tasks[stage] = bar.add_task(stage, total=total or None, **{STARTED_AT: done})
         bar.update(tasks[stage], completed=done, total=total or None)
 
     return on_progress

@@ -119,7 +119,7 @@ class ProgressBar(Progress):
             task = self._tasks[task_id]
             if task.start_time is None:
                 task.start_time = self.get_time() - started_ago
-                task.fields[STARTED_AT] = task.completed
+                task.fields.setdefault(STARTED_AT, task.completed)  # unless the caller named it
 
     def update(self, task_id: TaskID, **changes: Any) -> None:
         super().update(task_id, **changes)

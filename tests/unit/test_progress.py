@@ -96,3 +96,23 @@ def test_the_terminal_bar_shows_a_rate_and_eta_when_rich_has_no_recent_samples()
     Console(file=rendered, width=160, color_system=None).print(bar.make_tasks_table(bar.tasks))
     assert "1.2/s" in rendered.getvalue() and "ETA 0:00:00" in rendered.getvalue()
     assert out.getvalue() == ""  # never started: nothing drawn, and no log lines on a terminal
+
+
+def test_a_bank_build_stage_reported_only_when_done_shows_no_rate() -> None:
+    """`bank build`'s read and write stages report once, at their end: no rate (it read 19,248,334.7/s)."""
+    from cubeqa.bank_cli import stage_progress
+
+    console, out = captured(terminal=False)
+    clock = Clock()
+    with progress_bar(console, get_time=clock) as bar:
+        report = stage_progress(bar)
+        clock.now += 0.001
+        report("read", 5000, 0)
+        report("read", 5000, 5000)
+        report("embed", 1000, 5000)  # 1,000 sentences were cached: counted, not as speed
+        for done in range(2000, 5001, 1000):
+            clock.now += 10
+            report("embed", done, 5000)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "read  5000/5000 (100%)  -/s  elapsed 0:00:00  done"
+    assert lines[-1] == "embed  5000/5000 (100%)  100.0/s  elapsed 0:00:40  done"
