@@ -45,8 +45,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
     half_precision: bool = Field(False, description="fp16 encoder weights on CUDA (ignored on CPU)")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
-    runtime: Literal["torch", "int8"] = Field(
-        "torch", description="serving runtime of the encode stage on the CPU: torch fp32, or int8 (ONNX Runtime; needs `cubeqa export`). "
+    runtime: Literal["auto", "torch", "int8"] = Field(
+        "auto", description="serving runtime of the encode stage on the CPU: torch fp32, int8 (ONNX Runtime; needs `cubeqa export`), "
+        "or auto: int8 when the bundle holds its exported files, else torch. "
         "On CUDA the torch runtime serves either way (fp16/bf16). See docs/performance.md"
     )
     encode_batch_size: int = Field(16, ge=1, description="texts per encoder forward pass (16: fastest per core and least memory at micro-batches of 64, see README Performance)")

@@ -7,13 +7,18 @@ stays small; the torch runtime's modules are imported only when it is chosen.
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.encoding import Encoded, EncoderConfig, EncoderIdentity, TowerEncoded
 from pipeline.errors import BundleError, IncompatibleBundle
-from pipeline.int8 import RUNTIMES, Int8Encoder, Int8Tower
+from pipeline.int8 import RUNTIMES, TEXTS_PER_CALL, Int8Encoder, Int8Tower, has_runtime
+
+log = logging.getLogger(__name__)
 
 TOWER_CONFIG = "tower.json"  # pipeline.tower_io.CONFIG, named here without importing torch
 
@@ -32,11 +37,16 @@ def cuda_wanted(device: str, driver: Path = Path("/proc/driver/nvidia/gpus")) ->
     return device == "auto" and driver.is_dir() and any(driver.iterdir())
 
 
-def serving_runtime(runtime: str, device: str) -> str:
-    """The runtime that serves: int8 on the CPU only; a CUDA device keeps torch (fp16/bf16 on a GPU beats int8)."""
+def serving_runtime(runtime: str, device: str, bundle_dir: Path | None = None) -> str:
+    """The runtime that serves: int8 on the CPU only; a CUDA device keeps torch (fp16/bf16 on a GPU beats int8).
+    `auto` is int8 when the bundle at `bundle_dir` holds exported runtime files (`cubeqa export`), else torch."""
     if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}: use {' or '.join(RUNTIMES)}")
-    return "torch" if runtime == "int8" and cuda_wanted(device) else runtime
+        raise ValueError(f"unknown runtime {runtime!r}: use {', '.join(RUNTIMES)}")
+    if cuda_wanted(device):
+        return "torch"
+    if runtime == "auto":
+        return "int8" if bundle_dir is not None and has_runtime(bundle_dir) else "torch"
+    return runtime
 
 
 def manifest_header(bundle_dir: Path) -> dict[str, Any]:
@@ -56,17 +66,29 @@ class EncodeStage:
     """Stage 1: the teacher encoder, checked against the bundle it serves, and the bundle's question tower if any."""
 
     def __init__(
-        self, bundle_dir: Path, encoder_config: EncoderConfig | None = None, runtime: str = "torch", threads: int = 0
+        self, bundle_dir: Path, encoder_config: EncoderConfig | None = None, runtime: str = "auto", threads: int = 0
     ) -> None:
-        """`threads`: the int8 runtime's intra-op threads per call (0: one per core); torch's are set process-wide."""
+        """`threads`: the int8 runtime's intra-op threads per call (0: one per core); torch's are set process-wide.
+        Under `auto`, int8 files that do not match the bundle's torch weights are passed over for torch, with a
+        warning; asked for by name, they are refused."""
         config = encoder_config or EncoderConfig()
-        self.runtime = serving_runtime(runtime, config.device)
+        self.config = config
+        self._bank_encoder: Any = None
+        self._bank_lock = threading.Lock()
+        self.runtime = serving_runtime(runtime, config.device, Path(bundle_dir))
         self.encoder: Any
         self.tower: Any
         if self.runtime == "int8":
-            self._load_int8(Path(bundle_dir), config, threads)
-        else:
-            self._load_torch(Path(bundle_dir), config)
+            try:
+                self._load_int8(Path(bundle_dir), config, threads)
+                return
+            except BundleError as exc:
+                if runtime != "auto":
+                    raise
+                log.warning("the int8 runtime cannot serve %s (%s); the torch runtime serves it until "
+                            "`cubeqa export --bundle %s` re-exports", bundle_dir, exc, bundle_dir)
+                self.runtime = "torch"
+        self._load_torch(Path(bundle_dir), config)
 
     def _load_torch(self, bundle_dir: Path, config: EncoderConfig) -> None:
         from pipeline.checkpoint import check_encoder, read_manifest
@@ -80,6 +102,7 @@ class EncodeStage:
         self.model_version = model_version(bundle_dir, manifest.extra)
 
     def _load_int8(self, bundle_dir: Path, config: EncoderConfig, threads: int) -> None:
+        config = replace(config, batch_size=TEXTS_PER_CALL)  # each vector independent of its neighbours
         header = manifest_header(bundle_dir)
         self.encoder = Int8Encoder(bundle_dir, config, threads)
         trained = EncoderIdentity.from_dict(header["encoder"])
@@ -90,6 +113,19 @@ class EncodeStage:
             )
         self.tower = Int8Tower(bundle_dir, self.encoder, threads) if (bundle_dir / TOWER_CONFIG).is_file() else None
         self.model_version = model_version(bundle_dir, header)
+
+    def bank_encoder(self) -> Any:
+        """The teacher that embeds bank sentences: torch on either runtime, so a bank's vectors do not depend on the
+        worker that embedded them (int8 serves questions; docs/performance.md measures questions on int8 against a
+        torch bank). On the int8 runtime it is loaded on first use: only workers that embed banks import torch."""
+        if self.runtime == "torch":
+            return self.encoder
+        with self._bank_lock:
+            if self._bank_encoder is None:
+                from pipeline.encoder import TeacherEncoder
+
+                self._bank_encoder = TeacherEncoder(self.config)
+            return self._bank_encoder
 
     def encode(self, texts: list[str]) -> Encoded:
         """The teacher's unit vectors (N, D) in input order (references, bank sentences); InputError on empty text."""

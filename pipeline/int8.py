@@ -39,7 +39,12 @@ from pipeline.encoding import (
 )
 from pipeline.errors import BundleError, EncoderError, IncompatibleBundle
 
-RUNTIMES = ("torch", "int8")
+RUNTIMES = ("auto", "torch", "int8")  # auto: int8 on the CPU when the bundle has its files, else torch
+# Texts per int8 call. Activations are quantised per call (one scale over the whole input), so a text's vector
+# would depend on the texts beside it: in micro-batches of 16, 3 of 240 answers changed with their neighbours (9
+# reranked). One text a call keeps every vector its own, and the job system's throughput is the same
+# (docs/performance.md: 315 against 317 questions/s).
+TEXTS_PER_CALL = 1
 RUNTIME_DIR = "runtime"
 RUNTIME_MANIFEST = "runtime.json"
 FORMAT = 1

@@ -49,7 +49,7 @@ class ProductionPipeline:
         generative_options: dict[str, object] | None = None,
         banks: BankCache | None = None,
         min_confidence: float | None = None,
-        runtime: str = "torch",
+        runtime: str = "auto",
         threads: int = 0,
         rerank: bool = True,
     ) -> ProductionPipeline:

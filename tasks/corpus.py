@@ -88,8 +88,10 @@ def embed_corpus(task: Task, message: dict[str, Any]) -> dict[str, Any]:
 
 
 def embed_chunk(chunk: CorpusChunk, stage: Any) -> bool:
-    """Writes the chunk's cache file unless it exists (a redelivery); False when it did."""
-    identity = stage.encoder.identity
+    """Writes the chunk's cache file unless it exists (a redelivery); False when it did. The encode stage's bank
+    encoder embeds it: the torch teacher on either runtime."""
+    encoder = stage.bank_encoder()
+    identity = encoder.identity
     wanted = EncoderIdentity.from_dict(chunk.encoder)
     if not identity.same_model(wanted):
         raise ChunkRefused(f"chunk of build {chunk.build} was sent for encoder {wanted.model_id} (weights {wanted.weights_hash}); "
@@ -101,7 +103,7 @@ def embed_chunk(chunk: CorpusChunk, stage: Any) -> bool:
     directory = encoder_dir(root, identity)
     if (directory / chunk_name(digests)).is_file():
         return False
-    write_chunk(directory, digests, stage.encode(chunk.texts).vectors)
+    write_chunk(directory, digests, encoder.encode(chunk.texts).vectors)
     return True
 
 

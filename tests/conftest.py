@@ -74,11 +74,20 @@ def broker_url() -> str:
 
 @pytest.fixture(scope="session")
 def in_process():
-    """The default bundle's ProductionPipeline in this process: the reference for distributed answers."""
+    """The default bundle's ProductionPipeline in this process on the torch runtime: the reference for distributed answers."""
     from cubeqa.settings import default_bundle_dir
     from pipeline import EncoderConfig, ProductionPipeline
 
-    return ProductionPipeline.from_bundle(default_bundle_dir(), encoder_config=EncoderConfig(device="cpu"))
+    return ProductionPipeline.from_bundle(default_bundle_dir(), encoder_config=EncoderConfig(device="cpu"), runtime="torch")
+
+
+@pytest.fixture(scope="session")
+def in_process_int8():
+    """The same on the int8 runtime (what CUBEQA_RUNTIME=auto serves on the CPU with the shipped bundle)."""
+    from cubeqa.settings import default_bundle_dir
+    from pipeline import EncoderConfig, ProductionPipeline
+
+    return ProductionPipeline.from_bundle(default_bundle_dir(), encoder_config=EncoderConfig(device="cpu"), runtime="int8")
 
 
 def migrated(url: str):

@@ -103,12 +103,13 @@ def stop(processes: list[subprocess.Popen], grace: float = 30) -> None:
 
 
 @contextmanager
-def stage_workers(broker_url: str, database_url: str, logdir: Path, extra_args: Sequence[str] = ()) -> Iterator[list[subprocess.Popen]]:
-    """One real `cubeqa worker` process per stage (plus `extra_args`), ready to consume; stopped on exit (the runner `cubeqa demo` uses)."""
+def stage_workers(broker_url: str, database_url: str, logdir: Path, extra_args: Sequence[str] = (), **env: str) -> Iterator[list[subprocess.Popen]]:
+    """One real `cubeqa worker` process per stage (plus `extra_args`, and `env` in their environment), ready to consume;
+    stopped on exit (the runner `cubeqa demo` uses)."""
     from cubeqa import supervise
     from tasks.app import configure
 
-    with supervise.stage_workers(service_env(broker_url, database_url), logdir, extra_args) as processes:
+    with supervise.stage_workers(service_env(broker_url, database_url, **env), logdir, extra_args) as processes:
         supervise.wait_for_workers(configure(broker_url), processes, logdir, timeout=120)
         yield processes
 

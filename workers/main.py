@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from celery.signals import after_setup_logger, task_prerun, worker_process_init, worker_ready, worker_shutdown
 from celery.worker import state as worker_state
 
-from pipeline.encode_stage import EncodeStage
+from pipeline.encode_stage import EncodeStage, serving_runtime
 from pipeline.encoding import EncoderConfig
 from storage.db import check_schema, make_engine
 from tasks import runtime
@@ -56,7 +56,7 @@ class WorkerOptions:
     bank_root: Path | None = None  # knowledge banks the decode stage serves (None: only the bundle's own)
     bank_cache_bytes: int = 256 * 2**20  # loaded bank versions kept, least recently used dropped first
     min_confidence: float | None = None  # None: the bundle's threshold
-    runtime: str = "torch"  # the encode stage's serving runtime: torch or int8 (pipeline.encode_stage)
+    runtime: str = "auto"  # the encode stage's serving runtime: auto, torch or int8 (pipeline.encode_stage)
     hooks: HookConfig | None = None  # webhook deliveries (None: no signing secret, so the hooks stage cannot serve)
 
     @property
@@ -220,7 +220,8 @@ def set_threads(options: WorkerOptions, threads: int, *, search: bool) -> None:
     """Caps torch's (and FAISS's) threads in the calling thread; an int8 encode worker has no torch to cap (its ONNX
     Runtime sessions got `threads` when loaded), nor has the hooks worker, and importing torch for them would cost
     ~250 MB for nothing."""
-    if options.stages == ("encode",) and options.runtime == "int8" or options.stages == (HOOKS_QUEUE,):
+    int8 = serving_runtime(options.runtime, options.encoder_config.device, options.bundle_dir) == "int8"
+    if options.stages == ("encode",) and int8 or options.stages == (HOOKS_QUEUE,):
         return
     from pipeline.production import set_threads as set_library_threads
 

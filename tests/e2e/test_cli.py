@@ -88,7 +88,7 @@ def test_ask_on_the_int8_runtime_scores_as_torch_does(trained, small_data) -> No
     question = read_jsonl(small_data["val"])[3]["question"]
     run = cubeqa("ask", question, env={**trained["env"], "CUBEQA_RUNTIME": "int8"})
     assert run.returncode == 0, run.stderr
-    expected = ProductionPipeline.from_bundle(trained["bundle"]).process_batch([question])[0]
+    expected = ProductionPipeline.from_bundle(trained["bundle"], runtime="torch").process_batch([question])[0]
     score = float(re.search(r"score (-?[0-9.]+)", run.stdout).group(1))
     assert abs(score - expected.score) < 0.03  # int8 question vectors are within ~0.01 in cosine of torch's
 

@@ -20,6 +20,7 @@ from pipeline.knowledge.store import BankStore
 from storage.repository import NewJob
 from tasks.app import app as celery
 from tasks.corpus import embed_on_workers, embed_sources
+from tasks.priority import queue_keys
 from tasks.producer import submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(1200)]
@@ -91,7 +92,7 @@ def test_an_interrupted_build_resumes_from_its_finished_shards(workers, referenc
         time.sleep(0.05)
     os.killpg(cli.pid, signal.SIGKILL)  # the build dies, and with it the chunks still queued (a purged or lost queue)
     cli.wait()
-    redis.Redis.from_url(broker_url).delete("embed")
+    redis.Redis.from_url(broker_url).delete(*queue_keys("embed"))  # every priority level of the queue
     wait_until_idle(broker_url, celery, timeout=300)
     finished = len(shards(cache, encoder))
     assert 1 <= finished < total, (tmp_path / "cli.log").read_text(errors="replace")[-2000:]
@@ -136,7 +137,8 @@ def test_a_worker_refuses_chunks_it_must_not_embed_and_skips_written_ones(encode
     from tasks.corpus import ChunkRefused, CorpusChunk, embed_chunk
 
     calls: list[int] = []
-    stage = SimpleNamespace(encoder=encoder, encode=lambda texts: calls.append(len(texts)) or encoder.encode(texts))
+    counting = SimpleNamespace(identity=encoder.identity, encode=lambda texts: calls.append(len(texts)) or encoder.encode(texts))
+    stage = SimpleNamespace(bank_encoder=lambda: counting)  # the encode stage's torch teacher, on either runtime
     texts = ["The grotto is a replica.", "It was built in 1858."]
     other = {**encoder.identity.to_dict(), "weights_hash": "0" * len(encoder.identity.weights_hash)}
     with pytest.raises(ChunkRefused, match="this worker runs"):

@@ -136,6 +136,34 @@ def test_cuda_keeps_the_torch_runtime(tmp_path):
         serving_runtime("fp8", "cpu")
 
 
+def test_auto_serves_int8_where_the_bundle_has_its_files_and_torch_elsewhere(exported, encoder, tmp_path, caplog):
+    bare = tmp_path / "bare"
+    shutil.copytree(exported, bare, ignore=shutil.ignore_patterns(RUNTIME_DIR))
+    assert serving_runtime("auto", "cpu", exported) == "int8" and serving_runtime("auto", "cuda:0", exported) == "torch"
+    assert serving_runtime("auto", "cpu", bare) == "torch" and EncodeStage(bare, encoder.config, runtime="auto").runtime == "torch"
+    stale = tmp_path / "stale"
+    shutil.copytree(exported, stale)
+    manifest = stale / RUNTIME_DIR / RUNTIME_MANIFEST
+    record = json.loads(manifest.read_text())
+    record["tower"]["torch_weights"] = "0123456789abcdef"  # exported from other tower weights: int8 refuses, auto passes over
+    manifest.write_text(json.dumps(record))
+    with caplog.at_level("WARNING", logger="pipeline.encode_stage"):
+        assert EncodeStage(stale, encoder.config, runtime="auto").runtime == "torch"
+    assert "cubeqa export" in caplog.text
+
+
+def test_banks_are_embedded_by_the_torch_teacher_on_either_runtime(exported, encoder):
+    """A bank's vectors do not depend on the runtime of the worker that embedded its chunks (tasks.corpus)."""
+    int8_stage = EncodeStage(exported, encoder.config, runtime="int8", threads=1)
+    torch_stage = EncodeStage(exported, encoder.config, runtime="torch")
+    assert torch_stage.bank_encoder() is torch_stage.encoder
+    sentences = ["Kenya is a country in Africa.", "The Eiffel tower was designed by Gustave Eiffel's company."]
+    vectors = int8_stage.bank_encoder().encode(sentences).vectors
+    assert np.array_equal(vectors, torch_stage.encode(sentences).vectors)
+    assert not np.array_equal(vectors, int8_stage.encode(sentences).vectors)  # int8 itself differs (cosine ~0.99)
+    assert int8_stage.bank_encoder().identity == int8_stage.encoder.identity
+
+
 def test_file_names_copied_to_stay_torch_free_match_their_sources():
     from pipeline import encode_stage, int8, tower_io
 

@@ -28,21 +28,24 @@ class Stack:
     logdir: Path
     pool: str
     processes: list
+    runtime: str  # the encode workers' CUBEQA_RUNTIME
 
 
-# The default threads pool on both stores, and the prefork pool (a child process per slot) on one.
-SETUPS = [("sqlite", "threads"), ("postgresql", "threads"), ("sqlite", "prefork")]
+# The default threads pool on both stores, and the prefork pool (a child process per slot) on one, on the torch
+# runtime (answers exactly as in one process); the default runtime (int8 with the shipped bundle) on one.
+SETUPS = [("sqlite", "threads", "torch"), ("postgresql", "threads", "torch"), ("sqlite", "prefork", "torch"),
+          ("sqlite", "threads", "auto")]
 
 
-@pytest.fixture(scope="module", params=SETUPS, ids=[f"{store}-{pool}" for store, pool in SETUPS])
+@pytest.fixture(scope="module", params=SETUPS, ids=[f"{store}-{pool}-{runtime}" for store, pool, runtime in SETUPS])
 def stack(request, broker_url, tmp_path_factory) -> Stack:
-    backend, pool = request.param
-    logdir = tmp_path_factory.mktemp(f"jobs-{backend}-{pool}")
+    backend, pool, runtime = request.param
+    logdir = tmp_path_factory.mktemp(f"jobs-{backend}-{pool}-{runtime}")
     with ExitStack() as stack:
         url = f"sqlite:///{logdir / 'jobs.db'}" if backend == "sqlite" else stack.enter_context(postgres_database())
         sessions = migrated(url)
-        processes = stack.enter_context(stage_workers(broker_url, url, logdir, ["--pool", pool]))
-        yield Stack(backend, url, sessions, logdir, pool, processes)
+        processes = stack.enter_context(stage_workers(broker_url, url, logdir, ["--pool", pool], CUBEQA_RUNTIME=runtime))
+        yield Stack(backend, url, sessions, logdir, pool, processes, runtime)
         stack.callback(lambda: sessions.kw["bind"].dispose())
 
 
@@ -63,9 +66,11 @@ def results(stack: Stack, batch_id: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("rerank", [False, True], ids=["fused", "reranked"])
-def test_bulk_through_stage_workers_matches_in_process(stack: Stack, in_process, rerank: bool) -> None:
+def test_bulk_through_stage_workers_matches_in_process(stack: Stack, request, rerank: bool) -> None:
     """240 validation questions through the stage workers (with the rerank stage, or without) give the answers,
-    scores, confidences and metrics ProductionPipeline gives in one process."""
+    scores, confidences and metrics ProductionPipeline gives in one process on the same runtime (int8: what `auto`
+    serves with the shipped bundle, one text per call, so its micro-batches do not change a vector)."""
+    in_process = request.getfixturevalue("in_process" if stack.runtime == "torch" else "in_process_int8")
     items = val_items(240)
     result = submit(stack.sessions, items, micro_batch=32, source="test", pin=Pin(rerank=rerank))
     summary = wait_for_batch(stack.sessions, result.batch_id)
