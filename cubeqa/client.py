@@ -2,7 +2,8 @@
 
     with Client("http://127.0.0.1:8000", token=...) as api:
         job = api.ask("Where is kenya located?")                     # JobPublic
-        accepted = api.submit(["Who designed it?", {"question": "When?", "reference": "In 1889."}])
+        accepted = api.submit(["Who designed it?", {"question": "When?", "reference": "In 1889.",
+                                                     "alt_answers": ["It opened in 1889."]}])
         summary = api.wait(accepted.batch_id, progress=print)         # BatchPublic, once every job is final
         for row in api.results(accepted.batch_id): ...                 # JobPublic per job, in input order
         build = api.build_bank("manuals", ["docs/"], progress=print)   # BankBuild, once the bank is built
@@ -29,7 +30,7 @@ from cubeqa.api.bank_schemas import UPLOAD_SUFFIXES, BankBuild, BankDetail, Bank
 from cubeqa.api.schemas import Accepted, BatchList, BatchPublic, Controlled, JobPublic, WebhookDeliveryPublic
 
 Model = TypeVar("Model", bound=BaseModel)
-Item = str | Mapping[str, Any]  # a question, or {"question": ..., "reference": ...}
+Item = str | Mapping[str, Any]  # a question, or {"question": ..., "reference": ..., "alt_answers": [...]}
 Progress = Callable[[BatchPublic], None]
 WAIT_SLACK = 10.0  # seconds the HTTP timeout adds to a server-side wait
 
@@ -48,9 +49,10 @@ def _headers(token: str | None) -> dict[str, str]:
 
 
 def _job_body(question: str, reference: str | None, bank: str | None, min_confidence: float | None,
-              rerank: bool | None = None, callback: str | None = None) -> dict[str, Any]:
+              rerank: bool | None = None, callback: str | None = None,
+              alt_answers: Iterable[str] | None = None) -> dict[str, Any]:
     body = {"question": question, "reference": reference, "bank": bank, "min_confidence": min_confidence, "rerank": rerank,
-            "callback_url": callback}
+            "callback_url": callback, "alt_answers": None if alt_answers is None else list(alt_answers)}
     return {k: v for k, v in body.items() if v is not None}
 
 
@@ -141,11 +143,12 @@ class Client:
 
     def ask(self, question: str, *, reference: str | None = None, bank: str | None = None,
             min_confidence: float | None = None, rerank: bool | None = None, wait: float = 30.0,
-            callback: str | None = None) -> JobPublic:
+            callback: str | None = None, alt_answers: Iterable[str] | None = None) -> JobPublic:
         """One question; waits up to `wait` seconds on the server for its answer (status "done" once answered);
-        `callback`: a URL the job's final state is POSTed to (signed; docs/user-guide.md, Webhooks)."""
+        `callback`: a URL the job's final state is POSTed to (signed; docs/user-guide.md, Webhooks); `alt_answers`:
+        other sentences that count as right beside the reference."""
         response = self.http.post("/v1/jobs", params={"wait": wait},
-                                  json=_job_body(question, reference, bank, min_confidence, rerank, callback),
+                                  json=_job_body(question, reference, bank, min_confidence, rerank, callback, alt_answers),
                                   timeout=wait + WAIT_SLACK)
         return _read(response, JobPublic)
 
@@ -155,8 +158,8 @@ class Client:
     def submit(self, items: Iterable[Item], *, bank: str | None = None, min_confidence: float | None = None,
                key: str | None = None, micro_batch: int | None = None, rerank: bool | None = None,
                callback: str | None = None) -> Accepted:
-        """One batch of questions (strings or {"question", "reference"} objects); `key` makes a resubmission a no-op;
-        `callback`: a URL the batch's summary is POSTed to once every job is final."""
+        """One batch of questions (strings or {"question", "reference", "alt_answers"} objects); `key` makes a
+        resubmission a no-op; `callback`: a URL the batch's summary is POSTed to once every job is final."""
         body = _batch_body(items, bank, min_confidence, key, micro_batch, rerank, callback)
         return _read(self.http.post("/v1/batches", json=body), Accepted)
 
@@ -271,9 +274,9 @@ class AsyncClient:
 
     async def ask(self, question: str, *, reference: str | None = None, bank: str | None = None,
                   min_confidence: float | None = None, rerank: bool | None = None, wait: float = 30.0,
-                  callback: str | None = None) -> JobPublic:
+                  callback: str | None = None, alt_answers: Iterable[str] | None = None) -> JobPublic:
         response = await self.http.post("/v1/jobs", params={"wait": wait},
-                                        json=_job_body(question, reference, bank, min_confidence, rerank, callback),
+                                        json=_job_body(question, reference, bank, min_confidence, rerank, callback, alt_answers),
                                         timeout=wait + WAIT_SLACK)
         return _read(response, JobPublic)
 

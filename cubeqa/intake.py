@@ -1,6 +1,7 @@
 """Validates input jobs, for the API and the CLI alike, and reads bulk files (JSONL or CSV) into them.
 
 A bad line of a file is reported with its number and skipped; a bad API item is refused naming its field.
+A JSONL record (or API item) may add `alt_answers`, other sentences that count as right beside its reference.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from tasks.hooks import HookPolicy, UnsafeCallback, check_callback
 from tasks.wire import MAX_MICRO_BATCH
 
 __all__ = [
-    "MAX_MICRO_BATCH", "FieldError", "Intake", "IntakeError", "TooManyItems", "check_callback_url", "check_count", "check_key",
-    "item_problems", "read_bulk",
+    "MAX_ALT_ANSWERS", "MAX_MICRO_BATCH", "FieldError", "Intake", "IntakeError", "TooManyItems", "check_alternatives",
+    "check_callback_url", "check_count", "check_key", "item_problems", "read_bulk",
 ]
 
+MAX_ALT_ANSWERS = 20  # alternative references one job may carry
+ALT = "alt_answers"  # the input field of the alternatives (as in Q→A records: pipeline.bank_eval)
 WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
 
@@ -113,26 +116,58 @@ def check_text(value: object, name: str, max_chars: int, required: bool) -> str 
     return value
 
 
-def item_problems(question: object, reference: object, max_chars: int, line: int | None = None) -> NewJob | list[FieldError]:
+def check_alternatives(value: object, max_chars: int) -> tuple[str, ...] | None:
+    """The alternative references (None for an absent or empty list), each checked as a reference is, or raises
+    FieldError naming `alt_answers` and, for one bad sentence, its index."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise FieldError(ALT, f"{ALT!r} must be a list of strings, not {type(value).__name__}")
+    if len(value) > MAX_ALT_ANSWERS:
+        raise FieldError(ALT, f"{ALT!r} holds {len(value)} sentences; the limit is {MAX_ALT_ANSWERS}")
+    checked: list[str] = []
+    for i, text in enumerate(value):
+        try:
+            sentence = check_text(text, f"{ALT}[{i}]", max_chars, required=True)
+        except FieldError as exc:
+            raise FieldError(ALT, str(exc)) from exc
+        assert sentence is not None  # required
+        checked.append(sentence)
+    return tuple(checked) or None
+
+
+def item_problems(
+    question: object, reference: object, max_chars: int, line: int | None = None, *, alt_answers: object = None,
+) -> NewJob | list[FieldError]:
     """The job these fields make, or every field's problem (question first): the one check of API and CLI input."""
     problems: list[FieldError] = []
-    checked: list[str | None] = []
+    checked: dict[str, str | None] = {}
     for name, value, required in (("question", question, True), ("reference", reference, False)):
         try:
-            checked.append(check_text(value, name, max_chars, required))
+            checked[name] = check_text(value, name, max_chars, required)
         except FieldError as exc:
             problems.append(exc)
+    alternatives = None
+    try:
+        alternatives = check_alternatives(alt_answers, max_chars)
+    except FieldError as exc:
+        problems.append(exc)
+    if alternatives and "reference" in checked and checked["reference"] is None:
+        problems.append(FieldError(ALT, f"{ALT!r} needs a 'reference': the alternatives count as right beside it"))
     if problems:
         return problems
-    assert checked[0] is not None
-    return NewJob(question=checked[0], reference=checked[1], line=line)
+    question_text = checked["question"]
+    assert question_text is not None  # required
+    return NewJob(question=question_text, reference=checked["reference"], line=line, alt_references=alternatives)
 
 
 def make_job(record: object, line: int | None, max_chars: int) -> NewJob:
-    """A validated job from one parsed record ({"question": ..., "reference"/"answer": ...}); raises its first problem."""
+    """A validated job from one parsed record ({"question": ..., "reference"/"answer": ..., "alt_answers": [...]});
+    raises its first problem."""
     if not isinstance(record, dict):
         raise ValueError(f"expected an object with a 'question' field, got {type(record).__name__}")
-    job = item_problems(record.get("question"), record.get("reference", record.get("answer")), max_chars, line)
+    reference = record.get("reference", record.get("answer"))
+    job = item_problems(record.get("question"), reference, max_chars, line, alt_answers=record.get(ALT))
     if isinstance(job, list):
         raise job[0]
     return job
@@ -190,7 +225,7 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, object, str | None]]:
 
 
 def csv_records(path: Path) -> Iterator[tuple[int, object, str | None]]:
-    """CSV with a header naming a 'question' column (and optionally 'reference' or 'answer')."""
+    """CSV with a header naming a 'question' column (and optionally 'reference' or 'answer'; no 'alt_answers')."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
@@ -205,6 +240,8 @@ def csv_records(path: Path) -> Iterator[tuple[int, object, str | None]]:
         raise IntakeError(f"{path}:1: unreadable CSV header ({exc})") from exc
     if not fieldnames or "question" not in fieldnames:
         raise IntakeError(f"{path}:1: the CSV header must name a 'question' column (found {fieldnames})")
+    if ALT in fieldnames:  # a list has no CSV form here, and a column ignored would look as if it counted
+        raise IntakeError(f"{path}:1: the CSV header names {ALT!r}: alternative references are read from JSONL only (a list per line)")
     while True:
         start = reader.line_num + 1
         try:

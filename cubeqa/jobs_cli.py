@@ -84,7 +84,7 @@ def safe_url(url: str) -> str:
 @app.command("submit")
 def submit_command(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="questions: .jsonl objects or .csv rows with a 'question' (and optional 'reference') field")],
+    file: Annotated[Path, typer.Argument(help="questions: .jsonl objects or .csv rows with a 'question' (and optional 'reference') field; .jsonl objects may add 'alt_answers'")],
     wait: Annotated[bool, typer.Option(help="show progress until every job is final")] = False,
     batch_size: Annotated[int | None, typer.Option(min=1, max=MAX_MICRO_BATCH, help="jobs per micro-batch task (default CUBEQA_MICRO_BATCH)")] = None,
     key: Annotated[str | None, typer.Option(help="idempotency key: resubmitting with the same key is a no-op")] = None,
@@ -305,8 +305,8 @@ class ResultFormat(StrEnum):
 
 
 CSV_FIELDS = (
-    "line", "question", "reference", "status", "answer", "confidence", "decoder_path", "score", "error", "model_version",
-    "bank", "bank_version", "min_confidence", "rerank", "id",
+    "line", "question", "reference", "alt_references", "status", "answer", "confidence", "decoder_path", "score", "error",
+    "model_version", "bank", "bank_version", "min_confidence", "rerank", "id",
 )
 NESTED = ("metrics", "timings_ms", "hosts")  # one CSV column per key: metrics.e2e_cos, timings_ms.encode, hosts.decode
 # evidence.<name> columns; section: the headings joined by " › "; context: before + after
@@ -327,6 +327,8 @@ def csv_columns(sessions: sessionmaker[Session], batch_id: str) -> list[str]:
 def flat(row: dict[str, object]) -> dict[str, object]:
     """A result row with its evidence, metrics, timings and hosts as columns of their own (alternatives stay in the JSONL)."""
     out = {k: v for k, v in row.items() if k not in NESTED and k != "evidence"}
+    if row.get("alt_references"):  # a JSON list in one cell: a sentence may hold any separator
+        out["alt_references"] = json.dumps(row["alt_references"], ensure_ascii=False)
     for name in NESTED:
         nested = row[name]
         assert isinstance(nested, dict)

@@ -107,6 +107,8 @@ class Job(Base):
     line: Mapped[int | None] = mapped_column(Integer)  # line number in the submitted file, when there was one
     question: Mapped[str] = mapped_column(Text)
     reference: Mapped[str | None] = mapped_column(Text)
+    # other sentences that count as right beside the reference (None: none given, rows before 0009)
+    alt_references: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # deliveries to the encode stage
     dispatches: Mapped[int] = mapped_column(Integer, default=0)  # times sent to the queue (1 + reconciler re-sends)

@@ -5,9 +5,9 @@ Definitions (docs/user-guide.md, "Reading a batch's quality"):
 - refused: done jobs answered "no confident answer" (decoder path "none");
 - failed: jobs that ended in an error;
 - cancelled: jobs cancelled before they got a result;
-- right: answered jobs whose answer is their reference sentence, compared as normalised text (`same_sentence`);
-  decided once, when the result is stored, into the job's `right_answer` column (1, 0, or NULL: refused, failed,
-  no reference);
+- right: answered jobs whose answer is their reference sentence or one of its alternatives (the job's
+  `alt_references`), compared as normalised text (`same_sentence`); decided once, when the result is stored, into
+  the job's `right_answer` column (1, 0, or NULL: refused, failed, no reference);
 - precision: right over answered jobs with a reference; coverage: answered over answered + refused;
   right rate: right over done jobs with a reference;
 - mean confidence: over done jobs that have one.
@@ -38,11 +38,13 @@ def same_sentence(answer: str, reference: str) -> bool:
     return normalised(answer) == normalised(reference)
 
 
-def right_answer(*, answer: str | None, reference: str | None, decoder_path: str | None) -> float | None:
-    """1.0 or 0.0 for an answered job with a reference (is the answer the reference?); None otherwise."""
+def right_answer(
+    *, answer: str | None, reference: str | None, decoder_path: str | None, alternatives: Sequence[str] = (),
+) -> float | None:
+    """1.0 or 0.0 for an answered job with a reference (is it the reference or an alternative?); None otherwise."""
     if answer is None or reference is None or decoder_path == REFUSED_PATH:
         return None
-    return 1.0 if same_sentence(answer, reference) else 0.0
+    return 1.0 if any(same_sentence(answer, sentence) for sentence in (reference, *alternatives)) else 0.0
 
 
 def ratio(part: int, whole: int) -> float | None:
@@ -61,7 +63,9 @@ class Quality(BaseModel):
     cancelled: int = Field(0, description="jobs cancelled before they got a result")
     with_reference: int = Field(0, description="done jobs with a reference answer")
     judged: int = Field(0, description="answered jobs with a reference answer: precision's denominator")
-    right: int = Field(0, description="answered jobs whose answer is the reference sentence (normalised text)")
+    right: int = Field(
+        0, description="answered jobs whose answer is the reference sentence or an alternative (normalised text)",
+    )
     mean_confidence: float | None = Field(None, description="mean confidence over done jobs that have one")
 
     @computed_field  # type: ignore[prop-decorator]  # pydantic documents this stacking
@@ -116,7 +120,8 @@ QUALITY_FIGURES: tuple[tuple[str, str, str], ...] = (
     ("refused", "refused", "done jobs answered 'no confident answer': no sentence cleared the confidence threshold"),
     ("failed", "failed", "jobs that ended in an error"),
     ("cancelled", "cancelled", "jobs cancelled before they got a result"),
-    ("right", "right", "answered jobs whose answer is their reference sentence (same text, ignoring case and spaces)"),
+    ("right", "right",
+     "answered jobs whose answer is the reference or an alternative (same text, ignoring case and spaces)"),
     ("judged", "answered with a reference", "answered jobs that have a reference answer: what precision is over"),
     ("precision", "precision", "right answers over answered jobs with a reference"),
     ("coverage", "coverage", "answered jobs over answered and refused ones"),

@@ -42,6 +42,7 @@ class NewJob:
     question: str
     reference: str | None = None
     line: int | None = None
+    alt_references: tuple[str, ...] | None = None  # other sentences that count as right beside the reference
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,8 @@ def create_batch(
             [
                 {
                     "id": job.id, "batch_id": batch_id, "position": i, "line": item.line, "question": item.question,
-                    "reference": item.reference, "status": QUEUED, "attempts": 0, "dispatches": 0, "created_at": created_at,
+                    "reference": item.reference, "alt_references": list(item.alt_references or ()) or None,
+                    "status": QUEUED, "attempts": 0, "dispatches": 0, "created_at": created_at,
                     "bank": pin.bank, "bank_version": pin.bank_version, "min_confidence": pin.min_confidence,
                     "rerank": pin.rerank, "callback_url": job_url,
                 }
@@ -203,18 +205,20 @@ def record_outcomes(*, session: Session, outcomes: Sequence[JobOutcome], model_v
         update(Job)
         .where(Job.id.in_(list(by_id)), Job.status.notin_(FINAL))
         .values(finished_at=finished_at)
-        .returning(Job.id, Job.batch_id, Job.reference, Job.callback_url)
+        .returning(Job.id, Job.batch_id, Job.reference, Job.alt_references, Job.callback_url)
     ).all()
     if not claimed:
         return Recorded(0)  # all already final: this is a redelivery
-    session.execute(OUTCOME_UPDATE, [outcome_row(by_id[job_id], model_version, ref) for job_id, _, ref, _ in claimed])
+    session.execute(OUTCOME_UPDATE, [
+        outcome_row(by_id[job_id], model_version, ref, alts or ()) for job_id, _, ref, alts, _ in claimed
+    ])
     per_batch: dict[str, Counts] = {}
-    for job_id, batch_id, _, _ in claimed:
+    for job_id, batch_id, *_ in claimed:
         per_batch[batch_id] = per_batch.get(batch_id, Counts()) + (
             Counts(done=1) if by_id[job_id].error is None else Counts(failed=1)
         )
     settled = move_counters(session=session, deltas=per_batch, at=finished_at)
-    jobs = [(job_id, batch_id, url) for job_id, batch_id, _, url in claimed]
+    jobs = [(job_id, batch_id, url) for job_id, batch_id, *_, url in claimed]
     return Recorded(len(claimed), hooks_on_final(session=session, jobs=jobs, batches=settled))
 
 
@@ -276,13 +280,18 @@ OUTCOME_UPDATE = (
 )
 
 
-def outcome_row(outcome: JobOutcome, model_version: str | None, reference: str | None = None) -> dict[str, Any]:
+def outcome_row(
+    outcome: JobOutcome, model_version: str | None, reference: str | None = None, alternatives: Sequence[str] = (),
+) -> dict[str, Any]:
     """The parameters of OUTCOME_UPDATE for one job: its answer and metrics (JSON and METRIC_COLUMNS), or its error.
 
-    The metrics gain `right_answer` (storage.quality.right_answer) when the job was answered and has a reference."""
+    The metrics gain `right_answer` (storage.quality.right_answer: the reference or one of its `alternatives`) when
+    the job was answered and has a reference."""
     done = outcome.error is None
     if done:
-        right = right_answer(answer=outcome.answer, reference=reference, decoder_path=outcome.decoder_path)
+        right = right_answer(
+            answer=outcome.answer, reference=reference, decoder_path=outcome.decoder_path, alternatives=alternatives,
+        )
         if right is not None:
             outcome = replace(outcome, metrics={**(outcome.metrics or {}), RIGHT_COLUMN: right})
     values = {
@@ -368,6 +377,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "line": job.line,
         "question": job.question,
         "reference": job.reference,
+        "alt_references": job.alt_references,
         "status": job.status,
         "answer": job.answer,
         "decoder_path": job.decoder_path,

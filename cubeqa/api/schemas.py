@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from cubeqa.intake import MAX_MICRO_BATCH, check_key
+from cubeqa.intake import MAX_ALT_ANSWERS, MAX_MICRO_BATCH, check_key
 from storage.models import KEY_LENGTH
 from storage.summary import BatchSummary
 
@@ -17,6 +17,10 @@ class QuestionIn(BaseModel):
 
     question: str = Field(description="the question text")
     reference: str | None = Field(None, description="a reference answer; adds quality metrics to the result")
+    alt_answers: list[str] | None = Field(
+        None,
+        description=f"other sentences that count as right beside the reference (at most {MAX_ALT_ANSWERS}; needs a reference)",
+    )
 
 
 BANK = Field(None, description="knowledge bank to answer from (default: CUBEQA_BANK); its current version is pinned for every job")
@@ -67,6 +71,9 @@ class JobPublic(BaseModel):
     line: int | None
     question: str
     reference: str | None
+    alt_references: list[str] | None = Field(
+        None, description="the submission's alt_answers: other sentences that count as right beside the reference",
+    )
     status: str
     answer: str | None
     decoder_path: str | None

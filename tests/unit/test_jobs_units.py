@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pytest
 
-from cubeqa.intake import IntakeError, read_bulk
+from cubeqa.intake import MAX_ALT_ANSWERS, IntakeError, read_bulk
 from pipeline import InputError
 from tasks.runner import isolate
 from tasks.wire import MicroBatch, WireError, pack, unpack
@@ -153,6 +154,59 @@ def test_api_and_file_items_share_one_check() -> None:
     assert [(p.field, str(p)) for p in problems] == [("question", "'question' has 11 characters; the limit is 10"), ("reference", "'reference' contains a NUL character")]
     job = item_problems("Where?", "  ", max_chars=10)
     assert not isinstance(job, list) and (job.question, job.reference) == ("Where?", None)
+
+
+def test_bulk_jsonl_takes_alt_answers_and_a_bad_list_fails_its_line_alone(tmp_path) -> None:
+    records = [
+        {"question": "When did it open?", "answer": "It opened in 1889.", "alt_answers": ["In 1889.", "The year was 1889."]},
+        {"question": "q2?", "reference": "r.", "alt_answers": "In 1889."},
+        {"question": "q3?", "reference": "r.", "alt_answers": ["fine.", 5]},
+        {"question": "q4?", "reference": "r.", "alt_answers": ["fine.", "  "]},
+        {"question": "q5?", "reference": "r.", "alt_answers": ["x" * 101]},
+        {"question": "q6?", "reference": "r.", "alt_answers": ["s."] * 21},
+        {"question": "q7?", "alt_answers": ["In 1889."]},
+        {"question": "q8?", "reference": "r.", "alt_answers": []},  # none, as the bench data files write it
+        {"question": "q9?", "reference": "r.", "alt_answers": ["bad\x00"]},
+        {"question": "q10?", "reference": "r.", "alt_answers": None},
+    ]
+    path = tmp_path / "alt.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    intake = read_bulk(path, max_chars=100, max_items=20)
+    assert [(j.line, j.reference, j.alt_references) for j in intake.jobs] == [
+        (1, "It opened in 1889.", ("In 1889.", "The year was 1889.")), (8, "r.", None), (10, "r.", None),
+    ]
+    assert dict(intake.rejected) == {
+        2: "'alt_answers' must be a list of strings, not str",
+        3: "'alt_answers[1]' must be a string, not int",
+        4: "'alt_answers[1]' is empty",
+        5: "'alt_answers[0]' has 101 characters; the limit is 100",
+        6: f"'alt_answers' holds 21 sentences; the limit is {MAX_ALT_ANSWERS}",
+        7: "'alt_answers' needs a 'reference': the alternatives count as right beside it",
+        9: "'alt_answers[0]' contains a NUL character",
+    }
+
+
+def test_a_bad_alt_answers_is_its_own_field_problem_and_csv_refuses_the_column(tmp_path) -> None:
+    from cubeqa.intake import item_problems
+
+    problems = item_problems("", "r.", max_chars=10, alt_answers=["ok.", 3])
+    assert isinstance(problems, list) and [p.field for p in problems] == ["question", "alt_answers"]
+    job = item_problems("Where?", "r.", max_chars=10, alt_answers=["a.", "b."])
+    assert not isinstance(job, list) and job.alt_references == ("a.", "b.")
+    table = tmp_path / "alt.csv"
+    table.write_text("question,reference,alt_answers\nWhere?,Here.,There.\n", encoding="utf-8")
+    with pytest.raises(IntakeError, match="'alt_answers': alternative references are read from JSONL only"):
+        read_bulk(table, max_chars=10, max_items=10)
+
+
+def test_a_csv_result_holds_the_alternatives_as_a_json_list() -> None:
+    from cubeqa.jobs_cli import CSV_FIELDS, flat
+
+    row = {"line": 1, "question": "q?", "reference": "r.", "alt_references": ["a, b.", "c."], "evidence": None,
+           "metrics": {}, "timings_ms": {}, "hosts": {}}
+    assert CSV_FIELDS.index("alt_references") == CSV_FIELDS.index("reference") + 1
+    assert json.loads(flat(row)["alt_references"]) == ["a, b.", "c."]
+    assert flat(row | {"alt_references": None})["alt_references"] is None
 
 
 def test_bulk_limits_and_formats(tmp_path) -> None:

@@ -26,7 +26,7 @@ def checked_jobs(items: Sequence[QuestionIn], services: Services, where: tuple[s
     jobs: list[NewJob] = []
     errors: list[dict[str, object]] = []
     for i, item in enumerate(items):
-        job = item_problems(item.question, item.reference, services.max_question_chars)
+        job = item_problems(item.question, item.reference, services.max_question_chars, alt_answers=item.alt_answers)
         if isinstance(job, list):
             at = (*where, i) if where else ()
             errors += [{"type": "value_error", "loc": ("body", *at, problem.field), "msg": str(problem)} for problem in job]
