@@ -44,7 +44,8 @@ def stage_progress(bar: Progress) -> Callable[[str, int, int], None]:
 
     def on_progress(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total or None, **{STARTED_AT: done})
+            counted: dict[str, Any] = {STARTED_AT: done}  # a task field (cubeqa.render.task_rate)
+            tasks[stage] = bar.add_task(stage, total=total or None, **counted)
         bar.update(tasks[stage], completed=done, total=total or None)
 
     return on_progress
