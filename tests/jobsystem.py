@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,20 @@ def postgres_database(server: str = POSTGRES, prefix: str = "cubeqa_test") -> It
     """A fresh PostgreSQL database on the test server, dropped afterwards."""
     with scratch_database(server, prefix) as url:
         yield url
+
+
+@contextmanager
+def store_at(backend: str, tmp_path: Path, revision: str) -> Iterator[tuple[str, Any]]:
+    """A fresh SQLite or PostgreSQL store brought up to `revision` only, to hold rows as that schema wrote them, and an
+    engine on it (disposed on exit): the start of every migration test."""
+    from storage.db import make_engine, upgrade
+
+    with ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else stack.enter_context(postgres_database())
+        upgrade(url, revision)
+        engine = make_engine(url)
+        stack.callback(engine.dispose)
+        yield url, engine
 
 
 def service_env(broker_url: str, database_url: str, **extra: str) -> dict[str, str]:

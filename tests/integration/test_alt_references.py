@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from conftest import migrated
-from jobsystem import postgres_database
+from jobsystem import postgres_database, store_at
 from sqlalchemy import func, insert, inspect, select
 
 from storage.models import Batch, Job, WebhookDelivery
@@ -161,13 +161,9 @@ def test_migration_0009_keeps_stored_rows_and_their_webhook_deliveries_both_ways
     (or cascades to) a row."""
     from alembic import command
 
-    from storage.db import alembic_config, make_engine, upgrade
+    from storage.db import alembic_config, upgrade
 
-    with ExitStack() as stack:
-        url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else stack.enter_context(postgres_database())
-        upgrade(url, "0008")
-        engine = make_engine(url)
-        stack.callback(engine.dispose)
+    with store_at(backend, tmp_path, "0008") as (url, engine):
         created = datetime.now(UTC)
         with engine.begin() as connection:  # only the columns 0008 has
             connection.execute(insert(Batch.__table__).values(id="b" * 32, total=1, done_count=0, failed_count=0,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import redis
 from conftest import migrated
-from jobsystem import postgres_database
+from jobsystem import postgres_database, store_at
 from sqlalchemy import insert, select
 
 from storage.control import (
@@ -190,13 +190,9 @@ def test_migration_0007_keeps_stored_rows_both_ways(backend: str, tmp_path) -> N
     """Rows stored at 0006 read as never cancelled, paused or retried; the downgrade drops the columns, not the rows."""
     from alembic import command
 
-    from storage.db import alembic_config, make_engine, upgrade
+    from storage.db import alembic_config, upgrade
 
-    with ExitStack() as stack:
-        url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else stack.enter_context(postgres_database())
-        upgrade(url, "0006")
-        engine = make_engine(url)
-        stack.callback(engine.dispose)
+    with store_at(backend, tmp_path, "0006") as (url, engine):
         created = datetime.now(UTC)
         with engine.begin() as connection:  # only the columns 0006 has
             connection.execute(insert(Batch.__table__).values(id="b" * 32, total=1, done_count=1, failed_count=0,

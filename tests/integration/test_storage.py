@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import migrated
-from jobsystem import postgres_database
+from jobsystem import postgres_database, store_at
 
 from storage.db import StorageError, check_schema, make_engine
 from storage.models import METRIC_COLUMNS
@@ -188,11 +188,7 @@ def test_migration_0005_decides_right_answers_of_stored_rows(backend: str, tmp_p
         ("failed", None, None, "water is wet.", None),
     ]
     ids = [f"{i:032x}" for i in range(len(rows))]
-    with ExitStack() as stack:
-        url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else stack.enter_context(postgres_database())
-        upgrade(url, "0004")
-        engine = make_engine(url)
-        stack.callback(engine.dispose)
+    with store_at(backend, tmp_path, "0004") as (url, engine):
         created = datetime.now(UTC)
         with engine.begin() as connection:  # only the columns 0004 has
             batch = {"id": "b" * 32, "total": 5, "done_count": 4, "failed_count": 1, "created_at": created}
@@ -235,11 +231,7 @@ def test_migration_0004_fills_the_metric_columns_of_stored_rows_and_reverts(back
         dict.fromkeys(METRIC_COLUMNS),
     ]
     ids = [f"{i:032x}" for i in range(len(metrics))]
-    with ExitStack() as stack:
-        url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else stack.enter_context(postgres_database())
-        upgrade(url, "0003")
-        engine = make_engine(url)
-        stack.callback(engine.dispose)
+    with store_at(backend, tmp_path, "0003") as (url, engine):
         sessions = session_factory(engine)
         created = datetime.now(UTC)
         with engine.begin() as connection:  # only the columns 0003 has
